@@ -1,0 +1,346 @@
+"""The `bess-gateway` command: run, demo, sim, check-config.
+
+Exit codes: 0 done (Ctrl-C and SIGTERM are a normal stop), 1 the job failed, 2 bad usage or an
+invalid configuration. Heavy modules are imported inside each command, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bess_gateway import __version__
+
+__all__ = ["main", "run_async"]
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+# -- event loop ---------------------------------------------------------------------------------
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop when installed (asyncio otherwise), like asyncio.run.
+
+    SIGTERM cancels the coroutine the way Ctrl-C does, so it can clean up (setpoint 0, journal
+    closed); after a SIGTERM the cancellation is swallowed and None returned. Ctrl-C raises
+    KeyboardInterrupt after the coroutine has cleaned up, as with asyncio.run.
+    """
+    # asyncio.Runner takes a loop_factory on 3.11 (asyncio.run only from 3.12)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_terminable(coro))
+
+
+async def _terminable(coro: Coroutine[Any, Any, T]) -> T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        installed = True
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        installed = False
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        task.uncancel()
+        return None  # type: ignore[return-value]
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+# -- commands -----------------------------------------------------------------------------------
+def _error(message: str) -> None:
+    print(f"bess-gateway: {message}", file=sys.stderr)
+
+
+def _load(module: str, name: str) -> Any:
+    """Import a command's implementation; None (and a message) when this build lacks it."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not module.startswith(e.name):
+            raise  # a missing dependency deeper down: show it
+        _error(f"this installation has no {module} ({e}); reinstall bess-gateway")
+        return None
+
+
+def _print_config_errors(errors: Sequence[str], source: Path | None) -> None:
+    where = f"{source}: " if source is not None else ""
+    for e in errors:
+        print(f"{where}{e}", file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bess_gateway.config import ConfigError, load_config
+    from bess_gateway.logs import setup_logging
+
+    try:
+        config = load_config(args.config, require_endpoints=True)
+    except ConfigError as e:
+        _print_config_errors(e.errors, e.source)
+        _error("invalid configuration; fix the keys above (bess-gateway check-config PATH)")
+        return EXIT_USAGE
+    setup_logging(config.gateway.log_format, args.log_level)
+    log = logging.getLogger("bess_gateway")
+    for w in config.warnings:
+        log.warning("configuration: %s", w)
+
+    run_gateway = _load("bess_gateway.gateway", "run_gateway")
+    if run_gateway is None:
+        return EXIT_FAILED
+    try:
+        code = run_async(run_gateway(config))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception:
+        log.exception("the gateway stopped on an unexpected error")
+        return EXIT_FAILED
+    return EXIT_OK if code is None else int(code)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bess_gateway.logs import setup_logging
+
+    setup_logging("text", args.log_level)
+    run_demo = _load("bess_gateway.demo.run", "run_demo")
+    if run_demo is None:
+        return EXIT_FAILED
+    try:
+        return int(run_demo(endpoints=args.endpoints, duration=args.duration, ocpp=args.ocpp))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from bess_gateway.logs import setup_logging
+
+    setup_logging("text", args.log_level)
+    serve = _load("bess_gateway.sim.server", "serve")
+    if serve is None:
+        return EXIT_FAILED
+    try:
+        run_async(serve(args.host, args.port, args.profile))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:  # e.g. the port is taken
+        _error(f"simulator: {e}")
+        return EXIT_FAILED
+    except ValueError as e:  # a register map the simulator rejects
+        _error(f"simulator: {e}")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from bess_gateway.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.path, require_endpoints=True)
+    except ConfigError as e:
+        _print_config_errors(e.errors, e.source)
+        return EXIT_USAGE
+    for w in config.warnings:
+        print(f"{config.source}: warning: {w}", file=sys.stderr)
+    counts = config.version_counts()
+    host = config.pcs.host
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    n = len(config.endpoints)
+    print(
+        f"OK: {n} endpoint{'s' if n != 1 else ''} "
+        f"({counts['1.6']} on 1.6, {counts['2.0.1']} on 2.0.1), "
+        f"PCS at {host}:{config.pcs.port}"
+    )
+    return EXIT_OK
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range {low}..{high}")
+        return value
+
+    return parse
+
+
+def _sim_profile(text: str) -> str:
+    if text in ("generic", "sunspec"):
+        return text
+    if text.endswith(".toml"):
+        if not Path(text).is_file():
+            raise argparse.ArgumentTypeError(f"register-map file not found: {text}")
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not generic, sunspec or a .toml file")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0 (0 = until Ctrl-C)")
+    return value
+
+
+def _add_log_level(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.upper,
+        default=default,
+        help="log records at this level and above (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bess-gateway",
+        description=(
+            "OCPP 1.6J / 2.0.1 gateway for battery energy storage at EV fast-charging hubs: "
+            "each configured endpoint is a charging station towards its CSMS, and the battery "
+            "(PCS + BMS over Modbus TCP) delivers the power."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="run the gateway from a configuration file",
+        description=(
+            "Run the gateway: load and validate the configuration, open the journal in "
+            "gateway.data_dir, start the control loop against the PCS, and connect every "
+            "[[endpoint]] to its CSMS. Runs until Ctrl-C or SIGTERM, which stop the sessions "
+            "and bring the PCS setpoint to 0 before exiting. Exits 2 on an invalid configuration."
+        ),
+    )
+    p.add_argument(
+        "-c", "--config", required=True, type=Path, metavar="PATH", help="the TOML configuration"
+    )
+    _add_log_level(p, "INFO")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "demo",
+        help="run everything on loopback: simulator, demo CSMS and gateway",
+        description=(
+            "The embedded demo, no configuration needed: starts the PCS/BMS simulator and a "
+            "small demo CSMS on loopback, then the gateway against them. The demo CSMS starts "
+            "and stops sessions and sends charging profiles while a live terminal view shows "
+            "endpoints, sessions, power and state of charge; it ends with a summary."
+        ),
+    )
+    p.add_argument(
+        "--endpoints",
+        type=_int_range(1, 1000),
+        default=4,
+        metavar="N",
+        help="number of endpoints (charging stations), 1..1000 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--duration",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds to run, 0 = until Ctrl-C (default: %(default)g)",
+    )
+    p.add_argument(
+        "--ocpp",
+        choices=("1.6", "2.0.1", "mixed"),
+        default="1.6",
+        help="OCPP version of the endpoints; mixed = half and half (default: %(default)s)",
+    )
+    _add_log_level(p, "WARNING")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "sim",
+        help="run the PCS/BMS simulator alone",
+        description=(
+            "Run the PCS/BMS simulator alone: a Modbus TCP server implementing the register "
+            "map of the chosen profile over a battery model (state of charge, open-circuit "
+            "voltage, PCS response, cell temperature, BMS power limits). Point a gateway's "
+            "[pcs] host and port at it. Runs until Ctrl-C."
+        ),
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port",
+        type=_int_range(0, 65535),
+        default=5020,
+        help="Modbus TCP port, 0 = any free port (default: %(default)s)",
+    )
+    p.add_argument(
+        "--profile",
+        type=_sim_profile,
+        default="generic",
+        metavar="{generic,sunspec,PATH.toml}",
+        help="register map: a built-in profile or a register-map TOML file (default: %(default)s)",
+    )
+    _add_log_level(p, "INFO")
+    p.set_defaults(func=_cmd_sim)
+
+    p = sub.add_parser(
+        "check-config",
+        help="validate a configuration file",
+        description=(
+            "Validate a configuration file without starting anything: every key is checked "
+            "(types, ranges, unknown keys, security-profile requirements, referenced files, env: "
+            "passwords). Prints a one-line summary and exits 0, or prints one line per problem "
+            "on stderr, each naming its key, and exits 2."
+        ),
+    )
+    p.add_argument("path", type=Path, metavar="PATH", help="the TOML configuration")
+    p.set_defaults(func=_cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `bess-gateway` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return int(args.func(args))

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from bess_gateway.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "gateway.toml"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bess_gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("command", [None, "run", "demo", "sim", "check-config"])
+def test_help_of_every_command(command):
+    args = ["--help"] if command is None else [command, "--help"]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: bess-gateway{' ' + command if command else ''}")
+    assert proc.stderr == ""
+
+
+def test_check_config_example_ok(capsys):
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "OK: 50 endpoints (40 on 1.6, 10 on 2.0.1), PCS at 127.0.0.1:5020\n"
+    assert err == ""
+
+
+def test_check_config_bad_file_prints_one_line_per_error(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[control]\nperiod_ms = 5\nperod = 1\n[[endpoint]]\nid = "A"\ncsms_url = "http://x"\n'
+    )
+    assert main(["check-config", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{bad}: control.period_ms: 5 is out of range 10..1000",
+        f'{bad}: control.perod: unknown key; did you mean "period_ms"?',
+        f'{bad}: endpoint[0] (A).csms_url: "http://x" must start with ws:// or wss://',
+    ]
+
+
+def test_check_config_needs_an_endpoint(tmp_path, capsys):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("[pcs]\nport = 502\n")
+    assert main(["check-config", str(empty)]) == 2
+    assert "no [[endpoint]] table" in capsys.readouterr().err
+
+
+def test_missing_config_file_is_a_clear_error_not_a_traceback(tmp_path):
+    for args in (["check-config", "nope.toml"], ["run", "--config", "nope.toml"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr
+        assert "nope.toml: no such file" in proc.stderr
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main([]) == 2
+    assert main(["demo", "--endpoints", "0"]) == 2
+    assert main(["demo", "--duration", "-1"]) == 2
+    assert main(["sim", "--profile", "nope"]) == 2
+    assert main(["run"]) == 2  # --config is required
+    capsys.readouterr()
+
+
+def fake_module(monkeypatch, name: str, **attrs) -> None:
+    module = types.ModuleType(name)
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_run_loads_the_config_and_runs_the_gateway_on_uvloop(monkeypatch):
+    seen = {}
+
+    async def run_gateway(config):
+        seen["config"] = config
+        seen["loop"] = type(asyncio.get_running_loop()).__module__
+        return 3
+
+    fake_module(monkeypatch, "bess_gateway.gateway", run_gateway=run_gateway)
+    assert main(["run", "--config", str(EXAMPLE), "--log-level", "warning"]) == 3
+    assert len(seen["config"].endpoints) == 50
+    assert seen["loop"].startswith("uvloop")
+
+
+def test_run_reports_a_crash_as_exit_1(monkeypatch):
+    async def run_gateway(config):
+        raise RuntimeError("boom")
+
+    fake_module(monkeypatch, "bess_gateway.gateway", run_gateway=run_gateway)
+    assert main(["run", "--config", str(EXAMPLE), "--log-level", "ERROR"]) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_are_a_clean_stop(monkeypatch, sig):
+    cleaned = []
+
+    async def run_gateway(config):
+        assert signal.getsignal(sig) not in (signal.SIG_DFL, signal.SIG_IGN)
+        try:
+            os.kill(os.getpid(), sig)
+            await asyncio.sleep(10)
+        finally:
+            cleaned.append(True)
+        return 5
+
+    fake_module(monkeypatch, "bess_gateway.gateway", run_gateway=run_gateway)
+    assert main(["run", "--config", str(EXAMPLE), "--log-level", "ERROR"]) == 0
+    assert cleaned == [True]
+
+
+def test_demo_passes_its_options(monkeypatch):
+    seen = {}
+
+    def run_demo(**kw):
+        seen.update(kw)
+        return 0
+
+    fake_module(monkeypatch, "bess_gateway.demo.run", run_demo=run_demo)
+    assert main(["demo", "--endpoints", "8", "--duration", "0", "--ocpp", "mixed"]) == 0
+    assert seen == {"endpoints": 8, "duration": 0.0, "ocpp": "mixed"}
+    assert main(["demo"]) == 0
+    assert seen == {"endpoints": 4, "duration": 30.0, "ocpp": "1.6"}
+
+
+def test_sim_passes_its_options_and_exits_quietly_on_ctrl_c(monkeypatch):
+    seen = {}
+
+    async def serve(host, port, profile):
+        seen.update(host=host, port=port, profile=profile)
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(10)
+
+    fake_module(monkeypatch, "bess_gateway.sim.server", serve=serve)
+    assert main(["sim", "--port", "1502", "--profile", "sunspec"]) == 0
+    assert seen == {"host": "127.0.0.1", "port": 1502, "profile": "sunspec"}
