@@ -1,0 +1,5 @@
+"""PCS/BMS simulator: a battery + PCS model (battery.py) served over Modbus TCP (server.py).
+
+The register maps are data (``registers/<profile>.toml``, loaded by regmap.py). This package
+imports nothing heavy at import time so the pure parts can be used without pymodbus.
+"""

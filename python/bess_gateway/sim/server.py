@@ -1,0 +1,589 @@
+"""The PCS/BMS simulator served over Modbus TCP (pymodbus 3.16 asyncio server).
+
+``Simulator`` owns a ``BatteryModel`` and a register image laid out by a register map. Writes
+from the gateway land in the image through pymodbus's ``SimDevice.action`` hook (called on every
+register access, inside the event loop) and become the model's command; a tick task advances the
+model with the measured loop time and publishes its state into the read registers.
+
+``SimulatorThread`` runs a Simulator on its own event loop in a thread, for tests and benchmarks
+that drive the gateway synchronously. ``serve()`` is the ``bess-gateway sim`` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from types import TracebackType
+from typing import Any, Final, Self, TextIO, TypeVar, cast
+
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from .battery import BatteryModel, BatteryParams, BatteryState, PcsCommand, PcsState
+from .regmap import Direction, RegisterMap, RegisterMapError, resolve_profile
+
+__all__ = [
+    "SetpointWrite",
+    "Simulator",
+    "SimulatorThread",
+    "WrittenCommands",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+#: Registers the gateway writes; a map without them cannot command the model.
+WRITE_REGISTERS: Final[tuple[str, ...]] = ("run", "setpoint_w", "watchdog", "fault_reset")
+
+#: Function codes that address holding registers. Anything else (coils, input registers) would
+#: alias the same shared block in pymodbus's SimDevice, which no real PCS does.
+_HOLDING_FUNCTIONS: Final[frozenset[int]] = frozenset({3, 6, 16, 22, 23})
+
+_STATE_FIELDS: Final[frozenset[str]] = frozenset(f.name for f in fields(BatteryState))
+
+SetpointWrite = tuple[float, float]  # (loop.time() of arrival, setpoint in W)
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenCommands:
+    """What the gateway has written so far, as the PCS saw it."""
+
+    run: int
+    setpoint_w: int
+    watchdog: int
+    fault_reset_writes: int  # writes of 1 to the fault-reset register
+    write_count: int  # write requests that reached the write registers
+    last_write_t: float | None  # loop.time() of the latest write
+
+
+class Simulator:
+    """A simulated PCS + BMS answering Modbus TCP on one port, for any unit id."""
+
+    def __init__(
+        self,
+        *,
+        profile: str | RegisterMap = "generic",
+        params: BatteryParams | None = None,
+        tick_s: float = 0.02,
+        autotick: bool = True,
+        setpoint_log_size: int = 4096,
+    ) -> None:
+        """``autotick=False`` leaves time to the caller: nothing moves until ``step(dt)``."""
+        if tick_s <= 0:
+            raise ValueError("tick_s must be > 0")
+        self._map = profile if isinstance(profile, RegisterMap) else resolve_profile(profile)
+        _check_map(self._map)
+        self._model = BatteryModel(params)
+        self._tick_s = tick_s
+        self._autotick = autotick
+
+        self._base = min(r.address for r in self._map)
+        self._image = [0] * (max(r.end for r in self._map) - self._base)
+        self._command = PcsCommand()
+        self._fault_reset_pending = False
+        self._fault_reset_writes = 0
+        self._write_count = 0
+        self._last_write_t: float | None = None
+        self._setpoint_writes: deque[SetpointWrite] = deque(maxlen=setpoint_log_size)
+        self._silent = False
+        self._dropped_requests = 0
+        self._connections = 0
+
+        self._server: ModbusTcpServer | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._host = ""
+        self._port = 0
+        self._state = self._model.state()
+        self._publish(self._state)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port`` (port 0 picks a free one, see ``.port``) and start ticking."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        self._loop = asyncio.get_running_loop()
+        device = SimDevice(
+            id=0,  # 0 = answer every unit id, like a PCS behind a single-device gateway
+            simdata=self._simdata(),
+            action=self._on_access,
+        )
+        server = ModbusTcpServer(
+            device,
+            address=(host, port),
+            # pymodbus keeps a received request only if this hook returns it; returning None is
+            # how set_silent() drops requests (the hook is typed as always returning a PDU).
+            trace_pdu=cast(Callable[[bool, ModbusPDU], ModbusPDU], self._trace_pdu),
+            trace_connect=self._trace_connect,
+        )
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise OSError(f"simulator cannot listen on {host}:{port}: {exc}") from exc
+        listener = cast(asyncio.Server, server.transport)
+        self._server = server
+        self._host = host
+        self._port = int(listener.sockets[0].getsockname()[1])
+        if self._autotick:
+            self._tick_task = asyncio.create_task(self._tick_loop(), name="sim-tick")
+
+    async def stop(self) -> None:
+        task, self._tick_task = self._tick_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        server, self._server = self._server, None
+        if server is not None:
+            # shutdown() closes the listener and every open connection.
+            await server.shutdown()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 until started)."""
+        return self._port
+
+    @property
+    def register_map(self) -> RegisterMap:
+        return self._map
+
+    @property
+    def model(self) -> BatteryModel:
+        return self._model
+
+    @property
+    def state(self) -> BatteryState:
+        """The state last published to the read registers."""
+        return self._state
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def step(self, dt_s: float) -> BatteryState:
+        """Advance the model by ``dt_s`` under the latest written command and publish it."""
+        command = self._command
+        if self._fault_reset_pending:
+            # The fault-reset register acts once per write of 1, then reads back 0 as on
+            # typical PCS controllers, so a reset is never applied twice.
+            command = replace(command, fault_reset=True)
+            self._fault_reset_pending = False
+            self._map.encode_into(self._image, "fault_reset", 0, base=self._base)
+            self._command = replace(self._command, fault_reset=False)
+        self._state = self._model.step(dt_s, command)
+        self._publish(self._state)
+        return self._state
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(self._tick_s)
+            now = loop.time()
+            try:
+                self.step(now - last)
+            except Exception:
+                # A model bug must not silently freeze the registers forever without a trace,
+                # nor kill the server: log it and keep ticking.
+                log.exception("simulator tick failed")
+            last = now
+
+    # -- fault injection ------------------------------------------------------------------------
+
+    def force_alarm_bits(self, mask: int) -> None:
+        """OR ``mask`` into the alarm register (until cleared); any alarm trips the PCS."""
+        self._model.forced_alarm_bits = mask
+        self._republish()
+
+    def clear_forced_alarms(self) -> None:
+        """Stop forcing alarm bits. The fault stays latched until a fault reset is written."""
+        self._model.forced_alarm_bits = 0
+        self._republish()
+
+    def force_temperature(self, celsius: float | None) -> None:
+        """Pin both cell-temperature sensors to ``celsius``; None returns to the thermal model."""
+        self._model.forced_temperature_c = celsius
+        self._republish()
+
+    def force_soc(self, pct: float) -> None:
+        self._model.set_soc(pct)
+        self._republish()
+
+    def set_silent(self, on: bool) -> None:
+        """While on, requests are read and discarded unanswered (writes are not applied either);
+        TCP connections stay open and new ones are still accepted."""
+        self._silent = on
+
+    @property
+    def silent(self) -> bool:
+        return self._silent
+
+    @property
+    def dropped_requests(self) -> int:
+        return self._dropped_requests
+
+    @property
+    def connections(self) -> int:
+        """Open client connections."""
+        return self._connections
+
+    # -- what the gateway wrote -----------------------------------------------------------------
+
+    @property
+    def written(self) -> WrittenCommands:
+        def raw(name: str) -> int:
+            reg = self._map[name]
+            return reg.decode_raw(self._image[reg.address - self._base : reg.end - self._base])
+
+        return WrittenCommands(
+            run=raw("run"),
+            setpoint_w=raw("setpoint_w"),
+            watchdog=raw("watchdog"),
+            fault_reset_writes=self._fault_reset_writes,
+            write_count=self._write_count,
+            last_write_t=self._last_write_t,
+        )
+
+    def setpoint_writes(self) -> list[SetpointWrite]:
+        """(loop.time(), W) of every write that carried the setpoint, oldest first (bounded)."""
+        return list(self._setpoint_writes)
+
+    def clear_setpoint_writes(self) -> None:
+        self._setpoint_writes.clear()
+
+    def registers(self, address: int, count: int) -> list[int]:
+        """The register words a read of ``count`` registers at ``address`` would return now."""
+        lo = address - self._base
+        if lo < 0 or lo + count > len(self._image):
+            raise ValueError(f"registers {address}..{address + count - 1} are outside the map")
+        return self._image[lo : lo + count]
+
+    def status_line(self) -> str:
+        s = self._state
+        written = self.written
+        return (
+            f"state={PcsState(s.pcs_state).name.lower():<7} "
+            f"setpoint={written.setpoint_w / 1000:+8.1f} kW "
+            f"measured={s.measured_w / 1000:+8.1f} kW "
+            f"soc={s.soc_pct:5.1f} % "
+            f"temp={s.cell_temp_max_c:5.1f} C "
+            f"alarms=0x{s.alarm_bits:04x} "
+            f"writes={written.write_count}" + (" SILENT" if self._silent else "")
+        )
+
+    # -- pymodbus hooks (run inside the event loop) ---------------------------------------------
+
+    def _simdata(self) -> list[SimData]:
+        return [
+            SimData(
+                address=r.address,
+                values=[0] * r.words,
+                datatype=DataType.REGISTERS,
+                # pymodbus then answers a write to a measurement with ILLEGAL_ADDRESS itself.
+                readonly=r.direction is Direction.READ,
+            )
+            for r in self._map
+        ]
+
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        if not sending and self._silent:
+            self._dropped_requests += 1
+            return None
+        return pdu
+
+    def _trace_connect(self, connected: bool) -> None:
+        self._connections += 1 if connected else -1
+
+    async def _on_access(
+        self,
+        func_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        if func_code not in _HOLDING_FUNCTIONS:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if set_values is None:
+            # pymodbus answers from its own copy of the block: refresh the requested slice.
+            lo = address - start_address
+            src = address - self._base
+            registers[lo : lo + count] = self._image[src : src + count]
+        else:
+            self._on_write(address, [int(v) for v in set_values])
+        return None
+
+    def _on_write(self, address: int, values: list[int]) -> None:
+        now = self._loop.time() if self._loop is not None else 0.0
+        lo = address - self._base
+        self._image[lo : lo + len(values)] = values
+        self._write_count += 1
+        self._last_write_t = now
+        end = address + len(values)
+
+        def touched(name: str) -> bool:
+            reg = self._map[name]
+            return reg.address < end and address < reg.end
+
+        setpoint = self._map["setpoint_w"]
+        setpoint_w = setpoint.decode(
+            self._image[setpoint.address - self._base : setpoint.end - self._base]
+        )
+        if touched("setpoint_w"):
+            self._setpoint_writes.append((now, float(setpoint_w)))
+        fault_reset = self._map["fault_reset"]
+        if touched("fault_reset") and self._image[fault_reset.address - self._base] == 1:
+            # Remembered here, not sampled at the tick, so a 1 followed by a 0 within one tick
+            # still resets.
+            self._fault_reset_pending = True
+            self._fault_reset_writes += 1
+        run = self._map["run"]
+        watchdog = self._map["watchdog"]
+        self._command = PcsCommand(
+            run=self._image[run.address - self._base] == 1,
+            setpoint_w=float(setpoint_w),
+            watchdog=self._image[watchdog.address - self._base],
+        )
+
+    def _publish(self, state: BatteryState) -> None:
+        for reg in self._map.by_direction(Direction.READ):
+            value = getattr(state, reg.name)
+            self._map.encode_into(
+                self._image, reg.name, float(value), base=self._base, saturate=True
+            )
+
+    def _republish(self) -> None:
+        self._state = self._model.state()
+        self._publish(self._state)
+
+
+def _check_map(regmap: RegisterMap) -> None:
+    problems: list[str] = []
+    for name in WRITE_REGISTERS:
+        if name not in regmap:
+            problems.append(f"missing write register {name!r}")
+        elif regmap[name].direction is not Direction.WRITE:
+            problems.append(f"register {name!r} must have direction 'write'")
+    for reg in regmap.by_direction(Direction.READ):
+        if reg.name not in _STATE_FIELDS or reg.name in ("t_s", "target_w"):
+            problems.append(f"read register {reg.name!r} is not a quantity the model produces")
+    if problems:
+        raise RegisterMapError(
+            f"register map {regmap.name!r} cannot drive the simulator: " + "; ".join(problems)
+        )
+
+
+# -- a Simulator on its own thread ------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+class SimulatorThread:
+    """A Simulator running on its own event loop in a daemon thread.
+
+    Every method is safe to call from any thread: it runs on the simulator's loop and returns
+    its result, so an effect (e.g. ``force_alarm_bits``) is in place when the call returns.
+    """
+
+    def __init__(
+        self,
+        *,
+        profile: str | RegisterMap = "generic",
+        params: BatteryParams | None = None,
+        tick_s: float = 0.02,
+        setpoint_log_size: int = 4096,
+    ) -> None:
+        self._kwargs: dict[str, Any] = {
+            "profile": profile,
+            "params": params,
+            "tick_s": tick_s,
+            "setpoint_log_size": setpoint_log_size,
+        }
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sim: Simulator | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._timeout_s = 5.0
+
+    def start(self, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 5.0) -> None:
+        """Return once the simulator listens (see ``.port``); re-raises a start failure."""
+        if self._thread is not None:
+            raise RuntimeError("simulator thread already started")
+        self._timeout_s = timeout_s
+        # Build it here so a bad profile raises in the caller's thread.
+        sim = Simulator(**self._kwargs)
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(
+            target=self._run, args=(sim, host, port), name="sim", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError(f"simulator did not start within {timeout_s} s")
+        if self._error is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+            raise self._error
+
+    def _run(self, sim: Simulator, host: str, port: int) -> None:
+        # The stdlib loop, whatever policy the process installed: its loop.time() is
+        # time.monotonic(), so setpoint_writes() timestamps compare with other threads' clocks
+        # (uvloop's time() has millisecond resolution).
+        with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+            runner.run(self._main(sim, host, port))
+
+    async def _main(self, sim: Simulator, host: str, port: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        try:
+            await sim.start(host, port)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._sim = sim
+        self._ready.set()
+        try:
+            await self._stop_event.wait()
+        finally:
+            await sim.stop()
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        loop, stop_event = self._loop, self._stop_event
+        if loop is not None and stop_event is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop may have just finished
+                loop.call_soon_threadsafe(stop_event.set)
+        thread.join(self._timeout_s)
+        self._sim = None
+
+    def __enter__(self) -> Self:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _call(self, fn: Callable[[Simulator], _T]) -> _T:
+        sim, loop = self._sim, self._loop
+        if sim is None or loop is None:
+            raise RuntimeError("simulator thread is not running")
+
+        async def run() -> _T:
+            return fn(sim)
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(self._timeout_s)
+
+    @property
+    def host(self) -> str:
+        return self._sim.host if self._sim is not None else ""
+
+    @property
+    def port(self) -> int:
+        return self._sim.port if self._sim is not None else 0
+
+    @property
+    def state(self) -> BatteryState:
+        return self._call(lambda s: s.state)
+
+    def step(self, dt_s: float) -> BatteryState:
+        return self._call(lambda s: s.step(dt_s))
+
+    def force_alarm_bits(self, mask: int) -> None:
+        self._call(lambda s: s.force_alarm_bits(mask))
+
+    def clear_forced_alarms(self) -> None:
+        self._call(lambda s: s.clear_forced_alarms())
+
+    def force_temperature(self, celsius: float | None) -> None:
+        self._call(lambda s: s.force_temperature(celsius))
+
+    def force_soc(self, pct: float) -> None:
+        self._call(lambda s: s.force_soc(pct))
+
+    def set_silent(self, on: bool) -> None:
+        self._call(lambda s: s.set_silent(on))
+
+    @property
+    def written(self) -> WrittenCommands:
+        return self._call(lambda s: s.written)
+
+    def setpoint_writes(self) -> list[SetpointWrite]:
+        return self._call(lambda s: s.setpoint_writes())
+
+    def clear_setpoint_writes(self) -> None:
+        self._call(lambda s: s.clear_setpoint_writes())
+
+    def registers(self, address: int, count: int) -> list[int]:
+        return self._call(lambda s: s.registers(address, count))
+
+    def loop_time(self) -> float:
+        """The simulator loop's clock, the time base of ``setpoint_writes`` (time.monotonic())."""
+        return self._call(lambda s: asyncio.get_running_loop().time())
+
+
+# -- `bess-gateway sim` -------------------------------------------------------------------------
+
+
+async def serve(
+    host: str = "127.0.0.1",
+    port: int = 5020,
+    profile: str = "generic",
+    *,
+    status_interval_s: float = 5.0,
+    out: TextIO | None = None,
+) -> None:
+    """Run the simulator until cancelled, printing a status line every ``status_interval_s``.
+
+    ``profile`` is a shipped profile name or a path to a register-map TOML file; anything else
+    raises RegisterMapError (a ValueError) naming the supported profiles.
+    """
+    sim = Simulator(profile=profile)
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    await sim.start(host, port)
+    try:
+        say(
+            f"PCS/BMS simulator (profile {sim.register_map.name}) listening on "
+            f"{host}:{sim.port}, Modbus TCP, any unit id"
+        )
+        while True:
+            await asyncio.sleep(status_interval_s)
+            say(sim.status_line())
+    finally:
+        await sim.stop()
