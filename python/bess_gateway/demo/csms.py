@@ -1,0 +1,291 @@
+"""A small CSMS on the `ocpp` library: the demo's central system and the tests' real peer.
+
+Built on the independent `ocpp` implementation (not on our own framing) so that everything the
+gateway sends is parsed and schema-validated by someone else's code. It records every CALL it
+receives and lets a caller send any CALL, or raw text, to a connected station.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from ocpp.charge_point import (
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as CP16
+from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+log = logging.getLogger("bess_gateway.csms")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One CALL a station sent us."""
+
+    station: str
+    action: str
+    payload: dict[str, Any]
+    at: float  # time.monotonic()
+    seq: int
+
+
+@dataclass
+class Transaction:
+    id: int
+    station: str
+    connector: int
+    id_tag: str
+    meter_start: int
+    meter_stop: int | None = None
+    reason: str | None = None
+    meter_values: int = 0
+
+
+@dataclass
+class Policy:
+    """How the CSMS answers; tests change these fields."""
+
+    boot_status: str = "Accepted"
+    heartbeat_interval: int = 60
+    blocked_id_tags: set[str] = field(default_factory=set)
+    passwords: dict[str, str] | None = None  # station id -> Basic auth password, None = open
+
+
+class _Station16(CP16):
+    """A 1.6 station as the CSMS sees it; handlers answer per the server's policy."""
+
+    def __init__(self, station_id: str, ws: ServerConnection, server: CsmsServer) -> None:
+        super().__init__(station_id, ws, response_timeout=15)
+        self.server = server
+        self.raw_replies: dict[str, Any] = {}
+        self.reply_event = asyncio.Event()
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        try:
+            msg = orjson.loads(raw_msg)
+        except orjson.JSONDecodeError:
+            msg = None
+        if isinstance(msg, list) and len(msg) >= 3:
+            if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
+                self.server._record(self.id, str(msg[2]), msg[3])
+            elif msg[0] in (3, 4):
+                self.raw_replies[str(msg[1])] = msg
+                self.reply_event.set()
+        await super().route_message(raw_msg)
+
+    @on("BootNotification")
+    def on_boot(self, **_: Any) -> result16.BootNotification:
+        p = self.server.policy
+        return result16.BootNotification(current_time=_now(), interval=p.heartbeat_interval,
+                                         status=p.boot_status)
+
+    @on("Heartbeat")
+    def on_heartbeat(self) -> result16.Heartbeat:
+        return result16.Heartbeat(current_time=_now())
+
+    @on("StatusNotification")
+    def on_status(self, **_: Any) -> result16.StatusNotification:
+        return result16.StatusNotification()
+
+    @on("Authorize")
+    def on_authorize(self, id_tag: str) -> result16.Authorize:
+        return result16.Authorize(id_tag_info={"status": self.server._tag_status(id_tag)})
+
+    @on("StartTransaction")
+    def on_start(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str,
+                 **_: Any) -> result16.StartTransaction:
+        tx = self.server._new_transaction(self.id, connector_id, id_tag, meter_start)
+        return result16.StartTransaction(transaction_id=tx.id,
+                                         id_tag_info={"status": self.server._tag_status(id_tag)})
+
+    @on("StopTransaction")
+    def on_stop(self, meter_stop: int, timestamp: str, transaction_id: int,
+                **kw: Any) -> result16.StopTransaction:
+        tx = self.server.transactions.get(transaction_id)
+        if tx is not None:
+            tx.meter_stop = meter_stop
+            tx.reason = kw.get("reason", "Local")
+        return result16.StopTransaction()
+
+    @on("MeterValues")
+    def on_meter_values(self, connector_id: int, meter_value: list[Any],
+                        **kw: Any) -> result16.MeterValues:
+        tx = self.server.transactions.get(kw.get("transaction_id", -1))
+        if tx is not None:
+            tx.meter_values += 1
+        return result16.MeterValues()
+
+    @on("DataTransfer")
+    def on_data_transfer(self, vendor_id: str, **_: Any) -> result16.DataTransfer:
+        return result16.DataTransfer(status="UnknownVendorId")
+
+    @on("DiagnosticsStatusNotification")
+    def on_diag(self, **_: Any) -> result16.DiagnosticsStatusNotification:
+        return result16.DiagnosticsStatusNotification()
+
+    @on("FirmwareStatusNotification")
+    def on_fw(self, **_: Any) -> result16.FirmwareStatusNotification:
+        return result16.FirmwareStatusNotification()
+
+
+class CsmsServer:
+    """A WebSocket CSMS on loopback speaking OCPP 1.6J through the `ocpp` library."""
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self.stations: dict[str, _Station16] = {}
+        self.received: list[Received] = []
+        self.transactions: dict[int, Transaction] = {}
+        self.connections = 0
+        self._tx_ids = itertools.count(1)
+        self._seq = itertools.count()
+        self._changed = asyncio.Condition()
+        self._server: Server | None = None
+        self._tls = False
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    ssl_context: ssl.SSLContext | None = None) -> None:
+        self._tls = ssl_context is not None
+        self._server = await serve(self._handle, host, port, subprotocols=["ocpp1.6"],
+                                   process_request=self._check_auth, ssl=ssl_context,
+                                   compression=None)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"{'wss' if self._tls else 'ws'}://127.0.0.1:{self.port}/ocpp"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def drop(self, station_id: str) -> None:
+        """Cut one station's socket as a network failure would (no close handshake)."""
+        st = self.stations.get(station_id)
+        if st is not None:
+            st._connection.transport.abort()
+
+    def _check_auth(self, conn: ServerConnection, request: Request) -> Response | None:
+        if self.policy.passwords is None:
+            return None
+        station = request.path.rstrip("/").rsplit("/", 1)[-1]
+        expected = self.policy.passwords.get(station)
+        header = request.headers.get("Authorization", "")
+        token = base64.b64encode(f"{station}:{expected}".encode()).decode()
+        if expected is None or header != f"Basic {token}":
+            return conn.respond(HTTPStatus.UNAUTHORIZED, "unauthorized\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        station_id = ws.request.path.rstrip("/").rsplit("/", 1)[-1] if ws.request else "?"
+        cp = _Station16(station_id, ws, self)
+        self.stations[station_id] = cp
+        self.connections += 1
+        await self._notify()
+        try:
+            await cp.start()
+        except Exception as exc:  # ConnectionClosed ends every session; others are logged
+            if "ConnectionClosed" not in type(exc).__name__:
+                log.exception("csms: %s handler failed", station_id)
+        finally:
+            if self.stations.get(station_id) is cp:
+                del self.stations[station_id]
+            await self._notify()
+
+    # -- what stations send ----------------------------------------------------------------
+    def _record(self, station: str, action: str, payload: dict[str, Any]) -> None:
+        self.received.append(Received(station, action, payload, time.monotonic(),
+                                      next(self._seq)))
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _tag_status(self, id_tag: str) -> str:
+        return "Blocked" if id_tag in self.policy.blocked_id_tags else "Accepted"
+
+    def _new_transaction(self, station: str, connector: int, id_tag: str,
+                         meter_start: int) -> Transaction:
+        tx = Transaction(next(self._tx_ids), station, connector, id_tag, meter_start)
+        self.transactions[tx.id] = tx
+        return tx
+
+    async def wait_until(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Wait until ``predicate()`` is truthy (re-checked on every message); return it."""
+        # A bounded poll: some state (transactions) changes after the message is recorded, and
+        # asyncio.wait_for in a loop can swallow cancellation on Python 3.11.
+        async with asyncio.timeout(timeout):
+            while not (value := predicate()):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            return value
+
+    async def wait_for(self, station: str, action: str,
+                       where: Callable[[dict[str, Any]], bool] = lambda p: True,
+                       *, after: int = -1, timeout: float = 10.0) -> Received:
+        """The first CALL ``action`` from ``station`` with seq > ``after`` matching ``where``."""
+
+        def find() -> Received | None:
+            for m in self.received:
+                if m.seq > after and m.station == station and m.action == action and where(
+                        m.payload):
+                    return m
+            return None
+
+        return await self.wait_until(find, timeout)
+
+    def last_seq(self) -> int:
+        return self.received[-1].seq if self.received else -1
+
+    def of(self, station: str, action: str) -> list[Received]:
+        return [m for m in self.received if m.station == station and m.action == action]
+
+    # -- what we send ----------------------------------------------------------------------
+    async def call(self, station_id: str, action: str, payload: dict[str, Any] | None = None,
+                   ) -> dict[str, Any]:
+        """Send a CALL (camelCase payload) and return the camelCase response payload.
+
+        A CALLERROR raises the `ocpp` library's OCPPError subclass for its code.
+        """
+        cp = self.stations[station_id]
+        request = getattr(call16, action)(**camel_to_snake_case(payload or {}))
+        response = await cp.call(request, suppress=False)
+        return remove_nones(snake_to_camel_case(serialize_as_dict(response)))
+
+    async def send_raw(self, station_id: str, text: str, unique_id: str,
+                       timeout: float = 10.0) -> list[Any]:
+        """Send any text and wait for the reply frame carrying ``unique_id``."""
+        cp = self.stations[station_id]
+        cp.raw_replies.pop(unique_id, None)
+        await cp._connection.send(text)
+        async with asyncio.timeout(timeout):
+            while unique_id not in cp.raw_replies:
+                cp.reply_event.clear()
+                await cp.reply_event.wait()
+        return list(cp.raw_replies.pop(unique_id))

@@ -1,0 +1,1 @@
+"""The version-agnostic domain: settings, stations, sessions. OCPP versions translate to it."""

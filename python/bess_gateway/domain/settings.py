@@ -1,0 +1,181 @@
+"""Version-agnostic station settings: what a CSMS may read and change.
+
+OCPP 1.6 configuration keys and 2.0.1 device-model variables are both translations of these. Each
+setting validates its own value, so the range rules (HeartbeatInterval 30-3600 s, ...) live once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["int", "bool", "str", "csv"]
+
+MEASURANDS: tuple[str, ...] = (
+    "Voltage",
+    "Current.Export",
+    "Current.Import",
+    "Power.Active.Export",
+    "Power.Active.Import",
+    "SoC",
+    "Temperature",
+    "Energy.Active.Export.Register",
+    "Energy.Active.Import.Register",
+)
+DEFAULT_SAMPLED = ",".join(MEASURANDS)
+DEFAULT_TX_END = "Energy.Active.Export.Register,Energy.Active.Import.Register"
+
+
+class SettingError(ValueError):
+    """A value a setting refuses; ``reason`` is 'unknown', 'readonly' or 'invalid'."""
+
+    def __init__(
+        self, name: str, reason: Literal["unknown", "readonly", "invalid"], msg: str
+    ) -> None:
+        super().__init__(f"{name}: {msg}")
+        self.name = name
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class SettingSpec:
+    name: str
+    kind: Kind
+    default: int | bool | str
+    minimum: int | None = None
+    maximum: int | None = None
+    readonly: bool = False
+    choices: tuple[str, ...] | None = None  # for csv: the allowed items
+    max_items: int | None = None
+
+    def parse(self, raw: str) -> int | bool | str:
+        """Parse the text a CSMS sends (both versions send strings) into a typed value."""
+        text = raw.strip()
+        if self.kind == "int":
+            try:
+                value = int(text)
+            except ValueError:
+                raise SettingError(self.name, "invalid", f"{raw!r} is not an integer") from None
+            if (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum
+            ):
+                raise SettingError(
+                    self.name, "invalid", f"{value} is outside {self.minimum}..{self.maximum}"
+                )
+            return value
+        if self.kind == "bool":
+            low = text.lower()
+            if low not in ("true", "false"):
+                raise SettingError(self.name, "invalid", f"{raw!r} is not true/false")
+            return low == "true"
+        if self.kind == "csv":
+            items = [i.strip() for i in text.split(",") if i.strip()]
+            if self.choices is not None:
+                bad = [i for i in items if i not in self.choices]
+                if bad:
+                    raise SettingError(self.name, "invalid", f"unsupported items {bad}")
+            if self.max_items is not None and len(items) > self.max_items:
+                raise SettingError(self.name, "invalid", f"more than {self.max_items} items")
+            return ",".join(items)
+        return text
+
+    def render(self, value: int | bool | str) -> str:
+        if self.kind == "bool":
+            return "true" if value else "false"
+        return str(value)
+
+
+SPECS: dict[str, SettingSpec] = {
+    s.name: s
+    for s in (
+        SettingSpec("heartbeat_interval_s", "int", 300, 30, 3600),
+        SettingSpec("meter_sample_interval_s", "int", 10, 1, 300),
+        SettingSpec("clock_aligned_interval_s", "int", 0, 0, 86400),
+        SettingSpec("connection_timeout_s", "int", 60, 10, 600),
+        SettingSpec("authorize_remote_tx", "bool", False),
+        SettingSpec("local_authorize_offline", "bool", True),
+        SettingSpec("local_pre_authorize", "bool", False),
+        SettingSpec("stop_tx_on_invalid_id", "bool", True),
+        SettingSpec("stop_tx_on_ev_side_disconnect", "bool", True),
+        SettingSpec("unlock_on_ev_side_disconnect", "bool", True),
+        SettingSpec("meter_values_sampled_data", "csv", DEFAULT_SAMPLED,
+                    choices=MEASURANDS, max_items=len(MEASURANDS)),
+        SettingSpec("meter_values_aligned_data", "csv", DEFAULT_TX_END,
+                    choices=MEASURANDS, max_items=len(MEASURANDS)),
+        SettingSpec("stop_txn_sampled_data", "csv", DEFAULT_TX_END,
+                    choices=MEASURANDS, max_items=len(MEASURANDS)),
+        SettingSpec("stop_txn_aligned_data", "csv", "", choices=MEASURANDS,
+                    max_items=len(MEASURANDS)),
+        SettingSpec("transaction_message_attempts", "int", 3, 1, 10),
+        SettingSpec("transaction_message_retry_interval_s", "int", 60, 1, 3600),
+        SettingSpec("reset_retries", "int", 1, 0, 10),
+        SettingSpec("websocket_ping_interval_s", "int", 60, 0, 3600),
+        SettingSpec("connector_phase_rotation", "str", "0.RST,1.RST,2.RST"),
+        SettingSpec("minimum_status_duration_s", "int", 0, 0, 3600),
+    )
+}
+
+
+class Settings:
+    """One station's settings: defaults, then persisted values, then what the CSMS changes.
+
+    ``persist`` is called with (name, text) for every accepted change so values survive restarts;
+    the caller decides where (the journal).
+    """
+
+    def __init__(
+        self,
+        stored: Mapping[str, str],
+        *,
+        overrides: Mapping[str, int | bool | str] | None = None,
+        persist: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._values: dict[str, int | bool | str] = {n: s.default for n, s in SPECS.items()}
+        for name, value in (overrides or {}).items():
+            self._values[name] = value
+        for name, text in stored.items():
+            spec = SPECS.get(name)
+            if spec is None:
+                # A setting another version knew: keep going rather than refuse to start.
+                continue
+            try:
+                self._values[name] = spec.parse(text)
+            except SettingError:
+                continue
+        self._persist = persist
+        self._listeners: list[Callable[[str], None]] = []
+
+    def __getitem__(self, name: str) -> int | bool | str:
+        return self._values[name]
+
+    def int(self, name: str) -> int:
+        value = self._values[name]
+        assert isinstance(value, int)
+        return value
+
+    def bool(self, name: str) -> bool:
+        return bool(self._values[name])
+
+    def items(self, name: str) -> list[str]:
+        return [i for i in str(self._values[name]).split(",") if i]
+
+    def text(self, name: str) -> str:
+        return SPECS[name].render(self._values[name])
+
+    def set(self, name: str, raw: str) -> None:
+        """Validate and apply a change; raises SettingError with the reason to report."""
+        spec = SPECS.get(name)
+        if spec is None:
+            raise SettingError(name, "unknown", "no such setting")
+        if spec.readonly:
+            raise SettingError(name, "readonly", "read-only")
+        value = spec.parse(raw)
+        self._values[name] = value
+        if self._persist is not None:
+            self._persist(name, spec.render(value))
+        for listener in list(self._listeners):
+            listener(name)
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)

@@ -1,0 +1,341 @@
+"""One charging-station identity as the battery sees it: two virtual connectors and their sessions.
+
+This is the single domain model behind both OCPP versions. It owns the rules (which connector may
+start, what status a connector is in, what a meter sample contains); the 1.6 and 2.0.1 layers only
+translate its results into messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Any, Protocol
+
+from bess_gateway import alarms
+from bess_gateway.domain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DISCHARGE_CONNECTOR = 1
+CHARGE_CONNECTOR = 2
+CONNECTORS = (DISCHARGE_CONNECTOR, CHARGE_CONNECTOR)
+
+
+class Direction(IntEnum):
+    """Sign of the PCS setpoint a session contributes: + discharge, - charge."""
+
+    DISCHARGE = 1
+    CHARGE = -1
+
+
+DIRECTION = {DISCHARGE_CONNECTOR: Direction.DISCHARGE, CHARGE_CONNECTOR: Direction.CHARGE}
+
+
+class ConnectorStatus(StrEnum):
+    # 1.6 names; 2.0.1 folds Preparing/Charging/Suspended*/Finishing into Occupied.
+    AVAILABLE = "Available"
+    PREPARING = "Preparing"
+    CHARGING = "Charging"
+    SUSPENDED_EVSE = "SuspendedEVSE"
+    FINISHING = "Finishing"
+    RESERVED = "Reserved"
+    UNAVAILABLE = "Unavailable"
+    FAULTED = "Faulted"
+
+
+class StopReason(StrEnum):
+    # Domain reasons; both versions' enums carry these names (2.0.1 adds a few of its own).
+    LOCAL = "Local"
+    REMOTE = "Remote"
+    DEAUTHORIZED = "DeAuthorized"
+    HARD_RESET = "HardReset"
+    SOFT_RESET = "SoftReset"
+    REBOOT = "Reboot"
+    POWER_LOSS = "PowerLoss"
+    UNLOCK_COMMAND = "UnlockCommand"
+    OTHER = "Other"
+
+
+class StartRefusal(StrEnum):
+    UNKNOWN_CONNECTOR = "unknown connector"
+    BUSY = "connector has a transaction"
+    UNAVAILABLE = "connector is unavailable"
+    FAULTED = "battery is faulted"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    status: ConnectorStatus
+    cause: str | None = None  # trip cause code when Faulted
+
+    @property
+    def alarm(self) -> alarms.AlarmReport | None:
+        return alarms.report_for(self.cause) if self.cause else None
+
+
+@dataclass(slots=True)
+class Transaction:
+    local_id: str
+    connector: int
+    id_tag: str
+    id_tag_hash: str
+    meter_start_wh: int
+    started_at: datetime
+    transaction_id: str | None = None  # the CSMS's (1.6) or our own (2.0.1) id, once known
+    meter_stop_wh: int | None = None
+    stopped_at: datetime | None = None
+    stop_reason: StopReason | None = None
+    end_sample: MeterSample | None = None  # taken with meter_stop_wh, so the two agree
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSample:
+    timestamp: datetime
+    connector: int
+    energy_wh: float
+    power_w: float
+    current_a: float
+    voltage_v: float
+    soc_pct: float
+    temperature_c: float
+
+
+class CorePort(Protocol):
+    """What a station needs from the control core (bess_gateway.control.ControlCore)."""
+
+    def start_session(self, meter_id: int, direction: int, cap_w: float) -> None: ...
+    def stop_session(self, meter_id: int) -> None: ...
+    def meter(self, meter_id: int) -> dict[str, Any]: ...
+
+
+class TxStore(Protocol):
+    """Where open transactions are made durable (bess_gateway.journal.Journal)."""
+
+    def put_transaction(self, rec: Any) -> None: ...
+    def finish_transaction(self, endpoint_id: str, local_id: str) -> None: ...
+
+
+class CoreView:
+    """The latest control-core snapshot, shared by every station of a gateway.
+
+    One snapshot per refresh instead of one per station keeps 1000 endpoints cheap.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] = {}
+
+    @property
+    def link_up(self) -> bool:
+        return bool(self.snapshot.get("link_up", True))
+
+    @property
+    def trip_causes(self) -> list[str]:
+        if not self.snapshot.get("tripped"):
+            return []
+        return list(self.snapshot.get("trip_causes") or ["pcs_fault_state"])
+
+    def allocation(self, meter_id: int) -> float | None:
+        allocs = self.snapshot.get("allocations") or {}
+        value = allocs.get(meter_id)
+        return None if value is None else float(value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Station:
+    """Sessions, availability and status of one endpoint's two virtual connectors."""
+
+    def __init__(
+        self,
+        endpoint_id: str,
+        index: int,
+        *,
+        core: CorePort,
+        view: CoreView,
+        settings: Settings,
+        session_max_w: float,
+        tx_store: TxStore,
+        make_record: Callable[[str, Transaction], Any],
+        hash_id_tag: Callable[[str], str],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.endpoint_id = endpoint_id
+        self.index = index
+        self.core = core
+        self.view = view
+        self.settings = settings
+        self.session_max_w = session_max_w
+        self._tx_store = tx_store
+        self._make_record = make_record
+        self._hash = hash_id_tag
+        self._clock = clock
+        self.transactions: dict[int, Transaction] = {}
+        self.operative: dict[int, bool] = {0: True, 1: True, 2: True}
+        self._scheduled_availability: dict[int, bool] = {}
+        self.preparing: set[int] = set()
+        self._listeners: list[Callable[[], None]] = []
+
+    # -- observers -------------------------------------------------------------------------
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Called whenever something a status depends on may have changed."""
+        self._listeners.append(listener)
+
+    def changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("%s: status listener failed", self.endpoint_id)
+
+    # -- identity --------------------------------------------------------------------------
+    def meter_id(self, connector: int) -> int:
+        return self.index * 2 + (connector - 1)
+
+    @staticmethod
+    def valid_connector(connector: int) -> bool:
+        return connector in CONNECTORS
+
+    # -- sessions --------------------------------------------------------------------------
+    def pick_connector(self) -> int | None:
+        """For a start without a connector: the first free one, discharge first (EV charging)."""
+        for c in CONNECTORS:
+            if self.refusal(c) is None:
+                return c
+        return None
+
+    def refusal(self, connector: int) -> StartRefusal | None:
+        """Why a session cannot start on this connector now, or None when it can."""
+        if not self.valid_connector(connector):
+            return StartRefusal.UNKNOWN_CONNECTOR
+        if connector in self.transactions or connector in self.preparing:
+            return StartRefusal.BUSY
+        if not (self.operative[0] and self.operative[connector]):
+            return StartRefusal.UNAVAILABLE
+        if not self.view.link_up or self.view.trip_causes:
+            return StartRefusal.FAULTED
+        return None
+
+    def prepare(self, connector: int) -> None:
+        self.preparing.add(connector)
+        self.changed()
+
+    def unprepare(self, connector: int) -> None:
+        self.preparing.discard(connector)
+        self.changed()
+
+    def begin(self, connector: int, id_tag: str, *, cap_w: float | None = None) -> Transaction:
+        """Start a session: durable record first, then power, so a crash never hides energy."""
+        meter = self.core.meter(self.meter_id(connector))
+        tx = Transaction(
+            local_id=uuid.uuid4().hex,
+            connector=connector,
+            id_tag=id_tag,
+            id_tag_hash=self._hash(id_tag),
+            meter_start_wh=math.floor(float(meter["energy_wh"])),
+            started_at=self._clock(),
+        )
+        self._tx_store.put_transaction(self._make_record(self.endpoint_id, tx))
+        self.transactions[connector] = tx
+        self.preparing.discard(connector)
+        cap = self.session_max_w if cap_w is None else min(cap_w, self.session_max_w)
+        self.core.start_session(self.meter_id(connector), int(DIRECTION[connector]), cap)
+        log.info("%s: connector %d session %s started at %d Wh", self.endpoint_id, connector,
+                 tx.local_id[:8], tx.meter_start_wh)
+        self.changed()
+        return tx
+
+    def adopt(self, tx: Transaction) -> None:
+        """Take back a transaction restored from the journal (it is no longer powered)."""
+        self.transactions[tx.connector] = tx
+
+    def record(self, tx: Transaction) -> None:
+        """Persist a change of a transaction (e.g. its CSMS id became known)."""
+        self._tx_store.put_transaction(self._make_record(self.endpoint_id, tx))
+
+    def end(self, connector: int, reason: StopReason) -> Transaction | None:
+        """Stop a session: power first (safety), then the final register reading."""
+        tx = self.transactions.pop(connector, None)
+        if tx is None:
+            return None
+        self.core.stop_session(self.meter_id(connector))
+        tx.end_sample = self.sample(connector)
+        tx.meter_stop_wh = max(tx.meter_start_wh, math.floor(tx.end_sample.energy_wh))
+        tx.stopped_at = tx.end_sample.timestamp
+        tx.stop_reason = reason
+        self._tx_store.finish_transaction(self.endpoint_id, tx.local_id)
+        log.info("%s: connector %d session %s stopped (%s), %d Wh", self.endpoint_id, connector,
+                 tx.local_id[:8], reason, tx.meter_stop_wh - tx.meter_start_wh)
+        scheduled = self._scheduled_availability.pop(connector, None)
+        if scheduled is not None:
+            self.operative[connector] = scheduled
+        if not self.transactions and 0 in self._scheduled_availability:
+            self.operative[0] = self._scheduled_availability.pop(0)
+        self.changed()
+        return tx
+
+    def end_all(self, reason: StopReason) -> list[Transaction]:
+        return [tx for c in list(self.transactions) if (tx := self.end(c, reason)) is not None]
+
+    def find(self, transaction_id: str) -> Transaction | None:
+        for tx in self.transactions.values():
+            if tx.transaction_id == transaction_id:
+                return tx
+        return None
+
+    # -- availability ----------------------------------------------------------------------
+    def set_availability(self, connector: int, operative: bool) -> str:
+        """'Accepted', 'Scheduled' (a running session finishes first) or 'Rejected'."""
+        if connector != 0 and not self.valid_connector(connector):
+            return "Rejected"
+        busy = bool(self.transactions) if connector == 0 else connector in self.transactions
+        if busy and not operative:
+            self._scheduled_availability[connector] = operative
+            return "Scheduled"
+        self._scheduled_availability.pop(connector, None)
+        self.operative[connector] = operative
+        self.changed()
+        return "Accepted"
+
+    # -- status and metering ---------------------------------------------------------------
+    def status(self, connector: int) -> StatusReport:
+        if not self.view.link_up:
+            return StatusReport(ConnectorStatus.FAULTED, "pcs_link_lost")
+        primary = alarms.primary(self.view.trip_causes)
+        if primary is not None:
+            return StatusReport(ConnectorStatus.FAULTED, primary.cause)
+        if connector == 0:
+            return StatusReport(
+                ConnectorStatus.AVAILABLE if self.operative[0] else ConnectorStatus.UNAVAILABLE
+            )
+        if connector in self.transactions:
+            alloc = self.view.allocation(self.meter_id(connector))
+            # No allocation yet means the core has not stepped since the start: still charging.
+            if alloc is not None and alloc <= 0.0:
+                return StatusReport(ConnectorStatus.SUSPENDED_EVSE)
+            return StatusReport(ConnectorStatus.CHARGING)
+        if connector in self.preparing:
+            return StatusReport(ConnectorStatus.PREPARING)
+        if not (self.operative[0] and self.operative[connector]):
+            return StatusReport(ConnectorStatus.UNAVAILABLE)
+        return StatusReport(ConnectorStatus.AVAILABLE)
+
+    def sample(self, connector: int) -> MeterSample:
+        m = self.core.meter(self.meter_id(connector))
+        return MeterSample(
+            timestamp=self._clock(),
+            connector=connector,
+            energy_wh=float(m["energy_wh"]),
+            power_w=max(0.0, float(m.get("power_w", 0.0))),
+            current_a=max(0.0, float(m.get("current_a", 0.0))),
+            voltage_v=float(m.get("voltage_v", 0.0)),
+            soc_pct=float(m.get("soc_pct", 0.0)),
+            temperature_c=float(m.get("temperature_c", 0.0)),
+        )

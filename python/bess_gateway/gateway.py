@@ -1,0 +1,180 @@
+"""The main job: one control core, one journal, many OCPP endpoints.
+
+Start-up order matters for safety: the journal is opened and meter registers restored before the
+core runs, and the core runs (PCS held at 0 W, no sessions) before any CSMS can ask for power.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from bess_gateway.config import Config, EndpointConfig
+from bess_gateway.control import ControlCore
+from bess_gateway.domain.settings import Settings
+from bess_gateway.domain.station import CoreView, Station, StopReason, Transaction
+from bess_gateway.domain.timefmt import iso
+from bess_gateway.journal import Journal, TxRecord
+from bess_gateway.v16.endpoint import Endpoint16
+
+log = logging.getLogger("bess_gateway")
+
+VIEW_REFRESH_S = 1.0  # status changes that no core event announces (e.g. SoC limits) show within
+METER_SAVE_S = 5.0  # bound on energy a crash can leave unattributed
+
+
+def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
+    return TxRecord(
+        endpoint_id=endpoint_id,
+        local_id=tx.local_id,
+        connector=tx.connector,
+        id_tag_hash=tx.id_tag_hash,
+        meter_start_wh=tx.meter_start_wh,
+        started_at=iso(tx.started_at),
+        transaction_id=tx.transaction_id,
+    )
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.journal: Journal | None = None
+        self.core: ControlCore | None = None
+        self.view = CoreView()
+        self.stations: dict[str, Station] = {}
+        self.endpoints: dict[str, Endpoint16] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        unsupported = [e.id for e in cfg.endpoints if e.ocpp_version != "1.6"]
+        if unsupported:
+            raise RuntimeError(
+                f"OCPP 2.0.1 endpoints are not available in this build: {unsupported[:5]}; "
+                "set ocpp_version = \"1.6\" for them")
+        data_dir = cfg.gateway.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = journal = Journal(data_dir / "journal.sqlite")
+        self.core = core = ControlCore(cfg.core_params())
+        for (endpoint_id, connector), wh in journal.get_meters().items():
+            ep = next((e for e in cfg.endpoints if e.id == endpoint_id), None)
+            if ep is not None:
+                core.set_meter(ep.index * 2 + connector - 1, wh)
+        core.start(asyncio.get_running_loop())
+        core.subscribe(self._on_core_event)
+        self.view.snapshot = core.snapshot()
+        for ep in cfg.endpoints:
+            station = self._make_station(ep, core, journal)
+            endpoint = Endpoint16(ep, station, journal)
+            endpoint.recover(journal.open_transactions(ep.id))
+            self.stations[ep.id] = station
+            self.endpoints[ep.id] = endpoint
+        loop = asyncio.get_running_loop()
+        for endpoint in self.endpoints.values():
+            self._tasks.append(loop.create_task(endpoint.run(), name=f"endpoint:{endpoint.id}"))
+        self._tasks.append(loop.create_task(self._refresh_view(), name="view"))
+        self._tasks.append(loop.create_task(self._save_meters(), name="meters"))
+        log.info("gateway started: %d endpoints, PCS %s:%d", len(self.endpoints),
+                 cfg.pcs.host, cfg.pcs.port)
+
+    def _make_station(self, ep: EndpointConfig, core: ControlCore, journal: Journal) -> Station:
+        settings = Settings(
+            journal.get_settings(ep.id),
+            overrides={"heartbeat_interval_s": ep.heartbeat_interval_s,
+                       "meter_sample_interval_s": ep.meter_sample_interval_s},
+            persist=lambda name, text, _id=ep.id: journal.put_setting(_id, name, text),
+        )
+        return Station(
+            ep.id, ep.index, core=core, view=self.view, settings=settings,
+            session_max_w=self.config.control.session_max_kw * 1000.0,
+            tx_store=journal, make_record=tx_record, hash_id_tag=journal.hash_id_tag,
+        )
+
+    async def stop(self, reason: StopReason = StopReason.REBOOT, *, drain_s: float = 3.0) -> None:
+        """End sessions, give queued messages a moment to leave, then hold the PCS at 0 W."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for endpoint in self.endpoints.values():
+            endpoint.stop_all(reason)
+        if self.journal is not None and drain_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_s):
+                    # The journal has no change signal; a bounded poll at shutdown is enough.
+                    while self.journal.depth() > 0 and any(  # noqa: ASYNC110
+                            e.ctx.online for e in self.endpoints.values()):
+                        await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._persist_meters()
+        if self.core is not None:
+            await self.core.stop()
+        if self.journal is not None:
+            self.journal.close()
+        log.info("gateway stopped")
+
+    # -- housekeeping ----------------------------------------------------------------------
+    def _on_core_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        level = logging.WARNING if kind in ("link_lost", "trip") else logging.INFO
+        log.log(level, "control core: %s %s", kind, event.get("causes", ""))
+        self._refresh_now()
+
+    def _refresh_now(self) -> None:
+        if self.core is None:
+            return
+        self.view.snapshot = self.core.snapshot()
+        for station in self.stations.values():
+            station.changed()
+
+    async def _refresh_view(self) -> None:
+        while True:
+            await asyncio.sleep(VIEW_REFRESH_S)
+            self._refresh_now()
+
+    def _persist_meters(self) -> None:
+        if self.core is None or self.journal is None:
+            return
+        values: dict[tuple[str, int], float] = {}
+        meters = self.view.snapshot.get("meters") or {}
+        meters = self.core.snapshot().get("meters") or meters
+        for station in self.stations.values():
+            for connector in (1, 2):
+                wh = meters.get(station.meter_id(connector))
+                if wh is not None:
+                    values[(station.endpoint_id, connector)] = float(wh)
+        try:
+            self.journal.put_meters(values)
+        except Exception:
+            log.exception("could not save meter registers; will retry")
+
+    async def _save_meters(self) -> None:
+        while True:
+            await asyncio.sleep(METER_SAVE_S)
+            self._persist_meters()
+
+
+async def run_gateway(config: Config) -> int:
+    """Run until SIGINT/SIGTERM; exit code 0 on a clean stop."""
+    gateway = Gateway(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start()
+    except Exception as exc:
+        log.error("gateway could not start: %s", exc)
+        await gateway.stop(drain_s=0)
+        return 1
+    await stop.wait()
+    await gateway.stop()
+    return 0

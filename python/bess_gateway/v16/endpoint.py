@@ -1,0 +1,305 @@
+"""A 1.6J charging-station endpoint: connect, boot, heartbeat, status, and the feature blocks.
+
+One endpoint never takes another down: everything it runs lives in its own tasks, and every
+failure ends in a reconnect with back-off rather than an exception leaving ``run()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import random
+import ssl
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from bess_gateway import __version__
+from bess_gateway.aio import wait_event
+from bess_gateway.config import EndpointConfig
+from bess_gateway.domain.station import CONNECTORS, Station, StatusReport, StopReason
+from bess_gateway.domain.timefmt import iso
+from bess_gateway.journal import Journal, TxRecord
+from bess_gateway.ocppj.errors import CallErrorReceived
+from bess_gateway.ocppj.framing import new_unique_id
+from bess_gateway.ocppj.rpc import RpcConnection
+from bess_gateway.v16 import provisioning, transactions
+from bess_gateway.v16.context import VERSION, Context
+
+log = logging.getLogger("bess_gateway.v16")
+
+SUBPROTOCOL = Subprotocol("ocpp1.6")
+MAX_FRAME = 256 * 1024  # no legitimate 1.6 frame comes near; bigger ones close the socket (1009)
+
+
+class Backoff:
+    """Exponential back-off with full jitter, so many endpoints never reconnect in lockstep."""
+
+    def __init__(self, minimum: float = 1.0, maximum: float = 60.0) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.minimum * (2 ** self.attempt))
+        self.attempt += 1
+        return random.uniform(self.minimum / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Endpoint16:
+    def __init__(
+        self,
+        cfg: EndpointConfig,
+        station: Station,
+        journal: Journal,
+        *,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.ctx = Context(cfg=cfg, station=station, journal=journal)
+        self.ctx.restart = self._restart
+        self.backoff = backoff or Backoff()
+        self.registration: str | None = None
+        self.connected = asyncio.Event()
+        self.booted = asyncio.Event()
+        self.connects = 0
+        self._last_status: dict[int, StatusReport] = {}
+        self._ws: ClientConnection | None = None
+        self._reconnect_now = False
+        station.on_change(self.ctx.status_wake.set)
+        station.settings.on_change(self._setting_changed)
+
+    @property
+    def id(self) -> str:
+        return self.cfg.id
+
+    # -- connection lifecycle --------------------------------------------------------------
+    def _url(self) -> str:
+        return f"{self.cfg.csms_url.rstrip('/')}/{self.cfg.id}"
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if not self.cfg.csms_url.startswith("wss://"):
+            return None
+        context = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file
+                                             else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cfg.security_profile == 3 and self.cfg.cert_file and self.cfg.key_file:
+            context.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
+        return context
+
+    def _headers(self) -> dict[str, str]:
+        if self.cfg.security_profile in (1, 2) and self.cfg.password is not None:
+            token = base64.b64encode(f"{self.cfg.id}:{self.cfg.password}".encode()).decode()
+            return {"Authorization": f"Basic {token}"}
+        return {}
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect forever (until cancelled)."""
+        settings = self.ctx.station.settings
+        while True:
+            try:
+                ping = settings.int("websocket_ping_interval_s") or None
+                async with connect(
+                    self._url(),
+                    subprotocols=[SUBPROTOCOL],
+                    additional_headers=self._headers(),
+                    ssl=self._ssl(),
+                    open_timeout=settings.int("connection_timeout_s"),
+                    ping_interval=ping,
+                    ping_timeout=ping,
+                    max_size=MAX_FRAME,
+                    compression=None,
+                ) as ws:
+                    if ws.subprotocol != SUBPROTOCOL:
+                        log.error("%s: CSMS did not agree to %s (got %r); closing", self.id,
+                                  SUBPROTOCOL, ws.subprotocol)
+                        await ws.close(1002, "ocpp1.6 required")
+                    else:
+                        await self._serve(ws)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, InvalidHandshake, InvalidStatus, TimeoutError,
+                    ConnectionClosed) as exc:
+                log.warning("%s: connection to %s failed: %s", self.id, self._url(), exc)
+            except Exception:
+                log.exception("%s: endpoint error; reconnecting", self.id)
+            if self._reconnect_now:
+                self._reconnect_now = False
+                continue
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        ctx = self.ctx
+        self._ws = ws
+        self.connects += 1
+        rpc = RpcConnection(ws, VERSION, self._handlers(), name=self.id,
+                            call_timeout=float(ctx.station.settings.int("connection_timeout_s")))
+        ctx.rpc = rpc
+        self.connected.set()
+        log.info("%s: connected to %s", self.id, self._url())
+        reader = asyncio.create_task(rpc.run(), name=f"{self.id}:rpc")
+        worker = asyncio.create_task(self._operate(), name=f"{self.id}:operate")
+        try:
+            done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    if not isinstance(exc, ConnectionClosed | ConnectionError):
+                        log.error("%s: %s ended: %r", self.id, task.get_name(), exc)
+        finally:
+            ctx.accepted = False
+            ctx.rpc = None
+            self.connected.clear()
+            self.booted.clear()
+            self._ws = None
+            for task in (reader, worker, *ctx.tasks):
+                task.cancel()
+            await asyncio.gather(reader, worker, *ctx.tasks, return_exceptions=True)
+            log.info("%s: disconnected", self.id)
+
+    async def _operate(self) -> None:
+        """Boot until accepted, then run the connection's periodic work."""
+        await self._boot_until_accepted()
+        self.backoff.reset()
+        self._last_status.clear()  # after a reconnect, the CSMS gets the current state once
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._status_reporter())
+            tg.create_task(self._heartbeat())
+            tg.create_task(transactions.deliver_outbox(self.ctx))
+            tg.create_task(transactions.sampler(self.ctx))
+
+    def _boot_payload(self) -> dict[str, Any]:
+        return {
+            "chargePointVendor": self.cfg.vendor[:20],
+            "chargePointModel": self.cfg.model[:20],
+            "chargePointSerialNumber": self.cfg.serial_number[:25],
+            "firmwareVersion": f"bess-gateway {__version__}"[:50],
+        }
+
+    async def _boot_until_accepted(self) -> None:
+        while True:
+            resp = await self.ctx.call("BootNotification", self._boot_payload())
+            self.registration = resp["status"]
+            interval = int(resp.get("interval", 0))
+            if resp["status"] == "Accepted":
+                if interval > 0:
+                    self._apply_heartbeat_interval(interval)
+                self.ctx.accepted = True
+                self.booted.set()
+                log.info("%s: boot accepted (heartbeat %ss)", self.id, interval)
+                return
+            # Pending or Rejected: no other request until the interval passes (1.6 section 4.2).
+            log.info("%s: boot %s; retrying in %ss", self.id, resp["status"], interval or 30)
+            await asyncio.sleep(interval if interval > 0 else 30)
+
+    def _apply_heartbeat_interval(self, interval: int) -> None:
+        spec_min, spec_max = 30, 3600
+        value = min(max(interval, spec_min), spec_max)
+        self.ctx.station.settings.set("heartbeat_interval_s", str(value))
+
+    def _setting_changed(self, name: str) -> None:
+        if name == "heartbeat_interval_s":
+            self.ctx.heartbeat_wake.set()
+
+    async def _heartbeat(self) -> None:
+        settings = self.ctx.station.settings
+        while True:
+            self.ctx.heartbeat_wake.clear()
+            if await wait_event(self.ctx.heartbeat_wake, settings.int("heartbeat_interval_s")):
+                continue  # interval changed: start a fresh period
+            await self.send_heartbeat()
+
+    async def send_heartbeat(self) -> None:
+        try:
+            await self.ctx.call("Heartbeat", {})
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("%s: Heartbeat failed: %s", self.id, exc)
+
+    async def send_boot(self) -> None:
+        resp = await self.ctx.call("BootNotification", self._boot_payload())
+        self.registration = resp["status"]
+
+    async def send_status(self, connector: int, *, force: bool = False) -> None:
+        report = self.ctx.station.status(connector)
+        if not force and self._last_status.get(connector) == report:
+            return
+        payload: dict[str, Any] = {"connectorId": connector, "status": str(report.status),
+                                   "errorCode": "NoError",
+                                   "timestamp": iso(self.ctx.station._clock())}
+        alarm = report.alarm
+        if alarm is not None:
+            payload["errorCode"] = alarm.error_code
+            payload["vendorErrorCode"] = alarm.vendor_error_code
+            payload["vendorId"] = provisioning.VENDOR_ID
+            payload["info"] = alarm.description[:50]
+        self._last_status[connector] = report
+        try:
+            await self.ctx.call("StatusNotification", payload)
+        except (CallErrorReceived, TimeoutError) as exc:
+            self._last_status.pop(connector, None)  # send it again next time
+            log.warning("%s: StatusNotification failed: %s", self.id, exc)
+
+    async def _status_reporter(self) -> None:
+        while True:
+            self.ctx.status_wake.clear()
+            for c in (0, *CONNECTORS):
+                await self.send_status(c)
+            await self.ctx.status_wake.wait()
+
+    async def send_meter_values(self, connector: int, context: str) -> None:
+        await transactions.send_meter_values(self.ctx, connector, context)
+
+    def _handlers(self) -> dict[str, Any]:
+        table: dict[str, Any] = {}
+        table.update(transactions.handlers(self.ctx))
+        table.update(provisioning.handlers(
+            self.ctx, boot=self.send_boot, heartbeat=self.send_heartbeat,
+            status=self.send_status, meter_values=self.send_meter_values))
+        return table
+
+    def recover(self, records: list[TxRecord]) -> None:
+        """Transactions the journal still holds open were cut by a crash or power loss.
+
+        They end now with reason PowerLoss and the last saved register; their StopTransaction
+        queues behind any StartTransaction still waiting, so the CSMS sees both in order.
+        """
+        st = self.ctx.station
+        for rec in records:
+            meter = st.core.meter(st.meter_id(rec.connector))
+            stop_wh = max(rec.meter_start_wh, math.floor(float(meter["energy_wh"])))
+            payload = {
+                "transactionId": None if rec.transaction_id is None else int(rec.transaction_id),
+                "meterStop": stop_wh,
+                "timestamp": iso(st._clock()),
+                "reason": str(StopReason.POWER_LOSS),
+            }
+            self.ctx.journal.enqueue(self.id, "StopTransaction", payload, rec.local_id,
+                                     new_unique_id())
+            self.ctx.journal.finish_transaction(self.id, rec.local_id)
+            log.warning("%s: transaction %s was open at the last stop; ended as PowerLoss",
+                        self.id, rec.local_id[:8])
+
+    def stop_all(self, reason: StopReason) -> None:
+        for c in list(self.ctx.station.transactions):
+            transactions.stop_session(self.ctx, c, reason)
+
+    async def _restart(self, kind: str) -> None:
+        """Reset: sessions end (PCS to 0 for them), then the connection starts over with a boot."""
+        reason = StopReason.HARD_RESET if kind == "Hard" else StopReason.SOFT_RESET
+        self.stop_all(reason)
+        # Let the StopTransactions out while the link is still up; they stay journaled if not.
+        for _ in range(50):
+            if self.ctx.journal.depth(self.id) == 0:
+                break
+            await asyncio.sleep(0.05)
+        self._reconnect_now = True
+        ws = self._ws
+        if ws is not None:
+            await ws.close(1000, f"{kind} reset")

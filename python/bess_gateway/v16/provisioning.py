@@ -1,0 +1,99 @@
+"""1.6 Core provisioning and remote trigger: configuration, availability, reset, cache,
+data transfer and TriggerMessage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from bess_gateway.domain.station import CONNECTORS
+from bess_gateway.ocppj.rpc import Reply
+from bess_gateway.v16 import config_keys
+from bess_gateway.v16.context import Context
+
+log = logging.getLogger("bess_gateway.v16")
+
+# DataTransfer: the one vendor id we answer; anything else is UnknownVendorId as 1.6 prescribes.
+VENDOR_ID = "org.bess-gateway"
+
+
+def handlers(
+    ctx: Context, *, boot: Any, heartbeat: Any, status: Any, meter_values: Any
+) -> dict[str, Any]:
+    """The four senders are the endpoint's own; TriggerMessage calls them after answering."""
+    st = ctx.station
+
+    async def get_configuration(p: dict[str, Any]) -> dict[str, Any]:
+        return config_keys.get_configuration(st.settings, p.get("key"))
+
+    async def change_configuration(p: dict[str, Any]) -> dict[str, Any]:
+        return {"status": config_keys.change_configuration(st.settings, p["key"], p["value"])}
+
+    async def change_availability(p: dict[str, Any]) -> dict[str, Any]:
+        return {"status": st.set_availability(p["connectorId"], p["type"] == "Operative")}
+
+    async def clear_cache(p: dict[str, Any]) -> dict[str, Any]:
+        # Authorization cache is not enabled (AuthorizationCacheEnabled=false): nothing to clear.
+        return {"status": "Accepted"}
+
+    async def reset(p: dict[str, Any]) -> Any:
+        kind = p["type"]
+
+        async def after() -> None:
+            assert ctx.restart is not None
+            await ctx.restart(kind)
+
+        return Reply({"status": "Accepted"}, after)
+
+    async def data_transfer(p: dict[str, Any]) -> dict[str, Any]:
+        if p["vendorId"] != VENDOR_ID:
+            return {"status": "UnknownVendorId"}
+        if p.get("messageId") != "BatteryStatus":
+            return {"status": "UnknownMessageId"}
+        snap = st.view.snapshot
+        data = {k: snap.get(k) for k in ("soc_pct", "soh_pct", "setpoint_w", "measured_w",
+                                         "limit_discharge_w", "limit_charge_w", "link_up")}
+        data["trip_causes"] = st.view.trip_causes
+        return {"status": "Accepted", "data": orjson.dumps(data).decode()}
+
+    async def trigger_message(p: dict[str, Any]) -> Any:
+        what = p["requestedMessage"]
+        connector = p.get("connectorId")
+        if what == "BootNotification":
+            return Reply({"status": "Accepted"}, boot)
+        if what == "Heartbeat":
+            return Reply({"status": "Accepted"}, heartbeat)
+        if what == "StatusNotification":
+            if connector is not None and connector not in (0, *CONNECTORS):
+                return {"status": "Rejected"}
+            targets = [connector] if connector is not None else [0, *CONNECTORS]
+
+            async def send_status() -> None:
+                for c in targets:
+                    await status(c, force=True)
+
+            return Reply({"status": "Accepted"}, send_status)
+        if what == "MeterValues":
+            if connector is not None and connector not in (0, *CONNECTORS):
+                return {"status": "Rejected"}
+            targets = list(CONNECTORS) if connector in (None, 0) else [connector]
+
+            async def send_meters() -> None:
+                for c in targets:
+                    await meter_values(c, "Trigger")
+
+            return Reply({"status": "Accepted"}, send_meters)
+        # DiagnosticsStatusNotification / FirmwareStatusNotification arrive with those profiles.
+        return {"status": "NotImplemented"}
+
+    return {
+        "GetConfiguration": get_configuration,
+        "ChangeConfiguration": change_configuration,
+        "ChangeAvailability": change_availability,
+        "ClearCache": clear_cache,
+        "Reset": reset,
+        "DataTransfer": data_transfer,
+        "TriggerMessage": trigger_message,
+    }

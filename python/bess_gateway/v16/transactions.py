@@ -1,0 +1,230 @@
+"""1.6 transactions: remote start/stop, unlock, periodic meter values and the journaled outbox.
+
+Every StartTransaction and StopTransaction is written to the journal's outbox before it is sent,
+and the outbox is delivered strictly in order, so a lost link or a crash loses no transaction.
+Sampled MeterValues skip the journal while the link is up and the outbox is empty (a sample is
+cheap to lose, a journal write per sample is not cheap at 1000 endpoints); they queue otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bess_gateway.aio import wait_event
+from bess_gateway.domain.station import StopReason, Transaction
+from bess_gateway.domain.timefmt import iso
+from bess_gateway.ocppj.errors import CallErrorReceived, OcppError
+from bess_gateway.ocppj.framing import new_unique_id
+from bess_gateway.ocppj.rpc import Reply
+from bess_gateway.v16.context import Context
+from bess_gateway.v16.meter import meter_value
+
+log = logging.getLogger("bess_gateway.v16")
+
+TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues")
+
+
+def _tx_id(tx: Transaction) -> int | None:
+    return None if tx.transaction_id is None else int(tx.transaction_id)
+
+
+def enqueue(ctx: Context, action: str, payload: dict[str, Any], tx: Transaction | None) -> None:
+    ctx.journal.enqueue(ctx.endpoint_id, action, payload, tx.local_id if tx else None,
+                        new_unique_id())
+    ctx.outbox_wake.set()
+
+
+# -- starting and stopping -------------------------------------------------------------------
+async def start_session(ctx: Context, connector: int, id_tag: str) -> Transaction | None:
+    """The part of a start that may talk to the CSMS; runs after RemoteStart was answered."""
+    st = ctx.station
+    if st.settings.bool("authorize_remote_tx"):
+        try:
+            resp = await ctx.call("Authorize", {"idTag": id_tag})
+        except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
+            log.warning("%s: Authorize failed (%s); not starting", ctx.endpoint_id, exc)
+            st.unprepare(connector)
+            return None
+        if resp.get("idTagInfo", {}).get("status") != "Accepted":
+            log.info("%s: idTag not accepted; connector %d stays free", ctx.endpoint_id, connector)
+            st.unprepare(connector)
+            return None
+    tx = st.begin(connector, id_tag)
+    payload = {
+        "connectorId": connector,
+        "idTag": id_tag,
+        "meterStart": tx.meter_start_wh,
+        "timestamp": iso(tx.started_at),
+    }
+    enqueue(ctx, "StartTransaction", payload, tx)
+    ctx.tx_wake.set()
+    return tx
+
+
+def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transaction | None:
+    """Power off the connector's session and queue its StopTransaction (journal first)."""
+    st = ctx.station
+    tx = st.end(connector, reason)
+    if tx is None:
+        return None
+    assert tx.meter_stop_wh is not None and tx.stopped_at is not None
+    assert tx.end_sample is not None
+    sample = tx.end_sample
+    measurands = st.settings.items("stop_txn_sampled_data")
+    payload: dict[str, Any] = {
+        "transactionId": _tx_id(tx),
+        "meterStop": tx.meter_stop_wh,
+        "timestamp": iso(tx.stopped_at),
+        "reason": str(reason),
+    }
+    if measurands:
+        payload["transactionData"] = [meter_value(sample, measurands, "Transaction.End")]
+    enqueue(ctx, "StopTransaction", payload, tx)
+    ctx.tx_wake.set()
+    return tx
+
+
+# -- CSMS -> CP handlers ---------------------------------------------------------------------
+def handlers(ctx: Context) -> dict[str, Any]:
+    st = ctx.station
+
+    async def remote_start(p: dict[str, Any]) -> Any:
+        id_tag = p["idTag"]
+        connector = p.get("connectorId")
+        if connector is None:
+            connector = st.pick_connector()
+        if not ctx.accepted or connector is None or st.refusal(connector) is not None:
+            return {"status": "Rejected"}
+        st.prepare(connector)
+
+        async def after() -> None:
+            await start_session(ctx, connector, id_tag)
+
+        return Reply({"status": "Accepted"}, after)
+
+    async def remote_stop(p: dict[str, Any]) -> Any:
+        tx = st.find(str(p["transactionId"]))
+        if tx is None:
+            return {"status": "Rejected"}
+        connector = tx.connector
+        stop_session(ctx, connector, StopReason.REMOTE)
+        return {"status": "Accepted"}
+
+    async def unlock(p: dict[str, Any]) -> Any:
+        connector = p["connectorId"]
+        if not st.valid_connector(connector):
+            return {"status": "NotSupported"}
+        # No physical lock on a virtual connector: unlocking means the session ends here.
+        if connector in st.transactions:
+            stop_session(ctx, connector, StopReason.UNLOCK_COMMAND)
+        return {"status": "Unlocked"}
+
+    return {
+        "RemoteStartTransaction": remote_start,
+        "RemoteStopTransaction": remote_stop,
+        "UnlockConnector": unlock,
+    }
+
+
+# -- periodic work ---------------------------------------------------------------------------
+async def send_meter_values(ctx: Context, connector: int, context: str) -> None:
+    """MeterValues for one connector now; transaction-bound when a session runs there."""
+    st = ctx.station
+    tx = st.transactions.get(connector)
+    sample = st.sample(connector)
+    payload: dict[str, Any] = {
+        "connectorId": connector,
+        "meterValue": [
+            meter_value(sample, st.settings.items("meter_values_sampled_data"), context)
+        ],
+    }
+    if tx is None:
+        await ctx.call("MeterValues", payload)
+        return
+    payload["transactionId"] = _tx_id(tx)
+    if ctx.online and tx.transaction_id is not None and ctx.journal.depth(ctx.endpoint_id) == 0:
+        try:
+            await ctx.call("MeterValues", payload)
+            return
+        except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
+            log.info("%s: MeterValues not delivered (%s); queued", ctx.endpoint_id, exc)
+    enqueue(ctx, "MeterValues", payload, tx)
+
+
+async def sampler(ctx: Context) -> None:
+    """Sampled MeterValues every MeterValueSampleInterval for each running session."""
+    loop = asyncio.get_running_loop()
+    due: dict[str, float] = {}
+    while True:
+        interval = ctx.station.settings.int("meter_sample_interval_s")
+        txs = ctx.station.transactions
+        now = loop.time()
+        for tx in list(txs.values()):
+            due.setdefault(tx.local_id, now + interval)
+        for local_id in [k for k in due if all(t.local_id != k for t in txs.values())]:
+            del due[local_id]
+        for tx in list(txs.values()):
+            if due[tx.local_id] <= now:
+                due[tx.local_id] = max(due[tx.local_id] + interval, now + interval / 2)
+                try:
+                    await send_meter_values(ctx, tx.connector, "Sample.Periodic")
+                except (ConnectionError, TimeoutError, CallErrorReceived) as exc:
+                    log.info("%s: sample not sent: %s", ctx.endpoint_id, exc)
+        ctx.tx_wake.clear()
+        timeout = max(0.0, min(due.values()) - loop.time()) if due else None
+        await wait_event(ctx.tx_wake, timeout)
+
+
+async def deliver_outbox(ctx: Context) -> None:
+    """Send journaled transaction messages in order, one at a time, until the link drops."""
+    settings = ctx.station.settings
+    while True:
+        items = ctx.journal.pending(ctx.endpoint_id, limit=1)
+        if not items:
+            ctx.outbox_wake.clear()
+            await ctx.outbox_wake.wait()
+            continue
+        item = items[0]
+        payload = dict(item.payload)
+        if item.action != "StartTransaction" and payload.get("transactionId") is None:
+            # Its StartTransaction was never accepted by the CSMS: there is no id to send with.
+            log.error("%s: dropping %s of a transaction the CSMS never acknowledged",
+                      ctx.endpoint_id, item.action)
+            ctx.journal.ack(item.seq)
+            continue
+        try:
+            resp = await ctx.rpc.call(item.action, payload, unique_id=item.unique_id)  # type: ignore[union-attr]
+        except (OcppError, TimeoutError) as exc:
+            # A CALLERROR, no answer, or an answer that breaks the schema: all count as attempts.
+            ctx.journal.bump_attempts(item.seq)
+            attempts = item.attempts + 1
+            if attempts >= settings.int("transaction_message_attempts"):
+                log.error("%s: %s given up after %d attempts: %s", ctx.endpoint_id,
+                          item.action, attempts, exc)
+                ctx.journal.ack(item.seq)
+            else:
+                await asyncio.sleep(settings.int("transaction_message_retry_interval_s")
+                                    * attempts)
+            continue
+        ctx.journal.ack(item.seq)
+        if item.action == "StartTransaction":
+            _started(ctx, item.local_tx_id, resp)
+
+
+def _started(ctx: Context, local_id: str | None, resp: dict[str, Any]) -> None:
+    """StartTransaction.conf: learn the CSMS's transaction id and honour its verdict."""
+    tx_id = int(resp["transactionId"])
+    if local_id is not None:
+        ctx.journal.patch_transaction_id(ctx.endpoint_id, local_id, tx_id)
+    st = ctx.station
+    tx = next((t for t in st.transactions.values() if t.local_id == local_id), None)
+    if tx is None:
+        return  # already stopped; its queued StopTransaction got the id from the patch above
+    tx.transaction_id = str(tx_id)
+    st.record(tx)
+    status = resp.get("idTagInfo", {}).get("status")
+    if status != "Accepted" and st.settings.bool("stop_tx_on_invalid_id"):
+        log.info("%s: idTag %s by the CSMS; stopping session", ctx.endpoint_id, status)
+        stop_session(ctx, tx.connector, StopReason.DEAUTHORIZED)

@@ -1,0 +1,67 @@
+"""Real parts for tests: the PCS simulator over Modbus TCP, a CSMS over WebSocket, SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bess_gateway.config import Config, ControlConfig, PcsConfig
+from bess_gateway.demo.csms import CsmsServer
+from bess_gateway.demo.run import demo_config
+from bess_gateway.gateway import Gateway
+from bess_gateway.sim.server import SimulatorThread
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorThread]:
+    s = SimulatorThread()
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+async def csms() -> AsyncIterator[CsmsServer]:
+    server = CsmsServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        async with asyncio.timeout(10):
+            await server.stop()
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def gateway_factory(tmp_path: Path, sim: SimulatorThread,
+                          csms: CsmsServer) -> AsyncIterator[GatewayFactory]:
+    """Start gateways against the real simulator and CSMS; each stops at teardown."""
+    running: list[Gateway] = []
+
+    async def make(n: int = 1, *, data_dir: Path | None = None, sample_s: int = 1,
+                   pcs_timeout_ms: int = 400, **control: Any) -> Gateway:
+        cfg: Config = demo_config(data_dir or tmp_path / "var", csms.url, sim.port, n,
+                                  sample_s=sample_s)
+        cfg = dataclasses.replace(
+            cfg,
+            control=dataclasses.replace(ControlConfig(), **control),
+            pcs=dataclasses.replace(PcsConfig(), port=sim.port, timeout_ms=pcs_timeout_ms),
+        )
+        gw = Gateway(cfg)
+        await gw.start()
+        running.append(gw)
+        return gw
+
+    yield make
+    for gw in running:
+        async with asyncio.timeout(10):
+            await gw.stop(drain_s=0)
