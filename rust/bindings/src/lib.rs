@@ -1,7 +1,183 @@
+//! `bess_gateway._core`: thin Python bindings over `bess-core`.
+//!
+//! Classes are frozen with `&self` methods; state lives behind the core's own mutexes, atomics
+//! and channels. Only `ControlLoop.stop()` can block (it joins the thread), and it releases the
+//! GIL while it does. Every conversion is in `convert`, every error mapping in `errors`.
+
+mod convert;
+mod errors;
+
+use std::sync::{Mutex, PoisonError};
+
+use bess_core::controller::{Command, Controller as CoreController};
+use bess_core::regmap::RegisterMap;
+use bess_core::runtime::Runtime;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::errors::Error;
+
+/// The control thread that owns the PCS link.
+#[pyclass(frozen, module = "bess_gateway._core")]
+struct ControlLoop {
+    rt: Runtime,
+}
+
+impl ControlLoop {
+    fn send(&self, cmd: Command) -> PyResult<()> {
+        Ok(self.rt.send(cmd).map_err(Error::from)?)
+    }
+}
+
+#[pymethods]
+impl ControlLoop {
+    #[new]
+    #[pyo3(signature = (params = None))]
+    fn new(params: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let params = convert::params(params)?;
+        Ok(Self {
+            rt: Runtime::new(params).map_err(Error::from)?,
+        })
+    }
+
+    fn start(&self) -> PyResult<()> {
+        Ok(self.rt.start().map_err(Error::from)?)
+    }
+
+    /// Writes setpoint 0 + standby (best effort) and joins the thread, without the GIL.
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| self.rt.stop());
+    }
+
+    fn start_session(&self, meter_id: u32, direction: i64, cap_w: f64) -> PyResult<()> {
+        self.send(convert::start_session(meter_id, direction, cap_w)?)
+    }
+
+    fn set_session_cap(&self, meter_id: u32, cap_w: f64) -> PyResult<()> {
+        self.send(Command::SetSessionCap { meter_id, cap_w })
+    }
+
+    fn set_session_schedule(&self, meter_id: u32, schedule: Vec<(f64, f64)>) -> PyResult<()> {
+        self.send(convert::schedule(meter_id, schedule)?)
+    }
+
+    fn stop_session(&self, meter_id: u32) -> PyResult<()> {
+        self.send(Command::StopSession { meter_id })
+    }
+
+    fn set_meter(&self, meter_id: u32, energy_wh: f64) -> PyResult<()> {
+        self.send(Command::SetMeter {
+            meter_id,
+            energy_wh,
+        })
+    }
+
+    fn meter<'py>(&self, py: Python<'py>, meter_id: u32) -> PyResult<Bound<'py, PyDict>> {
+        // Copy out under the lock, build Python objects after releasing it.
+        let (reading, context) = self
+            .rt
+            .with_step(|s| (s.meter(meter_id).cloned(), convert::meter_context(s)));
+        convert::meter(py, meter_id, reading, context)
+    }
+
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        convert::snapshot(py, &self.rt.snapshot())
+    }
+
+    fn event_fd(&self) -> i32 {
+        self.rt.event_fd()
+    }
+
+    fn drain_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for e in self.rt.drain_events() {
+            list.append(convert::event(py, e.time_s, &e.event)?)?;
+        }
+        Ok(list)
+    }
+}
+
+/// The pure control step, for property tests and benchmarks: no thread, no socket, no clock.
+#[pyclass(frozen, module = "bess_gateway._core")]
+struct Controller {
+    inner: Mutex<CoreController>,
+    read_count: usize,
+}
+
+impl Controller {
+    fn apply(&self, cmd: Command) -> PyResult<()> {
+        let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(c.apply(cmd).map_err(Error::from)?)
+    }
+}
+
+#[pymethods]
+impl Controller {
+    #[new]
+    #[pyo3(signature = (params = None))]
+    fn new(params: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let params = convert::params(params)?;
+        let read_count = usize::from(params.register_map.read_count);
+        Ok(Self {
+            inner: Mutex::new(CoreController::new(params)),
+            read_count,
+        })
+    }
+
+    fn start_session(&self, meter_id: u32, direction: i64, cap_w: f64) -> PyResult<()> {
+        self.apply(convert::start_session(meter_id, direction, cap_w)?)
+    }
+
+    fn set_session_cap(&self, meter_id: u32, cap_w: f64) -> PyResult<()> {
+        self.apply(Command::SetSessionCap { meter_id, cap_w })
+    }
+
+    fn set_session_schedule(&self, meter_id: u32, schedule: Vec<(f64, f64)>) -> PyResult<()> {
+        self.apply(convert::schedule(meter_id, schedule)?)
+    }
+
+    fn stop_session(&self, meter_id: u32) -> PyResult<()> {
+        self.apply(Command::StopSession { meter_id })
+    }
+
+    fn set_meter(&self, meter_id: u32, energy_wh: f64) -> PyResult<()> {
+        self.apply(Command::SetMeter {
+            meter_id,
+            energy_wh,
+        })
+    }
+
+    #[pyo3(signature = (now_s, registers))]
+    fn step<'py>(
+        &self,
+        py: Python<'py>,
+        now_s: f64,
+        registers: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let regs = convert::registers(registers, self.read_count)?;
+        let out = {
+            let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            c.step(now_s, regs.as_deref())
+        };
+        convert::step(py, &out)
+    }
+}
+
+/// The `generic` register map: name -> zero-based holding-register address.
+#[pyfunction]
+fn default_register_map(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, addr) in RegisterMap::generic().entries() {
+        d.set_item(name, addr)?;
+    }
+    Ok(d)
+}
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", bess_core::version())?;
+    m.add_class::<ControlLoop>()?;
+    m.add_class::<Controller>()?;
+    m.add_function(wrap_pyfunction!(default_register_map, m)?)?;
     Ok(())
 }

@@ -1,0 +1,55 @@
+"""Type stubs of the Rust extension `bess_gateway._core` (rust/bindings).
+
+Units: W, Wh, V, A, degC, %, seconds. `meter_id = endpoint_index * 2 + (connector - 1)`;
+`direction` is +1 (discharge, connector 1) or -1 (charge, connector 2). Bad values raise
+ValueError naming the key or argument; a loop used in the wrong state raises RuntimeError.
+"""
+
+from bess_gateway.control import (
+    ControlParams,
+    CoreEvent,
+    MeterReading,
+    Snapshot,
+    StepResult,
+)
+
+__version__: str
+
+class ControlLoop:
+    """The control thread that owns the PCS link (Modbus TCP)."""
+
+    def __init__(self, params: ControlParams | dict[str, object] | None = None) -> None: ...
+    def start(self) -> None:
+        """Starts the thread; RuntimeError if already started or stopped."""
+    def stop(self) -> None:
+        """Writes setpoint 0 + standby (best effort) and joins the thread; releases the GIL."""
+    def start_session(self, meter_id: int, direction: int, cap_w: float) -> None:
+        """Starts (or replaces) the session on `meter_id` with an empty schedule."""
+    def set_session_cap(self, meter_id: int, cap_w: float) -> None: ...
+    def set_session_schedule(self, meter_id: int, schedule: list[tuple[float, float]]) -> None:
+        """`(start_epoch_s, limit_w)` periods, starts strictly increasing; [] clears."""
+    def stop_session(self, meter_id: int) -> None: ...
+    def set_meter(self, meter_id: int, energy_wh: float) -> None:
+        """Restores a meter register (at start-up, from the journal)."""
+    def meter(self, meter_id: int) -> MeterReading:
+        """As of the last cycle; an unknown meter reads 0 Wh, inactive."""
+    def snapshot(self) -> Snapshot: ...
+    def event_fd(self) -> int:
+        """Readable while events are queued (register with `loop.add_reader`)."""
+    def drain_events(self) -> list[CoreEvent]:
+        """Takes all queued events and empties the wake socket."""
+
+class Controller:
+    """The pure control step: no thread, no socket, no clock."""
+
+    def __init__(self, params: ControlParams | dict[str, object] | None = None) -> None: ...
+    def start_session(self, meter_id: int, direction: int, cap_w: float) -> None: ...
+    def set_session_cap(self, meter_id: int, cap_w: float) -> None: ...
+    def set_session_schedule(self, meter_id: int, schedule: list[tuple[float, float]]) -> None: ...
+    def stop_session(self, meter_id: int) -> None: ...
+    def set_meter(self, meter_id: int, energy_wh: float) -> None: ...
+    def step(self, now_s: float, registers: list[int] | None) -> StepResult:
+        """One cycle at `now_s` (epoch s) with the 28 words from address 100, None = no answer."""
+
+def default_register_map() -> dict[str, int]:
+    """The `generic` profile: register name -> zero-based holding-register address."""

@@ -1,0 +1,249 @@
+"""asyncio bridge over the control thread (`bess_gateway._core.ControlLoop`).
+
+The thread runs without the GIL and never calls into Python. When it queues events it writes one
+byte to a socketpair; `ControlCore` watches the other end with `loop.add_reader`, drains the queue
+and hands each event to the subscribers, all on the event loop's thread. Commands go straight to
+the core (they only enqueue), and `stop()` joins the thread in a worker thread so the event loop
+keeps running meanwhile.
+
+The dict shapes returned by the core are spelled out below as TypedDicts; `_core.pyi` uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import NotRequired, TypedDict
+
+from bess_gateway._core import ControlLoop
+
+log = logging.getLogger(__name__)
+
+
+class ControlParams(TypedDict, total=False):
+    """Keys accepted by `ControlLoop`/`Controller`; all optional, defaults from design.md."""
+
+    period_ms: int  # 10..1000, default 100
+    ramp_kw_per_s: float  # default 300
+    session_max_kw: float  # ceiling of any session cap, default 150
+    site_max_discharge_kw: float  # default 600
+    site_max_charge_kw: float  # default 600
+    soc_min_pct: float  # default 5
+    soc_max_pct: float  # default 95
+    dc_voltage_min_v: float  # default 600
+    dc_voltage_max_v: float  # default 900
+    cell_temp_min_c: float  # default 0
+    cell_temp_max_c: float  # default 55
+    pcs_host: str  # default "127.0.0.1"
+    pcs_port: int  # default 5020
+    pcs_unit_id: int  # 0..255, default 1
+    pcs_timeout_ms: int  # 20..60000, default 1000
+    register_map: dict[str, int]  # every name of default_register_map(); default generic
+
+
+class CoreEvent(TypedDict):
+    """`kind` is link_lost, link_restored, trip (with `causes`) or trip_cleared.
+
+    link_restored also announces the first answer after start; link_lost also the PCS never
+    answering within `pcs_timeout_ms` of start. A lost link also trips with `pcs_link_lost`.
+    """
+
+    kind: str
+    time_s: float
+    causes: NotRequired[list[str]]
+
+
+class SubLimits(TypedDict):
+    site_discharge: float
+    bms_discharge: float
+    soc_discharge: float
+    temperature_discharge: float
+    site_charge: float
+    bms_charge: float
+    soc_charge: float
+    temperature_charge: float
+
+
+class UnattributedWh(TypedDict):
+    discharge: float
+    charge: float
+
+
+class StepResult(TypedDict):
+    now_s: float
+    setpoint_w: float
+    run: bool
+    fault_reset: bool
+    limit_discharge_w: float
+    limit_charge_w: float
+    sub_limits: SubLimits
+    tripped: bool
+    trip_causes: list[str]
+    link_up: bool
+    allocations: dict[int, float]
+    meters: dict[int, float]
+    unattributed_wh: UnattributedWh
+    events: list[CoreEvent]
+
+
+class LastWrite(TypedDict):
+    run: bool
+    setpoint_w: int
+    watchdog: int
+    fault_reset: bool
+
+
+class Snapshot(TypedDict):
+    # the step keys, without `events`
+    now_s: float
+    setpoint_w: float
+    run: bool
+    fault_reset: bool
+    limit_discharge_w: float
+    limit_charge_w: float
+    sub_limits: SubLimits
+    tripped: bool
+    trip_causes: list[str]
+    link_up: bool
+    allocations: dict[int, float]
+    meters: dict[int, float]
+    unattributed_wh: UnattributedWh
+    # decoded measurements: absent until the first valid reading
+    soc_pct: NotRequired[float]
+    soh_pct: NotRequired[float]
+    dc_voltage_v: NotRequired[float]
+    dc_current_a: NotRequired[float]
+    ac_voltage_v: NotRequired[float]
+    ac_current_a: NotRequired[float]
+    ac_frequency_hz: NotRequired[float]
+    measured_w: NotRequired[float]
+    pcs_state: NotRequired[int]
+    cell_temp_max_c: NotRequired[float]
+    cell_temp_min_c: NotRequired[float]
+    cell_v_max_mv: NotRequired[float]
+    cell_v_min_mv: NotRequired[float]
+    bms_max_discharge_w: NotRequired[float]
+    bms_max_charge_w: NotRequired[float]
+    alarm_bits: NotRequired[int]
+    energy_discharged_wh: NotRequired[int]
+    energy_charged_wh: NotRequired[int]
+    # loop health
+    running: bool
+    cycles: int
+    overruns: int
+    jitter_us_p99: int
+    jitter_us_max: int
+    last_cycle_us: int
+    writes: int
+    last_write: LastWrite | None
+    pcs_requests: int
+    pcs_errors: int
+    pcs_connects: int
+    pcs_stale_replies: int
+    events_dropped: int
+
+
+class MeterReading(TypedDict):
+    energy_wh: float
+    power_w: float
+    current_a: float
+    voltage_v: float  # 0.0 until the first reading
+    soc_pct: float
+    temperature_c: float
+    allocated_w: float
+    active: bool
+    direction: int | None
+
+
+Subscriber = Callable[[CoreEvent], None]
+
+
+class ControlCore:
+    """One control thread and its event stream, for code running on an asyncio loop."""
+
+    def __init__(self, params: ControlParams | dict[str, object] | None = None) -> None:
+        self._core = ControlLoop(dict(params or {}))
+        self._subscribers: list[Subscriber] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = self._core.event_fd()
+        self._link_known = asyncio.Event()
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Starts the thread; events are dispatched on `loop` (default: the running loop)."""
+        loop = loop if loop is not None else asyncio.get_running_loop()
+        loop.add_reader(self._fd, self._on_readable)
+        try:
+            self._core.start()
+        except BaseException:
+            loop.remove_reader(self._fd)
+            raise
+        self._loop = loop
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Calls `callback(event)` for every event; returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Waits until the loop has a verdict on the PCS link; False if `timeout` s pass first.
+
+        The verdict is the first answer (`link_restored`) or `pcs_timeout_ms` of silence
+        (`link_lost`). Until then `snapshot()["link_up"]` is False because nothing is known yet,
+        so code that reports status at start-up should wait for this first.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await self._link_known.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stops the thread (setpoint 0 + standby written) without blocking the event loop."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop = None
+        await asyncio.to_thread(self._core.stop)
+        # What the last cycles raised still reaches the subscribers.
+        self._dispatch(self._core.drain_events())
+
+    def _on_readable(self) -> None:
+        self._dispatch(self._core.drain_events())
+
+    def _dispatch(self, events: Iterable[CoreEvent]) -> None:
+        for event in events:
+            if event["kind"] in ("link_restored", "link_lost"):
+                self._link_known.set()
+            # A copy of the list: a callback may unsubscribe itself.
+            for callback in list(self._subscribers):
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("control event subscriber %r failed on %r", callback, event)
+
+    def start_session(self, meter_id: int, direction: int, cap_w: float) -> None:
+        self._core.start_session(meter_id, direction, cap_w)
+
+    def set_session_cap(self, meter_id: int, cap_w: float) -> None:
+        self._core.set_session_cap(meter_id, cap_w)
+
+    def set_session_schedule(self, meter_id: int, schedule: list[tuple[float, float]]) -> None:
+        self._core.set_session_schedule(meter_id, schedule)
+
+    def stop_session(self, meter_id: int) -> None:
+        self._core.stop_session(meter_id)
+
+    def set_meter(self, meter_id: int, energy_wh: float) -> None:
+        self._core.set_meter(meter_id, energy_wh)
+
+    def meter(self, meter_id: int) -> MeterReading:
+        return self._core.meter(meter_id)
+
+    def snapshot(self) -> Snapshot:
+        return self._core.snapshot()

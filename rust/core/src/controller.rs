@@ -1,0 +1,808 @@
+//! The control step, pure: commands change the session table; `step(now, registers)` runs one
+//! cycle in fixed phases (inputs -> protection -> allocation -> ramp -> metering) and says what to
+//! write. No clock, no I/O: time and the register block are arguments, so tests can jump the clock
+//! and feed any reading.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::allocation::water_fill;
+use crate::measurements::{decode, Measurements, PCS_FAULT};
+use crate::metering::{Direction, EnergyRegisters, Metering};
+use crate::params::ControlParams;
+use crate::protection::{assess, assess_link_lost, Assessment, Limits, TripCause};
+use crate::ramp::{next_setpoint, RampInput};
+use crate::schedule::Schedule;
+
+/// The longest time step the ramp will honour. A loop that stalled for seconds must not turn its
+/// next step into a jump of `ramp * stall`.
+pub const MAX_DT_S: f64 = 1.0;
+
+/// Energy that may always appear between two readings regardless of elapsed time, so register
+/// granularity and rounding never look like a corrupt read.
+const METER_JUMP_SLACK_WH: f64 = 1000.0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Starts (or replaces) the session on `meter_id`; the schedule starts empty.
+    StartSession {
+        meter_id: u32,
+        direction: Direction,
+        cap_w: f64,
+    },
+    SetSessionCap {
+        meter_id: u32,
+        cap_w: f64,
+    },
+    SetSessionSchedule {
+        meter_id: u32,
+        schedule: Schedule,
+    },
+    StopSession {
+        meter_id: u32,
+    },
+    /// Restores a meter register (from the journal at start-up).
+    SetMeter {
+        meter_id: u32,
+        energy_wh: f64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+impl Command {
+    /// Checks the values a command carries; run before a command is queued, so the caller gets
+    /// the error instead of the control thread.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        let non_negative = |field: &'static str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(CommandError {
+                    field,
+                    message: format!("{v} must be a finite value >= 0"),
+                })
+            }
+        };
+        match self {
+            Self::StartSession { cap_w, .. } | Self::SetSessionCap { cap_w, .. } => {
+                non_negative("cap_w", *cap_w)
+            }
+            Self::SetMeter { energy_wh, .. } => non_negative("energy_wh", *energy_wh),
+            Self::SetSessionSchedule { .. } | Self::StopSession { .. } => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// No answer for the link timeout (also when the PCS never answered since start).
+    LinkLost,
+    /// The PCS answers again after a loss, or for the first time since start.
+    LinkRestored,
+    /// The set of trip causes became non-empty or changed while non-empty.
+    Trip(Vec<TripCause>),
+    TripCleared,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Session {
+    direction: Direction,
+    cap_w: f64,
+    schedule: Schedule,
+}
+
+/// One meter as seen after a step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MeterReading {
+    pub meter_id: u32,
+    pub energy_wh: f64,
+    /// The session's share of the measured AC power (W, >= 0) and current (A).
+    pub power_w: f64,
+    pub current_a: f64,
+    pub allocated_w: f64,
+    pub active: bool,
+    /// Direction of the running session, if any.
+    pub direction: Option<Direction>,
+}
+
+/// What one step decided. `Default` is the state before any step: link down, nothing allowed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepOutput {
+    pub now_s: f64,
+    /// + discharge, W.
+    pub setpoint_w: f64,
+    pub run: bool,
+    /// Write 1 to the fault-reset register: the PCS sits in fault while no alarm is active.
+    pub fault_reset: bool,
+    /// Effective limits (0 while tripped) and every sub-limit.
+    pub limit_discharge_w: f64,
+    pub limit_charge_w: f64,
+    pub sub_limits: Limits,
+    pub trip_causes: Vec<TripCause>,
+    pub link_up: bool,
+    /// By meter id, ascending.
+    pub allocations: Vec<(u32, f64)>,
+    /// Every meter ever started or restored, by meter id.
+    pub meters: Vec<MeterReading>,
+    /// (discharge, charge) energy that flowed with no session of that direction allocated.
+    pub unattributed_wh: (f64, f64),
+    pub events: Vec<Event>,
+    /// The last valid reading (kept through a lost link so the operator sees the last state).
+    pub measurements: Option<Measurements>,
+}
+
+impl StepOutput {
+    pub fn tripped(&self) -> bool {
+        !self.trip_causes.is_empty()
+    }
+
+    pub fn meter(&self, meter_id: u32) -> Option<&MeterReading> {
+        self.meters
+            .binary_search_by_key(&meter_id, |m| m.meter_id)
+            .ok()
+            .map(|i| &self.meters[i])
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// No answer and no timeout yet: neither event has a meaning.
+    Unknown,
+    Up,
+    Down,
+}
+
+#[derive(Clone, Debug)]
+pub struct Controller {
+    params: ControlParams,
+    sessions: BTreeMap<u32, Session>,
+    metering: Metering,
+    setpoint_w: f64,
+    last_now: Option<f64>,
+    link: Link,
+    causes: Vec<TripCause>,
+    /// Allocations of the previous step: the ones in force while the energy of the next reading
+    /// flowed.
+    previous: Vec<(u32, Direction, f64)>,
+    last_measurements: Option<Measurements>,
+    last_reading_at: Option<f64>,
+}
+
+impl Controller {
+    pub fn new(params: ControlParams) -> Self {
+        Self {
+            params,
+            sessions: BTreeMap::new(),
+            metering: Metering::default(),
+            setpoint_w: 0.0,
+            last_now: None,
+            link: Link::Unknown,
+            causes: Vec::new(),
+            previous: Vec::new(),
+            last_measurements: None,
+            last_reading_at: None,
+        }
+    }
+
+    pub fn params(&self) -> &ControlParams {
+        &self.params
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn rebaselines(&self) -> u64 {
+        self.metering.rebaselines()
+    }
+
+    /// Applies a command. Commands for a meter without a session (cap, schedule, stop) are
+    /// ignored rather than errors: through the control thread they arrive asynchronously, so a
+    /// cap change racing a stop is normal, and there is nothing left to change.
+    pub fn apply(&mut self, cmd: Command) -> Result<(), CommandError> {
+        cmd.validate()?;
+        match cmd {
+            Command::StartSession {
+                meter_id,
+                direction,
+                cap_w,
+            } => {
+                self.metering.ensure(meter_id);
+                self.sessions.insert(
+                    meter_id,
+                    Session {
+                        direction,
+                        cap_w,
+                        schedule: Schedule::default(),
+                    },
+                );
+            }
+            Command::SetSessionCap { meter_id, cap_w } => {
+                if let Some(s) = self.sessions.get_mut(&meter_id) {
+                    s.cap_w = cap_w;
+                }
+            }
+            Command::SetSessionSchedule { meter_id, schedule } => {
+                if let Some(s) = self.sessions.get_mut(&meter_id) {
+                    s.schedule = schedule;
+                }
+            }
+            Command::StopSession { meter_id } => {
+                self.sessions.remove(&meter_id);
+            }
+            Command::SetMeter {
+                meter_id,
+                energy_wh,
+            } => self.metering.set(meter_id, energy_wh),
+        }
+        Ok(())
+    }
+
+    /// One control cycle at `now_s` (epoch seconds) with the measurement block, or `None` when
+    /// the PCS link is lost (the caller decides when silence has lasted long enough).
+    pub fn step(&mut self, now_s: f64, registers: Option<&[u16]>) -> StepOutput {
+        let dt = match self.last_now {
+            Some(prev) if now_s.is_finite() => (now_s - prev).clamp(0.0, MAX_DT_S),
+            _ => 0.0,
+        };
+        if now_s.is_finite() {
+            self.last_now = Some(now_s);
+        }
+        let mut events = Vec::new();
+
+        // Phase 1: inputs and protection.
+        let mut link_restored = false;
+        let assessment = match registers {
+            None => {
+                if self.link != Link::Down {
+                    events.push(Event::LinkLost);
+                }
+                self.link = Link::Down;
+                assess_link_lost(&self.params.protection)
+            }
+            Some(regs) => {
+                // The first answer ever is announced too: until then the link state was unknown
+                // (snapshots say link_up = false), and a consumer waiting for the link must hear it.
+                if self.link != Link::Up {
+                    events.push(Event::LinkRestored);
+                }
+                link_restored = self.link == Link::Down;
+                self.link = Link::Up;
+                self.read(now_s, regs)
+            }
+        };
+        if assessment.causes != self.causes {
+            if assessment.causes.is_empty() {
+                events.push(Event::TripCleared);
+            } else {
+                events.push(Event::Trip(assessment.causes.clone()));
+            }
+            self.causes.clone_from(&assessment.causes);
+        }
+        let tripped = assessment.tripped();
+        let (limit_dis, limit_chg) = if tripped {
+            (0.0, 0.0)
+        } else {
+            (
+                assessment.limits.discharge.effective(),
+                assessment.limits.charge.effective(),
+            )
+        };
+
+        // Phase 2: allocation, each direction on its own.
+        let allocations = self.allocate(now_s, limit_dis, limit_chg);
+        let target: f64 = allocations.iter().map(|(_, d, a)| d.sign() * a).sum();
+
+        // Phase 3: ramp. The first write after a lost link comes back is 0 whatever the target.
+        self.setpoint_w = next_setpoint(
+            self.setpoint_w,
+            &RampInput {
+                target_w: target,
+                lo_w: -limit_chg,
+                hi_w: limit_dis,
+                ramp_w_per_s: self.params.ramp_w_per_s,
+                dt_s: dt,
+                force_zero: tripped || link_restored,
+            },
+        );
+
+        let link_up = self.link == Link::Up;
+        let meters = self.meter_readings(&allocations);
+        self.previous = allocations;
+        let m = self.last_measurements.as_ref();
+        StepOutput {
+            now_s,
+            setpoint_w: self.setpoint_w,
+            run: link_up && !tripped && (!self.sessions.is_empty() || self.setpoint_w != 0.0),
+            fault_reset: link_up
+                && m.is_some_and(|m| m.pcs_state == PCS_FAULT && m.alarm_bits == 0),
+            limit_discharge_w: limit_dis,
+            limit_charge_w: limit_chg,
+            sub_limits: assessment.limits,
+            trip_causes: assessment.causes,
+            link_up,
+            allocations: self.previous.iter().map(|(id, _, a)| (*id, *a)).collect(),
+            meters,
+            unattributed_wh: self.metering.unattributed_wh(),
+            events,
+            measurements: self.last_measurements.clone(),
+        }
+    }
+
+    /// Decodes a block, meters its energy, and assesses it.
+    fn read(&mut self, now_s: f64, regs: &[u16]) -> Assessment {
+        let Ok(m) = decode(&self.params.register_map, regs) else {
+            // A block of the wrong size cannot be trusted at all.
+            return Assessment {
+                limits: Limits::default(),
+                causes: vec![TripCause::InvalidMeasurement],
+            };
+        };
+        let p = &self.params.protection;
+        let elapsed_h = self
+            .last_reading_at
+            .map_or(0.0, |t| (now_s - t).max(0.0) / 3600.0);
+        let max_increase =
+            2.0 * p.site_max_discharge_w.max(p.site_max_charge_w) * elapsed_h + METER_JUMP_SLACK_WH;
+        self.metering.update(
+            EnergyRegisters {
+                discharged_wh: m.energy_discharged_wh,
+                charged_wh: m.energy_charged_wh,
+            },
+            &self.previous,
+            max_increase,
+        );
+        self.last_reading_at = Some(now_s);
+        let a = assess(p, &m);
+        self.last_measurements = Some(m);
+        a
+    }
+
+    fn allocate(&self, now_s: f64, limit_dis: f64, limit_chg: f64) -> Vec<(u32, Direction, f64)> {
+        let mut out: Vec<(u32, Direction, f64)> = Vec::with_capacity(self.sessions.len());
+        for (dir, limit) in [
+            (Direction::Discharge, limit_dis),
+            (Direction::Charge, limit_chg),
+        ] {
+            let (ids, caps): (Vec<u32>, Vec<f64>) = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.direction == dir)
+                .map(|(id, s)| (*id, self.cap_of(s, now_s)))
+                .unzip();
+            let shares = water_fill(limit, &caps);
+            out.extend(ids.into_iter().zip(shares).map(|(id, a)| (id, dir, a)));
+        }
+        out.sort_unstable_by_key(|e| e.0);
+        out
+    }
+
+    fn cap_of(&self, s: &Session, now_s: f64) -> f64 {
+        let scheduled = s.schedule.limit_at(now_s).unwrap_or(f64::INFINITY);
+        s.cap_w.min(self.params.session_max_w).min(scheduled)
+    }
+
+    fn meter_readings(&self, allocations: &[(u32, Direction, f64)]) -> Vec<MeterReading> {
+        let (measured_w, current_a) = self
+            .last_measurements
+            .as_ref()
+            .map_or((0.0, 0.0), |m| (m.measured_w, m.ac_current_a));
+        let total = |dir: Direction| -> f64 {
+            allocations.iter().filter(|a| a.1 == dir).map(|a| a.2).sum()
+        };
+        let (total_dis, total_chg) = (total(Direction::Discharge), total(Direction::Charge));
+        let alloc_of: BTreeMap<u32, f64> = allocations.iter().map(|a| (a.0, a.2)).collect();
+        self.metering
+            .iter()
+            .map(|(meter_id, energy_wh)| {
+                let session = self.sessions.get(&meter_id);
+                let allocated_w = alloc_of.get(&meter_id).copied().unwrap_or(0.0);
+                let share = match session.map(|s| s.direction) {
+                    // Only power flowing in the session's direction is the session's.
+                    Some(d) if d.sign() * measured_w > 0.0 => {
+                        let t = if d == Direction::Discharge {
+                            total_dis
+                        } else {
+                            total_chg
+                        };
+                        if t > 0.0 {
+                            allocated_w / t
+                        } else {
+                            0.0
+                        }
+                    }
+                    _ => 0.0,
+                };
+                MeterReading {
+                    meter_id,
+                    energy_wh,
+                    power_w: measured_w.abs() * share,
+                    current_a: current_a * share,
+                    allocated_w,
+                    active: session.is_some(),
+                    direction: session.map(|s| s.direction),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measurements::tests::{healthy_block, set_u32, set_u64};
+    use crate::measurements::PCS_RUNNING;
+    use proptest::prelude::*;
+
+    fn ctl() -> Controller {
+        Controller::new(ControlParams::default())
+    }
+
+    fn start(c: &mut Controller, id: u32, dir: Direction, cap: f64) {
+        c.apply(Command::StartSession {
+            meter_id: id,
+            direction: dir,
+            cap_w: cap,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn first_step_holds_zero_then_ramps() {
+        let mut c = ctl();
+        let r = healthy_block();
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        let o = c.step(1000.0, Some(&r));
+        assert_eq!(o.setpoint_w, 0.0);
+        assert!(o.run);
+        assert_eq!(o.allocations, vec![(0, 150_000.0)]);
+        let o = c.step(1000.1, Some(&r));
+        assert!((o.setpoint_w - 30_000.0).abs() < 1e-6);
+        for i in 2..10 {
+            c.step(1000.0 + f64::from(i) * 0.1, Some(&r));
+        }
+        assert_eq!(c.step(1001.0, Some(&r)).setpoint_w, 150_000.0);
+    }
+
+    #[test]
+    fn net_of_both_directions() {
+        let mut c = ctl();
+        let r = healthy_block();
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        start(&mut c, 3, Direction::Charge, 50_000.0);
+        c.step(0.0, Some(&r));
+        let o = c.step(1.0, Some(&r));
+        assert_eq!(o.setpoint_w, 100_000.0);
+        assert_eq!(o.allocations, vec![(0, 150_000.0), (3, 50_000.0)]);
+    }
+
+    #[test]
+    fn session_cap_is_bounded_by_session_max_and_schedule() {
+        let mut c = ctl();
+        let r = healthy_block();
+        start(&mut c, 0, Direction::Discharge, 1e9);
+        let sched = Schedule::new(vec![(100.0, 40_000.0)]).unwrap();
+        c.apply(Command::SetSessionSchedule {
+            meter_id: 0,
+            schedule: sched,
+        })
+        .unwrap();
+        assert_eq!(c.step(50.0, Some(&r)).allocations, vec![(0, 150_000.0)]);
+        assert_eq!(c.step(100.0, Some(&r)).allocations, vec![(0, 40_000.0)]);
+        c.apply(Command::SetSessionCap {
+            meter_id: 0,
+            cap_w: 10_000.0,
+        })
+        .unwrap();
+        assert_eq!(c.step(101.0, Some(&r)).allocations, vec![(0, 10_000.0)]);
+    }
+
+    #[test]
+    fn trip_goes_to_zero_at_once_and_recovers() {
+        let mut c = ctl();
+        let mut r = healthy_block();
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        c.step(0.0, Some(&r));
+        assert_eq!(c.step(1.0, Some(&r)).setpoint_w, 150_000.0);
+        set_u32(&mut r, 17, 1 << 10);
+        let o = c.step(1.1, Some(&r));
+        assert_eq!(o.setpoint_w, 0.0);
+        assert!(!o.run);
+        assert_eq!(o.trip_causes, vec![TripCause::EmergencyStop]);
+        assert_eq!(o.events, vec![Event::Trip(vec![TripCause::EmergencyStop])]);
+        assert!(c.step(1.2, Some(&r)).events.is_empty());
+        set_u32(&mut r, 17, 0);
+        let o = c.step(1.3, Some(&r));
+        assert_eq!(o.events, vec![Event::TripCleared]);
+        assert!((o.setpoint_w - 30_000.0).abs() < 1e-6, "ramps again from 0");
+    }
+
+    #[test]
+    fn fault_reset_only_when_alarms_are_clear() {
+        let mut c = ctl();
+        let mut r = healthy_block();
+        r[0] = PCS_FAULT;
+        set_u32(&mut r, 17, 1 << 6);
+        let o = c.step(0.0, Some(&r));
+        assert!(!o.fault_reset);
+        assert_eq!(
+            o.trip_causes,
+            vec![TripCause::PcsInternalFault, TripCause::PcsFaultState]
+        );
+        set_u32(&mut r, 17, 0);
+        assert!(c.step(0.1, Some(&r)).fault_reset);
+    }
+
+    #[test]
+    fn lost_link_suspends_and_first_step_back_is_zero() {
+        let mut c = ctl();
+        let r = healthy_block();
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        c.step(0.0, Some(&r));
+        c.step(1.0, Some(&r));
+        let o = c.step(1.1, None);
+        assert_eq!(o.setpoint_w, 0.0);
+        assert!(!o.link_up && !o.run);
+        assert_eq!(o.allocations, vec![(0, 0.0)]);
+        assert_eq!(
+            o.events,
+            vec![Event::LinkLost, Event::Trip(vec![TripCause::PcsLinkLost])]
+        );
+        assert!(c.step(1.2, None).events.is_empty());
+        let o = c.step(5.0, Some(&r));
+        assert_eq!(o.events, vec![Event::LinkRestored, Event::TripCleared]);
+        assert_eq!(o.setpoint_w, 0.0, "first write after the link is back is 0");
+        assert!((c.step(5.1, Some(&r)).setpoint_w - 30_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_answer_at_start_is_a_lost_link() {
+        let mut c = ctl();
+        assert_eq!(c.step(0.0, None).events[0], Event::LinkLost);
+        let mut c = ctl();
+        let first = c.step(0.0, Some(&healthy_block()));
+        assert_eq!(
+            first.events,
+            vec![Event::LinkRestored],
+            "the first answer is announced"
+        );
+        assert!(c.step(0.1, Some(&healthy_block())).events.is_empty());
+    }
+
+    #[test]
+    fn wrong_block_length_trips_invalid_measurement() {
+        let mut c = ctl();
+        let o = c.step(0.0, Some(&[0u16; 3]));
+        assert_eq!(o.trip_causes, vec![TripCause::InvalidMeasurement]);
+        assert_eq!(o.limit_discharge_w, 0.0);
+    }
+
+    #[test]
+    fn metering_follows_previous_allocation() {
+        let mut c = ctl();
+        let mut r = healthy_block();
+        r[0] = PCS_RUNNING;
+        set_u32(&mut r, 1, 90_000);
+        set_u64(&mut r, 19, 5_000);
+        start(&mut c, 0, Direction::Discharge, 60_000.0);
+        start(&mut c, 2, Direction::Discharge, 30_000.0);
+        c.apply(Command::SetMeter {
+            meter_id: 2,
+            energy_wh: 100.0,
+        })
+        .unwrap();
+        c.step(0.0, Some(&r));
+        set_u64(&mut r, 19, 5_030);
+        let o = c.step(1.0, Some(&r));
+        assert_eq!(o.meter(0).unwrap().energy_wh, 20.0);
+        assert_eq!(o.meter(2).unwrap().energy_wh, 110.0);
+        assert_eq!(o.meter(0).unwrap().power_w, 60_000.0);
+        c.apply(Command::StopSession { meter_id: 0 }).unwrap();
+        c.apply(Command::StopSession { meter_id: 2 }).unwrap();
+        set_u64(&mut r, 19, 5_060);
+        let o = c.step(2.0, Some(&r));
+        // The energy flowed under the allocation of the previous step.
+        assert_eq!(o.meter(0).unwrap().energy_wh, 40.0);
+        assert!(!o.meter(0).unwrap().active);
+        set_u64(&mut r, 19, 5_070);
+        let o = c.step(3.0, Some(&r));
+        assert_eq!(o.meter(0).unwrap().energy_wh, 40.0);
+        assert_eq!(o.unattributed_wh, (10.0, 0.0));
+    }
+
+    #[test]
+    fn commands_are_validated() {
+        let mut c = ctl();
+        let bad = Command::StartSession {
+            meter_id: 0,
+            direction: Direction::Charge,
+            cap_w: -1.0,
+        };
+        assert_eq!(c.apply(bad).unwrap_err().field, "cap_w");
+        let bad = Command::SetMeter {
+            meter_id: 0,
+            energy_wh: f64::NAN,
+        };
+        assert_eq!(c.apply(bad).unwrap_err().field, "energy_wh");
+        // Unknown sessions are ignored, not errors.
+        c.apply(Command::StopSession { meter_id: 9 }).unwrap();
+        c.apply(Command::SetSessionCap {
+            meter_id: 9,
+            cap_w: 1.0,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn stalled_loop_does_not_jump() {
+        let mut c = ctl();
+        let r = healthy_block();
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        c.step(0.0, Some(&r));
+        let o = c.step(3600.0, Some(&r));
+        assert!(o.setpoint_w <= 300_000.0 * MAX_DT_S);
+    }
+
+    // State-machine property test: random commands and readings, invariants after every step.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Start(u32, bool, f64),
+        Cap(u32, f64),
+        Sched(u32, Vec<(f64, f64)>),
+        Stop(u32),
+        Step { dt: f64, reading: Option<Reading> },
+    }
+
+    #[derive(Clone, Debug)]
+    struct Reading {
+        soc: u16,
+        temp_max: i16,
+        dc_v: u16,
+        bms_dis: u32,
+        bms_chg: u32,
+        alarms: u32,
+        state: u16,
+        d_dis: u64,
+        d_chg: u64,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let reading = (
+            0u16..1001,
+            -100i16..700,
+            5000u16..9500,
+            0u32..800_000,
+            0u32..800_000,
+            prop_oneof![Just(0u32), 0u32..2048],
+            0u16..4,
+            0u64..100,
+            0u64..100,
+        )
+            .prop_map(
+                |(soc, temp_max, dc_v, bms_dis, bms_chg, alarms, state, d_dis, d_chg)| Reading {
+                    soc,
+                    temp_max,
+                    dc_v,
+                    bms_dis,
+                    bms_chg,
+                    alarms,
+                    state,
+                    d_dis,
+                    d_chg,
+                },
+            );
+        prop_oneof![
+            1 => (0u32..8, any::<bool>(), 0.0f64..300_000.0).prop_map(|(m, d, c)| Op::Start(m, d, c)),
+            1 => (0u32..8, 0.0f64..300_000.0).prop_map(|(m, c)| Op::Cap(m, c)),
+            1 => (0u32..8, proptest::collection::vec((0.0f64..20.0, 0.0f64..200_000.0), 0..4))
+                .prop_map(|(m, s)| Op::Sched(m, s)),
+            1 => (0u32..8).prop_map(Op::Stop),
+            4 => (0.0f64..0.5, proptest::option::weighted(0.9, reading))
+                .prop_map(|(dt, reading)| Op::Step { dt, reading }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn invariants_hold_under_any_sequence(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut c = ctl();
+            let ramp = c.params().ramp_w_per_s;
+            let session_max = c.params().session_max_w;
+            let mut now = 0.0;
+            let mut prev_setpoint: f64 = 0.0;
+            let mut prev_meters: BTreeMap<u32, f64> = BTreeMap::new();
+            let (mut dis, mut chg) = (1_000u64, 1_000u64);
+            let mut caps: BTreeMap<u32, f64> = BTreeMap::new();
+            let mut was_down = false;
+            for op in ops {
+                match op {
+                    Op::Start(m, d, cap) => {
+                        let direction = if d { Direction::Discharge } else { Direction::Charge };
+                        c.apply(Command::StartSession { meter_id: m, direction, cap_w: cap }).unwrap();
+                        caps.insert(m, cap);
+                    }
+                    Op::Cap(m, cap) => {
+                        c.apply(Command::SetSessionCap { meter_id: m, cap_w: cap }).unwrap();
+                        if let Some(x) = caps.get_mut(&m) { *x = cap; }
+                    }
+                    Op::Sched(m, mut s) => {
+                        s.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        s.dedup_by(|a, b| a.0 == b.0);
+                        let schedule = Schedule::new(s).unwrap();
+                        c.apply(Command::SetSessionSchedule { meter_id: m, schedule }).unwrap();
+                    }
+                    Op::Stop(m) => {
+                        c.apply(Command::StopSession { meter_id: m }).unwrap();
+                        caps.remove(&m);
+                    }
+                    Op::Step { dt, reading } => {
+                        now += dt;
+                        let block = reading.map(|rd| {
+                            dis += rd.d_dis;
+                            chg += rd.d_chg;
+                            let mut r = healthy_block();
+                            r[0] = rd.state;
+                            r[5] = rd.dc_v;
+                            r[7] = rd.soc;
+                            r[9] = rd.temp_max as u16;
+                            set_u32(&mut r, 13, rd.bms_dis);
+                            set_u32(&mut r, 15, rd.bms_chg);
+                            set_u32(&mut r, 17, rd.alarms);
+                            set_u64(&mut r, 19, dis);
+                            set_u64(&mut r, 23, chg);
+                            r
+                        });
+                        let o = c.step(now, block.as_deref());
+                        let sp = o.setpoint_w;
+                        // Inside the limits in force.
+                        prop_assert!(sp <= o.limit_discharge_w + 1e-6);
+                        prop_assert!(-sp <= o.limit_charge_w + 1e-6);
+                        prop_assert!(o.limit_discharge_w <= o.sub_limits.discharge.site.min(o.sub_limits.discharge.bms).min(o.sub_limits.discharge.soc).min(o.sub_limits.discharge.temperature) + 1e-6);
+                        if o.tripped() || !o.link_up || block.is_some() && was_down {
+                            prop_assert_eq!(sp, 0.0);
+                        } else {
+                            // Slew from the previous setpoint clamped into today's limits.
+                            let clamped = prev_setpoint.clamp(-o.limit_charge_w, o.limit_discharge_w);
+                            prop_assert!((sp - clamped).abs() <= ramp * dt.min(MAX_DT_S) + 1e-6,
+                                "slew {} over dt {}", (sp - clamped).abs(), dt);
+                        }
+                        // Allocations: each within its cap, each direction within its limit.
+                        let mut sum_dis = 0.0;
+                        let mut sum_chg = 0.0;
+                        for (id, a) in &o.allocations {
+                            let cap = caps.get(id).copied().unwrap_or(0.0).min(session_max);
+                            prop_assert!(*a >= 0.0 && *a <= cap + 1e-9);
+                            match o.meter(*id).and_then(|m| m.direction) {
+                                Some(Direction::Discharge) => sum_dis += a,
+                                Some(Direction::Charge) => sum_chg += a,
+                                None => prop_assert!(false, "allocation without a session"),
+                            }
+                        }
+                        prop_assert!(sum_dis <= o.limit_discharge_w + 1e-6);
+                        prop_assert!(sum_chg <= o.limit_charge_w + 1e-6);
+                        // Meters never decrease.
+                        for m in &o.meters {
+                            prop_assert!(m.energy_wh >= prev_meters.get(&m.meter_id).copied().unwrap_or(0.0));
+                            prev_meters.insert(m.meter_id, m.energy_wh);
+                        }
+                        prev_setpoint = sp;
+                        was_down = !o.link_up;
+                    }
+                }
+            }
+        }
+    }
+}
