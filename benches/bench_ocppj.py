@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import orjson
 import pytest
+from ocpp import messages as ocpp_messages
+
 from bess_gateway.ocppj.framing import Call, decode, encode
 from bess_gateway.ocppj.schemas import validator
-from ocpp import messages as ocpp_messages
 
 TS = "2024-05-01T12:00:00.000Z"
 

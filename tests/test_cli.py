@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 from bess_gateway.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,6 +5,7 @@ import logging
 
 import orjson
 import pytest
+
 from bess_gateway.logs import setup_logging
 
 

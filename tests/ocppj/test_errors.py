@@ -1,6 +1,7 @@
 """The error table: per-version spelling, parsing received codes, the exception classes."""
 
 import pytest
+
 from bess_gateway.ocppj import errors
 from bess_gateway.ocppj.errors import (
     ERROR_CLASSES,

@@ -5,6 +5,9 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bess_gateway.ocppj.errors import (
     CallErrorReceived,
     ErrorKind,
@@ -20,8 +23,6 @@ from bess_gateway.ocppj.framing import (
     encode,
     new_unique_id,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 VERSIONS = ["1.6", "2.0.1"]
 

@@ -13,6 +13,9 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+
 from bess_gateway.ocppj.errors import (
     CallErrorReceived,
     ConnectionLost,
@@ -22,8 +25,6 @@ from bess_gateway.ocppj.errors import (
 )
 from bess_gateway.ocppj.framing import FrameError
 from bess_gateway.ocppj.rpc import Reply, RpcConnection
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection, serve
 
 WAIT = 5.0  # upper bound for anything that should happen "at once"
 

@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+
 from bess_gateway.ocppj.errors import (
     ActionNotImplementedError,
     ErrorKind,

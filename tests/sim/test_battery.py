@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from bess_gateway.sim.battery import (
     Alarm,
     BatteryModel,

@@ -1,6 +1,7 @@
 from importlib import resources
 
 import pytest
+
 from bess_gateway.sim.battery import Alarm, PcsState
 from bess_gateway.sim.regmap import (
     PROFILES,

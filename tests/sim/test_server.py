@@ -5,11 +5,12 @@ import io
 import math
 
 import pytest
+from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
+from pymodbus.exceptions import ModbusException, ModbusIOException
+
 from bess_gateway.sim.battery import Alarm, PcsState
 from bess_gateway.sim.regmap import RegisterMapError, load_profile
 from bess_gateway.sim.server import Simulator, SimulatorThread, serve
-from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
-from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from .helpers import eventually, eventually_sync
 

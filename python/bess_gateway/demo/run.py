@@ -171,8 +171,6 @@ async def _demo(endpoints: int, duration: float, out: TextIO) -> int:
                 else:
                     out.write(frame.splitlines()[0] + " | " + frame.splitlines()[1] + "\n")
                 out.flush()
-                if task.done():
-                    break
         except (KeyboardInterrupt, asyncio.CancelledError):
             pass
         finally:

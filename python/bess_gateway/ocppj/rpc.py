@@ -357,7 +357,7 @@ class RpcConnection:
         self,
         action: str,
         payload: Payload,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
         *,
         unique_id: str | None = None,
     ) -> Payload:
