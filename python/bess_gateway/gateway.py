@@ -67,6 +67,8 @@ class Gateway:
                 core.set_meter(ep.index * 2 + connector - 1, wh)
         core.start(asyncio.get_running_loop())
         core.subscribe(self._on_core_event)
+        # Statuses need the PCS's first answer (or its absence): don't boot endpoints blind.
+        await core.wait_ready(max(2.0, cfg.pcs.timeout_ms / 1000 * 2))
         self.view.snapshot = core.snapshot()
         for ep in cfg.endpoints:
             station = self._make_station(ep, core, journal)

@@ -403,3 +403,88 @@ async def test_fifty_endpoints_boot_at_once(gateway_factory, csms: CsmsServer) -
     for sid in ids:
         await csms.wait_for(sid, "StatusNotification", lambda p: p["connectorId"] == 2)
     assert csms.connections == 50
+
+
+async def test_heartbeat_follows_the_boot_interval(gateway_factory, csms: CsmsServer) -> None:
+    csms.policy.heartbeat_interval = 1
+    gw = await gateway_factory(1)
+    (sid,) = await booted(gw, csms)
+    await until(lambda: len(csms.of(sid, "Heartbeat")) >= 2, 10)
+    beats = [m.at for m in csms.of(sid, "Heartbeat")]
+    assert beats[1] - beats[0] > 0.5  # periodic, not a burst
+
+
+@pytest.mark.parametrize("status", ["Pending", "Rejected"])
+async def test_boot_not_accepted_sends_nothing_else(gateway_factory, csms: CsmsServer,
+                                                    status: str) -> None:
+    csms.policy.boot_status = status
+    csms.policy.heartbeat_interval = 1
+    gw = await gateway_factory(1)
+    sid = next(iter(gw.endpoints))
+    await until(lambda: len(csms.of(sid, "BootNotification")) >= 2)
+    assert {m.action for m in csms.received if m.station == sid} == {"BootNotification"}
+    assert gw.endpoints[sid].registration == status
+    # A remote start is refused until the CSMS accepts the station.
+    r = await csms.call(sid, "RemoteStartTransaction", {"idTag": "T", "connectorId": 1})
+    assert r["status"] == "Rejected"
+
+
+async def test_reconnects_after_the_socket_drops(gateway_factory, csms: CsmsServer,
+                                                 sim: SimulatorThread) -> None:
+    gw = await gateway_factory(1)
+    (sid,) = await booted(gw, csms)
+    tx_id = await start_tx(csms, sid, 1)
+    await until(lambda: sim.written.setpoint_w == 150_000)
+    gw.endpoints[sid].backoff.minimum = 0.05  # keep the test short; the policy is unchanged
+    boots = len(csms.of(sid, "BootNotification"))
+    await csms.drop(sid)
+    await until(lambda: len(csms.of(sid, "BootNotification")) > boots, 15)
+    # The session kept running through the outage and is still stoppable by its id.
+    assert sim.written.setpoint_w == 150_000
+    after = csms.last_seq()
+    await until(lambda: sid in csms.stations and gw.endpoints[sid].booted.is_set())
+    assert (await csms.call(sid, "RemoteStopTransaction", {"transactionId": tx_id}))[
+        "status"] == "Accepted"
+    await csms.wait_for(sid, "StopTransaction", after=after)
+
+
+async def test_csms_without_the_ocpp16_subprotocol_is_refused(tmp_path, sim) -> None:
+    from websockets.asyncio.server import serve
+
+    seen: list[str | None] = []
+
+    async def handler(ws) -> None:
+        seen.append(ws.subprotocol)
+        async for _ in ws:
+            raise AssertionError("the endpoint must not talk without ocpp1.6")
+
+    async with serve(handler, "127.0.0.1", 0) as server:  # agrees to no subprotocol
+        port = server.sockets[0].getsockname()[1]
+        from bess_gateway.demo.run import demo_config
+
+        cfg = demo_config(tmp_path, f"ws://127.0.0.1:{port}/ocpp", sim.port, 1)
+        gw = Gateway(cfg)
+        await gw.start()
+        try:
+            await until(lambda: len(seen) >= 1)
+            await asyncio.sleep(0.2)
+            assert not gw.endpoints["DEMO-01"].booted.is_set()
+            assert seen[0] is None
+        finally:
+            await gw.stop(drain_s=0)
+
+
+async def test_data_transfer_and_clear_cache(gateway_factory, csms: CsmsServer) -> None:
+    gw = await gateway_factory(1)
+    (sid,) = await booted(gw, csms)
+    r = await csms.call(sid, "DataTransfer", {"vendorId": "org.bess-gateway",
+                                              "messageId": "BatteryStatus"})
+    assert r["status"] == "Accepted"
+    import orjson
+
+    data = orjson.loads(r["data"])
+    assert 0 < data["soc_pct"] <= 100 and data["link_up"] is True
+    r = await csms.call(sid, "DataTransfer", {"vendorId": "org.bess-gateway",
+                                              "messageId": "Nope"})
+    assert r["status"] == "UnknownMessageId"
+    assert (await csms.call(sid, "ClearCache", {}))["status"] == "Accepted"

@@ -21,6 +21,7 @@ from websockets.typing import Subprotocol
 from bess_gateway import __version__
 from bess_gateway.aio import wait_event
 from bess_gateway.config import EndpointConfig
+from bess_gateway.domain.settings import SettingError
 from bess_gateway.domain.station import CONNECTORS, Station, StatusReport, StopReason
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import Journal, TxRecord
@@ -73,6 +74,7 @@ class Endpoint16:
         self._last_status: dict[int, StatusReport] = {}
         self._ws: ClientConnection | None = None
         self._reconnect_now = False
+        self.heartbeat_s = station.settings.int("heartbeat_interval_s")
         station.on_change(self.ctx.status_wake.set)
         station.settings.on_change(self._setting_changed)
 
@@ -200,19 +202,26 @@ class Endpoint16:
             await asyncio.sleep(interval if interval > 0 else 30)
 
     def _apply_heartbeat_interval(self, interval: int) -> None:
-        spec_min, spec_max = 30, 3600
-        value = min(max(interval, spec_min), spec_max)
-        self.ctx.station.settings.set("heartbeat_interval_s", str(value))
+        """The CSMS owns the heartbeat interval it sends at boot, even outside 30..3600 s.
+
+        It is stored as the HeartbeatInterval setting when in range; outside it only runs.
+        """
+        try:
+            self.ctx.station.settings.set("heartbeat_interval_s", str(interval))
+        except SettingError:
+            pass
+        self.heartbeat_s = interval
+        self.ctx.heartbeat_wake.set()
 
     def _setting_changed(self, name: str) -> None:
         if name == "heartbeat_interval_s":
+            self.heartbeat_s = self.ctx.station.settings.int("heartbeat_interval_s")
             self.ctx.heartbeat_wake.set()
 
     async def _heartbeat(self) -> None:
-        settings = self.ctx.station.settings
         while True:
             self.ctx.heartbeat_wake.clear()
-            if await wait_event(self.ctx.heartbeat_wake, settings.int("heartbeat_interval_s")):
+            if await wait_event(self.ctx.heartbeat_wake, self.heartbeat_s):
                 continue  # interval changed: start a fresh period
             await self.send_heartbeat()
 
