@@ -38,7 +38,7 @@ def test_help_of_every_command(command):
 def test_check_config_example_ok(capsys):
     assert main(["check-config", str(EXAMPLE)]) == 0
     out, err = capsys.readouterr()
-    assert out == "OK: 50 endpoints (40 on 1.6, 10 on 2.0.1), PCS at 127.0.0.1:5020\n"
+    assert out == "OK: 50 endpoints (50 on 1.6, 0 on 2.0.1), PCS at 127.0.0.1:5020\n"
     assert err == ""
 
 
