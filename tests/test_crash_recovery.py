@@ -10,17 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from waiting import until
+
 from bess_gateway.config import load_config
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.gateway import Gateway
 from bess_gateway.sim.server import SimulatorThread
-
-
-async def until(pred, timeout: float = 15.0):
-    async with asyncio.timeout(timeout):
-        while not (value := pred()):
-            await asyncio.sleep(0.05)
-        return value
 
 
 async def test_sigkill_then_restart_ends_transaction_as_power_loss(
@@ -62,7 +57,7 @@ meter_sample_interval_s = 1
         log.close()
 
     # Nobody writes the watchdog any more: the PCS goes to 0 W by itself within ~2 s.
-    await until(lambda: abs(sim.state.measured_w) < 1.0 and sim.state.pcs_state != 2)
+    await until(lambda: abs(sim.state.measured_w) < 1.0 and sim.state.pcs_state != 2, 15)
     assert csms.transactions[tx.id].meter_stop is None
 
     gw = Gateway(load_config(cfg_path))

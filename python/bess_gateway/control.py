@@ -70,7 +70,9 @@ class UnattributedWh(TypedDict):
     charge: float
 
 
-class StepResult(TypedDict):
+class CoreState(TypedDict):
+    """What every control step decides; a step result and a snapshot both carry it."""
+
     now_s: float
     setpoint_w: float
     run: bool
@@ -84,6 +86,9 @@ class StepResult(TypedDict):
     allocations: dict[int, float]
     meters: dict[int, float]
     unattributed_wh: UnattributedWh
+
+
+class StepResult(CoreState):
     events: list[CoreEvent]
 
 
@@ -94,21 +99,7 @@ class LastWrite(TypedDict):
     fault_reset: bool
 
 
-class Snapshot(TypedDict):
-    # the step keys, without `events`
-    now_s: float
-    setpoint_w: float
-    run: bool
-    fault_reset: bool
-    limit_discharge_w: float
-    limit_charge_w: float
-    sub_limits: SubLimits
-    tripped: bool
-    trip_causes: list[str]
-    link_up: bool
-    allocations: dict[int, float]
-    meters: dict[int, float]
-    unattributed_wh: UnattributedWh
+class Snapshot(CoreState):
     # decoded measurements: absent until the first valid reading
     soc_pct: NotRequired[float]
     soh_pct: NotRequired[float]

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from ocpp.exceptions import NotSupportedError
+from waiting import until
 
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.gateway import Gateway
 from bess_gateway.sim.server import SimulatorThread
-
-
-async def until(pred: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll a condition (bounded); returns its truthy value."""
-    async with asyncio.timeout(timeout):
-        while not (value := pred()):
-            await asyncio.sleep(0.02)
-        return value
 
 
 async def booted(gw: Gateway, csms: CsmsServer) -> list[str]:
