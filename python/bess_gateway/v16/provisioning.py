@@ -53,8 +53,10 @@ def handlers(
         if p.get("messageId") != "BatteryStatus":
             return {"status": "UnknownMessageId"}
         snap = st.view.snapshot
+        # Loop health rides along so a CSMS (and the load benchmark) can see the control loop.
         data = {k: snap.get(k) for k in ("soc_pct", "soh_pct", "setpoint_w", "measured_w",
-                                         "limit_discharge_w", "limit_charge_w", "link_up")}
+                                         "limit_discharge_w", "limit_charge_w", "link_up",
+                                         "cycles", "overruns", "jitter_us_p99", "jitter_us_max")}
         data["trip_causes"] = st.view.trip_causes
         return {"status": "Accepted", "data": orjson.dumps(data).decode()}
 

@@ -1,0 +1,365 @@
+"""Load benchmark: N gateway endpoints under CSMS traffic, measured from outside the gateway.
+
+    python benches/load.py --endpoints 50 --duration 20            # one row
+    python benches/load.py --endpoints 50 200 1000 --duration 60   # the full table
+
+On loopback, in three processes so the numbers are the gateway's own: this tester (a CSMS on the
+`ocpp` library + a minimal PCS that timestamps every setpoint write), the gateway
+(`bess-gateway run`), and for the baseline N plain `ocpp` ChargePoints (benches/baseline_cp.py)
+driven by exactly the same traffic. Every endpoint runs a session and sends MeterValues at its
+interval; the CSMS keeps sending RemoteStop/RemoteStart, SetChargingProfile (when the build
+supports it) and TriggerMessage(MeterValues) to random endpoints, one command at a time so each
+PCS write can be attributed to its command (design.md section 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import orjson
+from ocpp.exceptions import NotSupportedError
+from pcs_stub import PcsStub
+
+from bess_gateway.demo.csms import CsmsServer
+
+HERE = Path(__file__).resolve().parent
+CMD_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Row:
+    label: str
+    n: int
+    cmd_ms: list[float] = field(default_factory=list)
+    trig_ms: list[float] = field(default_factory=list)
+    jitter_p99_ms: float | None = None
+    jitter_max_ms: float | None = None
+    cpu_ocpp_s: float = 0.0
+    cpu_control_s: float = 0.0
+    window_s: float = 0.0
+    messages: int = 0
+    rss_kib: int = 0
+    errors: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return 1000 * self.cpu_ocpp_s / self.messages if self.messages else float("nan")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of a process, from /proc (utime + stime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[comm] = out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Traffic:
+    """The CSMS side of the benchmark: boot everyone, run sessions, then measured commands."""
+
+    def __init__(self, csms: CsmsServer, ids: list[str], pcs: PcsStub | None,
+                 rng: random.Random) -> None:
+        self.csms = csms
+        self.ids = ids
+        self.pcs = pcs
+        self.rng = rng
+        self.cursor = 0
+        self.profiles = True
+        self.open: dict[str, int] = {}
+        self.sent = 0  # CALLs the CSMS sent
+
+    def _scan(self) -> list[Any]:
+        new = self.csms.received[self.cursor:]
+        self.cursor += len(new)
+        return new
+
+    async def wait_booted(self, timeout: float) -> None:
+        pending = set(self.ids)
+        t_end = time.monotonic() + timeout
+        last_print = 0.0
+        while pending:
+            for m in self._scan():
+                if m.action == "StatusNotification" and m.payload.get("connectorId") == 2:
+                    pending.discard(m.station)
+            if time.monotonic() > t_end:
+                raise TimeoutError(f"{len(pending)} endpoints did not boot")
+            if time.monotonic() - last_print > 5:
+                print(f"  booted {len(self.ids) - len(pending)}/{len(self.ids)}", flush=True)
+                last_print = time.monotonic()
+            await asyncio.sleep(0.05)
+
+    async def _effect(self, station: str, action: str, pred: Any = None) -> Any:
+        t_end = time.monotonic() + CMD_TIMEOUT_S
+        while time.monotonic() < t_end:
+            for m in self.csms.received[self.cursor:]:
+                if m.station == station and m.action == action and (pred is None or
+                                                                     pred(m.payload)):
+                    return m
+            await asyncio.sleep(0.001)
+        raise TimeoutError(f"{station}: no {action}")
+
+    async def _pcs_change(self, idx0: int, before: int, t0: float) -> float:
+        assert self.pcs is not None
+        t_end = time.monotonic() + CMD_TIMEOUT_S
+        while time.monotonic() < t_end:
+            for t, sp in self.pcs.writes[idx0:]:
+                if sp != before:
+                    return (t - t0) * 1000
+            await asyncio.sleep(0.0005)
+        raise TimeoutError("no changed setpoint at the PCS")
+
+    async def start(self, sid: str) -> float | None:
+        self.cursor = len(self.csms.received)
+        idx0, before = (len(self.pcs.writes), self.pcs.setpoint) if self.pcs else (0, 0)
+        t0 = time.monotonic()
+        self.sent += 1
+        r = await self.csms.call(sid, "RemoteStartTransaction",
+                                 {"idTag": f"T{sid[-4:]}", "connectorId": 1})
+        if r["status"] != "Accepted":
+            raise RuntimeError(f"{sid}: RemoteStart {r['status']}")
+        lat = await self._pcs_change(idx0, before, t0) if self.pcs else None
+        await self._effect(sid, "StartTransaction")
+        tx = await self.csms.wait_until(lambda: next(
+            (t.id for t in self.csms.transactions.values()
+             if t.station == sid and t.meter_stop is None), None), CMD_TIMEOUT_S)
+        self.open[sid] = tx
+        return lat
+
+    async def stop(self, sid: str) -> float | None:
+        self.cursor = len(self.csms.received)
+        idx0, before = (len(self.pcs.writes), self.pcs.setpoint) if self.pcs else (0, 0)
+        t0 = time.monotonic()
+        self.sent += 1
+        await self.csms.call(sid, "RemoteStopTransaction", {"transactionId": self.open.pop(sid)})
+        lat = await self._pcs_change(idx0, before, t0) if self.pcs else None
+        await self._effect(sid, "StopTransaction")
+        return lat
+
+    async def profile(self, sid: str) -> float | None:
+        self.cursor = len(self.csms.received)
+        idx0, before = (len(self.pcs.writes), self.pcs.setpoint) if self.pcs else (0, 0)
+        limit = self.rng.choice(range(20_000, 140_001, 1000))
+        t0 = time.monotonic()
+        self.sent += 1
+        r = await self.csms.call(sid, "SetChargingProfile", {
+            "connectorId": 1, "csChargingProfiles": {
+            "chargingProfileId": 1, "transactionId": self.open[sid], "stackLevel": 0,
+            "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
+            "chargingSchedule": {"chargingRateUnit": "W", "chargingSchedulePeriod": [
+                {"startPeriod": 0, "limit": limit}]}}})
+        if r["status"] != "Accepted":
+            raise RuntimeError(f"{sid}: SetChargingProfile {r['status']}")
+        return await self._pcs_change(idx0, before, t0) if self.pcs else None
+
+    async def trigger(self, sid: str) -> float:
+        self.cursor = len(self.csms.received)
+        t0 = time.monotonic()
+        self.sent += 1
+        await self.csms.call(sid, "TriggerMessage", {"requestedMessage": "MeterValues",
+                                                     "connectorId": 1})
+        m = await self._effect(sid, "MeterValues", lambda p: p["meterValue"][0][
+            "sampledValue"][0].get("context") == "Trigger")
+        return (m.at - t0) * 1000
+
+    async def run(self, row: Row, duration: float) -> None:
+        t_end = time.monotonic() + duration
+        while time.monotonic() < t_end:
+            sid = self.rng.choice(self.ids)
+            kind = self.rng.choice(["restart", "trigger", "profile"] if self.profiles
+                                   else ["restart", "trigger"])
+            try:
+                if kind == "trigger":
+                    row.trig_ms.append(await self.trigger(sid))
+                elif kind == "profile":
+                    try:
+                        lat = await self.profile(sid)
+                    except NotSupportedError:
+                        self.profiles = False
+                        row.notes.append("SetChargingProfile not supported by this build")
+                        continue
+                    if lat is not None:
+                        row.cmd_ms.append(lat)
+                else:
+                    for lat in (await self.stop(sid), await self.start(sid)):
+                        if lat is not None:
+                            row.cmd_ms.append(lat)
+            except Exception as exc:
+                row.errors += 1
+                row.notes.append(f"{kind} {sid}: {exc!r}"[:120])
+                self.open.setdefault(sid, 0)
+            await asyncio.sleep(self.rng.uniform(0.01, 0.05))
+
+
+def gateway_config(tmp: Path, n: int, url: str, pcs_port: int, interval: int) -> Path:
+    cfg = tmp / "gateway.toml"
+    cfg.write_text(f"""
+[gateway]
+data_dir = "{tmp / 'var'}"
+metrics_listen = ""
+
+[control]
+ramp_kw_per_s = 100000   # every change lands in one write, so writes map to commands
+site_max_discharge_kw = 100000
+site_max_charge_kw = 100000
+
+[pcs]
+port = {pcs_port}
+
+[[endpoint]]
+id = "LOAD-{{n:04}}"
+count = {n}
+csms_url = "{url}"
+meter_sample_interval_s = {interval}
+""")
+    return cfg
+
+
+async def run_one(n: int, duration: float, interval: int, baseline: bool,
+                  seed: int = 1) -> Row:
+    label = "ocpp baseline" if baseline else "bess-gateway"
+    row = Row(label, n)
+    csms = CsmsServer()
+    await csms.start()
+    pcs = None if baseline else PcsStub()
+    tmp = Path(tempfile.mkdtemp(prefix="bess-load-"))
+    log = (tmp / "process.log").open("w")
+    if baseline:
+        cmd = [sys.executable, str(HERE / "baseline_cp.py"), "--endpoints", str(n), "--url",
+               csms.url, "--interval", str(interval)]
+        ids = [f"BASE-{i:04d}" for i in range(1, n + 1)]
+    else:
+        assert pcs is not None
+        pcs.start()
+        cmd = [sys.executable, "-m", "bess_gateway", "run", "--config",
+               str(gateway_config(tmp, n, csms.url, pcs.port, interval)), "--log-level", "WARNING"]
+        ids = [f"LOAD-{i:04d}" for i in range(1, n + 1)]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log)
+    traffic = Traffic(csms, ids, pcs, random.Random(seed))
+    try:
+        print(f"[{label} N={n}] waiting for boot", flush=True)
+        await traffic.wait_booted(timeout=60 + n * 0.2)
+        print(f"[{label} N={n}] starting {n} sessions", flush=True)
+        for i in range(0, n, 25):
+            await asyncio.gather(*(traffic.start(s) for s in ids[i:i + 25]))
+        await asyncio.sleep(2 * interval)  # let the periodic MeterValues settle in
+        cpu0, msg0, t0 = thread_cpu(proc.pid), len(csms.received), time.monotonic()
+        sent0 = traffic.sent
+        print(f"[{label} N={n}] measuring {duration:.0f} s", flush=True)
+        await traffic.run(row, duration)
+        cpu1, t1 = thread_cpu(proc.pid), time.monotonic()
+        row.window_s = t1 - t0
+        received = len(csms.received) - msg0
+        row.messages = received + traffic.sent - sent0
+        row.cpu_control_s = cpu1.get("bess-control", 0) - cpu0.get("bess-control", 0)
+        row.cpu_ocpp_s = sum(cpu1.values()) - sum(cpu0.values()) - row.cpu_control_s
+        row.rss_kib = rss_kib(proc.pid)
+        if not baseline:
+            r = await csms.call(ids[0], "DataTransfer", {"vendorId": "org.bess-gateway",
+                                                         "messageId": "BatteryStatus"})
+            health = orjson.loads(r["data"])
+            if health.get("jitter_us_p99") is not None:
+                row.jitter_p99_ms = health["jitter_us_p99"] / 1000
+                row.jitter_max_ms = health["jitter_us_max"] / 1000
+        row.errors += csms.connections - n  # every reconnect is an error here
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(15):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+        await csms.stop()
+        if pcs is not None:
+            pcs.stop()
+        log.close()
+    return row
+
+
+def fmt3(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{pct(values, 50):.1f} / {pct(values, 99):.1f} / {max(values):.1f}"
+
+
+def table(rows: list[Row], baselines: dict[int, Row]) -> str:
+    head = ("| run | N | cmd->PCS ms p50/p99/max | trigger->MeterValues ms p50/p99/max | "
+            "jitter ms p99/max | CPU s per 1000 msg | vs baseline | control thread CPU % | "
+            "RSS KiB/endpoint | errors |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        base = baselines.get(r.n)
+        ratio = (f"1/{base.cpu_per_1000 / r.cpu_per_1000:.1f}"
+                 if base and r.label != base.label and r.cpu_per_1000 > 0 else "-")
+        jitter = (f"{r.jitter_p99_ms:.2f} / {r.jitter_max_ms:.2f}"
+                  if r.jitter_p99_ms is not None else "-")
+        ctl = f"{100 * r.cpu_control_s / r.window_s:.1f}" if r.window_s else "-"
+        lines.append(
+            f"| {r.label} | {r.n} | {fmt3(r.cmd_ms)} | {fmt3(r.trig_ms)} | {jitter} | "
+            f"{r.cpu_per_1000:.3f} | {ratio} | {ctl if r.label != 'ocpp baseline' else '-'} | "
+            f"{r.rss_kib // max(1, r.n)} | {r.errors} |")
+    return "\n".join(lines)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--endpoints", type=int, nargs="+", default=[50])
+    ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the plain-ocpp baseline")
+    args = ap.parse_args(argv)
+    rows: list[Row] = []
+    baselines: dict[int, Row] = {}
+    for n in args.endpoints:
+        interval = 1 if n <= 200 else 10
+        rows.append(await run_one(n, args.duration, interval, baseline=False))
+        if not args.no_baseline:
+            baselines[n] = await run_one(n, args.duration, interval, baseline=True)
+            rows.append(baselines[n])
+        print(table(rows, baselines), flush=True)
+    print("\n" + table(rows, baselines))
+    for r in rows:
+        for note in dict.fromkeys(r.notes):
+            print(f"note ({r.label} N={r.n}): {note}")
+    print(f"measured commands: {sum(len(r.cmd_ms) for r in rows)}, "
+          f"triggers: {sum(len(r.trig_ms) for r in rows)}; "
+          f"median of all cmd->PCS: "
+          f"{statistics.median([v for r in rows for v in r.cmd_ms] or [0]):.1f} ms")
+    return 1 if any(r.errors for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

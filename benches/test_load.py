@@ -1,0 +1,33 @@
+"""The load benchmark as a pytest-benchmark entry, in its short CI form.
+
+BESS_LOAD_ENDPOINTS / BESS_LOAD_SECONDS override N = 50 and 20 s; `python benches/load.py`
+runs the full table (50, 200, 1000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import load
+
+
+def test_load_short(benchmark) -> None:
+    n = int(os.environ.get("BESS_LOAD_ENDPOINTS", "50"))
+    seconds = float(os.environ.get("BESS_LOAD_SECONDS", "20"))
+
+    def run() -> list[load.Row]:
+        ours = asyncio.run(load.run_one(n, seconds, 1, baseline=False))
+        base = asyncio.run(load.run_one(n, seconds, 1, baseline=True))
+        return [ours, base]
+
+    ours, base = benchmark.pedantic(run, rounds=1, iterations=1)
+    print("\n" + load.table([ours, base], {n: base}))
+    benchmark.extra_info.update(
+        cmd_p50_ms=load.pct(ours.cmd_ms, 50), cmd_p99_ms=load.pct(ours.cmd_ms, 99),
+        trigger_p99_ms=load.pct(ours.trig_ms, 99), cpu_per_1000=ours.cpu_per_1000,
+        baseline_cpu_per_1000=base.cpu_per_1000, jitter_p99_ms=ours.jitter_p99_ms)
+    # Correctness, not timing: under load nothing may fail and every command must show effect.
+    assert ours.errors == 0, ours.notes
+    assert base.errors == 0, base.notes
+    assert ours.cmd_ms and ours.trig_ms
