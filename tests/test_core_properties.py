@@ -147,12 +147,31 @@ class ControllerMachine(RuleBasedStateMachine):
         self.link_was_down = False
         self.energy = [1_000_000, 2_000_000]
         self.steps = 0
+        self.holds: dict[int, tuple[int, float]] = {}  # hold -> (direction, W)
+        self.member: dict[int, int] = {}  # meter -> group
+        self.groups: dict[int, list[tuple[float, float]]] = {}
 
     @rule(meter=METERS, direction=st.sampled_from([1, -1]), cap=CAPS)
     def start_session(self, meter: int, direction: int, cap: float) -> None:
         self.ctl.start_session(meter, direction, cap)
         self.sessions[meter] = (direction, cap)
         self.schedules.pop(meter, None)
+
+    @rule(
+        meter=METERS,
+        direction=st.sampled_from([1, -1]),
+        cap=CAPS,
+        group=st.integers(0, 2),
+        limit=st.floats(0.0, 200_000.0, allow_nan=False),
+    )
+    def start_session_with_group_and_schedule(
+        self, meter: int, direction: int, cap: float, group: int, limit: float
+    ) -> None:
+        schedule = [(self.now, limit)]
+        self.ctl.start_session(meter, direction, cap, group=group, schedule=schedule)
+        self.sessions[meter] = (direction, cap)
+        self.schedules[meter] = schedule
+        self.member[meter] = group
 
     @rule(meter=METERS, cap=CAPS)
     def set_session_cap(self, meter: int, cap: float) -> None:
@@ -179,6 +198,45 @@ class ControllerMachine(RuleBasedStateMachine):
         self.ctl.stop_session(meter)
         self.sessions.pop(meter, None)
         self.schedules.pop(meter, None)
+
+    @rule(
+        hold=st.integers(0, 2),
+        direction=st.sampled_from([1, -1]),
+        power=st.floats(0.0, 700_000.0, allow_nan=False),
+    )
+    def set_hold(self, hold: int, direction: int, power: float) -> None:
+        self.ctl.set_hold(hold, direction, power)
+        self.holds[hold] = (direction, power)
+
+    @rule(hold=st.integers(0, 2))
+    def clear_hold(self, hold: int) -> None:
+        self.ctl.clear_hold(hold)
+        self.holds.pop(hold, None)
+
+    @rule(meter=METERS, group=st.one_of(st.none(), st.integers(0, 2)))
+    def set_session_group(self, meter: int, group: int | None) -> None:
+        self.ctl.set_session_group(meter, group)
+        if group is None:
+            self.member.pop(meter, None)
+        else:
+            self.member[meter] = group
+
+    @rule(
+        group=st.integers(0, 2),
+        offsets=st.lists(st.floats(-5.0, 30.0, allow_nan=False), max_size=3, unique=True),
+        limits=st.lists(st.floats(0.0, 300_000.0, allow_nan=False), min_size=3, max_size=3),
+    )
+    def set_group_schedule(self, group: int, offsets: list[float], limits: list[float]) -> None:
+        schedule = list(zip(sorted(self.now + o for o in offsets), limits, strict=False))
+        if any(b[0] <= a[0] for a, b in itertools.pairwise(schedule)):
+            return
+        self.ctl.set_group_schedule(group, schedule)
+        self.groups[group] = schedule
+
+    @rule(group=st.integers(0, 2))
+    def clear_group(self, group: int) -> None:
+        self.ctl.clear_group(group)
+        self.groups.pop(group, None)
 
     @rule(meter=METERS, energy=st.floats(0.0, 1e6, allow_nan=False))
     def set_meter(self, meter: int, energy: float) -> None:
@@ -253,8 +311,20 @@ class ControllerMachine(RuleBasedStateMachine):
                 cap = min(cap, sched[-1])
             assert 0.0 <= alloc <= cap + 1e-6, (meter, alloc, cap)
             totals[direction] += alloc
-        assert totals[1] <= lim_dis + EPS_W
-        assert totals[-1] <= lim_chg + EPS_W
+        # Holds come off each direction's limit first; a group caps both directions together.
+        held = {d: sum(w for hd, w in self.holds.values() if hd == d) for d in (1, -1)}
+        assert out["holds_w"] == pytest.approx({"discharge": held[1], "charge": held[-1]})
+        assert totals[1] <= max(lim_dis - held[1], 0.0) + EPS_W
+        assert totals[-1] <= max(lim_chg - held[-1], 0.0) + EPS_W
+        group_totals: dict[int, float] = {}
+        for meter, alloc in out["allocations"].items():
+            if meter in self.member:
+                group = self.member[meter]
+                group_totals[group] = group_totals.get(group, 0.0) + alloc
+        for group, total in group_totals.items():
+            in_force = [lim for start, lim in self.groups.get(group, []) if start <= self.now]
+            if in_force:
+                assert total <= in_force[-1] + 1e-6, (group, total, in_force[-1])
 
         assert out["unattributed_wh"]["discharge"] >= 0.0
         assert out["unattributed_wh"]["charge"] >= 0.0
@@ -353,6 +423,36 @@ def test_bad_arguments_are_value_errors() -> None:
         c.step(0.0, [0] * 27)
     with pytest.raises(ValueError, match="registers"):
         c.step(0.0, [70_000] * 28)
+
+
+def test_holds_reserve_power_without_a_setpoint() -> None:
+    c = Controller(PARAMS)
+    c.set_hold(7, 1, 450_000.0)  # of the 500 kW the BMS allows
+    c.step(START_S, regs_ok())
+    out = c.step(START_S + 1, regs_ok())
+    assert out["setpoint_w"] == 0.0 and out["holds_w"] == {"discharge": 450_000.0, "charge": 0.0}
+    c.start_session(0, 1, 150_000.0)
+    assert c.step(START_S + 2, regs_ok())["allocations"] == {0: pytest.approx(50_000.0)}
+    c.clear_hold(7)
+    assert c.step(START_S + 3, regs_ok())["allocations"] == {0: 150_000.0}
+    with pytest.raises(ValueError, match="power_w"):
+        c.set_hold(1, 1, -5.0)
+    with pytest.raises(ValueError, match="direction"):
+        c.set_hold(1, 0, 5.0)
+
+
+def test_group_schedule_caps_the_group_sum() -> None:
+    c = Controller(PARAMS)
+    c.start_session(0, 1, 150_000.0, group=3)
+    c.start_session(1, -1, 150_000.0, group=3)
+    c.start_session(4, 1, 150_000.0)
+    c.set_group_schedule(3, [(START_S + 10, 100_000.0)])
+    assert c.step(START_S, regs_ok())["allocations"] == {0: 150_000.0, 1: 150_000.0, 4: 150_000.0}
+    # Discharge and charge of one group count together.
+    out = c.step(START_S + 10, regs_ok())
+    assert out["allocations"] == {0: 50_000.0, 1: 50_000.0, 4: 150_000.0}
+    c.clear_group(3)
+    assert c.step(START_S + 11, regs_ok())["allocations"][0] == 150_000.0
 
 
 def test_default_register_map_is_the_design_table() -> None:

@@ -23,9 +23,30 @@ class ControlLoop:
         """Starts the thread; RuntimeError if already started or stopped."""
     def stop(self) -> None:
         """Writes setpoint 0 + standby (best effort) and joins the thread; releases the GIL."""
-    def start_session(self, meter_id: int, direction: int, cap_w: float) -> None:
-        """Starts (or replaces) the session on `meter_id` with an empty schedule."""
+    def start_session(
+        self,
+        meter_id: int,
+        direction: int,
+        cap_w: float,
+        group: int | None = None,
+        schedule: list[tuple[float, float]] | None = None,
+    ) -> None:
+        """Starts (or replaces) the session on `meter_id` with `schedule` (default: empty).
+
+        With `group`, the meter joins that group (as `set_session_group`). All in one command,
+        so no control cycle sees the session without its group or schedule.
+        """
     def set_session_cap(self, meter_id: int, cap_w: float) -> None: ...
+    def set_session_group(self, meter_id: int, group_id: int | None) -> None:
+        """Group membership belongs to the meter and outlives sessions; None leaves the group."""
+    def set_group_schedule(self, group_id: int, schedule: list[tuple[float, float]]) -> None:
+        """Caps the sum of the group's allocations, discharge and charge counted together, like
+        a session schedule: no limit before the first period, [] never limits."""
+    def clear_group(self, group_id: int) -> None: ...
+    def set_hold(self, hold_id: int, direction: int, power_w: float) -> None:
+        """Sets `power_w` of one direction aside (replaces hold `hold_id`): the holds of a
+        direction are taken off its limit before allocation (never below 0); no setpoint."""
+    def clear_hold(self, hold_id: int) -> None: ...
     def set_session_schedule(self, meter_id: int, schedule: list[tuple[float, float]]) -> None:
         """`(start_epoch_s, limit_w)` periods, starts strictly increasing; [] clears."""
     def stop_session(self, meter_id: int) -> None: ...
@@ -43,9 +64,21 @@ class Controller:
     """The pure control step: no thread, no socket, no clock."""
 
     def __init__(self, params: ControlParams | dict[str, object] | None = None) -> None: ...
-    def start_session(self, meter_id: int, direction: int, cap_w: float) -> None: ...
+    def start_session(
+        self,
+        meter_id: int,
+        direction: int,
+        cap_w: float,
+        group: int | None = None,
+        schedule: list[tuple[float, float]] | None = None,
+    ) -> None: ...
     def set_session_cap(self, meter_id: int, cap_w: float) -> None: ...
     def set_session_schedule(self, meter_id: int, schedule: list[tuple[float, float]]) -> None: ...
+    def set_session_group(self, meter_id: int, group_id: int | None) -> None: ...
+    def set_group_schedule(self, group_id: int, schedule: list[tuple[float, float]]) -> None: ...
+    def clear_group(self, group_id: int) -> None: ...
+    def set_hold(self, hold_id: int, direction: int, power_w: float) -> None: ...
+    def clear_hold(self, hold_id: int) -> None: ...
     def stop_session(self, meter_id: int) -> None: ...
     def set_meter(self, meter_id: int, energy_wh: float) -> None: ...
     def step(self, now_s: float, registers: list[int] | None) -> StepResult:

@@ -70,6 +70,11 @@ class UnattributedWh(TypedDict):
     charge: float
 
 
+class HoldsW(TypedDict):
+    discharge: float
+    charge: float
+
+
 class CoreState(TypedDict):
     """What every control step decides; a step result and a snapshot both carry it."""
 
@@ -86,6 +91,7 @@ class CoreState(TypedDict):
     allocations: dict[int, float]
     meters: dict[int, float]
     unattributed_wh: UnattributedWh
+    holds_w: HoldsW  # power set aside per direction by set_hold (as requested)
 
 
 class StepResult(CoreState):
@@ -218,8 +224,32 @@ class ControlCore:
                 except Exception:
                     log.exception("control event subscriber %r failed on %r", callback, event)
 
-    def start_session(self, meter_id: int, direction: int, cap_w: float) -> None:
-        self._core.start_session(meter_id, direction, cap_w)
+    def start_session(
+        self,
+        meter_id: int,
+        direction: int,
+        cap_w: float,
+        group: int | None = None,
+        schedule: list[tuple[float, float]] | None = None,
+    ) -> None:
+        self._core.start_session(meter_id, direction, cap_w, group, schedule)
+
+    def set_session_group(self, meter_id: int, group_id: int | None) -> None:
+        self._core.set_session_group(meter_id, group_id)
+
+    def set_group_schedule(self, group_id: int, schedule: list[tuple[float, float]]) -> None:
+        """Caps the sum of the group's allocations, discharge and charge counted together."""
+        self._core.set_group_schedule(group_id, schedule)
+
+    def clear_group(self, group_id: int) -> None:
+        self._core.clear_group(group_id)
+
+    def set_hold(self, hold_id: int, direction: int, power_w: float) -> None:
+        """Sets power of one direction aside (a reservation); never makes a setpoint."""
+        self._core.set_hold(hold_id, direction, power_w)
+
+    def clear_hold(self, hold_id: int) -> None:
+        self._core.clear_hold(hold_id)
 
     def set_session_cap(self, meter_id: int, cap_w: float) -> None:
         self._core.set_session_cap(meter_id, cap_w)

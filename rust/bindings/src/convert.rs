@@ -90,9 +90,44 @@ pub fn start_session(meter_id: u32, dir: i64, cap_w: f64) -> PyResult<Command> {
     })
 }
 
+/// A start with its group and schedule as one batch (see `Command::Batch`).
+pub fn start_session_batch(
+    meter_id: u32,
+    dir: i64,
+    cap_w: f64,
+    group: Option<u32>,
+    periods: Option<Vec<(f64, f64)>>,
+) -> PyResult<Command> {
+    let mut cmds = Vec::with_capacity(3);
+    if group.is_some() {
+        cmds.push(Command::SetMeterGroup {
+            meter_id,
+            group_id: group,
+        });
+    }
+    cmds.push(start_session(meter_id, dir, cap_w)?);
+    if let Some(periods) = periods {
+        cmds.push(schedule(meter_id, periods)?);
+    }
+    Ok(Command::Batch(cmds))
+}
+
 pub fn schedule(meter_id: u32, periods: Vec<(f64, f64)>) -> PyResult<Command> {
     let schedule = Schedule::new(periods).map_err(Error::from)?;
     Ok(Command::SetSessionSchedule { meter_id, schedule })
+}
+
+pub fn group_schedule(group_id: u32, periods: Vec<(f64, f64)>) -> PyResult<Command> {
+    let schedule = Schedule::new(periods).map_err(Error::from)?;
+    Ok(Command::SetGroupSchedule { group_id, schedule })
+}
+
+pub fn hold(hold_id: u32, dir: i64, power_w: f64) -> PyResult<Command> {
+    Ok(Command::SetHold {
+        hold_id,
+        direction: direction(dir)?,
+        power_w,
+    })
 }
 
 /// A register block from Python: exactly the words of the read block, each 0..=65535.
@@ -187,6 +222,10 @@ fn step_common<'py>(py: Python<'py>, o: &StepOutput) -> PyResult<Bound<'py, PyDi
     un.set_item("discharge", o.unattributed_wh.0)?;
     un.set_item("charge", o.unattributed_wh.1)?;
     d.set_item("unattributed_wh", un)?;
+    let holds = PyDict::new(py);
+    holds.set_item("discharge", o.holds_w.0)?;
+    holds.set_item("charge", o.holds_w.1)?;
+    d.set_item("holds_w", holds)?;
     Ok(d)
 }
 

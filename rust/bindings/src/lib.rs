@@ -49,8 +49,42 @@ impl ControlLoop {
         py.detach(|| self.rt.stop());
     }
 
-    fn start_session(&self, meter_id: u32, direction: i64, cap_w: f64) -> PyResult<()> {
-        self.send(convert::start_session(meter_id, direction, cap_w)?)
+    /// With `group`, the meter joins that group and with `schedule` the session starts with
+    /// it, all in one command: no control cycle sees the session without them.
+    #[pyo3(signature = (meter_id, direction, cap_w, group = None, schedule = None))]
+    fn start_session(
+        &self,
+        meter_id: u32,
+        direction: i64,
+        cap_w: f64,
+        group: Option<u32>,
+        schedule: Option<Vec<(f64, f64)>>,
+    ) -> PyResult<()> {
+        self.send(convert::start_session_batch(
+            meter_id, direction, cap_w, group, schedule,
+        )?)
+    }
+
+    /// Group membership belongs to the meter (outlives sessions); `None` leaves any group.
+    #[pyo3(signature = (meter_id, group_id))]
+    fn set_session_group(&self, meter_id: u32, group_id: Option<u32>) -> PyResult<()> {
+        self.send(Command::SetMeterGroup { meter_id, group_id })
+    }
+
+    fn set_group_schedule(&self, group_id: u32, schedule: Vec<(f64, f64)>) -> PyResult<()> {
+        self.send(convert::group_schedule(group_id, schedule)?)
+    }
+
+    fn clear_group(&self, group_id: u32) -> PyResult<()> {
+        self.send(Command::ClearGroup { group_id })
+    }
+
+    fn set_hold(&self, hold_id: u32, direction: i64, power_w: f64) -> PyResult<()> {
+        self.send(convert::hold(hold_id, direction, power_w)?)
+    }
+
+    fn clear_hold(&self, hold_id: u32) -> PyResult<()> {
+        self.send(Command::ClearHold { hold_id })
     }
 
     fn set_session_cap(&self, meter_id: u32, cap_w: f64) -> PyResult<()> {
@@ -124,8 +158,42 @@ impl Controller {
         })
     }
 
-    fn start_session(&self, meter_id: u32, direction: i64, cap_w: f64) -> PyResult<()> {
-        self.apply(convert::start_session(meter_id, direction, cap_w)?)
+    /// With `group`, the meter joins that group and with `schedule` the session starts with
+    /// it, all in one command: no control cycle sees the session without them.
+    #[pyo3(signature = (meter_id, direction, cap_w, group = None, schedule = None))]
+    fn start_session(
+        &self,
+        meter_id: u32,
+        direction: i64,
+        cap_w: f64,
+        group: Option<u32>,
+        schedule: Option<Vec<(f64, f64)>>,
+    ) -> PyResult<()> {
+        self.apply(convert::start_session_batch(
+            meter_id, direction, cap_w, group, schedule,
+        )?)
+    }
+
+    /// Group membership belongs to the meter (outlives sessions); `None` leaves any group.
+    #[pyo3(signature = (meter_id, group_id))]
+    fn set_session_group(&self, meter_id: u32, group_id: Option<u32>) -> PyResult<()> {
+        self.apply(Command::SetMeterGroup { meter_id, group_id })
+    }
+
+    fn set_group_schedule(&self, group_id: u32, schedule: Vec<(f64, f64)>) -> PyResult<()> {
+        self.apply(convert::group_schedule(group_id, schedule)?)
+    }
+
+    fn clear_group(&self, group_id: u32) -> PyResult<()> {
+        self.apply(Command::ClearGroup { group_id })
+    }
+
+    fn set_hold(&self, hold_id: u32, direction: i64, power_w: f64) -> PyResult<()> {
+        self.apply(convert::hold(hold_id, direction, power_w)?)
+    }
+
+    fn clear_hold(&self, hold_id: u32) -> PyResult<()> {
+        self.apply(Command::ClearHold { hold_id })
     }
 
     fn set_session_cap(&self, meter_id: u32, cap_w: f64) -> PyResult<()> {

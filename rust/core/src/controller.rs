@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::allocation::water_fill;
+use crate::allocation::{group_caps, water_fill};
 use crate::measurements::{decode, Measurements, PCS_FAULT};
 use crate::metering::{Direction, EnergyRegisters, Metering};
 use crate::params::ControlParams;
@@ -17,6 +17,10 @@ use crate::schedule::Schedule;
 /// The longest time step the ramp will honour. A loop that stalled for seconds must not turn its
 /// next step into a jump of `ramp * stall`.
 pub const MAX_DT_S: f64 = 1.0;
+
+/// Rounds of group allocation per step (see `allocate`): enough for a group whose session of
+/// one direction is held back by that direction's limit to pass its share to the other.
+const GROUP_ROUNDS: usize = 3;
 
 /// Energy that may always appear between two readings regardless of elapsed time, so register
 /// granularity and rounding never look like a corrupt read.
@@ -46,6 +50,35 @@ pub enum Command {
         meter_id: u32,
         energy_wh: f64,
     },
+    /// Puts a meter in a group (or takes it out with `None`). Membership belongs to the meter,
+    /// not to a session: it outlives stops and starts, so it is set once per connector.
+    SetMeterGroup {
+        meter_id: u32,
+        group_id: Option<u32>,
+    },
+    /// Caps the sum of the allocations of the group's sessions, discharge and charge together
+    /// (an endpoint's limit is on all the power through it), with a schedule (no limit before
+    /// its first period). An empty schedule never limits.
+    SetGroupSchedule {
+        group_id: u32,
+        schedule: Schedule,
+    },
+    ClearGroup {
+        group_id: u32,
+    },
+    /// Sets aside power of one direction (a reservation): the holds of a direction are taken off
+    /// that direction's limit before the sessions share it. A hold never makes a setpoint.
+    SetHold {
+        hold_id: u32,
+        direction: Direction,
+        power_w: f64,
+    },
+    ClearHold {
+        hold_id: u32,
+    },
+    /// Commands applied together, so no control cycle runs between them (a session that starts
+    /// with its schedule and group never runs a cycle without them).
+    Batch(Vec<Command>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,7 +114,14 @@ impl Command {
                 non_negative("cap_w", *cap_w)
             }
             Self::SetMeter { energy_wh, .. } => non_negative("energy_wh", *energy_wh),
-            Self::SetSessionSchedule { .. } | Self::StopSession { .. } => Ok(()),
+            Self::SetHold { power_w, .. } => non_negative("power_w", *power_w),
+            Self::Batch(cmds) => cmds.iter().try_for_each(Command::validate),
+            Self::SetSessionSchedule { .. }
+            | Self::StopSession { .. }
+            | Self::SetMeterGroup { .. }
+            | Self::SetGroupSchedule { .. }
+            | Self::ClearGroup { .. }
+            | Self::ClearHold { .. } => Ok(()),
         }
     }
 }
@@ -139,6 +179,8 @@ pub struct StepOutput {
     pub meters: Vec<MeterReading>,
     /// (discharge, charge) energy that flowed with no session of that direction allocated.
     pub unattributed_wh: (f64, f64),
+    /// (discharge, charge) power set aside by holds, as requested (before any clamping).
+    pub holds_w: (f64, f64),
     pub events: Vec<Event>,
     /// The last valid reading (kept through a lost link so the operator sees the last state).
     pub measurements: Option<Measurements>,
@@ -179,6 +221,9 @@ pub struct Controller {
     previous: Vec<(u32, Direction, f64)>,
     last_measurements: Option<Measurements>,
     last_reading_at: Option<f64>,
+    meter_groups: BTreeMap<u32, u32>,
+    groups: BTreeMap<u32, Schedule>,
+    holds: BTreeMap<u32, (Direction, f64)>,
 }
 
 impl Controller {
@@ -194,6 +239,9 @@ impl Controller {
             previous: Vec::new(),
             last_measurements: None,
             last_reading_at: None,
+            meter_groups: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            holds: BTreeMap::new(),
         }
     }
 
@@ -247,6 +295,35 @@ impl Controller {
                 meter_id,
                 energy_wh,
             } => self.metering.set(meter_id, energy_wh),
+            Command::SetMeterGroup { meter_id, group_id } => match group_id {
+                Some(g) => {
+                    self.meter_groups.insert(meter_id, g);
+                }
+                None => {
+                    self.meter_groups.remove(&meter_id);
+                }
+            },
+            Command::SetGroupSchedule { group_id, schedule } => {
+                self.groups.insert(group_id, schedule);
+            }
+            Command::ClearGroup { group_id } => {
+                self.groups.remove(&group_id);
+            }
+            Command::SetHold {
+                hold_id,
+                direction,
+                power_w,
+            } => {
+                self.holds.insert(hold_id, (direction, power_w));
+            }
+            Command::ClearHold { hold_id } => {
+                self.holds.remove(&hold_id);
+            }
+            Command::Batch(cmds) => {
+                for c in cmds {
+                    self.apply(c)?;
+                }
+            }
         }
         Ok(())
     }
@@ -337,6 +414,10 @@ impl Controller {
             allocations: self.previous.iter().map(|(id, _, a)| (*id, *a)).collect(),
             meters,
             unattributed_wh: self.metering.unattributed_wh(),
+            holds_w: (
+                self.held_w(Direction::Discharge),
+                self.held_w(Direction::Charge),
+            ),
             events,
             measurements: self.last_measurements.clone(),
         }
@@ -371,21 +452,75 @@ impl Controller {
         a
     }
 
+    fn held_w(&self, dir: Direction) -> f64 {
+        self.holds
+            .values()
+            .filter(|(d, _)| *d == dir)
+            .map(|(_, w)| w)
+            .sum()
+    }
+
     fn allocate(&self, now_s: f64, limit_dis: f64, limit_chg: f64) -> Vec<(u32, Direction, f64)> {
-        let mut out: Vec<(u32, Direction, f64)> = Vec::with_capacity(self.sessions.len());
-        for (dir, limit) in [
-            (Direction::Discharge, limit_dis),
-            (Direction::Charge, limit_chg),
-        ] {
-            let (ids, caps): (Vec<u32>, Vec<f64>) = self
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.direction == dir)
-                .map(|(id, s)| (*id, self.cap_of(s, now_s)))
-                .unzip();
-            let shares = water_fill(limit, &caps);
-            out.extend(ids.into_iter().zip(shares).map(|(id, a)| (id, dir, a)));
+        let group_limits: BTreeMap<u32, f64> = self
+            .groups
+            .iter()
+            .filter_map(|(g, s)| s.limit_at(now_s).map(|l| (*g, l)))
+            .collect();
+        let ids: Vec<(u32, Direction)> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| (*id, s.direction))
+            .collect();
+        let mut caps: Vec<f64> = self
+            .sessions
+            .values()
+            .map(|s| self.cap_of(s, now_s))
+            .collect();
+        let groups: Vec<Option<u32>> = ids
+            .iter()
+            .map(|(id, _)| self.meter_groups.get(id).copied())
+            .collect();
+        let available = |dir: Direction| {
+            let limit = if dir == Direction::Discharge {
+                limit_dis
+            } else {
+                limit_chg
+            };
+            (limit - self.held_w(dir)).max(0.0)
+        };
+        let mut shares = vec![0.0; ids.len()];
+        for _ in 0..GROUP_ROUNDS {
+            // Phase 2a: group limits over both directions at once (`Command::SetGroupSchedule`);
+            // they only lower caps, so no session can end up above its own cap.
+            let effective = group_caps(&caps, &groups, &group_limits);
+            // Phase 2b: each direction shares what its limit leaves after the holds.
+            for dir in [Direction::Discharge, Direction::Charge] {
+                let idx: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].1 == dir).collect();
+                let dir_caps: Vec<f64> = idx.iter().map(|&i| effective[i]).collect();
+                for (&i, a) in idx.iter().zip(water_fill(available(dir), &dir_caps)) {
+                    shares[i] = a;
+                }
+            }
+            // A grouped session its direction held below its group share keeps what it got,
+            // and the next round hands the unused share to the rest of its group. Every round
+            // is a valid allocation; the rounds only bring it closer to max-min fair.
+            let mut changed = false;
+            for i in 0..ids.len() {
+                let limited_group = groups[i].is_some_and(|g| group_limits.contains_key(&g));
+                if limited_group && shares[i] < effective[i] - 1e-6 && shares[i] < caps[i] {
+                    caps[i] = shares[i];
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
         }
+        let mut out: Vec<(u32, Direction, f64)> = ids
+            .into_iter()
+            .zip(shares)
+            .map(|((id, d), a)| (id, d, a))
+            .collect();
         out.sort_unstable_by_key(|e| e.0);
         out
     }
@@ -508,6 +643,175 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.step(101.0, Some(&r)).allocations, vec![(0, 10_000.0)]);
+    }
+
+    #[test]
+    fn holds_are_taken_off_the_direction_limit() {
+        let mut c = ctl();
+        let r = healthy_block();
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        start(&mut c, 2, Direction::Discharge, 150_000.0);
+        let hold = |id, direction, power_w| Command::SetHold {
+            hold_id: id,
+            direction,
+            power_w,
+        };
+        let limit = c.step(0.0, Some(&r)).limit_discharge_w;
+        c.apply(hold(1, Direction::Discharge, limit - 350_000.0))
+            .unwrap();
+        c.apply(hold(2, Direction::Discharge, 150_000.0)).unwrap();
+        c.apply(hold(3, Direction::Charge, 100_000.0)).unwrap();
+        let o = c.step(0.0, Some(&r));
+        // What the holds leave, 200 kW, is shared by the two sessions.
+        assert_eq!(o.allocations, vec![(0, 100_000.0), (2, 100_000.0)]);
+        assert_eq!(o.holds_w, (limit - 200_000.0, 100_000.0));
+        c.apply(hold(4, Direction::Discharge, 1e9)).unwrap();
+        let o = c.step(0.1, Some(&r));
+        assert_eq!(o.allocations, vec![(0, 0.0), (2, 0.0)], "never below 0");
+        for id in [1, 2, 4] {
+            c.apply(Command::ClearHold { hold_id: id }).unwrap();
+        }
+        let o = c.step(0.2, Some(&r));
+        assert_eq!(o.allocations, vec![(0, 150_000.0), (2, 150_000.0)]);
+        assert_eq!(o.holds_w, (0.0, 100_000.0));
+        // A hold alone makes no setpoint.
+        let mut c = ctl();
+        c.apply(hold(1, Direction::Discharge, 50_000.0)).unwrap();
+        c.step(0.0, Some(&r));
+        let o = c.step(1.0, Some(&r));
+        assert_eq!(o.setpoint_w, 0.0);
+        assert!(!o.run);
+        assert_eq!(
+            c.apply(hold(1, Direction::Charge, -1.0)).unwrap_err().field,
+            "power_w"
+        );
+    }
+
+    #[test]
+    fn group_schedule_caps_its_sessions_together() {
+        let mut c = ctl();
+        let r = healthy_block();
+        for m in [0, 1, 2] {
+            c.apply(Command::SetMeterGroup {
+                meter_id: m,
+                group_id: Some(0),
+            })
+            .unwrap();
+        }
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        start(&mut c, 2, Direction::Discharge, 30_000.0);
+        start(&mut c, 1, Direction::Charge, 150_000.0);
+        start(&mut c, 4, Direction::Discharge, 150_000.0);
+        let sched = Schedule::new(vec![(10.0, 100_000.0), (20.0, 40_000.0)]).unwrap();
+        c.apply(Command::SetGroupSchedule {
+            group_id: 0,
+            schedule: sched,
+        })
+        .unwrap();
+        let o = c.step(5.0, Some(&r));
+        assert_eq!(
+            o.allocations,
+            vec![
+                (0, 150_000.0),
+                (1, 150_000.0),
+                (2, 30_000.0),
+                (4, 150_000.0)
+            ]
+        );
+        // Discharge and charge count together: 30 kW for the small one, 35 kW each for the rest.
+        let o = c.step(10.0, Some(&r));
+        assert_eq!(
+            o.allocations,
+            vec![(0, 35_000.0), (1, 35_000.0), (2, 30_000.0), (4, 150_000.0)]
+        );
+        let o = c.step(20.0, Some(&r));
+        for (got, want) in o.allocations.iter().zip([
+            (0, 40e3 / 3.0),
+            (1, 40e3 / 3.0),
+            (2, 40e3 / 3.0),
+            (4, 150e3),
+        ]) {
+            assert_eq!(got.0, want.0);
+            assert!((got.1 - want.1).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        c.apply(Command::ClearGroup { group_id: 0 }).unwrap();
+        let o = c.step(21.0, Some(&r));
+        assert_eq!(o.allocations[0], (0, 150_000.0));
+        // Membership outlives the session.
+        c.apply(Command::StopSession { meter_id: 0 }).unwrap();
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        c.apply(Command::SetGroupSchedule {
+            group_id: 0,
+            schedule: Schedule::new(vec![(0.0, 9_000.0)]).unwrap(),
+        })
+        .unwrap();
+        let o = c.step(22.0, Some(&r));
+        assert_eq!(o.allocations[0], (0, 3_000.0));
+    }
+
+    #[test]
+    fn group_share_a_direction_cannot_use_goes_to_the_other() {
+        let mut c = ctl();
+        let r = healthy_block();
+        for m in [0, 1] {
+            c.apply(Command::SetMeterGroup {
+                meter_id: m,
+                group_id: Some(5),
+            })
+            .unwrap();
+        }
+        start(&mut c, 0, Direction::Discharge, 150_000.0);
+        start(&mut c, 1, Direction::Charge, 150_000.0);
+        c.apply(Command::SetGroupSchedule {
+            group_id: 5,
+            schedule: Schedule::new(vec![(0.0, 150_000.0)]).unwrap(),
+        })
+        .unwrap();
+        assert_eq!(
+            c.step(1.0, Some(&r)).allocations,
+            vec![(0, 75_000.0), (1, 75_000.0)]
+        );
+        // Only 20 kW of charge is left: the discharge session gets the group's remaining 130.
+        let limit = c.step(1.1, Some(&r)).limit_charge_w;
+        c.apply(Command::SetHold {
+            hold_id: 0,
+            direction: Direction::Charge,
+            power_w: limit - 20_000.0,
+        })
+        .unwrap();
+        assert_eq!(
+            c.step(1.2, Some(&r)).allocations,
+            vec![(0, 130_000.0), (1, 20_000.0)]
+        );
+    }
+
+    #[test]
+    fn batch_applies_all_or_stops_at_the_bad_one() {
+        let mut c = ctl();
+        let r = healthy_block();
+        let batch = Command::Batch(vec![
+            Command::StartSession {
+                meter_id: 0,
+                direction: Direction::Discharge,
+                cap_w: 150_000.0,
+            },
+            Command::SetSessionSchedule {
+                meter_id: 0,
+                schedule: Schedule::new(vec![(0.0, 20_000.0)]).unwrap(),
+            },
+        ]);
+        c.apply(batch).unwrap();
+        assert_eq!(c.step(1.0, Some(&r)).allocations, vec![(0, 20_000.0)]);
+        let bad = Command::Batch(vec![
+            Command::StopSession { meter_id: 0 },
+            Command::SetHold {
+                hold_id: 0,
+                direction: Direction::Charge,
+                power_w: f64::NAN,
+            },
+        ]);
+        assert_eq!(c.apply(bad).unwrap_err().field, "power_w");
+        assert_eq!(c.session_count(), 1, "validated before anything is applied");
     }
 
     #[test]
@@ -663,6 +967,10 @@ mod tests {
         Cap(u32, f64),
         Sched(u32, Vec<(f64, f64)>),
         Stop(u32),
+        Hold(u32, bool, f64),
+        Unhold(u32),
+        Group(u32, Option<u32>),
+        GroupSched(u32, Vec<(f64, f64)>),
         Step { dt: f64, reading: Option<Reading> },
     }
 
@@ -710,6 +1018,11 @@ mod tests {
             1 => (0u32..8, proptest::collection::vec((0.0f64..20.0, 0.0f64..200_000.0), 0..4))
                 .prop_map(|(m, s)| Op::Sched(m, s)),
             1 => (0u32..8).prop_map(Op::Stop),
+            1 => (0u32..3, any::<bool>(), 0.0f64..400_000.0).prop_map(|(h, d, w)| Op::Hold(h, d, w)),
+            1 => (0u32..3).prop_map(Op::Unhold),
+            1 => (0u32..8, proptest::option::of(0u32..3)).prop_map(|(m, g)| Op::Group(m, g)),
+            1 => (0u32..3, proptest::collection::vec((0.0f64..20.0, 0.0f64..300_000.0), 0..4))
+                .prop_map(|(g, s)| Op::GroupSched(g, s)),
             4 => (0.0f64..0.5, proptest::option::weighted(0.9, reading))
                 .prop_map(|(dt, reading)| Op::Step { dt, reading }),
         ]
@@ -726,6 +1039,9 @@ mod tests {
             let mut prev_meters: BTreeMap<u32, f64> = BTreeMap::new();
             let (mut dis, mut chg) = (1_000u64, 1_000u64);
             let mut caps: BTreeMap<u32, f64> = BTreeMap::new();
+            let mut holds: BTreeMap<u32, (bool, f64)> = BTreeMap::new();
+            let mut member: BTreeMap<u32, u32> = BTreeMap::new();
+            let mut group_scheds: BTreeMap<u32, Schedule> = BTreeMap::new();
             let mut was_down = false;
             for op in ops {
                 match op {
@@ -747,6 +1063,29 @@ mod tests {
                     Op::Stop(m) => {
                         c.apply(Command::StopSession { meter_id: m }).unwrap();
                         caps.remove(&m);
+                    }
+                    Op::Hold(h, d, w) => {
+                        let direction = if d { Direction::Discharge } else { Direction::Charge };
+                        c.apply(Command::SetHold { hold_id: h, direction, power_w: w }).unwrap();
+                        holds.insert(h, (d, w));
+                    }
+                    Op::Unhold(h) => {
+                        c.apply(Command::ClearHold { hold_id: h }).unwrap();
+                        holds.remove(&h);
+                    }
+                    Op::Group(m, g) => {
+                        c.apply(Command::SetMeterGroup { meter_id: m, group_id: g }).unwrap();
+                        match g {
+                            Some(g) => { member.insert(m, g); }
+                            None => { member.remove(&m); }
+                        }
+                    }
+                    Op::GroupSched(g, mut s) => {
+                        s.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        s.dedup_by(|a, b| a.0 == b.0);
+                        let schedule = Schedule::new(s).unwrap();
+                        c.apply(Command::SetGroupSchedule { group_id: g, schedule: schedule.clone() }).unwrap();
+                        group_scheds.insert(g, schedule);
                     }
                     Op::Step { dt, reading } => {
                         now += dt;
@@ -791,8 +1130,22 @@ mod tests {
                                 None => prop_assert!(false, "allocation without a session"),
                             }
                         }
-                        prop_assert!(sum_dis <= o.limit_discharge_w + 1e-6);
-                        prop_assert!(sum_chg <= o.limit_charge_w + 1e-6);
+                        let held = |dis: bool| holds.values().filter(|h| h.0 == dis).map(|h| h.1).sum::<f64>();
+                        prop_assert!(sum_dis <= (o.limit_discharge_w - held(true)).max(0.0) + 1e-6);
+                        prop_assert!(sum_chg <= (o.limit_charge_w - held(false)).max(0.0) + 1e-6);
+                        prop_assert!((o.holds_w.0 - held(true)).abs() < 1e-6);
+                        // Each group within its schedule value, both directions together.
+                        let mut by_group: BTreeMap<u32, f64> = BTreeMap::new();
+                        for (id, a) in &o.allocations {
+                            if let Some(g) = member.get(id) {
+                                *by_group.entry(*g).or_default() += a;
+                            }
+                        }
+                        for (g, total) in by_group {
+                            if let Some(l) = group_scheds.get(&g).and_then(|s| s.limit_at(now)) {
+                                prop_assert!(total <= l + 1e-6, "group {} total {} over {}", g, total, l);
+                            }
+                        }
                         // Meters never decrease.
                         for m in &o.meters {
                             prop_assert!(m.energy_wh >= prev_meters.get(&m.meter_id).copied().unwrap_or(0.0));
