@@ -9,6 +9,7 @@ from bess_gateway.journal import (
     Journal,
     JournalError,
     OutboxItem,
+    ReservationRecord,
     TxRecord,
     hash_id_tag,
 )
@@ -216,3 +217,22 @@ def test_memory_journal_for_tests():
     with Journal(":memory:") as j:
         j.put_setting("E", "k", "v")
         assert j.get_settings("E") == {"k": "v"}
+
+
+def test_reservations_round_trip_and_replace(path):
+    with Journal(path) as j:
+        j.put_reservation(ReservationRecord("E", 7, 1, "h" * 32, "2030-01-01T00:00:00.000Z"))
+        j.put_reservation(ReservationRecord("E", 8, 2, "g" * 32, "2030-01-01T00:00:00.000Z",
+                                            parent_hash="p" * 32))
+        j.put_reservation(ReservationRecord("F", 7, 1, "h" * 32, "2030-01-01T00:00:00.000Z"))
+        # same (endpoint, id): replaced, e.g. moved to the other connector
+        j.put_reservation(ReservationRecord("E", 7, 2, "h" * 32, "2031-01-01T00:00:00.000Z"))
+    with Journal(path) as j:
+        assert j.reservations("E") == [
+            ReservationRecord("E", 7, 2, "h" * 32, "2031-01-01T00:00:00.000Z"),
+            ReservationRecord("E", 8, 2, "g" * 32, "2030-01-01T00:00:00.000Z", "p" * 32),
+        ]
+        j.delete_reservation("E", 7)
+        j.delete_reservation("E", 99)  # unknown: nothing happens
+        assert [r.reservation_id for r in j.reservations("E")] == [8]
+        assert len(j.reservations("F")) == 1

@@ -6,7 +6,7 @@ import logging
 import orjson
 import pytest
 
-from bess_gateway.logs import setup_logging
+from bess_gateway.logs import FileLogs, setup_logging
 
 
 @pytest.fixture
@@ -47,3 +47,24 @@ def test_text_one_line_per_event_and_setup_replaces_its_handler(restore_root):
     assert ts.endswith("Z") and level == "WARNING" and name == "bess_gateway.test:"
     assert message == "trip over_temperature meter=3"
     assert first.getvalue() == ""
+
+
+def test_file_logs_write_gateway_and_security_files(restore_root, tmp_path):
+    out = io.StringIO()
+    setup_logging("text", "warning", stream=out)
+    files = FileLogs(tmp_path / "logs", "json")
+    try:
+        logging.getLogger("bess_gateway.v16").info("connected HUB-001")
+        logging.getLogger("bess_gateway.security").warning("InvalidFirmwareSignature")
+    finally:
+        files.close()
+    logging.getLogger("bess_gateway.v16").info("after close")
+    main = [orjson.loads(line) for line in (tmp_path / "logs" / "gateway.log").read_text()
+            .splitlines()]
+    assert [m["msg"] for m in main] == ["connected HUB-001", "InvalidFirmwareSignature"]
+    security = (tmp_path / "logs" / "security.log").read_text()
+    assert "InvalidFirmwareSignature" in security and "HUB-001" not in security
+    # stderr keeps its own level: the INFO line went to the file only.
+    assert "connected HUB-001" not in out.getvalue()
+    assert "InvalidFirmwareSignature" in out.getvalue()
+    assert logging.getLogger("bess_gateway").level == logging.NOTSET

@@ -1,4 +1,4 @@
-"""The `bess-gateway` command: run, demo, sim, check-config.
+"""The `bess-gateway` command: run, demo, sim, check-config, forget-idtag.
 
 Exit codes: 0 done (Ctrl-C and SIGTERM are a normal stop), 1 the job failed, 2 bad usage or an
 invalid configuration. Heavy modules are imported inside each command, so `--help` stays fast.
@@ -161,6 +161,13 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    probe_main = _load("bess_gateway.probe", "main")
+    if probe_main is None:
+        return EXIT_FAILED
+    return int(probe_main(args.target, args.unit, args.json))
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from bess_gateway.config import ConfigError, load_config
 
@@ -181,6 +188,44 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"({counts['1.6']} on 1.6, {counts['2.0.1']} on 2.0.1), "
         f"PCS at {host}:{config.pcs.port}"
     )
+    return EXIT_OK
+
+
+def _cmd_forget_idtag(args: argparse.Namespace) -> int:
+    from bess_gateway.config import ConfigError, load_config
+    from bess_gateway.journal import Journal, JournalError
+
+    try:
+        config = load_config(args.config, require_endpoints=False)
+    except ConfigError as e:
+        _print_config_errors(e.errors, e.source)
+        _error("invalid configuration; fix the keys above (bess-gateway check-config PATH)")
+        return EXIT_USAGE
+    tag = args.tag.strip()
+    if not tag:
+        _error("TAG is empty; pass the idTag exactly as the CSMS knows it")
+        return EXIT_USAGE
+    path = config.gateway.data_dir / "journal.sqlite"
+    if not path.is_file():
+        _error(f"no journal at {path} (gateway.data_dir of {args.config}): nothing is stored")
+        return EXIT_FAILED
+    try:
+        with Journal(path) as journal:
+            removed = journal.forget_id_tag(tag, drop_undelivered=args.drop_undelivered)
+    except JournalError as e:
+        _error(f"{e}")
+        return EXIT_FAILED
+    print(f"local authorization list entries removed: {removed['local_list']}")
+    print(f"authorization cache entries removed: {removed['cache']}")
+    print(f"reservations removed: {removed['reservations']}")
+    print(f"transaction records unlinked from the idTag: {removed['transactions']}")
+    print(f"entries no longer naming it as their parent: {removed['parent_links']}")
+    if args.drop_undelivered:
+        print(f"undelivered transaction messages deleted: {removed['dropped_messages']}")
+    elif removed["undelivered"]:
+        print(f"undelivered transaction messages still carrying it (encrypted): "
+              f"{removed['undelivered']}; they are deleted once the CSMS acknowledges them, "
+              "or now with --drop-undelivered (the CSMS then never sees those transactions)")
     return EXIT_OK
 
 
@@ -319,6 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sim)
 
     p = sub.add_parser(
+        "probe",
+        help="read a PCS and print what it speaks (SunSpec models or the generic map)",
+        description=(
+            "Read a PCS over Modbus TCP without writing anything: look for the SunSpec marker "
+            "(at 40000, 0, 50000) and list and decode its models (1, 701, 702, 704, 713, 802 "
+            "with scale factors; others by id and length), or else read and decode the generic "
+            "register map. Exits 1 when the PCS does not answer."
+        ),
+    )
+    p.add_argument("target", metavar="HOST[:PORT]", help="the PCS (default port 502)")
+    p.add_argument("--unit", type=_int_range(0, 247), default=1,
+                   help="Modbus unit id (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser(
         "check-config",
         help="validate a configuration file",
         description=(
@@ -330,6 +391,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", type=Path, metavar="PATH", help="the TOML configuration")
     p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser(
+        "forget-idtag",
+        help="remove what the journal stores about one idTag",
+        description=(
+            "Privacy: remove one idTag from the journal in gateway.data_dir, for every "
+            "endpoint: its local authorization list and authorization cache entries, and its "
+            "link to transaction records. Stop the gateway first (the journal is locked while "
+            "it runs). Prints what was removed. Queued transaction messages that must still "
+            "reach the CSMS keep the idTag (encrypted) until delivered, unless "
+            "--drop-undelivered. A CSMS may send the idTag again in a later SendLocalList."
+        ),
+    )
+    p.add_argument(
+        "-c", "--config", required=True, type=Path, metavar="PATH", help="the TOML configuration"
+    )
+    p.add_argument("tag", metavar="TAG", help="the idTag, exactly as the CSMS sends it")
+    p.add_argument(
+        "--drop-undelivered",
+        action="store_true",
+        help="also delete queued transaction messages carrying it (lost for the CSMS)",
+    )
+    p.set_defaults(func=_cmd_forget_idtag)
     return parser
 
 

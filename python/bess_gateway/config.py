@@ -72,6 +72,8 @@ class GatewayConfig:
     data_dir: Path = Path("var")  # SQLite journal, logs, diagnostics bundles
     metrics_listen: str = "127.0.0.1:9464"  # "" turns /metrics and /status off; port 0 = any free
     log_format: LogFormat = "text"
+    # Unset: firmware updates end in InstallationFailed (nothing can install them).
+    firmware_installer: str | None = None  # command run with the firmware file appended; 0 = ok
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -246,6 +248,7 @@ def parse_config(
         data_dir=gw.path("data_dir", must_exist=False) or Path("var"),
         metrics_listen=gw.listen_address("metrics_listen"),
         log_format=gw.choice("log_format", ("text", "json")),  # type: ignore[arg-type]
+        firmware_installer=gw.optional_string("firmware_installer") or None,
     )
     if gateway.data_dir.exists() and not gateway.data_dir.is_dir():
         gw.error("data_dir", f"{gateway.data_dir} exists and is not a folder")

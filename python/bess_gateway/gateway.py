@@ -10,20 +10,31 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
+from bess_gateway import sdnotify
 from bess_gateway.config import Config, EndpointConfig
 from bess_gateway.control import ControlCore
+from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.settings import Settings
 from bess_gateway.domain.station import CoreView, Station, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import Journal, TxRecord
+from bess_gateway.logs import FileLogs
+from bess_gateway.maintenance.diagnostics import BundleSources, Uploads, Window
+from bess_gateway.maintenance.firmware import EXIT_RESTART, FirmwareUpdater
+from bess_gateway.maintenance.service import Maintenance
+from bess_gateway.metrics import MetricsServer
+from bess_gateway.security.certificates import CertificateStore
+from bess_gateway.v16 import smart_charging
 from bess_gateway.v16.endpoint import Endpoint16
 
 log = logging.getLogger("bess_gateway")
 
 VIEW_REFRESH_S = 1.0  # status changes that no core event announces (e.g. SoC limits) show within
-METER_SAVE_S = 5.0  # bound on energy a crash can leave unattributed
+METER_SAVE_S = 5.0
+SCHEDULE_REFRESH_S = sc.REFRESH.total_seconds()  # bound on energy a crash can leave unattributed
 
 
 def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
@@ -42,12 +53,18 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.journal: Journal | None = None
+        self.certificates: CertificateStore | None = None
         self.core: ControlCore | None = None
         self.view = CoreView()
         self.stations: dict[str, Station] = {}
         self.endpoints: dict[str, Endpoint16] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
+        self.file_logs: FileLogs | None = None
+        self.maintenance: Maintenance | None = None
+        self.restart_requested = asyncio.Event()  # set after a firmware install: exit, restart
+        self.on_restart: Callable[[], None] | None = None  # run_gateway's stop
+        self.metrics: MetricsServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -57,9 +74,19 @@ class Gateway:
             raise RuntimeError(
                 f"OCPP 2.0.1 endpoints are not available in this build: {unsupported[:5]}; "
                 "set ocpp_version = \"1.6\" for them")
+        if cfg.pcs.profile != "generic":
+            # The control core reads the generic map only; reading a SunSpec PCS (or another
+            # map) through it would command the wrong registers. The simulator and
+            # `bess-gateway probe` speak sunspec already.
+            raise RuntimeError(
+                f"pcs.profile = {cfg.pcs.profile!r}: the control core in this build reads the "
+                "generic register map only; use profile = \"generic\"")
         data_dir = cfg.gateway.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.file_logs = FileLogs(data_dir / "logs", cfg.gateway.log_format)
         self.journal = journal = Journal(data_dir / "journal.sqlite")
+        # One CA store per gateway: its endpoints trust the same roots (security.certificates).
+        self.certificates = CertificateStore(data_dir / "certs")
         self.core = core = ControlCore(cfg.core_params())
         for (endpoint_id, connector), wh in journal.get_meters().items():
             ep = next((e for e in cfg.endpoints if e.id == endpoint_id), None)
@@ -70,25 +97,65 @@ class Gateway:
         # Statuses need the PCS's first answer (or its absence): don't boot endpoints blind.
         await core.wait_ready(max(2.0, cfg.pcs.timeout_ms / 1000 * 2))
         self.view.snapshot = core.snapshot()
-        for ep in cfg.endpoints:
-            station = self._make_station(ep, core, journal)
-            endpoint = Endpoint16(ep, station, journal)
-            endpoint.recover(journal.open_transactions(ep.id))
-            self.stations[ep.id] = station
-            self.endpoints[ep.id] = endpoint
+        # One journal transaction for all start-up writes (recoveries, start-up security events):
+        # one commit instead of one per endpoint matters at 1000 endpoints.
+        with journal.atomic():
+            for ep in cfg.endpoints:
+                station = self._make_station(ep, core, journal)
+                endpoint = Endpoint16(ep, station, journal, certificates=self.certificates)
+                endpoint.recover(journal.open_transactions(ep.id))
+                self.stations[ep.id] = station
+                self.endpoints[ep.id] = endpoint
+                # Stored charging profiles limit power from the start, CSMS reachable or not.
+                smart_charging.refresh(endpoint.ctx)
+        self.maintenance = self._make_maintenance(journal)
+        for endpoint in self.endpoints.values():
+            endpoint.ctx.maintenance = self.maintenance
         loop = asyncio.get_running_loop()
+        address = cfg.gateway.metrics_address
+        if address is not None:
+            # Before the endpoints run, so their first connection is already counted.
+            self.metrics = MetricsServer(self)
+            core.subscribe(self.metrics.on_core_event)
+            for endpoint in self.endpoints.values():
+                endpoint.rpc_factory = self.metrics.rpc_factory(endpoint.id)
+            await self.metrics.start(*address)
         for endpoint in self.endpoints.values():
             self._tasks.append(loop.create_task(endpoint.run(), name=f"endpoint:{endpoint.id}"))
         self._tasks.append(loop.create_task(self._refresh_view(), name="view"))
         self._tasks.append(loop.create_task(self._save_meters(), name="meters"))
+        self._tasks.append(loop.create_task(self._refresh_schedules(), name="schedules"))
         log.info("gateway started: %d endpoints, PCS %s:%d", len(self.endpoints),
                  cfg.pcs.host, cfg.pcs.port)
+
+    def _make_maintenance(self, journal: Journal) -> Maintenance:
+        data_dir = self.config.gateway.data_dir
+
+        def summary(window: Window) -> dict[str, Any]:
+            return journal.summary(window.as_dict()["start"], window.as_dict()["stop"])
+
+        sources = BundleSources(
+            log_dir=data_dir / "logs", config=self.config,
+            settings=lambda: {e: journal.get_settings(e) for e in self.endpoints},
+            journal_summary=summary)
+        firmware = FirmwareUpdater(
+            data_dir / "firmware", installer=self.config.gateway.firmware_installer,
+            sessions_open=lambda: any(s.transactions for s in self.stations.values()),
+            request_restart=self._request_restart)
+        return Maintenance(firmware, Uploads(data_dir / "diagnostics", sources))
+
+    def _request_restart(self) -> None:
+        self.restart_requested.set()
+        if self.on_restart is not None:
+            self.on_restart()
 
     def _make_station(self, ep: EndpointConfig, core: ControlCore, journal: Journal) -> Station:
         settings = Settings(
             journal.get_settings(ep.id),
             overrides={"heartbeat_interval_s": ep.heartbeat_interval_s,
-                       "meter_sample_interval_s": ep.meter_sample_interval_s},
+                       "meter_sample_interval_s": ep.meter_sample_interval_s,
+                       # a CSMS-raised profile is stored and wins (it can only be higher)
+                       "security_profile": ep.security_profile},
             persist=lambda name, text, _id=ep.id: journal.put_setting(_id, name, text),
         )
         return Station(
@@ -115,12 +182,20 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for endpoint in self.endpoints.values():
+            endpoint.reservations.cancel()  # no expiry may touch the core or journal after this
+        if self.maintenance is not None:
+            await self.maintenance.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
         self._persist_meters()
         if self.core is not None:
             await self.core.stop()
         if self.journal is not None:
             self.journal.close()
         log.info("gateway stopped")
+        if self.file_logs is not None:
+            self.file_logs.close()
 
     # -- housekeeping ----------------------------------------------------------------------
     def _on_core_event(self, event: dict[str, Any]) -> None:
@@ -162,21 +237,66 @@ class Gateway:
             await asyncio.sleep(METER_SAVE_S)
             self._persist_meters()
 
+    async def _refresh_schedules(self) -> None:
+        """Charging profiles limit power offline too: renew the core's schedules either way."""
+        while True:
+            await asyncio.sleep(SCHEDULE_REFRESH_S)
+            for endpoint in self.endpoints.values():
+                try:
+                    smart_charging.refresh(endpoint.ctx)
+                except Exception:
+                    log.exception("%s: schedule refresh failed", endpoint.id)
 
-async def run_gateway(config: Config) -> int:
-    """Run until SIGINT/SIGTERM; exit code 0 on a clean stop."""
+
+async def run_gateway(config: Config, *, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or `stop` is set); exit code 0 on a clean stop.
+
+    Under systemd (Type=notify) it reports READY=1 once every endpoint task runs, pings the
+    watchdog while the control thread keeps cycling, and reports STOPPING=1 on the way out.
+    """
     gateway = Gateway(config)
-    stop = asyncio.Event()
+    stop = stop if stop is not None else asyncio.Event()
+    gateway.on_restart = stop.set
     loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    watchdog: asyncio.Task[None] | None = None
     try:
-        await gateway.start()
-    except Exception as exc:
-        log.error("gateway could not start: %s", exc)
-        await gateway.stop(drain_s=0)
-        return 1
-    await stop.wait()
-    await gateway.stop()
-    return 0
+        try:
+            await gateway.start()
+        except Exception as exc:
+            log.error("gateway could not start: %s", exc)
+            sdnotify.notify(f"STATUS=could not start: {exc}"[:200])
+            await gateway.stop(drain_s=0)
+            return 1
+        sdnotify.notify(f"READY=1\nSTATUS=running {len(gateway.endpoints)} endpoints")
+        watchdog = loop.create_task(sdnotify.watchdog(_cycling(gateway)), name="watchdog")
+        await stop.wait()
+        sdnotify.notify("STOPPING=1")
+        await gateway.stop()
+        # A distinct code after a firmware install, so the supervisor starts the new version.
+        return EXIT_RESTART if gateway.restart_requested.is_set() else 0
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _cycling(gateway: Gateway) -> Callable[[], bool]:
+    """True while the control thread has run a cycle since the previous question."""
+    last = -1
+
+    def healthy() -> bool:
+        nonlocal last
+        if gateway.core is None:
+            return False
+        cycles = int(gateway.core.snapshot().get("cycles", 0))
+        alive, last = cycles != last, cycles
+        return alive
+
+    return healthy

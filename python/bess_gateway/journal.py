@@ -11,8 +11,12 @@ Every write is committed with `synchronous=FULL` before the method returns (dura
 `JournalError`, so a caller can contain it (a database error must not take down an endpoint).
 
 idTags are stored only as keyed hashes (`hash_id_tag`), with a random key kept in the journal.
-The one exception is a message still waiting in the outbox (e.g. a StartTransaction carries its
-idTag): it is deleted, and its pages zeroed (`secure_delete`), once the CSMS has answered it.
+The one exception is a message still waiting in the outbox (a StartTransaction must carry its
+idTag): its `idTag` is sealed with AES-GCM under a second random key in the meta table (so the
+tag never appears in clear in the file, nor in a copy of the outbox rows), tagged with its hash
+so `forget_id_tag` finds it, and the row is deleted, its pages zeroed (`secure_delete`), once the
+CSMS has answered. Both keys live in the same file: this keeps tags out of dumps, logs, support
+bundles and forensic greps, not away from someone holding the whole file.
 
 One Journal per file per process: the file is locked (flock) while open, so a second gateway
 started on the same data folder fails at once instead of duplicating transactions.
@@ -20,6 +24,7 @@ started on the same data folder fails at once instead of duplicating transaction
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -28,10 +33,21 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from bess_gateway.domain.authorization import (
+    CACHE_MAX_LENGTH,
+    AuthInfo,
+    ListChange,
+    cache_victims,
+    parse_status,
+)
 
 try:
     import fcntl
@@ -67,6 +83,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX outbox_by_tx ON outbox (endpoint_id, local_tx_id)
             WHERE local_tx_id IS NOT NULL""",
     ),
+    (  # local authorization list and authorization cache, by keyed idTag hash only
+        """CREATE TABLE auth_list (
+            endpoint_id TEXT NOT NULL, id_tag_hash TEXT NOT NULL, status TEXT NOT NULL,
+            expiry TEXT, parent_hash TEXT,
+            PRIMARY KEY (endpoint_id, id_tag_hash)) WITHOUT ROWID""",
+        """CREATE TABLE auth_list_version (
+            endpoint_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE auth_cache (
+            endpoint_id TEXT NOT NULL, id_tag_hash TEXT NOT NULL, status TEXT NOT NULL,
+            expiry TEXT, parent_hash TEXT, updated_at TEXT NOT NULL,
+            PRIMARY KEY (endpoint_id, id_tag_hash)) WITHOUT ROWID""",
+    ),
+    (  # reservations in force (ReserveNow), by keyed idTag hash only
+        """CREATE TABLE reservations (
+            endpoint_id TEXT NOT NULL, reservation_id INTEGER NOT NULL,
+            connector INTEGER NOT NULL, id_tag_hash TEXT NOT NULL, parent_hash TEXT,
+            expiry TEXT NOT NULL,
+            PRIMARY KEY (endpoint_id, reservation_id)) WITHOUT ROWID""",
+    ),
+    (  # installed charging profiles (smart charging), as the domain's JSON
+        """CREATE TABLE charging_profiles (
+            endpoint_id TEXT NOT NULL, profile_id INTEGER NOT NULL, data TEXT NOT NULL,
+            installed_at TEXT NOT NULL,
+            PRIMARY KEY (endpoint_id, profile_id)) WITHOUT ROWID""",
+    ),
 )
 
 
@@ -85,6 +126,16 @@ class TxRecord:
     transaction_id: str | None = None  # the CSMS's (1.6) or our own (2.0.1) id, once known
     stopped: bool = False  # stopped locally; the stop message may still be in the outbox
     data: dict[str, Any] = field(default_factory=dict)  # version-specific extras (JSON)
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRecord:
+    endpoint_id: str
+    reservation_id: int
+    connector: int
+    id_tag_hash: str
+    expiry: str  # ISO-8601
+    parent_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +195,7 @@ class Journal:
             c.execute("PRAGMA secure_delete = ON")
             self._migrate()
             self._key = self._id_tag_key()
+            self._seal_key = AESGCM(self._meta_secret("outbox_key"))
         except (sqlite3.Error, OSError) as e:
             self._release()
             raise JournalError(f"cannot open journal {self.path}: {e}") from e
@@ -212,12 +264,41 @@ class Journal:
                 raise
 
     def _id_tag_key(self) -> bytes:
+        return self._meta_secret("id_tag_key")
+
+    def _meta_secret(self, name: str) -> bytes:
+        """A random 32-byte key made on first use and kept in the meta table."""
         with self._write() as c:
             c.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('id_tag_key', ?)",
-                (secrets.token_bytes(32),),
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                (name, secrets.token_bytes(32)),
             )
-        return bytes(self._read("SELECT value FROM meta WHERE key = 'id_tag_key'")[0][0])
+        return bytes(self._read("SELECT value FROM meta WHERE key = ?", (name,))[0][0])
+
+    # -- sealed idTags in queued messages --------------------------------------------------
+    def _seal(self, endpoint_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        tag = payload.get("idTag")
+        if not isinstance(tag, str):
+            return payload
+        nonce = secrets.token_bytes(12)
+        # The endpoint id as associated data: a sealed tag cannot be moved to another endpoint.
+        box = self._seal_key.encrypt(nonce, tag.encode("utf-8"), endpoint_id.encode("utf-8"))
+        sealed = {"sealed": base64.b64encode(nonce + box).decode("ascii"),
+                  "hash": self.hash_id_tag(tag)}
+        return {**payload, "idTag": sealed}
+
+    def _unseal(self, endpoint_id: str, payload: Any) -> Any:
+        if not isinstance(payload, dict):
+            return payload
+        sealed = payload.get("idTag")
+        if not isinstance(sealed, dict) or "sealed" not in sealed:
+            return payload
+        try:
+            raw = base64.b64decode(sealed["sealed"])
+            tag = self._seal_key.decrypt(raw[:12], raw[12:], endpoint_id.encode("utf-8"))
+        except (InvalidTag, ValueError, TypeError) as e:
+            raise JournalError(f"journal {self.path}: a sealed idTag cannot be opened: {e}") from e
+        return {**payload, "idTag": tag.decode("utf-8")}
 
     # -- plumbing ------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -363,6 +444,57 @@ class Journal:
                 (endpoint_id, local_id),
             )
 
+    # -- reservations --------------------------------------------------------------------------
+    def put_reservation(self, rec: ReservationRecord) -> None:
+        """Insert or replace the reservation with this (endpoint_id, reservation_id)."""
+        with self._write() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO reservations (endpoint_id, reservation_id, connector, "
+                "id_tag_hash, parent_hash, expiry) VALUES (?, ?, ?, ?, ?, ?)",
+                (rec.endpoint_id, int(rec.reservation_id), int(rec.connector), rec.id_tag_hash,
+                 rec.parent_hash, rec.expiry),
+            )
+
+    def delete_reservation(self, endpoint_id: str, reservation_id: int) -> None:
+        with self._write() as c:
+            c.execute(
+                "DELETE FROM reservations WHERE endpoint_id = ? AND reservation_id = ?",
+                (endpoint_id, int(reservation_id)),
+            )
+
+    def reservations(self, endpoint_id: str) -> list[ReservationRecord]:
+        rows = self._read(
+            "SELECT endpoint_id, reservation_id, connector, id_tag_hash, expiry, parent_hash "
+            "FROM reservations WHERE endpoint_id = ? ORDER BY reservation_id",
+            (endpoint_id,),
+        )
+        return [ReservationRecord(e, int(rid), int(conn), h, exp, ph)
+                for e, rid, conn, h, exp, ph in rows]
+
+    # -- charging profiles ---------------------------------------------------------------------
+    def put_charging_profile(self, endpoint_id: str, profile_id: int, data: dict[str, Any],
+                             installed_at: str) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO charging_profiles (endpoint_id, profile_id, data, "
+                "installed_at) VALUES (?, ?, ?, ?)",
+                (endpoint_id, int(profile_id), _dumps(data), installed_at),
+            )
+
+    def delete_charging_profiles(self, endpoint_id: str, profile_ids: list[int]) -> None:
+        with self._write() as c:
+            c.executemany(
+                "DELETE FROM charging_profiles WHERE endpoint_id = ? AND profile_id = ?",
+                [(endpoint_id, int(i)) for i in profile_ids],
+            )
+
+    def charging_profiles(self, endpoint_id: str) -> list[tuple[dict[str, Any], str]]:
+        """(profile data, installed_at ISO-8601) of every stored profile, by profile id."""
+        rows = self._read(
+            "SELECT data, installed_at FROM charging_profiles WHERE endpoint_id = ? "
+            "ORDER BY profile_id", (endpoint_id,))
+        return [(_loads(data), at) for data, at in rows]
+
     # -- outbox --------------------------------------------------------------------------------
     def enqueue(
         self,
@@ -373,7 +505,7 @@ class Journal:
         unique_id: str,
     ) -> int:
         """Queue a message; returns its sequence number (increasing, never reused)."""
-        body = _dumps(payload)
+        body = _dumps(self._seal(endpoint_id, payload))
         with self._write() as c:
             cur = c.execute(
                 "INSERT INTO outbox (endpoint_id, action, payload, local_tx_id, unique_id) "
@@ -396,13 +528,22 @@ class Journal:
                 seq=int(seq),
                 endpoint_id=e,
                 action=action,
-                payload=_loads(payload),
+                payload=self._unseal(e, _loads(payload)),
                 local_tx_id=ltx,
                 unique_id=uid,
                 attempts=int(att),
             )
             for seq, e, action, payload, ltx, uid, att in rows
         ]
+
+    def queued_payloads(self, endpoint_id: str, action: str) -> list[dict[str, Any]]:
+        """Payloads of an endpoint's queued messages of one action, in order (e.g. to coalesce
+        repeated security events)."""
+        rows = self._read(
+            "SELECT payload FROM outbox WHERE endpoint_id = ? AND action = ? ORDER BY seq",
+            (endpoint_id, action),
+        )
+        return [self._unseal(endpoint_id, _loads(payload)) for (payload,) in rows]
 
     def ack(self, seq: int) -> None:
         """The CSMS answered the message: remove it."""
@@ -448,3 +589,201 @@ class Journal:
         else:
             rows = self._read("SELECT COUNT(*) FROM outbox WHERE endpoint_id = ?", (endpoint_id,))
         return int(rows[0][0])
+
+    def depths(self) -> dict[str, int]:
+        """Queued messages per endpoint (endpoints with none are absent): one query per scrape."""
+        rows = self._read("SELECT endpoint_id, COUNT(*) FROM outbox GROUP BY endpoint_id")
+        return {str(eid): int(n) for eid, n in rows}
+
+    def summary(self, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        """What a diagnostics bundle says about the journal: per endpoint, queued messages,
+        open transactions and those started in [since, until] (ISO-8601 strings compare in
+        order: all are written by `iso()`). idTags appear only as their keyed hashes."""
+        out: dict[str, Any] = {"schema_version": self.schema_version, "endpoints": {}}
+        endpoints: dict[str, Any] = out["endpoints"]
+        for endpoint_id, count in self._read(
+                "SELECT endpoint_id, COUNT(*) FROM outbox GROUP BY endpoint_id"):
+            endpoints.setdefault(endpoint_id, {})["queued_messages"] = int(count)
+        rows = self._read(
+            "SELECT endpoint_id, local_id, connector, id_tag_hash, meter_start_wh, started_at, "
+            "transaction_id, stopped FROM transactions WHERE stopped = 0 "
+            "OR (started_at >= ? AND started_at <= ?) ORDER BY started_at",
+            (since or "", until or "9999"))
+        for e, local_id, connector, tag, start_wh, started, tx_id, stopped in rows:
+            endpoints.setdefault(e, {}).setdefault("transactions", []).append({
+                "local_id": local_id, "connector": int(connector), "id_tag_hash": tag,
+                "meter_start_wh": int(start_wh), "started_at": started,
+                "transaction_id": tx_id, "open": not stopped})
+        return out
+
+    # -- local authorization list and cache (keyed hashes only) --------------------------------
+    @staticmethod
+    def _info(status: str, expiry: str | None, parent: str | None) -> AuthInfo:
+        return AuthInfo(parse_status(status), _parse_time(expiry), parent)
+
+    @staticmethod
+    def _info_row(info: AuthInfo) -> tuple[str, str | None, str | None]:
+        expiry = None if info.expiry is None else info.expiry.isoformat()
+        return str(info.status), expiry, info.parent_hash
+
+    def auth_list_version(self, endpoint_id: str) -> int:
+        """The version of the endpoint's local list; 0 when it never got one."""
+        rows = self._read("SELECT version FROM auth_list_version WHERE endpoint_id = ?",
+                          (endpoint_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def auth_list_entry(self, endpoint_id: str, id_tag_hash: str) -> AuthInfo | None:
+        rows = self._read(
+            "SELECT status, expiry, parent_hash FROM auth_list "
+            "WHERE endpoint_id = ? AND id_tag_hash = ?", (endpoint_id, id_tag_hash))
+        return self._info(*rows[0]) if rows else None
+
+    def auth_list_size(self, endpoint_id: str) -> int:
+        rows = self._read("SELECT COUNT(*) FROM auth_list WHERE endpoint_id = ?", (endpoint_id,))
+        return int(rows[0][0])
+
+    def auth_list_count(self, endpoint_id: str, hashes: list[str]) -> int:
+        """How many of `hashes` the endpoint's list holds."""
+        count = 0
+        for i in range(0, len(hashes), 500):  # stay under SQLite's bound-parameter limit
+            chunk = hashes[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                "SELECT COUNT(*) FROM auth_list WHERE endpoint_id = ? "
+                f"AND id_tag_hash IN ({marks})", (endpoint_id, *chunk))
+            count += int(rows[0][0])
+        return count
+
+    def apply_auth_list(self, endpoint_id: str, *, full: bool, version: int,
+                        changes: list[ListChange]) -> None:
+        """Apply a checked list update and set the version, all or nothing.
+
+        Identifiers that enter the list leave the cache (the two never hold the same one).
+        """
+        with self._write() as c:
+            if full:
+                c.execute("DELETE FROM auth_list WHERE endpoint_id = ?", (endpoint_id,))
+            for ch in changes:
+                if ch.info is None:
+                    c.execute("DELETE FROM auth_list WHERE endpoint_id = ? AND id_tag_hash = ?",
+                              (endpoint_id, ch.id_hash))
+                    continue
+                c.execute(
+                    "INSERT INTO auth_list (endpoint_id, id_tag_hash, status, expiry, parent_hash)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint_id, id_tag_hash) DO UPDATE SET"
+                    " status = excluded.status, expiry = excluded.expiry,"
+                    " parent_hash = excluded.parent_hash",
+                    (endpoint_id, ch.id_hash, *self._info_row(ch.info)))
+                c.execute("DELETE FROM auth_cache WHERE endpoint_id = ? AND id_tag_hash = ?",
+                          (endpoint_id, ch.id_hash))
+            c.execute(
+                "INSERT INTO auth_list_version (endpoint_id, version) VALUES (?, ?) "
+                "ON CONFLICT (endpoint_id) DO UPDATE SET version = excluded.version",
+                (endpoint_id, int(version)))
+
+    def auth_cache_entry(self, endpoint_id: str, id_tag_hash: str) -> AuthInfo | None:
+        rows = self._read(
+            "SELECT status, expiry, parent_hash FROM auth_cache "
+            "WHERE endpoint_id = ? AND id_tag_hash = ?", (endpoint_id, id_tag_hash))
+        return self._info(*rows[0]) if rows else None
+
+    def auth_cache_size(self, endpoint_id: str) -> int:
+        rows = self._read("SELECT COUNT(*) FROM auth_cache WHERE endpoint_id = ?", (endpoint_id,))
+        return int(rows[0][0])
+
+    def put_auth_cache(self, endpoint_id: str, id_tag_hash: str, info: AuthInfo,
+                       now: datetime) -> bool:
+        """Record what the CSMS said about an identifier, unless the local list holds it.
+
+        A full cache first drops not-valid entries, then the least recently updated valid ones.
+        Returns whether the cache was written.
+        """
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM auth_list WHERE endpoint_id = ? AND id_tag_hash = ?",
+                         (endpoint_id, id_tag_hash)).fetchone():
+                return False
+            size = c.execute("SELECT COUNT(*) FROM auth_cache WHERE endpoint_id = ? AND "
+                             "id_tag_hash != ?", (endpoint_id, id_tag_hash)).fetchone()[0]
+            rows = [] if size < CACHE_MAX_LENGTH else c.execute(
+                "SELECT id_tag_hash, status, expiry, parent_hash, updated_at FROM auth_cache "
+                "WHERE endpoint_id = ? AND id_tag_hash != ?", (endpoint_id, id_tag_hash)
+            ).fetchall()
+            entries = [(h, self._info(s, e, p), _parse_time(u) or now) for h, s, e, p, u in rows]
+            for victim in cache_victims(entries, 1, now):
+                c.execute("DELETE FROM auth_cache WHERE endpoint_id = ? AND id_tag_hash = ?",
+                          (endpoint_id, victim))
+            c.execute(
+                "INSERT INTO auth_cache (endpoint_id, id_tag_hash, status, expiry, parent_hash, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id, id_tag_hash) "
+                "DO UPDATE SET status = excluded.status, expiry = excluded.expiry, "
+                "parent_hash = excluded.parent_hash, updated_at = excluded.updated_at",
+                (endpoint_id, id_tag_hash, *self._info_row(info), now.isoformat()))
+        return True
+
+    def clear_auth_cache(self, endpoint_id: str) -> int:
+        """Empty the endpoint's authorization cache; returns the number of entries removed."""
+        with self._write() as c:
+            cur = c.execute("DELETE FROM auth_cache WHERE endpoint_id = ?", (endpoint_id,))
+        return int(cur.rowcount)
+
+    def forget_id_tag(self, id_tag: str, *, drop_undelivered: bool = False) -> dict[str, int]:
+        """Remove what the journal holds about one idTag, across all endpoints.
+
+        Deletes its local-list, cache and reservation entries, unlinks it from transaction
+        records (their hash is overwritten) and from entries it is the parent of. Queued
+        messages that still carry it (sealed) are the CSMS's transaction record: they are kept
+        and counted as `undelivered`, unless `drop_undelivered`, which deletes them together
+        with the rest of their transaction's queued messages (the CSMS then never hears of
+        those transactions). Returns counts.
+        """
+        h = self.hash_id_tag(id_tag)
+        with self._write() as c:
+            out = {
+                "local_list": c.execute("DELETE FROM auth_list WHERE id_tag_hash = ?",
+                                        (h,)).rowcount,
+                "cache": c.execute("DELETE FROM auth_cache WHERE id_tag_hash = ?", (h,)).rowcount,
+                "reservations": c.execute("DELETE FROM reservations WHERE id_tag_hash = ?",
+                                          (h,)).rowcount,
+                # A transaction record needs no idTag to be finished: keep it, unlinked.
+                "transactions": c.execute(
+                    "UPDATE transactions SET id_tag_hash = 'forgotten' WHERE id_tag_hash = ?",
+                    (h,)).rowcount,
+            }
+            # Where it is another identifier's parent, the link goes (group rights are lost).
+            out["parent_links"] = sum(
+                c.execute(f"UPDATE {table} SET parent_hash = NULL WHERE parent_hash = ?",
+                          (h,)).rowcount
+                for table in ("auth_list", "auth_cache", "reservations"))
+            carrying: list[tuple[int, str, str | None]] = []
+            for seq, endpoint_id, text, ltx in c.execute(
+                    "SELECT seq, endpoint_id, payload, local_tx_id FROM outbox").fetchall():
+                payload = _loads(text)
+                sealed = payload.get("idTag") if isinstance(payload, dict) else None
+                if isinstance(sealed, dict) and sealed.get("hash") == h:
+                    carrying.append((int(seq), endpoint_id, ltx))
+            dropped = 0
+            if drop_undelivered:
+                for seq, endpoint_id, ltx in carrying:
+                    dropped += c.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
+                    if ltx is not None:
+                        dropped += c.execute(
+                            "DELETE FROM outbox WHERE endpoint_id = ? AND local_tx_id = ?",
+                            (endpoint_id, ltx)).rowcount
+                        c.execute("DELETE FROM transactions WHERE endpoint_id = ? AND local_id = ?",
+                                  (endpoint_id, ltx))
+            out["undelivered"] = 0 if drop_undelivered else len(carrying)
+            out["dropped_messages"] = dropped
+        if any(out.values()):
+            # secure_delete zeroes freed pages; the WAL may still hold old ones until checkpointed.
+            self._read("PRAGMA wal_checkpoint(TRUNCATE)")
+        return out
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -175,8 +175,7 @@ def test_parse_rejects_little_endian_maps():
 
 
 def test_resolve_profile_names_supported_profiles():
-    with pytest.raises(RegisterMapError, match=r"'sunspec' is not implemented.*generic"):
-        resolve_profile("sunspec")
+    assert resolve_profile("sunspec").name == "sunspec"
     with pytest.raises(RegisterMapError, match=r"unknown profile 'nope'.*generic"):
         resolve_profile("nope")
 

@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import pytest
-from ocpp.exceptions import NotSupportedError
 from waiting import until
 
 from bess_gateway.demo.csms import CsmsServer
@@ -378,12 +377,13 @@ async def test_trigger_messages(gateway_factory, csms: CsmsServer) -> None:
     r = await csms.call(sid, "TriggerMessage", {"requestedMessage": "StatusNotification",
                                                 "connectorId": 5})
     assert r["status"] == "Rejected"
+    # Firmware Management: no update running -> Idle (tests/v16/test_firmware_e2e.py has more).
+    after = csms.last_seq()
     r = await csms.call(sid, "TriggerMessage",
                         {"requestedMessage": "FirmwareStatusNotification"})
-    assert r["status"] == "NotImplemented"
-    # A valid 1.6 action this build does not handle yet is NotSupported, never a crash.
-    with pytest.raises(NotSupportedError):
-        await csms.call(sid, "GetLocalListVersion", {})
+    assert r["status"] == "Accepted"
+    fw = await csms.wait_for(sid, "FirmwareStatusNotification", after=after)
+    assert fw.payload == {"status": "Idle"}
     assert (await csms.call(sid, "TriggerMessage", {"requestedMessage": "Heartbeat"}))[
         "status"] == "Accepted"
 

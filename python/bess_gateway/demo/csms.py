@@ -20,12 +20,16 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from ocpp.charge_point import (
     camel_to_snake_case,
     remove_nones,
     serialize_as_dict,
     snake_to_camel_case,
 )
+from ocpp.exceptions import InternalError
+from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as CP16
 from ocpp.v16 import call as call16
@@ -70,7 +74,12 @@ class Policy:
     boot_status: str = "Accepted"
     heartbeat_interval: int = 60
     blocked_id_tags: set[str] = field(default_factory=set)
-    passwords: dict[str, str] | None = None  # station id -> Basic auth password, None = open
+    authorize_fails: bool = False  # answer Authorize with a CALLERROR (InternalError)
+    passwords: dict[str, str | bytes] | None = None  # station id -> Basic auth password
+    # (None = open; bytes = a raw 1.6 AuthorizationKey, sent as-is after "<id>:")
+    client_cert_cn: bool = False  # TLS client certificate CN must be the station id (profile 3)
+    sign_certificate_status: str = "Accepted"
+    security_extension: bool = True  # False: a plain 1.6 CSMS (SecurityEvent -> NotImplemented)
 
 
 class _Station16(CP16):
@@ -111,6 +120,8 @@ class _Station16(CP16):
 
     @on("Authorize")
     def on_authorize(self, id_tag: str) -> result16.Authorize:
+        if self.server.policy.authorize_fails:
+            raise InternalError(description="authorization backend down (test policy)")
         return result16.Authorize(id_tag_info={"status": self.server._tag_status(id_tag)})
 
     @on("StartTransaction")
@@ -149,6 +160,24 @@ class _Station16(CP16):
     def on_fw(self, **_: Any) -> result16.FirmwareStatusNotification:
         return result16.FirmwareStatusNotification()
 
+    @on("SecurityEventNotification")
+    def on_security_event(self, **_: Any) -> result16.SecurityEventNotification:
+        if not self.server.policy.security_extension:
+            raise OcppNotImplemented(description="Security extension not supported")
+        return result16.SecurityEventNotification()
+
+    @on("SignCertificate")
+    def on_sign_certificate(self, **_: Any) -> result16.SignCertificate:
+        return result16.SignCertificate(status=self.server.policy.sign_certificate_status)
+
+    @on("SignedFirmwareStatusNotification")
+    def on_signed_fw(self, **_: Any) -> result16.SignedFirmwareStatusNotification:
+        return result16.SignedFirmwareStatusNotification()
+
+    @on("LogStatusNotification")
+    def on_log_status(self, **_: Any) -> result16.LogStatusNotification:
+        return result16.LogStatusNotification()
+
 
 class CsmsServer:
     """A WebSocket CSMS on loopback speaking OCPP 1.6J through the `ocpp` library."""
@@ -159,6 +188,8 @@ class CsmsServer:
         self.received: list[Received] = []
         self.transactions: dict[int, Transaction] = {}
         self.connections = 0
+        self.refused = 0  # handshakes answered 401/403
+        self.peer_certs: dict[str, bytes] = {}  # station id -> DER of its last client cert
         self._tx_ids = itertools.count(1)
         self._seq = itertools.count()
         self._changed = asyncio.Condition()
@@ -192,15 +223,33 @@ class CsmsServer:
             st._connection.transport.abort()
 
     def _check_auth(self, conn: ServerConnection, request: Request) -> Response | None:
+        station = request.path.rstrip("/").rsplit("/", 1)[-1]
+        if self.policy.client_cert_cn and not self._client_cert_ok(conn, station):
+            self.refused += 1
+            return conn.respond(HTTPStatus.FORBIDDEN, "client certificate required\n")
         if self.policy.passwords is None:
             return None
-        station = request.path.rstrip("/").rsplit("/", 1)[-1]
         expected = self.policy.passwords.get(station)
         header = request.headers.get("Authorization", "")
-        token = base64.b64encode(f"{station}:{expected}".encode()).decode()
+        secret = expected.encode() if isinstance(expected, str) else expected
+        token = base64.b64encode(station.encode() + b":" + (secret or b"")).decode()
         if expected is None or header != f"Basic {token}":
+            self.refused += 1
             return conn.respond(HTTPStatus.UNAUTHORIZED, "unauthorized\n")
         return None
+
+    def _client_cert_ok(self, conn: ServerConnection, station: str) -> bool:
+        """The TLS layer verified the chain (the ssl_context's CA); the CN names the station."""
+        ssl_object = conn.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return False
+        cert = x509.load_der_x509_certificate(der)
+        cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        if cns != [station]:
+            return False
+        self.peer_certs[station] = der
+        return True
 
     async def _handle(self, ws: ServerConnection) -> None:
         station_id = ws.request.path.rstrip("/").rsplit("/", 1)[-1] if ws.request else "?"

@@ -1,8 +1,9 @@
 """`bess-gateway demo`: simulator + demo CSMS + gateway on loopback, a scenario, a live view.
 
 The scenario moves energy both ways: every endpoint discharges on connector 1, then charges on
-connector 2, while the CSMS changes a configuration key and asks for meter values, so a newcomer
-sees the whole path (CSMS -> endpoint -> control core -> PCS -> meter values) in half a minute.
+connector 2, while the CSMS changes a configuration key, asks for meter values and caps the first
+endpoint's session with a charging profile (50 kW), so a newcomer sees the whole path
+(CSMS -> endpoint -> control core -> PCS -> meter values) in half a minute.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from bess_gateway.gateway import Gateway
 from bess_gateway.sim.server import SimulatorThread
 
 log = logging.getLogger("bess_gateway.demo")
+
+
+DEMO_PROFILE_ID = 900
+DEMO_CAP_W = 50_000.0
 
 
 @dataclass
@@ -83,6 +88,24 @@ class Scenario:
                 self.errors.append(f"{sid}: stop failed: {exc!r}")
             self.open.pop(sid, None)
 
+    async def _cap_first(self, connector: int) -> None:
+        """Smart charging: the first endpoint's session is capped at 50 kW from now on, which
+        the PCS setpoint follows within a control period (the live view shows it drop)."""
+        sid = self.ids[0]
+        profile = {
+            "chargingProfileId": DEMO_PROFILE_ID, "stackLevel": 0,
+            "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
+            "chargingSchedule": {"chargingRateUnit": "W", "chargingSchedulePeriod": [
+                {"startPeriod": 0, "limit": DEMO_CAP_W}]},
+        }
+        try:
+            r = await self.csms.call(sid, "SetChargingProfile",
+                                     {"connectorId": connector, "csChargingProfiles": profile})
+            if r["status"] != "Accepted":
+                self.errors.append(f"{sid}: SetChargingProfile {r['status']}")
+        except Exception as exc:
+            self.errors.append(f"{sid}: SetChargingProfile failed: {exc!r}")
+
     async def run(self, forever: bool) -> None:
         for sid in self.ids:
             await self.csms.wait_for(sid, "BootNotification", timeout=30)
@@ -100,8 +123,11 @@ class Scenario:
                     await self.csms.call(sid, "TriggerMessage",
                                          {"requestedMessage": "MeterValues", "connectorId":
                                           phase.connector})
+                await self._cap_first(phase.connector)
                 await asyncio.sleep(self.phase_s / 2)
                 await self._stop_all()
+                with contextlib.suppress(Exception):
+                    await self.csms.call(sid, "ClearChargingProfile", {"id": DEMO_PROFILE_ID})
             self.phase = "idle"
             if not forever:
                 return

@@ -96,6 +96,9 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("authorize_remote_tx", "bool", False),
         SettingSpec("local_authorize_offline", "bool", True),
         SettingSpec("local_pre_authorize", "bool", False),
+        SettingSpec("local_auth_list_enabled", "bool", True),
+        SettingSpec("authorization_cache_enabled", "bool", True),
+        SettingSpec("allow_offline_tx_for_unknown_id", "bool", False),
         SettingSpec("stop_tx_on_invalid_id", "bool", True),
         SettingSpec("stop_tx_on_ev_side_disconnect", "bool", True),
         SettingSpec("unlock_on_ev_side_disconnect", "bool", True),
@@ -113,6 +116,14 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("websocket_ping_interval_s", "int", 60, 0, 3600),
         SettingSpec("connector_phase_rotation", "str", "0.RST,1.RST,2.RST"),
         SettingSpec("minimum_status_duration_s", "int", 0, 0, 3600),
+        # Smart charging: A -> W = A x this phase-to-neutral voltage x numberPhases (default 3).
+        SettingSpec("ac_phase_voltage_v", "int", 230, 100, 500),
+        # Security: the profile only ever rises (security.profiles); basic_auth_password is the
+        # CSMS-set Basic auth password's bytes as hex (1.6 AuthorizationKey), write-only, and
+        # replaces the configured password; cpo_name is the O of our CSRs.
+        SettingSpec("security_profile", "int", 0, 0, 3),
+        SettingSpec("basic_auth_password", "str", ""),
+        SettingSpec("cpo_name", "str", ""),
     )
 }
 

@@ -17,6 +17,12 @@ from enum import IntEnum, StrEnum
 from typing import Any, Protocol
 
 from bess_gateway import alarms
+from bess_gateway.domain.reservations import (
+    ConnectorFacts,
+    Reservation,
+    ReservationBook,
+    ReserveStatus,
+)
 from bess_gateway.domain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ class StartRefusal(StrEnum):
     BUSY = "connector has a transaction"
     UNAVAILABLE = "connector is unavailable"
     FAULTED = "battery is faulted"
+    RESERVED = "connector is reserved for another idTag"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +116,20 @@ class MeterSample:
 class CorePort(Protocol):
     """What a station needs from the control core (bess_gateway.control.ControlCore)."""
 
-    def start_session(self, meter_id: int, direction: int, cap_w: float) -> None: ...
+    def start_session(self, meter_id: int, direction: int, cap_w: float,
+                      group: int | None = None,
+                      schedule: list[tuple[float, float]] | None = None) -> None: ...
     def stop_session(self, meter_id: int) -> None: ...
     def meter(self, meter_id: int) -> dict[str, Any]: ...
+    def set_hold(self, hold_id: int, direction: int, power_w: float) -> None: ...
+    def clear_hold(self, hold_id: int) -> None: ...
+
+
+class ReservationStore(Protocol):
+    """Where reservations are made durable (the journal, through the version layer)."""
+
+    def save_reservation(self, endpoint_id: str, reservation: Reservation) -> None: ...
+    def drop_reservation(self, endpoint_id: str, reservation_id: int) -> None: ...
 
 
 class TxStore(Protocol):
@@ -139,6 +157,13 @@ class CoreView:
         if not self.snapshot.get("tripped"):
             return []
         return list(self.snapshot.get("trip_causes") or ["pcs_fault_state"])
+
+    def soc_allows(self, direction: int) -> bool:
+        """Whether the SoC window lets power flow this way now (no snapshot yet: assume so)."""
+        subs = self.snapshot.get("sub_limits") or {}
+        key = "soc_discharge" if direction > 0 else "soc_charge"
+        value = subs.get(key)
+        return value is None or float(value) > 0.0
 
     def allocation(self, meter_id: int) -> float | None:
         allocs = self.snapshot.get("allocations") or {}
@@ -182,6 +207,13 @@ class Station:
         self._scheduled_availability: dict[int, bool] = {}
         self.preparing: set[int] = set()
         self._listeners: list[Callable[[], None]] = []
+        self.reservations = ReservationBook()
+        self._reservation_store: ReservationStore | None = None
+        # Smart charging's schedule for a session about to start (connector -> core schedule),
+        # handed to the core with the start so no cycle runs the session without its limit.
+        self.start_schedule: Callable[[int], list[tuple[float, float]]] | None = None
+        # idTag hash -> its parent's hash, as far as the version layer knows (local list, cache)
+        self.parent_of: Callable[[str], str | None] = lambda _hash: None
 
     # -- observers -------------------------------------------------------------------------
     def on_change(self, listener: Callable[[], None]) -> None:
@@ -204,15 +236,24 @@ class Station:
         return connector in CONNECTORS
 
     # -- sessions --------------------------------------------------------------------------
-    def pick_connector(self) -> int | None:
-        """For a start without a connector: the first free one, discharge first (EV charging)."""
+    def pick_connector(self, id_tag: str | None = None) -> int | None:
+        """For a start without a connector: the idTag's reserved connector, else the first free
+        one, discharge first (EV charging)."""
+        if id_tag is not None:
+            for r in self.reservations.all():
+                if self._admitted(r.connector, id_tag) and \
+                        self.refusal(r.connector, id_tag) is None:
+                    return r.connector
         for c in CONNECTORS:
-            if self.refusal(c) is None:
+            if self.refusal(c, id_tag) is None:
                 return c
         return None
 
-    def refusal(self, connector: int) -> StartRefusal | None:
-        """Why a session cannot start on this connector now, or None when it can."""
+    def refusal(self, connector: int, id_tag: str | None = None) -> StartRefusal | None:
+        """Why a session cannot start on this connector now, or None when it can.
+
+        A connector reserved for another idTag (or a start for no idTag) is refused.
+        """
         if not self.valid_connector(connector):
             return StartRefusal.UNKNOWN_CONNECTOR
         if connector in self.transactions or connector in self.preparing:
@@ -221,7 +262,26 @@ class Station:
             return StartRefusal.UNAVAILABLE
         if not self.view.link_up or self.view.trip_causes:
             return StartRefusal.FAULTED
+        if self.reservations.on(connector) is not None and not self._admitted(connector, id_tag):
+            return StartRefusal.RESERVED
         return None
+
+    def _tag_and_parent(self, connector: int, id_tag: str) -> tuple[str, str | None]:
+        """The idTag's hash, and its parent's when that could matter (asked only then)."""
+        tag_hash = self._hash(id_tag)
+        held = self.reservations.on(connector)
+        parent = None
+        if held is not None and held.id_tag_hash != tag_hash and held.parent_id_tag_hash:
+            try:
+                parent = self.parent_of(tag_hash)
+            except Exception:
+                log.exception("%s: parent idTag lookup failed", self.endpoint_id)
+        return tag_hash, parent
+
+    def _admitted(self, connector: int, id_tag: str | None) -> bool:
+        if id_tag is None:
+            return False
+        return self.reservations.admits(connector, *self._tag_and_parent(connector, id_tag))
 
     def prepare(self, connector: int) -> None:
         self.preparing.add(connector)
@@ -242,11 +302,24 @@ class Station:
             meter_start_wh=math.floor(float(meter["energy_wh"])),
             started_at=self._clock(),
         )
+        tag_parent = self._tag_and_parent(connector, id_tag)
+        used = self.reservations.on(connector)
+        if used is not None and not self.reservations.admits(connector, *tag_parent):
+            used = None
+        if used is not None:
+            tx.extra["reservation_id"] = used.reservation_id
         self._tx_store.put_transaction(self._make_record(self.endpoint_id, tx))
         self.transactions[connector] = tx
         self.preparing.discard(connector)
         cap = self.session_max_w if cap_w is None else min(cap_w, self.session_max_w)
-        self.core.start_session(self.meter_id(connector), int(DIRECTION[connector]), cap)
+        schedule = None if self.start_schedule is None else self.start_schedule(connector)
+        self.core.start_session(self.meter_id(connector), int(DIRECTION[connector]), cap,
+                                schedule=schedule)
+        if used is not None:
+            # The session now draws the held power itself; the hold is released after the start
+            # command so no other session can take the power in between.
+            self.reservations.consume(connector, *tag_parent)
+            self._release(used)
         log.info("%s: connector %d session %s started at %d Wh", self.endpoint_id, connector,
                  tx.local_id[:8], tx.meter_start_wh)
         self.changed()
@@ -290,6 +363,103 @@ class Station:
                 return tx
         return None
 
+    # -- reservations ----------------------------------------------------------------------
+    def use_reservation_store(self, store: ReservationStore,
+                              restored: list[Reservation]) -> list[Reservation]:
+        """Attach the durable store and take back reservations saved before a restart.
+
+        Those past their deadline, or on a connector that can no longer have one, are dropped;
+        the rest hold their power again at once. Returns the ones taken back.
+        """
+        self._reservation_store = store
+        now = self._clock()
+        kept: list[Reservation] = []
+        for r in restored:
+            if r.expiry <= now or not self.valid_connector(r.connector) or \
+                    self.reservations.on(r.connector) is not None:
+                self._drop(r)
+                continue
+            self.reservations.put(r)
+            self._hold(r)
+            kept.append(r)
+        if kept:
+            self.changed()
+        return kept
+
+    def reserve(self, reservation_id: int, connector: int, id_tag: str, expiry: datetime,
+                parent_id_tag: str | None = None) -> ReserveStatus:
+        """Reserve a connector for an idTag until `expiry` (rules: domain/reservations.py)."""
+        request = Reservation(
+            reservation_id=reservation_id,
+            connector=connector,
+            id_tag_hash=self._hash(id_tag),
+            expiry=expiry,
+            parent_id_tag_hash=None if parent_id_tag is None else self._hash(parent_id_tag),
+        )
+        valid = self.valid_connector(connector)
+        facts = ConnectorFacts(
+            exists=valid,
+            faulted=not self.view.link_up or bool(self.view.trip_causes),
+            operative=valid and self.operative[0] and self.operative[connector],
+            busy=connector in self.transactions or connector in self.preparing,
+            direction_allowed=valid and self.view.soc_allows(int(DIRECTION[connector])),
+        )
+        verdict = self.reservations.decide(request, facts, self._clock())
+        if verdict != ReserveStatus.ACCEPTED:
+            return verdict
+        # Durable first: a reservation we answered Accepted must survive a crash.
+        if self._reservation_store is not None:
+            self._reservation_store.save_reservation(self.endpoint_id, request)
+        old = self.reservations.put(request)
+        if old is not None and old.connector != connector:
+            self.core.clear_hold(self.meter_id(old.connector))
+        self._hold(request)
+        log.info("%s: connector %d reserved (id %d) until %s", self.endpoint_id, connector,
+                 reservation_id, expiry.isoformat())
+        self.changed()
+        return verdict
+
+    def cancel_reservation(self, reservation_id: int) -> bool:
+        found = self.reservations.cancel(reservation_id)
+        if found is None:
+            return False
+        self._release(found)
+        log.info("%s: reservation %d cancelled", self.endpoint_id, reservation_id)
+        self.changed()
+        return True
+
+    def expire_reservations(self) -> list[Reservation]:
+        """End every reservation whose deadline has come (the caller's timer says when)."""
+        gone = self.reservations.expire(self._clock())
+        for r in gone:
+            self._release(r)
+            log.info("%s: reservation %d on connector %d expired", self.endpoint_id,
+                     r.reservation_id, r.connector)
+        if gone:
+            self.changed()
+        return gone
+
+    def _hold(self, r: Reservation) -> None:
+        self.core.set_hold(self.meter_id(r.connector), int(DIRECTION[r.connector]),
+                           self.session_max_w)
+
+    def _release(self, r: Reservation) -> None:
+        """Power first (it is what others wait for), then the durable record."""
+        try:
+            self.core.clear_hold(self.meter_id(r.connector))
+        finally:
+            self._drop(r)
+
+    def _drop(self, r: Reservation) -> None:
+        if self._reservation_store is None:
+            return
+        try:
+            self._reservation_store.drop_reservation(self.endpoint_id, r.reservation_id)
+        except Exception:
+            # A stale row is harmless: it is dropped as expired at the next start.
+            log.exception("%s: could not forget reservation %d", self.endpoint_id,
+                          r.reservation_id)
+
     # -- availability ----------------------------------------------------------------------
     def set_availability(self, connector: int, operative: bool) -> str:
         """'Accepted', 'Scheduled' (a running session finishes first) or 'Rejected'."""
@@ -325,6 +495,8 @@ class Station:
             return StatusReport(ConnectorStatus.PREPARING)
         if not (self.operative[0] and self.operative[connector]):
             return StatusReport(ConnectorStatus.UNAVAILABLE)
+        if self.reservations.on(connector) is not None:
+            return StatusReport(ConnectorStatus.RESERVED)
         return StatusReport(ConnectorStatus.AVAILABLE)
 
     def sample(self, connector: int) -> MeterSample:

@@ -246,8 +246,10 @@ class RpcConnection:
 
     async def _on_bad_frame(self, exc: FrameError, data: str | bytes) -> None:
         self.stats.malformed_in += 1
+        # Never the frame itself: its payload may hold an idTag or a password.
         log.warning(
-            "%s: malformed frame (%s: %s): %.200r", self.name, exc.code, exc.description, data
+            "%s: malformed frame (%s: %s), %d characters, message id %r", self.name, exc.code,
+            exc.description, len(data), exc.unique_id,
         )
         pending = self._pending
         if (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from collections.abc import Iterator, Mapping, MutableSequence, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
@@ -32,10 +32,10 @@ __all__ = [
 ]
 
 #: Profiles shipped with the package (files under ``sim/registers/``).
-PROFILES: Final[tuple[str, ...]] = ("generic",)
+PROFILES: Final[tuple[str, ...]] = ("generic", "sunspec")
 
 #: Profiles named in the product contract that the simulator does not implement yet.
-_PLANNED_PROFILES: Final[tuple[str, ...]] = ("sunspec",)
+_PLANNED_PROFILES: Final[tuple[str, ...]] = ()
 
 
 class RegisterMapError(ValueError):
@@ -171,6 +171,11 @@ class RegisterMap:
     alarm_bits: Mapping[str, int] = field(default_factory=dict)
     pcs_states: Mapping[str, int] = field(default_factory=dict)
     description: str = ""
+    # Words served as they are (SunSpec IDs, lengths, scale factors, strings): address -> words.
+    constants: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+    # Read registers whose value derives from the model state (name -> f(state)) rather than
+    # being the state field of the same name.
+    computed: Mapping[str, Callable[[Any], float]] = field(default_factory=dict)
     _by_name: Mapping[str, Register] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -375,6 +380,10 @@ def load_profile(name: str) -> RegisterMap:
     """Load a register map shipped with the package, by profile name."""
     if name not in PROFILES:
         raise RegisterMapError(_unsupported(name))
+    if name == "sunspec":
+        from .sunspec import build_register_map  # laid out from model definitions, not a flat map
+
+        return build_register_map()
     resource = resources.files("bess_gateway.sim").joinpath("registers", f"{name}.toml")
     return parse_register_map(resource.read_text(encoding="utf-8"), source=f"profile {name!r}")
 

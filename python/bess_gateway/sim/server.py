@@ -84,8 +84,12 @@ class Simulator:
         self._tick_s = tick_s
         self._autotick = autotick
 
-        self._base = min(r.address for r in self._map)
-        self._image = [0] * (max(r.end for r in self._map) - self._base)
+        starts = [r.address for r in self._map] + list(self._map.constants)
+        ends = [r.end for r in self._map] + [a + len(w) for a, w in self._map.constants.items()]
+        self._base = min(starts)
+        self._image = [0] * (max(ends) - self._base)
+        for address, words in self._map.constants.items():
+            self._image[address - self._base : address - self._base + len(words)] = words
         self._command = PcsCommand()
         self._fault_reset_pending = False
         self._fault_reset_writes = 0
@@ -95,6 +99,8 @@ class Simulator:
         self._silent = False
         self._dropped_requests = 0
         self._connections = 0
+        self._setpoint_written_t = 0.0  # model time of the last setpoint write
+        self._reverted = False
 
         self._server: ModbusTcpServer | None = None
         self._tick_task: asyncio.Task[None] | None = None
@@ -192,6 +198,7 @@ class Simulator:
             self._fault_reset_pending = False
             self._map.encode_into(self._image, "fault_reset", 0, base=self._base)
             self._command = replace(self._command, fault_reset=False)
+        command = self._pcs_side_limits(command)
         self._state = self._model.step(dt_s, command)
         self._publish(self._state)
         return self._state
@@ -296,7 +303,7 @@ class Simulator:
     # -- pymodbus hooks (run inside the event loop) ---------------------------------------------
 
     def _simdata(self) -> list[SimData]:
-        return [
+        blocks = [
             SimData(
                 address=r.address,
                 values=[0] * r.words,
@@ -306,6 +313,12 @@ class Simulator:
             )
             for r in self._map
         ]
+        blocks += [
+            SimData(address=address, values=list(words), datatype=DataType.REGISTERS,
+                    readonly=True)
+            for address, words in self._map.constants.items()
+        ]
+        return sorted(blocks, key=lambda b: b.address)
 
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
         if not sending and self._silent:
@@ -354,6 +367,7 @@ class Simulator:
         )
         if touched("setpoint_w"):
             self._setpoint_writes.append((now, float(setpoint_w)))
+            self._setpoint_written_t = self._state.t_s
         fault_reset = self._map["fault_reset"]
         if touched("fault_reset") and self._image[fault_reset.address - self._base] == 1:
             # Remembered here, not sampled at the tick, so a 1 followed by a 0 within one tick
@@ -368,9 +382,36 @@ class Simulator:
             watchdog=self._image[watchdog.address - self._base],
         )
 
+    @property
+    def reverted(self) -> bool:
+        """True while a SunSpec PCS-side reversion (WSetRvrtTms expired) is in force."""
+        return self._reverted
+
+    def _word(self, name: str) -> float | None:
+        if name not in self._map:
+            return None
+        reg = self._map[name]
+        return reg.decode(self._image[reg.address - self._base : reg.end - self._base])
+
+    def _pcs_side_limits(self, command: PcsCommand) -> PcsCommand:
+        """What a SunSpec PCS does on its own (model 704): revert WSet to WSetRvrt when it is not
+        rewritten within WSetRvrtTms, and cap |W| at WMaxLimPct of the rating when enabled.
+        Maps without these points (generic) are unaffected."""
+        timeout = self._word("704.WSetRvrtTms")
+        self._reverted = bool(timeout) and (
+            self._state.t_s - self._setpoint_written_t >= float(timeout or 0))
+        if self._reverted:
+            command = replace(command, setpoint_w=float(self._word("704.WSetRvrt") or 0.0))
+        if self._word("704.WMaxLimPctEna") == 1:
+            cap = self._model.params.pcs_rating_w * float(self._word("704.WMaxLimPct") or 0) / 100
+            command = replace(command, setpoint_w=max(-cap, min(cap, command.setpoint_w)))
+        return command
+
     def _publish(self, state: BatteryState) -> None:
+        computed = self._map.computed
         for reg in self._map.by_direction(Direction.READ):
-            value = getattr(state, reg.name)
+            fn = computed.get(reg.name)
+            value = fn(state) if fn is not None else getattr(state, reg.name)
             self._map.encode_into(
                 self._image, reg.name, float(value), base=self._base, saturate=True
             )
@@ -388,6 +429,8 @@ def _check_map(regmap: RegisterMap) -> None:
         elif regmap[name].direction is not Direction.WRITE:
             problems.append(f"register {name!r} must have direction 'write'")
     for reg in regmap.by_direction(Direction.READ):
+        if reg.name in regmap.computed:
+            continue
         if reg.name not in _STATE_FIELDS or reg.name in ("t_s", "target_w"):
             problems.append(f"read register {reg.name!r} is not a quantity the model produces")
     if problems:
@@ -518,6 +561,10 @@ class SimulatorThread:
     @property
     def state(self) -> BatteryState:
         return self._call(lambda s: s.state)
+
+    @property
+    def reverted(self) -> bool:
+        return self._call(lambda s: s.reverted)
 
     def step(self, dt_s: float) -> BatteryState:
         return self._call(lambda s: s.step(dt_s))

@@ -8,29 +8,49 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bess_gateway.domain.authorization import LOCAL_LIST_MAX_LENGTH, SEND_LOCAL_LIST_MAX_LENGTH
 from bess_gateway.domain.settings import MEASURANDS, SettingError, Settings
+from bess_gateway.domain.smart_charging import Limits as ChargingLimits
+from bess_gateway.security.certificates import MAX_CERTIFICATES
+
+CERTIFICATE_SIGNED_MAX_CHAIN_SIZE = 10000  # the schema's maxLength of certificateChain
 
 
 @dataclass(frozen=True, slots=True)
 class Key:
     setting: str | None = None  # domain setting it translates, or None for a fixed value
     fixed: str | None = None
+    write_only: bool = False  # never read back (AuthorizationKey, Security Whitepaper)
 
 
-FEATURE_PROFILES = "Core,RemoteTrigger"
+SC_LIMITS = ChargingLimits()  # smart charging: fixed, read-only in 1.6
+
+FEATURE_PROFILES = ("Core,RemoteTrigger,Reservation,LocalAuthListManagement,FirmwareManagement"
+                    ",SmartCharging")
 
 KEYS: dict[str, Key] = {
-    "AllowOfflineTxForUnknownId": Key(fixed="false"),
-    "AuthorizationCacheEnabled": Key(fixed="false"),
+    "AdditionalRootCertificateCheck": Key(fixed="false"),
+    "AuthorizationKey": Key("basic_auth_password", write_only=True),
+    "AllowOfflineTxForUnknownId": Key("allow_offline_tx_for_unknown_id"),
+    "AuthorizationCacheEnabled": Key("authorization_cache_enabled"),
     "AuthorizeRemoteTxRequests": Key("authorize_remote_tx"),
     "ClockAlignedDataInterval": Key("clock_aligned_interval_s"),
+    "CertificateSignedMaxChainSize": Key(fixed=str(CERTIFICATE_SIGNED_MAX_CHAIN_SIZE)),
+    "CertificateStoreMaxLength": Key(fixed=str(MAX_CERTIFICATES)),
+    "ChargeProfileMaxStackLevel": Key(fixed=str(SC_LIMITS.max_stack_level)),
+    "ChargingScheduleAllowedChargingRateUnit": Key(fixed="Current,Power"),
+    "ChargingScheduleMaxPeriods": Key(fixed=str(SC_LIMITS.max_periods)),
     "ConnectionTimeOut": Key("connection_timeout_s"),
     "ConnectorPhaseRotation": Key("connector_phase_rotation"),
     "ConnectorPhaseRotationMaxLength": Key(fixed="3"),
+    "CpoName": Key("cpo_name"),
     "GetConfigurationMaxKeys": Key(fixed="64"),
     "HeartbeatInterval": Key("heartbeat_interval_s"),
+    "LocalAuthListEnabled": Key("local_auth_list_enabled"),
+    "LocalAuthListMaxLength": Key(fixed=str(LOCAL_LIST_MAX_LENGTH)),
     "LocalAuthorizeOffline": Key("local_authorize_offline"),
     "LocalPreAuthorize": Key("local_pre_authorize"),
+    "MaxChargingProfilesInstalled": Key(fixed=str(SC_LIMITS.max_installed)),
     "MeterValuesAlignedData": Key("meter_values_aligned_data"),
     "MeterValuesAlignedDataMaxLength": Key(fixed=str(len(MEASURANDS))),
     "MeterValuesSampledData": Key("meter_values_sampled_data"),
@@ -38,7 +58,11 @@ KEYS: dict[str, Key] = {
     "MeterValueSampleInterval": Key("meter_sample_interval_s"),
     "MinimumStatusDuration": Key("minimum_status_duration_s"),
     "NumberOfConnectors": Key(fixed="2"),
+    # Reservation: connector 0 would not say which way (discharge/charge) to hold power back.
+    "ReserveConnectorZeroSupported": Key(fixed="false"),
     "ResetRetries": Key("reset_retries"),
+    "SecurityProfile": Key("security_profile"),
+    "SendLocalListMaxLength": Key(fixed=str(SEND_LOCAL_LIST_MAX_LENGTH)),
     "StopTransactionOnEVSideDisconnect": Key("stop_tx_on_ev_side_disconnect"),
     "StopTransactionOnInvalidId": Key("stop_tx_on_invalid_id"),
     "StopTxnAlignedData": Key("stop_txn_aligned_data"),
@@ -64,6 +88,8 @@ def get_configuration(settings: Settings, keys: list[str] | None) -> dict[str, A
         if key is None:
             unknown.append(name)
             continue
+        if key.write_only:
+            continue  # neither its value nor "unknown": it exists, but is not readable
         value = key.fixed if key.setting is None else settings.text(key.setting)
         known.append({"key": name, "readonly": key.setting is None, "value": value})
     out: dict[str, Any] = {"configurationKey": known}

@@ -14,7 +14,9 @@ from typing import Any
 from bess_gateway.config import EndpointConfig
 from bess_gateway.domain.station import Station
 from bess_gateway.journal import Journal
+from bess_gateway.maintenance.service import Maintenance
 from bess_gateway.ocppj.rpc import RpcConnection
+from bess_gateway.security.certificates import CertificateStore
 
 log = logging.getLogger("bess_gateway.v16")
 
@@ -26,6 +28,7 @@ class Context:
     cfg: EndpointConfig
     station: Station
     journal: Journal
+    certificates: CertificateStore  # the gateway's CA store, shared by its endpoints
     rpc: RpcConnection | None = None
     accepted: bool = False  # BootNotification accepted on the current connection
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -33,7 +36,12 @@ class Context:
     status_wake: asyncio.Event = field(default_factory=asyncio.Event)
     heartbeat_wake: asyncio.Event = field(default_factory=asyncio.Event)
     restart: Callable[[str], Awaitable[None]] | None = None  # set by the endpoint: reset hook
+    # The gateway's firmware/diagnostics service, shared by all endpoints (set by the gateway).
+    maintenance: Maintenance | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # ExtendedTriggerMessage senders by requestedMessage, for messages a block owns (e.g.
+    # "LogStatusNotification"); a block registers its sender here when building its handlers.
+    triggers: dict[str, Callable[[int | None], Awaitable[None]]] = field(default_factory=dict)
 
     @property
     def online(self) -> bool:

@@ -7,11 +7,11 @@ failure ends in a reconnect with back-off rather than an exception leaving ``run
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import math
 import random
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -28,12 +28,23 @@ from bess_gateway.journal import Journal, TxRecord
 from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.ocppj.framing import new_unique_id
 from bess_gateway.ocppj.rpc import RpcConnection
-from bess_gateway.v16 import provisioning, transactions
+from bess_gateway.security.certificates import CertificateStore
+from bess_gateway.v16 import (
+    authorization,
+    diagnostics,
+    firmware,
+    provisioning,
+    reservation,
+    security,
+    smart_charging,
+    transactions,
+)
 from bess_gateway.v16.context import VERSION, Context
 
 log = logging.getLogger("bess_gateway.v16")
 
 SUBPROTOCOL = Subprotocol("ocpp1.6")
+RECONNECT_GRACE_S = 2.0  # how long a reconnect waits for our CALL in flight to be answered
 MAX_FRAME = 256 * 1024  # no legitimate 1.6 frame comes near; bigger ones close the socket (1009)
 
 
@@ -62,9 +73,13 @@ class Endpoint16:
         journal: Journal,
         *,
         backoff: Backoff | None = None,
+        certificates: CertificateStore | None = None,
     ) -> None:
         self.cfg = cfg
-        self.ctx = Context(cfg=cfg, station=station, journal=journal)
+        self.ctx = Context(cfg=cfg, station=station, journal=journal,
+                           certificates=certificates or CertificateStore(
+                               journal.path.parent / "certs"))
+        security.security_event(self.ctx, "StartupOfTheDevice")
         self.ctx.restart = self._restart
         self.backoff = backoff or Backoff()
         self.registration: str | None = None
@@ -74,33 +89,27 @@ class Endpoint16:
         self._last_status: dict[int, StatusReport] = {}
         self._ws: ClientConnection | None = None
         self._reconnect_now = False
+        # The gateway swaps in a metered RpcConnection when metrics are on.
+        self.rpc_factory: Callable[..., RpcConnection] = RpcConnection
         self.heartbeat_s = station.settings.int("heartbeat_interval_s")
         station.on_change(self.ctx.status_wake.set)
         station.settings.on_change(self._setting_changed)
+        self.reservations = reservation.attach(self.ctx)
 
     @property
     def id(self) -> str:
         return self.cfg.id
 
     # -- connection lifecycle --------------------------------------------------------------
+    # The security profile (possibly raised by the CSMS) decides URL scheme, TLS and auth.
     def _url(self) -> str:
-        return f"{self.cfg.csms_url.rstrip('/')}/{self.cfg.id}"
+        return security.url(self.ctx)
 
     def _ssl(self) -> ssl.SSLContext | None:
-        if not self.cfg.csms_url.startswith("wss://"):
-            return None
-        context = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file
-                                             else None)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cfg.security_profile == 3 and self.cfg.cert_file and self.cfg.key_file:
-            context.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
-        return context
+        return security.ssl_context(self.ctx, self._url())
 
     def _headers(self) -> dict[str, str]:
-        if self.cfg.security_profile in (1, 2) and self.cfg.password is not None:
-            token = base64.b64encode(f"{self.cfg.id}:{self.cfg.password}".encode()).decode()
-            return {"Authorization": f"Basic {token}"}
-        return {}
+        return security.auth_headers(self.ctx)
 
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (until cancelled)."""
@@ -129,6 +138,7 @@ class Endpoint16:
                 raise
             except (OSError, InvalidHandshake, InvalidStatus, TimeoutError,
                     ConnectionClosed) as exc:
+                security.connect_failed(self.ctx, exc)
                 log.warning("%s: connection to %s failed: %s", self.id, self._url(), exc)
             except Exception:
                 log.exception("%s: endpoint error; reconnecting", self.id)
@@ -141,8 +151,8 @@ class Endpoint16:
         ctx = self.ctx
         self._ws = ws
         self.connects += 1
-        rpc = RpcConnection(ws, VERSION, self._handlers(), name=self.id,
-                            call_timeout=float(ctx.station.settings.int("connection_timeout_s")))
+        rpc = self.rpc_factory(ws, VERSION, self._handlers(), name=self.id,
+                               call_timeout=float(ctx.station.settings.int("connection_timeout_s")))
         ctx.rpc = rpc
         self.connected.set()
         log.info("%s: connected to %s", self.id, self._url())
@@ -153,7 +163,10 @@ class Endpoint16:
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
-                    if not isinstance(exc, ConnectionClosed | ConnectionError):
+                    if isinstance(exc, BaseExceptionGroup):
+                        # The TaskGroup of a connection ends with the link: that is no error.
+                        _, exc = exc.split((ConnectionClosed, ConnectionError))
+                    if exc is not None and not isinstance(exc, ConnectionClosed | ConnectionError):
                         log.error("%s: %s ended: %r", self.id, task.get_name(), exc)
         finally:
             ctx.accepted = False
@@ -268,9 +281,15 @@ class Endpoint16:
     def _handlers(self) -> dict[str, Any]:
         table: dict[str, Any] = {}
         table.update(transactions.handlers(self.ctx))
+        table.update(smart_charging.handlers(self.ctx))
+        table.update(reservation.handlers(self.ctx))
+        table.update(authorization.handlers(self.ctx))
+        table.update({**firmware.handlers(self.ctx), **diagnostics.handlers(self.ctx)})
         table.update(provisioning.handlers(
             self.ctx, boot=self.send_boot, heartbeat=self.send_heartbeat,
             status=self.send_status, meter_values=self.send_meter_values))
+        # Security wraps provisioning's ChangeConfiguration: keep this line after it.
+        table.update(security.handlers(self.ctx, table, reconnect=self._reconnect))
         return table
 
     def recover(self, records: list[TxRecord]) -> None:
@@ -302,13 +321,36 @@ class Endpoint16:
     async def _restart(self, kind: str) -> None:
         """Reset: sessions end (PCS to 0 for them), then the connection starts over with a boot."""
         reason = StopReason.HARD_RESET if kind == "Hard" else StopReason.SOFT_RESET
+        security.security_event(self.ctx, "ResetOrReboot", f"{kind} reset by the CSMS")
         self.stop_all(reason)
         # Let the StopTransactions out while the link is still up; they stay journaled if not.
         for _ in range(50):
             if self.ctx.journal.depth(self.id) == 0:
                 break
             await asyncio.sleep(0.05)
+        await self._reconnect(f"{kind} reset")
+
+    async def _reconnect(self, reason: str) -> None:
+        """Close the link and connect again at once (new credentials, reset, ...)."""
         self._reconnect_now = True
-        ws = self._ws
-        if ws is not None:
-            await ws.close(1000, f"{kind} reset")
+        ws, rpc = self._ws, self.ctx.rpc
+        if ws is None:
+            return
+        log.info("%s: reconnecting: %s", self.id, reason)
+        # Let a CALL of ours in flight get its answer, and start no new one, before closing: a
+        # CSMS whose answer to it fails on the closed socket may drop what we sent just before
+        # the close (e.g. the ChangeConfiguration.conf that asked for this reconnect).
+        lock = rpc._call_lock if rpc is not None else None
+        held = False
+        if lock is not None:
+            try:
+                async with asyncio.timeout(RECONNECT_GRACE_S):
+                    await lock.acquire()
+                held = True
+            except TimeoutError:
+                pass
+        try:
+            await ws.close(1000, reason[:120])
+        finally:
+            if held and lock is not None:
+                lock.release()

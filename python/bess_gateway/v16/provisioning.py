@@ -1,5 +1,5 @@
-"""1.6 Core provisioning and remote trigger: configuration, availability, reset, cache,
-data transfer and TriggerMessage."""
+"""1.6 Core provisioning and remote trigger: configuration, availability, reset,
+data transfer and TriggerMessage (ClearCache lives with the cache, in v16/authorization.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import orjson
 
 from bess_gateway.domain.station import CONNECTORS
 from bess_gateway.ocppj.rpc import Reply
-from bess_gateway.v16 import config_keys
+from bess_gateway.v16 import config_keys, diagnostics, firmware
 from bess_gateway.v16.context import Context
 
 log = logging.getLogger("bess_gateway.v16")
@@ -33,10 +33,6 @@ def handlers(
 
     async def change_availability(p: dict[str, Any]) -> dict[str, Any]:
         return {"status": st.set_availability(p["connectorId"], p["type"] == "Operative")}
-
-    async def clear_cache(p: dict[str, Any]) -> dict[str, Any]:
-        # Authorization cache is not enabled (AuthorizationCacheEnabled=false): nothing to clear.
-        return {"status": "Accepted"}
 
     async def reset(p: dict[str, Any]) -> Any:
         kind = p["type"]
@@ -87,14 +83,18 @@ def handlers(
                     await meter_values(c, "Trigger")
 
             return Reply({"status": "Accepted"}, send_meters)
-        # DiagnosticsStatusNotification / FirmwareStatusNotification arrive with those profiles.
+        # Station-wide messages: connectorId has no meaning for them and is ignored, as for
+        # BootNotification and Heartbeat.
+        if what == "DiagnosticsStatusNotification":
+            return Reply({"status": "Accepted"}, diagnostics.trigger(ctx))
+        if what == "FirmwareStatusNotification":
+            return Reply({"status": "Accepted"}, firmware.trigger(ctx))
         return {"status": "NotImplemented"}
 
     return {
         "GetConfiguration": get_configuration,
         "ChangeConfiguration": change_configuration,
         "ChangeAvailability": change_availability,
-        "ClearCache": clear_cache,
         "Reset": reset,
         "DataTransfer": data_transfer,
         "TriggerMessage": trigger_message,

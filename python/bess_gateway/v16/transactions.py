@@ -18,6 +18,7 @@ from bess_gateway.domain.timefmt import iso
 from bess_gateway.ocppj.errors import CallErrorReceived, OcppError
 from bess_gateway.ocppj.framing import new_unique_id
 from bess_gateway.ocppj.rpc import Reply
+from bess_gateway.v16 import authorization, smart_charging
 from bess_gateway.v16.context import Context
 from bess_gateway.v16.meter import meter_value
 
@@ -40,17 +41,9 @@ def enqueue(ctx: Context, action: str, payload: dict[str, Any], tx: Transaction 
 async def start_session(ctx: Context, connector: int, id_tag: str) -> Transaction | None:
     """The part of a start that may talk to the CSMS; runs after RemoteStart was answered."""
     st = ctx.station
-    if st.settings.bool("authorize_remote_tx"):
-        try:
-            resp = await ctx.call("Authorize", {"idTag": id_tag})
-        except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
-            log.warning("%s: Authorize failed (%s); not starting", ctx.endpoint_id, exc)
-            st.unprepare(connector)
-            return None
-        if resp.get("idTagInfo", {}).get("status") != "Accepted":
-            log.info("%s: idTag not accepted; connector %d stays free", ctx.endpoint_id, connector)
-            st.unprepare(connector)
-            return None
+    if st.settings.bool("authorize_remote_tx") and not await _authorized(ctx, id_tag):
+        st.unprepare(connector)
+        return None
     tx = st.begin(connector, id_tag)
     payload = {
         "connectorId": connector,
@@ -58,9 +51,40 @@ async def start_session(ctx: Context, connector: int, id_tag: str) -> Transactio
         "meterStart": tx.meter_start_wh,
         "timestamp": iso(tx.started_at),
     }
+    if "reservation_id" in tx.extra:
+        payload["reservationId"] = tx.extra["reservation_id"]
     enqueue(ctx, "StartTransaction", payload, tx)
     ctx.tx_wake.set()
     return tx
+
+
+async def _authorized(ctx: Context, id_tag: str) -> bool:
+    """AuthorizeRemoteTxRequests: the local list and cache first where the keys allow (no
+    round trip with LocalPreAuthorize), else Authorize; no answer counts as being offline."""
+    id_hash = ctx.journal.hash_id_tag(id_tag)
+    ref = authorization.tag_ref(id_hash)
+    decision = authorization.decide(ctx, id_hash, ctx.online)
+    if decision.action == "ask":
+        try:
+            resp = await ctx.call("Authorize", {"idTag": id_tag})
+        except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
+            decision = authorization.decide(ctx, id_hash, online=False)
+            log.warning("%s: Authorize for %s failed (%s); offline rules: %s", ctx.endpoint_id,
+                        ref, exc, decision.action)
+        else:
+            info = resp.get("idTagInfo") or {}
+            authorization.remember(ctx, id_hash, info)
+            if info.get("status") == "Accepted":
+                return True
+            log.info("%s: %s not accepted by the CSMS (%s)", ctx.endpoint_id, ref,
+                     info.get("status"))
+            return False
+    if decision.start:
+        log.info("%s: %s authorized locally (%s)", ctx.endpoint_id, ref, decision.source)
+        return True
+    log.info("%s: %s refused locally (%s, %s)", ctx.endpoint_id, ref, decision.source,
+             decision.status)
+    return False
 
 
 def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transaction | None:
@@ -94,13 +118,21 @@ def handlers(ctx: Context) -> dict[str, Any]:
         id_tag = p["idTag"]
         connector = p.get("connectorId")
         if connector is None:
-            connector = st.pick_connector()
-        if not ctx.accepted or connector is None or st.refusal(connector) is not None:
+            connector = st.pick_connector(id_tag)
+        if not ctx.accepted or connector is None or st.refusal(connector, id_tag) is not None:
+            return {"status": "Rejected"}
+        profile = p.get("chargingProfile")
+        # Its TxProfile is installed for the session about to start, so the session's first
+        # cycle already runs under it; a profile we cannot take refuses the start.
+        if profile is not None and not smart_charging.accept_start_profile(ctx, connector,
+                                                                           profile):
             return {"status": "Rejected"}
         st.prepare(connector)
 
         async def after() -> None:
-            await start_session(ctx, connector, id_tag)
+            tx = await start_session(ctx, connector, id_tag)
+            if tx is None and profile is not None:
+                smart_charging.start_failed(ctx, connector)
 
         return Reply({"status": "Accepted"}, after)
 
@@ -188,7 +220,9 @@ async def deliver_outbox(ctx: Context) -> None:
             continue
         item = items[0]
         payload = dict(item.payload)
-        if item.action != "StartTransaction" and payload.get("transactionId") is None:
+        # Only transaction messages carry the key; other queued messages (security events) don't.
+        if (item.action != "StartTransaction" and "transactionId" in payload
+                and payload["transactionId"] is None):
             # Its StartTransaction was never accepted by the CSMS: there is no id to send with.
             log.error("%s: dropping %s of a transaction the CSMS never acknowledged",
                       ctx.endpoint_id, item.action)
@@ -197,6 +231,14 @@ async def deliver_outbox(ctx: Context) -> None:
         try:
             resp = await ctx.rpc.call(item.action, payload, unique_id=item.unique_id)  # type: ignore[union-attr]
         except (OcppError, TimeoutError) as exc:
+            if item.action not in TX_ACTIONS and isinstance(exc, CallErrorReceived):
+                # A non-transaction message the CSMS refuses (a CSMS without the Security
+                # extension answers SecurityEventNotification with NotImplemented): retrying
+                # would only hold the transaction messages queued behind it.
+                log.warning("%s: %s refused by the CSMS (%s); dropped", ctx.endpoint_id,
+                            item.action, exc)
+                ctx.journal.ack(item.seq)
+                continue
             # A CALLERROR, no answer, or an answer that breaks the schema: all count as attempts.
             ctx.journal.bump_attempts(item.seq)
             attempts = item.attempts + 1
@@ -210,6 +252,9 @@ async def deliver_outbox(ctx: Context) -> None:
             continue
         ctx.journal.ack(item.seq)
         if item.action == "StartTransaction":
+            if isinstance(payload.get("idTag"), str):
+                authorization.remember(ctx, ctx.journal.hash_id_tag(payload["idTag"]),
+                                       resp.get("idTagInfo"))
             _started(ctx, item.local_tx_id, resp)
 
 
@@ -226,5 +271,6 @@ def _started(ctx: Context, local_id: str | None, resp: dict[str, Any]) -> None:
     st.record(tx)
     status = resp.get("idTagInfo", {}).get("status")
     if status != "Accepted" and st.settings.bool("stop_tx_on_invalid_id"):
-        log.info("%s: idTag %s by the CSMS; stopping session", ctx.endpoint_id, status)
+        log.info("%s: %s %s by the CSMS; stopping session", ctx.endpoint_id,
+                 authorization.tag_ref(tx.id_tag_hash), status)
         stop_session(ctx, tx.connector, StopReason.DEAUTHORIZED)

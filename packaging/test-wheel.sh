@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build the release wheel and the sdist, install the wheel into a fresh venv (no source tree on
+# the path), import it and run the demo; then build and install from the sdist the way
+# `pip install .` does for a user (needs only cargo). Run by .ci/run; takes a few minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+.venv/bin/maturin build --release --out "$work/dist"
+.venv/bin/maturin sdist --out "$work/dist"
+ls -l "$work/dist"
+wheel=$(ls "$work"/dist/*.whl)
+case "$wheel" in *-cp311-abi3-*) ;; *) echo "not an abi3 wheel: $wheel"; exit 1 ;; esac
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q "$wheel"
+cd "$work"
+./venv/bin/python -c 'import bess_gateway._core, bess_gateway.metrics; print("import ok")'
+unzip -l "$wheel" | grep -q 'bess_gateway/status_page.html'
+unzip -l "$wheel" | grep -q 'bess_gateway/sim/registers/sunspec.toml'
+# 12 s: with 5 s the demo ends before its charge sessions move energy and exits 1.
+./venv/bin/bess-gateway demo --duration 12 --endpoints 4
+python3 -m venv "$work/venv-sdist"
+"$work/venv-sdist/bin/pip" install -q "$work"/dist/*.tar.gz
+./venv-sdist/bin/python -c 'import bess_gateway._core; print("sdist install ok")'

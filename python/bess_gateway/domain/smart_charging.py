@@ -1,0 +1,679 @@
+"""Smart charging, version-agnostic: charging profiles, their rules, and the composite schedule.
+
+OCPP 1.6 (SetChargingProfile, ...) and 2.0.1 both translate into these types; nothing here knows
+a message. Time is a parameter everywhere (`now`, the transaction start), so every rule is a pure
+function that tests drive with any clock.
+
+BESS meaning: a profile on connector 1 caps the discharge session, on connector 2 the charge
+session; a ChargePointMaxProfile (connector 0) caps the whole endpoint, discharge and charge power
+counted together (the control core's group cap). All limits are handed to the core in W.
+
+Rules (OCPP 1.6 section 3.13, the same in 2.0.1 K01-K08):
+- Purposes: ChargePointMaxProfile (connector 0 only), TxDefaultProfile (connector 0 = every
+  connector, or one connector), TxProfile (a connector with a running transaction only).
+- Within a purpose the highest stack level that has a period in force at a time wins; a higher
+  level with no period at that time (not valid yet, expired, past its duration, before its start)
+  lets the next level through. At equal stack level a connector's own TxDefaultProfile beats one
+  on connector 0.
+- A TxProfile overrules the TxDefaultProfiles wherever it has a period; the session's limit is
+  that result, and the endpoint's limit is the ChargePointMaxProfile's.
+- Installing replaces a profile with the same id, and one with the same purpose, stack level and
+  connector. TxProfiles end with their transaction.
+- Kinds: Absolute (from startSchedule; without one, from when it was installed), Recurring (Daily
+  or Weekly, anchored at startSchedule, repeating before and after it; a duration longer than the
+  recurrence is cut to it), Relative (from the transaction start; with no transaction, from now).
+- A duration of 0 is a schedule of no length: it never limits. No duration: the last period runs
+  until validTo.
+- A: W = A x phase voltage x numberPhases (default 3), with the phase voltage a station setting.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from bess_gateway.domain.station import Station
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PHASES = 3
+HORIZON = timedelta(hours=24)  # how far ahead the core gets a schedule
+REFRESH = timedelta(hours=12)  # a new one is handed over well before the horizon runs out
+# A composite schedule covers at most this long (a longer request is answered for this long, and
+# says so in its duration): it bounds the work of one request to a few thousand boundaries.
+COMPOSITE_MAX = timedelta(days=7)
+UNLIMITED_W = 1e9  # "no profile limits": a finite number the core accepts, far above any cap
+DAY_S = 86_400
+WEEK_S = 7 * DAY_S
+
+
+class Purpose(StrEnum):
+    CHARGE_POINT_MAX = "ChargePointMaxProfile"
+    TX_DEFAULT = "TxDefaultProfile"
+    TX = "TxProfile"
+
+
+class Kind(StrEnum):
+    ABSOLUTE = "Absolute"
+    RECURRING = "Recurring"
+    RELATIVE = "Relative"
+
+
+class Recurrency(StrEnum):
+    DAILY = "Daily"
+    WEEKLY = "Weekly"
+
+
+class RateUnit(StrEnum):
+    W = "W"
+    A = "A"
+
+
+class ProfileError(ValueError):
+    """A profile the station refuses (the version layer answers Rejected)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start_s: int  # offset from the schedule's start
+    limit: float  # in the schedule's unit
+    phases: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    unit: RateUnit
+    periods: tuple[Period, ...]
+    duration_s: int | None = None
+    start: datetime | None = None
+    min_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingProfile:
+    profile_id: int
+    connector: int  # 0 = the whole endpoint
+    stack_level: int
+    purpose: Purpose
+    kind: Kind
+    schedule: Schedule
+    recurrency: Recurrency | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    transaction_id: str | None = None  # a TxProfile's transaction, when the CSMS named it
+
+    # -- persistence (the journal stores this, so both versions read the same rows) ----------
+    def to_dict(self) -> dict[str, Any]:
+        s = self.schedule
+        return {
+            "id": self.profile_id, "connector": self.connector, "stack": self.stack_level,
+            "purpose": str(self.purpose), "kind": str(self.kind),
+            "recurrency": None if self.recurrency is None else str(self.recurrency),
+            "valid_from": _iso(self.valid_from), "valid_to": _iso(self.valid_to),
+            "transaction_id": self.transaction_id,
+            "unit": str(s.unit), "duration": s.duration_s, "start": _iso(s.start),
+            "min_rate": s.min_rate,
+            "periods": [[p.start_s, p.limit, p.phases] for p in s.periods],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChargingProfile:
+        return cls(
+            profile_id=int(d["id"]), connector=int(d["connector"]), stack_level=int(d["stack"]),
+            purpose=Purpose(d["purpose"]), kind=Kind(d["kind"]),
+            recurrency=None if d.get("recurrency") is None else Recurrency(d["recurrency"]),
+            valid_from=_parse(d.get("valid_from")), valid_to=_parse(d.get("valid_to")),
+            transaction_id=d.get("transaction_id"),
+            schedule=Schedule(
+                unit=RateUnit(d["unit"]), duration_s=d.get("duration"),
+                start=_parse(d.get("start")), min_rate=d.get("min_rate"),
+                periods=tuple(Period(int(a), float(b), None if c is None else int(c))
+                              for a, b, c in d["periods"]),
+            ),
+        )
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _parse(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a station accepts (1.6: the ChargeProfileMaxStackLevel, ... keys)."""
+
+    max_stack_level: int = 10
+    max_periods: int = 48
+    max_installed: int = 20
+    units: tuple[RateUnit, ...] = (RateUnit.W, RateUnit.A)
+
+
+@dataclass(frozen=True, slots=True)
+class Electrical:
+    """How A become W: W = A x phase_voltage_v x phases (the period's, else the default)."""
+
+    phase_voltage_v: float = 230.0
+    default_phases: int = DEFAULT_PHASES
+
+    def to_w(self, limit: float, unit: RateUnit, phases: int | None) -> float:
+        if unit == RateUnit.W:
+            return limit
+        return limit * self.phase_voltage_v * (phases or self.default_phases)
+
+    def from_w(self, watts: float, unit: RateUnit, phases: int | None = None) -> float:
+        if unit == RateUnit.W:
+            return watts
+        return watts / (self.phase_voltage_v * (phases or self.default_phases))
+
+
+# -- validation ---------------------------------------------------------------------------
+def validate(p: ChargingProfile, limits: Limits, connectors: Iterable[int]) -> None:
+    """Raise ProfileError if `p` breaks a rule that does not depend on the station's state."""
+    if p.connector != 0 and p.connector not in tuple(connectors):
+        raise ProfileError(f"no connector {p.connector}")
+    if p.purpose == Purpose.CHARGE_POINT_MAX and p.connector != 0:
+        raise ProfileError("a ChargePointMaxProfile belongs on connector 0")
+    if p.purpose == Purpose.TX and p.connector == 0:
+        raise ProfileError("a TxProfile needs a connector")
+    if p.purpose != Purpose.TX and p.transaction_id is not None:
+        raise ProfileError("only a TxProfile names a transaction")
+    if not 0 <= p.stack_level <= limits.max_stack_level:
+        raise ProfileError(f"stack level {p.stack_level} outside 0..{limits.max_stack_level}")
+    if p.kind == Kind.RECURRING and (p.recurrency is None or p.schedule.start is None):
+        raise ProfileError("a Recurring profile needs a recurrency kind and a startSchedule")
+    if p.purpose == Purpose.CHARGE_POINT_MAX and p.kind == Kind.RELATIVE:
+        raise ProfileError("a ChargePointMaxProfile cannot be Relative (no transaction)")
+    if p.valid_from is not None and p.valid_to is not None and p.valid_to <= p.valid_from:
+        raise ProfileError("validTo is not after validFrom")
+    s = p.schedule
+    if s.unit not in limits.units:
+        raise ProfileError(f"charging rate unit {s.unit} not allowed")
+    if not s.periods:
+        raise ProfileError("no periods")
+    if len(s.periods) > limits.max_periods:
+        raise ProfileError(f"{len(s.periods)} periods, at most {limits.max_periods}")
+    if s.periods[0].start_s != 0:
+        raise ProfileError("the first period must start at 0")
+    if s.duration_s is not None and s.duration_s < 0:
+        raise ProfileError("negative duration")
+    for a, b in zip(s.periods, s.periods[1:], strict=False):
+        if b.start_s <= a.start_s:
+            raise ProfileError("period starts must increase")
+    for q in s.periods:
+        if not math.isfinite(q.limit) or q.limit < 0:
+            raise ProfileError(f"limit {q.limit} must be >= 0")
+        if q.phases is not None and q.phases not in (1, 2, 3):
+            raise ProfileError(f"numberPhases {q.phases} not 1..3")
+    if s.min_rate is not None and (not math.isfinite(s.min_rate) or s.min_rate < 0):
+        raise ProfileError("minChargingRate must be >= 0")
+
+
+# -- the installed set --------------------------------------------------------------------
+@dataclass
+class ProfileSet:
+    """One station's installed profiles with the replace rules; knows nothing of time."""
+
+    profiles: dict[int, ChargingProfile] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.profiles)
+
+    def __iter__(self) -> Iterator[ChargingProfile]:
+        return iter(list(self.profiles.values()))
+
+    def replaced_by(self, p: ChargingProfile) -> list[ChargingProfile]:
+        """The installed profiles `p` would replace."""
+        return [
+            q for q in self.profiles.values()
+            if q.profile_id == p.profile_id
+            or (q.purpose == p.purpose and q.stack_level == p.stack_level
+                and q.connector == p.connector)
+        ]
+
+    def install(self, p: ChargingProfile, limits: Limits) -> list[ChargingProfile]:
+        """Install `p`; returns what it replaced. ProfileError when the set would be too big."""
+        gone = self.replaced_by(p)
+        if len(self.profiles) - len(gone) + 1 > limits.max_installed:
+            raise ProfileError(f"already {len(self.profiles)} profiles installed "
+                               f"(at most {limits.max_installed})")
+        for q in gone:
+            del self.profiles[q.profile_id]
+        self.profiles[p.profile_id] = p
+        return gone
+
+    def clear(self, *, profile_id: int | None = None, connector: int | None = None,
+              purpose: Purpose | None = None, stack_level: int | None = None,
+              ) -> list[ChargingProfile]:
+        """Remove by id, or by every given criterion (none given: all); returns the removed.
+
+        With an id, only the id matters (1.6: the other fields are then ignored).
+        """
+        if profile_id is not None:
+            p = self.profiles.pop(profile_id, None)
+            return [] if p is None else [p]
+        gone = [
+            q for q in self.profiles.values()
+            if (connector is None or q.connector == connector)
+            and (purpose is None or q.purpose == purpose)
+            and (stack_level is None or q.stack_level == stack_level)
+        ]
+        for q in gone:
+            del self.profiles[q.profile_id]
+        return gone
+
+
+# -- evaluation ---------------------------------------------------------------------------
+def _schedule_start(p: ChargingProfile, at: datetime, tx_start: datetime | None,
+                    installed_at: datetime | None) -> datetime | None:
+    """When the occurrence of `p`'s schedule that covers `at` starts (None: none does)."""
+    s = p.schedule
+    if p.kind == Kind.RELATIVE:
+        return tx_start
+    if p.kind == Kind.ABSOLUTE:
+        return s.start or installed_at
+    assert s.start is not None and p.recurrency is not None
+    cycle = DAY_S if p.recurrency == Recurrency.DAILY else WEEK_S
+    k = math.floor((at - s.start).total_seconds() / cycle)
+    return s.start + timedelta(seconds=k * cycle)
+
+
+def _length_s(p: ChargingProfile) -> float | None:
+    d = p.schedule.duration_s
+    if p.kind == Kind.RECURRING:
+        cycle = DAY_S if p.recurrency == Recurrency.DAILY else WEEK_S
+        return float(cycle if d is None else min(d, cycle))
+    return None if d is None else float(d)
+
+
+def limit_w_at(p: ChargingProfile, at: datetime, electrical: Electrical, *,
+               tx_start: datetime | None = None,
+               installed_at: datetime | None = None) -> float | None:
+    """`p`'s limit in W at `at`, or None when it has no period in force then."""
+    if p.valid_from is not None and at < p.valid_from:
+        return None
+    if p.valid_to is not None and at >= p.valid_to:
+        return None
+    start = _schedule_start(p, at, tx_start, installed_at)
+    if start is None:
+        return None
+    offset = (at - start).total_seconds()
+    length = _length_s(p)
+    if offset < 0 or (length is not None and offset >= length):
+        return None
+    periods = p.schedule.periods
+    i = bisect.bisect_right(periods, offset, key=lambda q: q.start_s) - 1
+    if i < 0:
+        return None
+    current = periods[i]
+    return electrical.to_w(current.limit, p.schedule.unit, current.phases)
+
+
+def _boundaries(p: ChargingProfile, lo: datetime, hi: datetime, tx_start: datetime | None,
+                installed_at: datetime | None) -> Iterator[datetime]:
+    """Every time in (lo, hi) at which `p`'s value may change."""
+    for t in (p.valid_from, p.valid_to):
+        if t is not None:
+            yield t
+    length = _length_s(p)
+    offsets: list[float] = [float(q.start_s) for q in p.schedule.periods]
+    if length is not None:
+        offsets.append(length)
+    if p.kind == Kind.RECURRING:
+        cycle = DAY_S if p.recurrency == Recurrency.DAILY else WEEK_S
+        start = _schedule_start(p, lo, tx_start, installed_at)
+        assert start is not None
+        while start < hi:
+            for off in offsets:
+                yield start + timedelta(seconds=off)
+            start += timedelta(seconds=cycle)
+        return
+    start = _schedule_start(p, lo, tx_start, installed_at)
+    if start is not None:
+        for off in offsets:
+            yield start + timedelta(seconds=off)
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """The profiles that decide one limit, in precedence order, with what they need to know."""
+
+    profiles: tuple[ChargingProfile, ...]
+    tx_start: datetime | None
+    installed_at: dict[int, datetime]
+
+    def limit_w_at(self, at: datetime, electrical: Electrical) -> float | None:
+        for p in self.profiles:
+            value = limit_w_at(p, at, electrical, tx_start=self.tx_start,
+                               installed_at=self.installed_at.get(p.profile_id))
+            if value is not None:
+                return value
+        return None
+
+    def boundaries(self, lo: datetime, hi: datetime) -> Iterator[datetime]:
+        for p in self.profiles:
+            yield from _boundaries(p, lo, hi, self.tx_start, self.installed_at.get(p.profile_id))
+
+
+def _ordered(profiles: Iterable[ChargingProfile]) -> tuple[ChargingProfile, ...]:
+    # Highest stack level first; at equal level a connector's own profile beats connector 0.
+    return tuple(sorted(profiles, key=lambda p: (-p.stack_level, p.connector == 0)))
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of a composite schedule: from `start` on, `limit_w` (None = no profile limits)."""
+
+    start: datetime
+    limit_w: float | None
+
+
+def piecewise(layers: list[Stack], now: datetime, horizon: timedelta,
+              electrical: Electrical) -> list[Segment]:
+    """The minimum over `layers` (each: its leading profile's value) from `now` over `horizon`,
+    as piecewise-constant segments; equal neighbours merged. Pure: time is the argument."""
+    end = now + horizon
+    times = {now}
+    for layer in layers:
+        times.update(t for t in layer.boundaries(now, end) if now < t < end)
+    out: list[Segment] = []
+    for t in sorted(times):
+        value: float | None = None
+        for layer in layers:
+            value = _min(value, layer.limit_w_at(t, electrical))
+        if not out or out[-1].limit_w != value:
+            out.append(Segment(t, value))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StationProfiles:
+    """The view of a station's profiles the composite needs: what is installed, and when."""
+
+    profiles: tuple[ChargingProfile, ...]
+    installed_at: dict[int, datetime]
+
+    def session_stack(self, connector: int, tx_start: datetime | None) -> list[Stack]:
+        """The layers of a connector's session limit: TxProfile over TxDefaultProfile.
+
+        TxProfiles only count while a transaction runs (`tx_start` given); where none has a
+        period the TxDefaultProfiles decide. Returned as one Stack (TxProfiles first), because
+        the Tx layer overrules rather than mins the TxDefault layer.
+        """
+        tx = [p for p in self.profiles if p.purpose == Purpose.TX and p.connector == connector]
+        default = [p for p in self.profiles
+                   if p.purpose == Purpose.TX_DEFAULT and p.connector in (0, connector)]
+        ordered = (_ordered(tx) if tx_start is not None else ()) + _ordered(default)
+        return [Stack(ordered, tx_start, self.installed_at)]
+
+    def endpoint_stack(self) -> list[Stack]:
+        cp = [p for p in self.profiles if p.purpose == Purpose.CHARGE_POINT_MAX]
+        return [Stack(_ordered(cp), None, self.installed_at)]
+
+
+def session_schedule(sp: StationProfiles, connector: int, now: datetime,
+                     horizon: timedelta, electrical: Electrical, *,
+                     tx_start: datetime | None) -> list[Segment]:
+    """A session's own limit (TxProfile, else TxDefaultProfile) from `now` over `horizon`."""
+    return piecewise(sp.session_stack(connector, tx_start), now, horizon, electrical)
+
+
+def endpoint_schedule(sp: StationProfiles, now: datetime, horizon: timedelta,
+                      electrical: Electrical) -> list[Segment]:
+    """The endpoint's limit (ChargePointMaxProfile) from `now` over `horizon`."""
+    return piecewise(sp.endpoint_stack(), now, horizon, electrical)
+
+
+def composite(sp: StationProfiles, connector: int, now: datetime, duration: timedelta,
+              electrical: Electrical, *, tx_start: datetime | None,
+              physical_w: float) -> list[Segment]:
+    """GetCompositeSchedule: the minimum of the leading profile of every purpose and of the
+    physical limit (`physical_w`: the battery's own limit, which no profile can raise).
+
+    Connector 0 is the endpoint (ChargePointMaxProfile only). Every segment has a number.
+    """
+    layers = sp.endpoint_stack()
+    if connector != 0:
+        layers += sp.session_stack(connector, tx_start)
+    segs = piecewise(layers, now, duration, electrical) if duration > timedelta(0) else \
+        [Segment(now, _first(layers, now, electrical))]
+    out: list[Segment] = []
+    for s in segs:
+        value = physical_w if s.limit_w is None else min(s.limit_w, physical_w)
+        if not out or out[-1].limit_w != value:
+            out.append(Segment(s.start, value))
+    return out
+
+
+def _first(layers: list[Stack], now: datetime, electrical: Electrical) -> float | None:
+    value: float | None = None
+    for layer in layers:
+        value = _min(value, layer.limit_w_at(now, electrical))
+    return value
+
+
+def to_core(segments: list[Segment], unlimited_w: float,
+            lead_s: float = 60.0) -> list[tuple[float, float]]:
+    """Segments -> the control core's `[(start_epoch_s, limit_w), ...]`.
+
+    "No limit" becomes `unlimited_w` (the core's schedules always carry a number), and a schedule
+    that never limits becomes [] (the core's "no schedule"). The first period starts `lead_s`
+    early: the core's clock and ours may differ by a little, and a schedule that starts a moment
+    after the core's now would leave that moment unlimited.
+    """
+    out: list[tuple[float, float]] = []
+    if all(s.limit_w is None for s in segments):
+        return out
+    for i, s in enumerate(segments):
+        start = s.start.timestamp() - (lead_s if i == 0 else 0.0)
+        out.append((start, unlimited_w if s.limit_w is None else max(0.0, s.limit_w)))
+    return out
+
+
+def utc(t: datetime) -> datetime:
+    """A timestamp as an aware UTC datetime (naive ones are taken as UTC)."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def with_transaction(p: ChargingProfile, transaction_id: str | None) -> ChargingProfile:
+    return replace(p, transaction_id=transaction_id)
+
+
+# -- one station's smart charging -----------------------------------------------------------
+class ScheduleCore(Protocol):
+    """What smart charging needs from the control core (bess_gateway.control.ControlCore)."""
+
+    def set_session_schedule(self, meter_id: int, schedule: list[tuple[float, float]]) -> None: ...
+    def set_session_group(self, meter_id: int, group_id: int | None) -> None: ...
+    def set_group_schedule(self, group_id: int, schedule: list[tuple[float, float]]) -> None: ...
+    def clear_group(self, group_id: int) -> None: ...
+
+
+class ProfileStore(Protocol):
+    """Where installed profiles are made durable (the journal)."""
+
+    def put_charging_profile(self, endpoint_id: str, profile_id: int, data: dict[str, Any],
+                             installed_at: str) -> None: ...
+    def delete_charging_profiles(self, endpoint_id: str, profile_ids: list[int]) -> None: ...
+    def charging_profiles(self, endpoint_id: str) -> list[tuple[dict[str, Any], str]]: ...
+
+
+class SmartCharging:
+    """A station's installed profiles and the limits they put on its sessions in the core.
+
+    Every change (install, clear, a session starting or ending) hands the core fresh schedules
+    for the next `HORIZON`; the version layer calls `refresh()` every `REFRESH` so the core never
+    runs past the end of what it was given. The core follows period boundaries by itself.
+    """
+
+    def __init__(self, station: Station, core: ScheduleCore, *, store: ProfileStore | None,
+                 limits: Callable[[], Limits], electrical: Callable[[], Electrical],
+                 clock: Callable[[], datetime]) -> None:
+        self.station = station
+        self.core = core
+        self.store = store
+        self.limits = limits
+        self.electrical = electrical
+        self.clock = clock
+        self.installed = ProfileSet()
+        self.installed_at: dict[int, datetime] = {}
+        self._sessions: dict[int, str] = {}  # connector -> local id of the session we know
+        for c in (1, 2):
+            # The endpoint is one group in the core: its index (the ChargePointMaxProfile cap).
+            core.set_session_group(station.meter_id(c), station.index)
+        if store is not None:
+            self._restore(store)
+
+    def _restore(self, store: ProfileStore) -> None:
+        stale: list[int] = []
+        for data, installed_at in store.charging_profiles(self.station.endpoint_id):
+            try:
+                p = ChargingProfile.from_dict(data)
+                at = datetime.fromisoformat(installed_at)
+            except (KeyError, TypeError, ValueError):
+                log.warning("%s: unreadable stored charging profile %r dropped",
+                            self.station.endpoint_id, data.get("id"))
+                if isinstance(data.get("id"), int):
+                    stale.append(data["id"])
+                continue
+            if p.purpose == Purpose.TX:
+                stale.append(p.profile_id)  # its transaction ended with the restart
+                continue
+            self.installed.profiles[p.profile_id] = p
+            self.installed_at[p.profile_id] = at
+        if stale:
+            store.delete_charging_profiles(self.station.endpoint_id, stale)
+
+    # -- the view the composite needs ---------------------------------------------------------
+    def snapshot(self) -> StationProfiles:
+        return StationProfiles(tuple(self.installed), dict(self.installed_at))
+
+    def tx_start(self, connector: int) -> datetime | None:
+        tx = self.station.transactions.get(connector)
+        return None if tx is None else utc(tx.started_at)
+
+    # -- changes ------------------------------------------------------------------------------
+    def set_profile(self, p: ChargingProfile) -> list[ChargingProfile]:
+        """Install `p` (ProfileError if refused) and apply it; returns what it replaced."""
+        validate(p, self.limits(), (1, 2))
+        if p.purpose == Purpose.TX:
+            tx = self.station.transactions.get(p.connector)
+            if tx is None:
+                raise ProfileError("a TxProfile needs a running transaction on its connector")
+            if p.transaction_id is not None and p.transaction_id != tx.transaction_id:
+                raise ProfileError(f"transaction {p.transaction_id} is not running on "
+                                   f"connector {p.connector}")
+        return self._install(p)
+
+    def set_start_profile(self, p: ChargingProfile) -> None:
+        """A TxProfile for the session about to start on `p.connector` (a remote start's)."""
+        validate(p, self.limits(), (1, 2))
+        if p.purpose != Purpose.TX or p.transaction_id is not None:
+            raise ProfileError("a start's profile is a TxProfile without a transaction id")
+        self._install(p)
+
+    def drop_start_profile(self, connector: int) -> None:
+        """The start did not happen: its TxProfile goes (unless a session runs there)."""
+        if connector not in self.station.transactions:
+            self.clear(connector=connector, purpose=Purpose.TX)
+
+    def _install(self, p: ChargingProfile) -> list[ChargingProfile]:
+        now = self.clock()
+        gone = self.installed.install(p, self.limits())
+        if self.store is not None:
+            # Durable before it is applied: an Accepted profile must survive a restart. TxProfiles
+            # are kept too, so a store sees every replacement; they are dropped at restore.
+            try:
+                if gone:
+                    self.store.delete_charging_profiles(self.station.endpoint_id,
+                                                        [q.profile_id for q in gone])
+                self.store.put_charging_profile(self.station.endpoint_id, p.profile_id,
+                                                p.to_dict(), now.isoformat())
+            except Exception:
+                # Not stored, so not installed: the set goes back to what it was.
+                del self.installed.profiles[p.profile_id]
+                for q in gone:
+                    self.installed.profiles[q.profile_id] = q
+                raise
+        for q in gone:
+            self.installed_at.pop(q.profile_id, None)
+        self.installed_at[p.profile_id] = now
+        self.apply()
+        return gone
+
+    def clear(self, **criteria: Any) -> list[ChargingProfile]:
+        gone = self.installed.clear(**criteria)
+        for q in gone:
+            self.installed_at.pop(q.profile_id, None)
+        if gone:
+            if self.store is not None:
+                try:
+                    self.store.delete_charging_profiles(self.station.endpoint_id,
+                                                        [q.profile_id for q in gone])
+                except Exception:
+                    # A stale row only comes back as a TxProfile (dropped) or is cleared again.
+                    log.exception("%s: could not forget cleared profiles",
+                                  self.station.endpoint_id)
+            self.apply()
+        return gone
+
+    def sessions_changed(self) -> None:
+        """Called on every station change: a session that ended takes its TxProfiles along."""
+        now_sessions = {c: tx.local_id for c, tx in self.station.transactions.items()}
+        if now_sessions == self._sessions:
+            return
+        ended = [c for c, lid in self._sessions.items() if now_sessions.get(c) != lid]
+        self._sessions = now_sessions
+        for c in ended:
+            if c not in now_sessions:
+                self.clear(connector=c, purpose=Purpose.TX)
+        self.apply()
+
+    # -- what the core gets ---------------------------------------------------------------
+    def start_schedule(self, connector: int) -> list[tuple[float, float]]:
+        """The schedule a session on `connector` starts with (its transaction is registered)."""
+        now = self.clock()
+        segs = session_schedule(self.snapshot(), connector, now, HORIZON, self.electrical(),
+                                tx_start=self.tx_start(connector) or now)
+        return to_core(segs, UNLIMITED_W)
+
+    def apply(self) -> None:
+        """Hand the core the current schedules of the endpoint and of each running session."""
+        now = self.clock()
+        sp = self.snapshot()
+        el = self.electrical()
+        group = to_core(endpoint_schedule(sp, now, HORIZON, el), UNLIMITED_W)
+        if group:
+            self.core.set_group_schedule(self.station.index, group)
+        else:
+            self.core.clear_group(self.station.index)
+        for connector in list(self.station.transactions):
+            segs = session_schedule(sp, connector, now, HORIZON, el,
+                                    tx_start=self.tx_start(connector))
+            self.core.set_session_schedule(self.station.meter_id(connector),
+                                           to_core(segs, UNLIMITED_W))
+
+    refresh = apply
+
+    def composite(self, connector: int, duration: timedelta, *,
+                  physical_w: float) -> list[Segment]:
+        now = self.clock()
+        return composite(self.snapshot(), connector, now, duration, self.electrical(),
+                         tx_start=self.tx_start(connector), physical_w=physical_w)

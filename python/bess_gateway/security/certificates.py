@@ -1,0 +1,219 @@
+"""The certificate store: CA certificates installed by the CSMS, as PEM files on disk.
+
+Layout under the store's directory (one per gateway, shared by its endpoints, since a hub's
+endpoints talk to one operator's CSMS and trust the same roots)::
+
+    <CertificateType>/<sha256 of the DER>.pem    e.g. CentralSystemRootCertificate/ab12....pem
+
+Certificates are identified the way the whitepaper (and OCSP, RFC 6960 CertID) does: hash of the
+issuer's DER-encoded name, hash of the issuer's public key (the BIT STRING content of its
+SubjectPublicKeyInfo), and the serial number in hex. We use SHA-256 throughout. For a root the
+issuer is the certificate itself; for an installed intermediate the issuer is looked up among the
+installed certificates, and when it is not there the certificate's own key stands in (documented
+fallback: the CSMS can still address it, since we answer with the same hash in ids()).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+log = logging.getLogger("bess_gateway.security")
+
+CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"
+MANUFACTURER_ROOT = "ManufacturerRootCertificate"
+ROOT_TYPES: tuple[str, ...] = (CENTRAL_SYSTEM_ROOT, MANUFACTURER_ROOT)
+MAX_CERTIFICATES = 20  # CertificateStoreMaxLength: installed CA certificates, all types together
+
+InstallStatus = Literal["Accepted", "Rejected", "Failed"]
+DeleteStatus = Literal["Accepted", "Failed", "NotFound"]
+
+
+class CertificateError(ValueError):
+    """A PEM text that is not a usable certificate (the reason is in the message)."""
+
+
+def parse_pem_chain(pem: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode("ascii", "strict"))
+    except (ValueError, UnicodeEncodeError) as e:
+        raise CertificateError(f"not a PEM certificate: {e}") from None
+    if not certs:
+        raise CertificateError("no certificate in the PEM text")
+    return certs
+
+
+def public_key_bits(key: Any) -> bytes:
+    """The subjectPublicKey BIT STRING content, as OCSP's issuerKeyHash hashes it."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.public_bytes(serialization.Encoding.X962,
+                                serialization.PublicFormat.UncompressedPoint)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raise CertificateError(f"unsupported key type {type(key).__name__}")
+
+
+def hash_data(cert: x509.Certificate, issuer: x509.Certificate | None = None) -> dict[str, str]:
+    """certificateHashData (SHA-256) of ``cert``; ``issuer`` defaults to the certificate itself."""
+    signer = issuer or cert
+    return {
+        "hashAlgorithm": "SHA256",
+        "issuerNameHash": hashlib.sha256(cert.issuer.public_bytes()).hexdigest(),
+        "issuerKeyHash": hashlib.sha256(public_key_bits(signer.public_key())).hexdigest(),
+        "serialNumber": format(cert.serial_number, "x"),
+    }
+
+
+def same_hash(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Hash data equality as a CSMS means it: hex case and serial leading zeros do not matter."""
+    try:
+        return (a["hashAlgorithm"] == b["hashAlgorithm"]
+                and a["issuerNameHash"].lower() == b["issuerNameHash"].lower()
+                and a["issuerKeyHash"].lower() == b["issuerKeyHash"].lower()
+                and int(a["serialNumber"], 16) == int(b["serialNumber"], 16))
+    except (KeyError, ValueError, AttributeError):
+        return False
+
+
+def is_valid_now(cert: x509.Certificate, now: datetime | None = None) -> bool:
+    t = now or datetime.now(UTC)
+    return cert.not_valid_before_utc <= t <= cert.not_valid_after_utc
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(bc.ca)
+
+
+@dataclass(frozen=True, slots=True)
+class Installed:
+    certificate_type: str
+    path: Path
+    certificate: x509.Certificate
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file atomically (temp file + rename) so a crash never leaves half a PEM."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CertificateStore:
+    """CA certificates by type, stored as files under ``directory``."""
+
+    def __init__(self, directory: Path, *, max_length: int = MAX_CERTIFICATES) -> None:
+        self.directory = Path(directory)
+        self.max_length = max_length
+
+    def _all(self) -> list[Installed]:
+        out: list[Installed] = []
+        for certificate_type in ROOT_TYPES:
+            folder = self.directory / certificate_type
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("*.pem")):
+                try:
+                    cert = x509.load_pem_x509_certificate(path.read_bytes())
+                except (OSError, ValueError) as e:
+                    log.error("certificate store: cannot read %s: %s", path, e)
+                    continue
+                out.append(Installed(certificate_type, path, cert))
+        return out
+
+    def installed(self, certificate_type: str) -> list[x509.Certificate]:
+        """The certificates of one type (empty for an unknown type)."""
+        return [i.certificate for i in self._all() if i.certificate_type == certificate_type]
+
+    def pem(self, certificate_type: str) -> str:
+        """All certificates of a type as one PEM text (for ``SSLContext.load_verify_locations``)."""
+        return "".join(c.public_bytes(serialization.Encoding.PEM).decode()
+                       for c in self.installed(certificate_type))
+
+    def install(self, certificate_type: str, pem: str) -> InstallStatus:
+        """Install one CA certificate: Rejected when it is not one we may use, Failed on I/O."""
+        if certificate_type not in ROOT_TYPES:
+            return "Rejected"
+        try:
+            certs = parse_pem_chain(pem)
+        except CertificateError as e:
+            log.warning("InstallCertificate %s rejected: %s", certificate_type, e)
+            return "Rejected"
+        if len(certs) != 1:
+            log.warning("InstallCertificate %s rejected: %d certificates, expected 1",
+                        certificate_type, len(certs))
+            return "Rejected"
+        cert = certs[0]
+        if not is_valid_now(cert) or not is_ca(cert):
+            log.warning("InstallCertificate %s rejected: expired, not yet valid or not a CA "
+                        "(%s)", certificate_type, cert.subject.rfc4514_string())
+            return "Rejected"
+        der = cert.public_bytes(serialization.Encoding.DER)
+        path = self.directory / certificate_type / f"{hashlib.sha256(der).hexdigest()}.pem"
+        existing = self._all()
+        if path.exists():
+            return "Accepted"  # installing the same certificate twice changes nothing
+        if len(existing) >= self.max_length:
+            log.warning("InstallCertificate %s rejected: store full (%d)", certificate_type,
+                        self.max_length)
+            return "Rejected"
+        try:
+            write_atomically(path, cert.public_bytes(serialization.Encoding.PEM))
+        except OSError as e:
+            log.error("InstallCertificate %s failed: %s", certificate_type, e)
+            return "Failed"
+        log.info("installed %s %s", certificate_type, cert.subject.rfc4514_string())
+        return "Accepted"
+
+    def _hash_of(self, item: Installed, everything: list[Installed]) -> dict[str, str]:
+        cert = item.certificate
+        issuer = None
+        if cert.issuer != cert.subject:
+            issuer = next((o.certificate for o in everything if o.certificate.subject
+                           == cert.issuer), None)
+        return hash_data(cert, issuer)
+
+    def ids(self, certificate_type: str | None = None) -> list[dict[str, str]]:
+        """certificateHashData of the installed certificates (of one type, or of all)."""
+        everything = self._all()
+        return [self._hash_of(i, everything) for i in everything
+                if certificate_type is None or i.certificate_type == certificate_type]
+
+    def delete(self, wanted: dict[str, Any]) -> DeleteStatus:
+        """Delete the CA certificate with this certificateHashData."""
+        everything = self._all()
+        for item in everything:
+            if same_hash(self._hash_of(item, everything), wanted):
+                try:
+                    item.path.unlink()
+                except OSError as e:
+                    log.error("DeleteCertificate %s failed: %s", item.path.name, e)
+                    return "Failed"
+                log.info("deleted %s %s", item.certificate_type,
+                         item.certificate.subject.rfc4514_string())
+                return "Accepted"
+        return "NotFound"

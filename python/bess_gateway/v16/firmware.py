@@ -1,0 +1,150 @@
+"""1.6 Firmware Management translation: UpdateFirmware, SignedUpdateFirmware (security
+extension) and the triggered FirmwareStatusNotification. The job is `maintenance.firmware`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from bess_gateway.domain.timefmt import parse_iso
+from bess_gateway.maintenance.firmware import (
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_INTERVAL_S,
+    FirmwareRequest,
+    Signed,
+    check_signing_certificate,
+    decode_signature,
+)
+from bess_gateway.maintenance.transfer import check_url, safe_url
+from bess_gateway.ocppj.errors import ActionNotSupportedError
+from bess_gateway.ocppj.rpc import After, Reply
+from bess_gateway.v16.context import Context
+from bess_gateway.v16.security import security_event
+
+log = logging.getLogger("bess_gateway.v16")
+
+# Statuses plain 1.6 FirmwareStatusNotification knows; the others exist only in the signed flow.
+PLAIN_STATUSES: Final = frozenset({"Downloaded", "DownloadFailed", "Downloading", "Idle",
+                                   "InstallationFailed", "Installing", "Installed"})
+MANUFACTURER_ROOT: Final = "ManufacturerRootCertificate"
+
+
+def _retries(p: dict[str, Any]) -> tuple[int, int]:
+    retries = p.get("retries")
+    interval = p.get("retryInterval")
+    return (DEFAULT_RETRIES if retries is None else max(0, int(retries)),
+            DEFAULT_RETRY_INTERVAL_S if interval is None else max(0, int(interval)))
+
+
+# Firmware statuses that the Security Whitepaper also wants as a SecurityEventNotification.
+SECURITY_EVENTS = {"Installed": "FirmwareUpdated", "InvalidSignature": "InvalidFirmwareSignature"}
+
+
+def handlers(ctx: Context) -> dict[str, Any]:
+    def raise_event(status: str) -> None:
+        # Queued in the journal before the status goes out, so the CSMS hears of it even if
+        # the status notification itself is lost with the link.
+        if status in SECURITY_EVENTS:
+            security_event(ctx, SECURITY_EVENTS[status])
+
+    async def notify_plain(status: str) -> None:
+        raise_event(status)
+        if status in PLAIN_STATUSES:
+            await ctx.call("FirmwareStatusNotification", {"status": status})
+
+    def notify_signed(request_id: int) -> Any:
+        async def send(status: str) -> None:
+            raise_event(status)
+            await ctx.call("SignedFirmwareStatusNotification",
+                           {"status": status, "requestId": request_id})
+        return send
+
+    async def update_firmware(p: dict[str, Any]) -> Any:
+        m = ctx.maintenance
+        if m is None:
+            raise ActionNotSupportedError("firmware management is not available")
+        problem = check_url(p["location"])
+        retries, interval = _retries(p)
+        req = FirmwareRequest(location=p["location"], retrieve_at=parse_iso(p["retrieveDate"]),
+                              retries=retries, retry_interval_s=interval)
+        if problem:
+            # UpdateFirmware.conf has no status: the failure is reported as DownloadFailed.
+            log.warning("%s: UpdateFirmware %s: %s", ctx.endpoint_id, safe_url(p["location"]),
+                        problem)
+
+            async def failed() -> None:
+                await notify_plain("DownloadFailed")
+            return Reply({}, failed)
+        if m.firmware.busy:
+            log.warning("%s: UpdateFirmware ignored: an update ordered by %s is running",
+                        ctx.endpoint_id, m.firmware.owner)
+            return {}
+
+        async def start() -> None:
+            # After the answer, so the CSMS sees UpdateFirmware.conf before the first status.
+            m.firmware.start(req, notify_plain, ctx.endpoint_id)
+
+        return Reply({}, start)
+
+    async def signed_update_firmware(p: dict[str, Any]) -> Any:
+        m = ctx.maintenance
+        fw = p["firmware"]
+        if m is None or check_url(fw["location"]) is not None:
+            return {"status": "Rejected"}
+        roots = ctx.certificates.installed(MANUFACTURER_ROOT)
+        signature = decode_signature(fw["signature"])
+        if not check_signing_certificate(fw["signingCertificate"], roots):
+            logging.getLogger("bess_gateway.security").warning(
+                "InvalidFirmwareSigningCertificate: SignedUpdateFirmware %s from %s: the signing "
+                "certificate does not chain to an installed ManufacturerRootCertificate",
+                p["requestId"], ctx.endpoint_id)
+            security_event(ctx, "InvalidFirmwareSigningCertificate",
+                           f"SignedUpdateFirmware {p['requestId']}")
+            return {"status": "InvalidCertificate"}
+        if signature is None:
+            return {"status": "Rejected"}
+        retries, interval = _retries(p)
+        install_at = fw.get("installDateTime")
+        req = FirmwareRequest(
+            location=fw["location"], retrieve_at=parse_iso(fw["retrieveDateTime"]),
+            retries=retries, retry_interval_s=interval,
+            install_at=parse_iso(install_at) if install_at else None,
+            signed=Signed(fw["signingCertificate"], signature), request_id=p["requestId"])
+        if m.firmware.busy:
+            return {"status": "Rejected"}  # one update at a time for the whole gateway
+
+        async def start() -> None:
+            m.firmware.start(req, notify_signed(p["requestId"]), ctx.endpoint_id)
+
+        return Reply({"status": "Accepted"}, start)
+
+    async def extended_trigger(_connector: int | None) -> None:
+        # ExtendedTriggerMessage(FirmwareStatusNotification) -> the signed flow's message.
+        fw = ctx.maintenance.firmware if ctx.maintenance is not None else None
+        payload: dict[str, Any] = {"status": "Idle" if fw is None else fw.status}
+        if fw is not None and fw.busy and fw.request is not None and (
+                fw.request.request_id is not None):
+            payload["requestId"] = fw.request.request_id
+        await ctx.call("SignedFirmwareStatusNotification", payload)
+
+    ctx.triggers["FirmwareStatusNotification"] = extended_trigger
+    return {
+        "UpdateFirmware": update_firmware,
+        "SignedUpdateFirmware": signed_update_firmware,
+    }
+
+
+def trigger(ctx: Context) -> After:
+    """TriggerMessage(FirmwareStatusNotification): the gateway's update status, Idle when none.
+
+    A signed update in progress still answers with the plain message (what was asked for), with
+    the closest plain status.
+    """
+
+    async def send() -> None:
+        status = "Idle" if ctx.maintenance is None else ctx.maintenance.firmware.status
+        if status not in PLAIN_STATUSES:
+            status = "Downloaded" if status == "SignatureVerified" else "Idle"
+        await ctx.call("FirmwareStatusNotification", {"status": status})
+
+    return send
