@@ -6,8 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-.venv/bin/maturin build --release --out "$work/dist"
-.venv/bin/maturin sdist --out "$work/dist"
+# maturin in a venv of its own: the project's venv gets it only inside pip's build isolation.
+python3 -m venv "$work/tools"
+"$work/tools/bin/pip" install -q 'maturin>=1.9.4,<2'
+"$work/tools/bin/maturin" build --release --out "$work/dist"
+"$work/tools/bin/maturin" sdist --out "$work/dist"
 ls -l "$work/dist"
 wheel=$(ls "$work"/dist/*.whl)
 case "$wheel" in *-cp311-abi3-*) ;; *) echo "not an abi3 wheel: $wheel"; exit 1 ;; esac
@@ -15,8 +18,14 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$wheel"
 cd "$work"
 ./venv/bin/python -c 'import bess_gateway._core, bess_gateway.metrics; print("import ok")'
-unzip -l "$wheel" | grep -q 'bess_gateway/status_page.html'
-unzip -l "$wheel" | grep -q 'bess_gateway/sim/registers/sunspec.toml'
+python3 - "$wheel" <<'PY'
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+for needed in ("bess_gateway/status_page.html", "bess_gateway/sim/registers/generic.toml",
+               "bess_gateway/sim/registers/sunspec.toml"):
+    assert needed in names, f"{needed} missing from the wheel"
+print("wheel contents ok")
+PY
 # 12 s: with 5 s the demo ends before its charge sessions move energy and exits 1.
 ./venv/bin/bess-gateway demo --duration 12 --endpoints 4
 python3 -m venv "$work/venv-sdist"
