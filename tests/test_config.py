@@ -82,8 +82,10 @@ def test_core_params_has_the_control_loop_keys(tmp_path):
         "pcs_port",
         "pcs_unit_id",
         "pcs_timeout_ms",
+        "pcs_profile",
     }
     assert params["period_ms"] == 50 and params["pcs_port"] == 1502
+    assert params["pcs_profile"] == "generic"
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,8 @@ class Config:
             "pcs_port": pcs.port,
             "pcs_unit_id": pcs.unit_id,
             "pcs_timeout_ms": pcs.timeout_ms,
+            # A register-map file is refused by Gateway.start (the core takes built-ins only).
+            "pcs_profile": pcs.profile if pcs.profile_path is None else "generic",
         }
 
     def version_counts(self) -> dict[str, int]:

@@ -40,6 +40,7 @@ class ControlParams(TypedDict, total=False):
     pcs_unit_id: int  # 0..255, default 1
     pcs_timeout_ms: int  # 20..60000, default 1000
     register_map: dict[str, int]  # every name of default_register_map(); default generic
+    pcs_profile: str  # "generic" (uses register_map, the default) or "sunspec" (discovered)
 
 
 class CoreEvent(TypedDict):
@@ -106,7 +107,8 @@ class LastWrite(TypedDict):
 
 
 class Snapshot(CoreState):
-    # decoded measurements: absent until the first valid reading
+    # decoded measurements: absent until the first valid reading, and those the PCS profile does
+    # not report (sunspec: cell temperatures, and any point the device marks not implemented)
     soc_pct: NotRequired[float]
     soh_pct: NotRequired[float]
     dc_voltage_v: NotRequired[float]
@@ -139,15 +141,16 @@ class Snapshot(CoreState):
     pcs_connects: int
     pcs_stale_replies: int
     events_dropped: int
+    pcs_error: str | None  # last PCS discovery/decode problem (sunspec), None after a good read
 
 
 class MeterReading(TypedDict):
     energy_wh: float
     power_w: float
-    current_a: float
-    voltage_v: float  # 0.0 until the first reading
+    current_a: NotRequired[float]  # absent when the PCS does not report AC current
+    voltage_v: NotRequired[float]  # 0.0 until the first reading; absent when not reported
     soc_pct: float
-    temperature_c: float
+    temperature_c: NotRequired[float]  # absent when the profile has no cell temperatures
     allocated_w: float
     active: bool
     direction: int | None

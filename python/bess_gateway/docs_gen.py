@@ -377,7 +377,8 @@ def generate_register_maps() -> str:
         "Register maps are data: one TOML file per profile under "
         "`python/bess_gateway/sim/registers/`. `pcs.profile` may also name your own file in the "
         "generic format (`[[register]]` tables with `name`, `address`, `type` = u16/i16/u32/i32/"
-        "u64, `scale`, `unit`, `direction` = read/write). Modbus TCP holding registers "
+        "u64, `scale`, `unit`, `direction` = read/write) for the simulator and the probe; the "
+        "control core takes the built-in profiles only. Modbus TCP holding registers "
         "(function 3 read, 16 write), zero-based addresses, multi-word values big-endian, high "
         "word first. Engineering value = raw x scale.",
         "",
@@ -434,8 +435,66 @@ def generate_register_maps() -> str:
         lines.append(f"| {ref} | `{ours}` | {typ} | {sf} |")
     for ref, values in doc["bind"]["state"].items():
         lines.append(f"| {ref} | `pcs_state` 0..3 -> {values} | enum16 | |")
-    lines.append("")
+    lines += ["", _SUNSPEC_CONTROL_CORE]
     return "\n".join(lines)
+
+
+# Hand-written: how rust/core/src/sunspec.rs uses the profile (the tables above are the data).
+_SUNSPEC_CONTROL_CORE = """\
+### How the control core commands a SunSpec PCS
+
+`pcs.profile = "sunspec"` (no addresses to configure). The control core (`rust/core/src/sunspec.rs`)
+finds the layout itself; a register-map *file* as `pcs.profile` is refused at start-up in this
+build (the core cannot follow a file's own scales and types).
+
+**Discovery, on every new connection** (first connect and after each reconnect, since a
+reconnect may reach a replaced or reconfigured device):
+
+1. the "SunS" marker is looked for at 40000, then 0, then 50000;
+2. the model headers (ID, L) are walked to the end model 0xFFFF; 701, 704 and 802 are required,
+   713 is optional; a model shorter than the points used, a walk past 65535, more than 100
+   models or a short answer is an error, never a guess;
+3. the scale factors are read (701 A/V/Hz/W/TotWh, 704 WSet_SF, 713 Pct_SF, every 802 one); a
+   scale factor of 0x8000 ("not implemented") or outside -10..10 makes its points missing, and
+   a missing WSet_SF stops discovery (the setpoint could not be written safely);
+4. the PCS-side reversion is written: 704.WSetRvrt = 0 W, WSetEnaRvrt = 1 and WSetRvrtTms =
+   ceil(2 x `pcs.timeout_ms` / 1000) s (at least 1). If the gateway dies or the link breaks, the
+   PCS itself goes to 0 W after that time: the SunSpec counterpart of the generic watchdog.
+
+A discovery failure is reported as `pcs_error` in the core snapshot; the link counts as down
+(`pcs_link_lost` trip after `pcs.timeout_ms`) and nothing is written.
+
+**Each cycle** reads 701 from ID to TotWhAbs (27 registers), 802 from ID to A_SF (62) and all
+of 713 (9),
+then writes 704.WSetEna..WSet = [run, WSetMod = 1 (watts), WSet high, WSet low] and
+802.CtrlHb..AlmRst = [heartbeat, fault reset]. WSet is rewritten every cycle, which keeps the
+reversion timer from expiring while the gateway is alive.
+
+**Missing values.** Points the control decision needs must be implemented, or the reading trips
+`invalid_measurement`: 701.W, 701.TotWhInj, 701.TotWhAbs, 802.V, 802.WChaRteMax,
+802.WDisChaRteMax and SoC (713.SoC, else 802.SoC). Every other point marked "not implemented"
+(0xFFFF, 0x8000, all-ones) is left out of the core snapshot and the meter context rather than
+shown as 0; SoH comes from 713, else 802. An unimplemented 701.Alrm or 802.Evt1 reports no alarm.
+
+**Alarms -> trip causes.** 802.Evt1 bit 0 `bms_comm_failure`, 1 `over_temperature`, 3
+`under_temperature`, 7 `over_current`, 9 `cell_over_voltage`, 11 `cell_under_voltage`, 20
+`contactor_failure`, 22 `insulation_fault`; 701.Alrm bit 4 `grid_fault`, 6 `emergency_stop`, 16
+`pcs_internal_fault`.
+
+**PCS state.** 802.State 99 (FAULT) -> fault, whatever the inverter says. Otherwise 701.InvSt: 0
+OFF -> off; 1 SLEEPING, 2 STARTING, 5 SHUTTING_DOWN, 7 STANDBY -> standby; 3 RUNNING, 4 THROTTLED
+-> running; 6 FAULT -> fault. With InvSt not implemented, 802.State: 1 DISCONNECTED -> off; 2, 4,
+5, 6 -> standby; 3 CONNECTED -> running. Any other value is an unknown state
+(`invalid_measurement`). A fault with no alarm bits left is cleared by writing 802.AlmRst = 1.
+
+**Cell temperatures** are not part of models 701, 702, 704, 713 or 802, so the core reports none
+(`cell_temp_max_c`/`cell_temp_min_c` are absent) and never invents one. With this profile the
+temperature derating band and the `[protection]` `cell_temp_min_c`/`cell_temp_max_c` window trips
+are inactive; thermal protection is the BMS's: its temperature derating arrives through
+802.WChaRteMax/WDisChaRteMax (the `bms` sub-limit) and its temperature alarms through 802.Evt1
+bits 1 and 3 (`over_temperature`, `under_temperature` trips). DC voltage, SoC and the BMS limits
+are protected exactly as with the generic map.
+"""
 
 
 GENERATED: dict[str, Any] = {

@@ -74,13 +74,13 @@ class Gateway:
             raise RuntimeError(
                 f"OCPP 2.0.1 endpoints are not available in this build: {unsupported[:5]}; "
                 "set ocpp_version = \"1.6\" for them")
-        if cfg.pcs.profile != "generic":
-            # The control core reads the generic map only; reading a SunSpec PCS (or another
-            # map) through it would command the wrong registers. The simulator and
-            # `bess-gateway probe` speak sunspec already.
+        if cfg.pcs.profile_path is not None:
+            # The core speaks the built-in generic map and SunSpec (discovered at connect); a
+            # register-map file may rescale or retype points, which the core cannot follow, so
+            # commanding through it could write the wrong registers.
             raise RuntimeError(
-                f"pcs.profile = {cfg.pcs.profile!r}: the control core in this build reads the "
-                "generic register map only; use profile = \"generic\"")
+                f"pcs.profile = {cfg.pcs.profile!r}: register-map files are not supported by the "
+                "control core in this build; use profile = \"generic\" or \"sunspec\"")
         data_dir = cfg.gateway.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.file_logs = FileLogs(data_dir / "logs", cfg.gateway.log_format)

@@ -377,7 +377,8 @@ class MetricsServer:
             "link_up", "setpoint_w", "measured_w", "soc_pct", "soh_pct", "dc_voltage_v",
             "dc_current_a", "ac_voltage_v", "ac_frequency_hz", "cell_temp_max_c",
             "cell_temp_min_c", "alarm_bits", "tripped", "trip_causes", "limit_discharge_w",
-            "limit_charge_w", "sub_limits", "bms_max_discharge_w", "bms_max_charge_w")}
+            "limit_charge_w", "sub_limits", "bms_max_discharge_w", "bms_max_charge_w",
+            "pcs_error")}
         pcs["state"] = _PCS_STATES.get(snap.get("pcs_state", -1), "unknown")
         pcs["written"] = snap.get("last_write")
         control = {k: snap.get(k) for k in (

@@ -83,18 +83,19 @@ async def test_abstract_socket_address(monkeypatch) -> None:
 async def test_start_failure_is_reported_and_not_ready(monkeypatch, tmp_path,
                                                        sim: SimulatorThread,
                                                        csms: CsmsServer) -> None:
-    """pcs.profile = "sunspec" is refused by the gateway (its control core reads the generic map
-    only): exit 1, a STATUS line for `systemctl status`, and never READY=1."""
+    """A register-map file as pcs.profile is refused by the gateway (its control core takes the
+    built-in profiles only): exit 1, a STATUS line for `systemctl status`, and never READY=1."""
     path = tmp_path / "notify"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     cfg = demo_config(tmp_path / "var", csms.url, sim.port, 1, sample_s=1)
-    cfg = dataclasses.replace(cfg, pcs=dataclasses.replace(cfg.pcs, profile="sunspec"))
+    cfg = dataclasses.replace(cfg, pcs=dataclasses.replace(cfg.pcs,
+                                                           profile=str(tmp_path / "pcs.toml")))
     try:
         assert await asyncio.wait_for(run_gateway(cfg), 20) == 1
         message = sock.recv(4096).decode()
-        assert message.startswith("STATUS=could not start") and "generic" in message
+        assert message.startswith("STATUS=could not start") and "register-map" in message
         sock.setblocking(False)
         try:
             extra = sock.recv(4096)

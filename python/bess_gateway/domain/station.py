@@ -103,14 +103,16 @@ class Transaction:
 
 @dataclass(frozen=True, slots=True)
 class MeterSample:
+    """One connector's reading. None = the PCS/BMS does not report it (never a made-up 0)."""
+
     timestamp: datetime
     connector: int
     energy_wh: float
     power_w: float
-    current_a: float
-    voltage_v: float
-    soc_pct: float
-    temperature_c: float
+    current_a: float | None
+    voltage_v: float | None
+    soc_pct: float | None
+    temperature_c: float | None
 
 
 class CorePort(Protocol):
@@ -475,6 +477,16 @@ class Station:
         return "Accepted"
 
     # -- status and metering ---------------------------------------------------------------
+    def view_key(self) -> tuple[Any, ...]:
+        """Everything status() reads from the shared core view, and nothing else: while it
+        stays equal, a new snapshot cannot change a status (the rest of a status changes only
+        through this station, which calls changed() itself)."""
+        view = self.view
+        suspended = tuple(
+            (alloc := view.allocation(self.meter_id(c))) is not None and alloc <= 0.0
+            for c in self.transactions)
+        return view.link_up, tuple(view.trip_causes), tuple(self.transactions), suspended
+
     def status(self, connector: int) -> StatusReport:
         if not self.view.link_up:
             return StatusReport(ConnectorStatus.FAULTED, "pcs_link_lost")
@@ -505,9 +517,16 @@ class Station:
             timestamp=self._clock(),
             connector=connector,
             energy_wh=float(m["energy_wh"]),
-            power_w=max(0.0, float(m.get("power_w", 0.0))),
-            current_a=max(0.0, float(m.get("current_a", 0.0))),
-            voltage_v=float(m.get("voltage_v", 0.0)),
-            soc_pct=float(m.get("soc_pct", 0.0)),
-            temperature_c=float(m.get("temperature_c", 0.0)),
+            power_w=max(0.0, float(m.get("power_w") or 0.0)),
+            current_a=_reading(m, "current_a", floor=0.0),
+            voltage_v=_reading(m, "voltage_v"),
+            soc_pct=_reading(m, "soc_pct"),
+            temperature_c=_reading(m, "temperature_c"),
         )
+
+
+def _reading(m: dict[str, Any], key: str, *, floor: float | None = None) -> float | None:
+    value = m.get(key)
+    if value is None:
+        return None
+    return float(value) if floor is None else max(floor, float(value))

@@ -34,19 +34,16 @@ def _applies(measurand: str, connector: int) -> bool:
     return True
 
 
-def _value(measurand: str, s: MeterSample) -> str:
+def _value(measurand: str, s: MeterSample) -> str | None:
+    """The measurand's text, or None when the PCS/BMS does not report that quantity."""
     if measurand.startswith("Energy"):
         # Registers go out as whole Wh, floored, so they agree with meterStart/meterStop.
         return str(math.floor(s.energy_wh))
     if measurand.startswith("Power"):
         return f"{s.power_w:.0f}"
-    if measurand.startswith("Current"):
-        return f"{s.current_a:.1f}"
-    if measurand == "Voltage":
-        return f"{s.voltage_v:.1f}"
-    if measurand == "SoC":
-        return f"{s.soc_pct:.1f}"
-    return f"{s.temperature_c:.1f}"
+    reading = {"Voltage": s.voltage_v, "SoC": s.soc_pct, "Temperature": s.temperature_c}.get(
+        measurand, s.current_a)
+    return None if reading is None else f"{reading:.1f}"
 
 
 def meter_value(sample: MeterSample, measurands: list[str], context: str) -> dict[str, Any]:
@@ -55,9 +52,12 @@ def meter_value(sample: MeterSample, measurands: list[str], context: str) -> dic
     for m in measurands:
         if m not in _UNITS or not _applies(m, sample.connector):
             continue
+        value = _value(m, sample)
+        if value is None:
+            continue  # not measured by this PCS: left out rather than reported as 0
         unit, location = _UNITS[m]
         sv: dict[str, Any] = {
-            "value": _value(m, sample),
+            "value": value,
             "context": context,
             "format": "Raw",
             "measurand": m,

@@ -245,19 +245,26 @@ fn measurements(d: &Bound<'_, PyDict>, m: Option<&Measurements>) -> PyResult<()>
     let Some(m) = m else {
         return Ok(());
     };
+    // A point the PCS does not report (NaN or None, sunspec) is left out, never shown as 0.
+    let reported = |key: &str, v: Option<f64>| -> PyResult<()> {
+        match v {
+            Some(x) if !x.is_nan() => d.set_item(key, x),
+            _ => Ok(()),
+        }
+    };
     d.set_item("soc_pct", m.soc_pct)?;
-    d.set_item("soh_pct", m.soh_pct)?;
+    reported("soh_pct", Some(m.soh_pct))?;
     d.set_item("dc_voltage_v", m.dc_voltage_v)?;
-    d.set_item("dc_current_a", m.dc_current_a)?;
-    d.set_item("ac_voltage_v", m.ac_voltage_v)?;
-    d.set_item("ac_current_a", m.ac_current_a)?;
-    d.set_item("ac_frequency_hz", m.ac_frequency_hz)?;
+    reported("dc_current_a", Some(m.dc_current_a))?;
+    reported("ac_voltage_v", Some(m.ac_voltage_v))?;
+    reported("ac_current_a", Some(m.ac_current_a))?;
+    reported("ac_frequency_hz", Some(m.ac_frequency_hz))?;
     d.set_item("measured_w", m.measured_w)?;
     d.set_item("pcs_state", m.pcs_state)?;
-    d.set_item("cell_temp_max_c", m.cell_temp_max_c)?;
-    d.set_item("cell_temp_min_c", m.cell_temp_min_c)?;
-    d.set_item("cell_v_max_mv", m.cell_v_max_mv)?;
-    d.set_item("cell_v_min_mv", m.cell_v_min_mv)?;
+    reported("cell_temp_max_c", m.cell_temp_max_c)?;
+    reported("cell_temp_min_c", m.cell_temp_min_c)?;
+    reported("cell_v_max_mv", Some(m.cell_v_max_mv))?;
+    reported("cell_v_min_mv", Some(m.cell_v_min_mv))?;
     d.set_item("bms_max_discharge_w", m.bms_max_discharge_w)?;
     d.set_item("bms_max_charge_w", m.bms_max_charge_w)?;
     d.set_item("alarm_bits", m.alarm_bits)?;
@@ -290,6 +297,7 @@ fn health(d: &Bound<'_, PyDict>, h: &Health) -> PyResult<()> {
     d.set_item("pcs_connects", h.pcs.connects)?;
     d.set_item("pcs_stale_replies", h.pcs.stale_replies)?;
     d.set_item("events_dropped", h.events_dropped)?;
+    d.set_item("pcs_error", h.pcs_error.as_deref())?;
     Ok(())
 }
 
@@ -300,8 +308,9 @@ pub fn snapshot<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDic
     Ok(d)
 }
 
-/// What `meter()` shows besides the meter itself: AC voltage, SoC, max cell temperature.
-pub type MeterContext = Option<(f64, f64, f64)>;
+/// What `meter()` shows besides the meter itself: AC voltage, SoC, max cell temperature (the
+/// last absent when the profile has none).
+pub type MeterContext = Option<(f64, f64, Option<f64>)>;
 
 pub fn meter_context(s: &StepOutput) -> MeterContext {
     s.measurements
@@ -320,15 +329,23 @@ pub fn meter<'py>(
         meter_id,
         ..MeterReading::default()
     });
-    // 0 until the first reading: MeterValues always need a number.
-    let (voltage_v, soc_pct, temperature_c) = context.unwrap_or_default();
+    // 0 until the first reading: MeterValues always need a number. A temperature the profile
+    // does not have stays out of the dict (None), so no Temperature sample is invented.
+    let (voltage_v, soc_pct, temperature_c) = context.unwrap_or((0.0, 0.0, Some(0.0)));
     let d = PyDict::new(py);
     d.set_item("energy_wh", r.energy_wh)?;
     d.set_item("power_w", r.power_w)?;
-    d.set_item("current_a", r.current_a)?;
-    d.set_item("voltage_v", voltage_v)?;
+    // NaN: the PCS does not report it (sunspec point not implemented); left out like above.
+    if !r.current_a.is_nan() {
+        d.set_item("current_a", r.current_a)?;
+    }
+    if !voltage_v.is_nan() {
+        d.set_item("voltage_v", voltage_v)?;
+    }
     d.set_item("soc_pct", soc_pct)?;
-    d.set_item("temperature_c", temperature_c)?;
+    if let Some(t) = temperature_c {
+        d.set_item("temperature_c", t)?;
+    }
     d.set_item("allocated_w", r.allocated_w)?;
     d.set_item("active", r.active)?;
     d.set_item("direction", r.direction.map(|d| d.sign() as i64))?;

@@ -81,6 +81,17 @@ pub enum Command {
     Batch(Vec<Command>),
 }
 
+/// What one cycle got from the PCS.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// No valid answer for `pcs_timeout_ms`.
+    LinkLost,
+    /// The PCS answered, but the answer is not a usable reading (wrong size, a required point
+    /// not implemented): trips `invalid_measurement`.
+    Invalid,
+    Reading(Measurements),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandError {
     pub field: &'static str,
@@ -328,9 +339,21 @@ impl Controller {
         Ok(())
     }
 
-    /// One control cycle at `now_s` (epoch seconds) with the measurement block, or `None` when
-    /// the PCS link is lost (the caller decides when silence has lasted long enough).
+    /// One control cycle at `now_s` (epoch seconds) with the generic map's measurement block, or
+    /// `None` when the PCS link is lost (the caller decides when silence has lasted long enough).
     pub fn step(&mut self, now_s: f64, registers: Option<&[u16]>) -> StepOutput {
+        let input = match registers {
+            None => Input::LinkLost,
+            // A block of the wrong size cannot be trusted at all.
+            Some(regs) => {
+                decode(&self.params.register_map, regs).map_or(Input::Invalid, Input::Reading)
+            }
+        };
+        self.step_input(now_s, input)
+    }
+
+    /// One control cycle with a reading already decoded by the PCS profile (`profile::PcsMap`).
+    pub fn step_input(&mut self, now_s: f64, input: Input) -> StepOutput {
         let dt = match self.last_now {
             Some(prev) if now_s.is_finite() => (now_s - prev).clamp(0.0, MAX_DT_S),
             _ => 0.0,
@@ -342,15 +365,15 @@ impl Controller {
 
         // Phase 1: inputs and protection.
         let mut link_restored = false;
-        let assessment = match registers {
-            None => {
+        let assessment = match input {
+            Input::LinkLost => {
                 if self.link != Link::Down {
                     events.push(Event::LinkLost);
                 }
                 self.link = Link::Down;
                 assess_link_lost(&self.params.protection)
             }
-            Some(regs) => {
+            reading => {
                 // The first answer ever is announced too: until then the link state was unknown
                 // (snapshots say link_up = false), and a consumer waiting for the link must hear it.
                 if self.link != Link::Up {
@@ -358,7 +381,7 @@ impl Controller {
                 }
                 link_restored = self.link == Link::Down;
                 self.link = Link::Up;
-                self.read(now_s, regs)
+                self.read(now_s, reading)
             }
         };
         if assessment.causes != self.causes {
@@ -424,9 +447,8 @@ impl Controller {
     }
 
     /// Decodes a block, meters its energy, and assesses it.
-    fn read(&mut self, now_s: f64, regs: &[u16]) -> Assessment {
-        let Ok(m) = decode(&self.params.register_map, regs) else {
-            // A block of the wrong size cannot be trusted at all.
+    fn read(&mut self, now_s: f64, input: Input) -> Assessment {
+        let Input::Reading(m) = input else {
             return Assessment {
                 limits: Limits::default(),
                 causes: vec![TripCause::InvalidMeasurement],

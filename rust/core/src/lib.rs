@@ -11,11 +11,13 @@ pub mod measurements;
 pub mod metering;
 pub mod modbus;
 pub mod params;
+pub mod profile;
 pub mod protection;
 pub mod ramp;
 pub mod regmap;
 pub mod runtime;
 pub mod schedule;
+pub mod sunspec;
 
 pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")

@@ -27,8 +27,10 @@ pub struct Measurements {
     pub dc_current_a: f64,
     pub soc_pct: f64,
     pub soh_pct: f64,
-    pub cell_temp_max_c: f64,
-    pub cell_temp_min_c: f64,
+    /// `None` when the profile does not carry cell temperatures (sunspec): the temperature rules
+    /// of protection are then inactive rather than fed an invented value.
+    pub cell_temp_max_c: Option<f64>,
+    pub cell_temp_min_c: Option<f64>,
     pub cell_v_max_mv: f64,
     pub cell_v_min_mv: f64,
     pub bms_max_discharge_w: f64,
@@ -81,8 +83,8 @@ pub fn decode(map: &RegisterMap, regs: &[u16]) -> Result<Measurements, BlockLeng
         dc_current_a: i16_at(map.dc_current) / 10.0,
         soc_pct: f64::from(w(map.soc)) / 10.0,
         soh_pct: f64::from(w(map.soh)) / 10.0,
-        cell_temp_max_c: i16_at(map.cell_temp_max) / 10.0,
-        cell_temp_min_c: i16_at(map.cell_temp_min) / 10.0,
+        cell_temp_max_c: Some(i16_at(map.cell_temp_max) / 10.0),
+        cell_temp_min_c: Some(i16_at(map.cell_temp_min) / 10.0),
         cell_v_max_mv: f64::from(w(map.cell_v_max)),
         cell_v_min_mv: f64::from(w(map.cell_v_min)),
         bms_max_discharge_w: f64::from(u32_at(map.bms_max_discharge)),
@@ -109,13 +111,15 @@ pub fn implausible(m: &Measurements) -> Option<&'static str> {
         return Some("DC voltage 0 while running");
     }
     let (lo, hi) = PLAUSIBLE_TEMP_C;
-    for t in [m.cell_temp_max_c, m.cell_temp_min_c] {
+    for t in [m.cell_temp_max_c, m.cell_temp_min_c].into_iter().flatten() {
         if !(lo..=hi).contains(&t) {
             return Some("cell temperature outside -40..100 degC");
         }
     }
-    if m.cell_temp_min_c > m.cell_temp_max_c {
-        return Some("min cell temperature above max");
+    if let (Some(min), Some(max)) = (m.cell_temp_min_c, m.cell_temp_max_c) {
+        if min > max {
+            return Some("min cell temperature above max");
+        }
     }
     None
 }
@@ -172,8 +176,8 @@ pub(crate) mod tests {
         assert!((m.dc_voltage_v - 700.0).abs() < 1e-9);
         assert!((m.dc_current_a + 15.5).abs() < 1e-9);
         assert!((m.soc_pct - 50.0).abs() < 1e-9);
-        assert!((m.cell_temp_max_c + 5.2).abs() < 1e-9);
-        assert!((m.cell_temp_min_c + 6.0).abs() < 1e-9);
+        assert!((m.cell_temp_max_c.unwrap() + 5.2).abs() < 1e-9);
+        assert!((m.cell_temp_min_c.unwrap() + 6.0).abs() < 1e-9);
         assert_eq!(m.bms_max_discharge_w, 500_000.0);
         assert_eq!(m.alarm_bits, 5);
         assert_eq!(m.energy_discharged_wh, 0x0001_0002_0003_0004);
@@ -212,11 +216,14 @@ pub(crate) mod tests {
         m.pcs_state = PCS_STANDBY;
         assert_eq!(implausible(&m), None, "an open DC contactor reads 0 V");
         let mut m = ok.clone();
-        m.cell_temp_max_c = 150.0;
+        m.cell_temp_max_c = Some(150.0);
         assert!(implausible(&m).is_some());
         let mut m = ok.clone();
-        m.cell_temp_min_c = 30.0;
+        m.cell_temp_min_c = Some(30.0);
         assert!(implausible(&m).is_some());
+        m.cell_temp_min_c = None;
+        m.cell_temp_max_c = None;
+        assert_eq!(implausible(&m), None, "no temperatures is not implausible");
         let mut m = ok;
         m.pcs_state = 7;
         assert!(implausible(&m).is_some());

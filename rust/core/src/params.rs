@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::profile::PcsProfile;
 use crate::protection::ProtectionConfig;
 use crate::regmap::RegisterMap;
 
@@ -50,7 +51,7 @@ impl fmt::Display for ParamError {
 impl std::error::Error for ParamError {}
 
 /// (key, kind, min, max) for every accepted key. Ranges are inclusive.
-pub const KEYS: [(&str, ParamKind, f64, f64); 16] = [
+pub const KEYS: [(&str, ParamKind, f64, f64); 17] = [
     ("period_ms", ParamKind::Int, 10.0, 1000.0),
     ("ramp_kw_per_s", ParamKind::Float, 0.001, 100_000.0),
     ("session_max_kw", ParamKind::Float, 0.0, 100_000.0),
@@ -67,6 +68,7 @@ pub const KEYS: [(&str, ParamKind, f64, f64); 16] = [
     ("pcs_unit_id", ParamKind::Int, 0.0, 255.0),
     ("pcs_timeout_ms", ParamKind::Int, 20.0, 60_000.0),
     ("register_map", ParamKind::Map, 0.0, 65535.0),
+    ("pcs_profile", ParamKind::Str, 0.0, 0.0),
 ];
 
 pub fn kind_of(key: &str) -> Option<ParamKind> {
@@ -85,7 +87,9 @@ pub struct ControlParams {
     pub pcs_port: u16,
     pub pcs_unit_id: u8,
     pub pcs_timeout_ms: u32,
+    /// Used by the `generic` profile; `sunspec` discovers its layout at connect time.
     pub register_map: RegisterMap,
+    pub pcs_profile: PcsProfile,
 }
 
 impl Default for ControlParams {
@@ -100,6 +104,7 @@ impl Default for ControlParams {
             pcs_unit_id: 1,
             pcs_timeout_ms: 1000,
             register_map: RegisterMap::generic(),
+            pcs_profile: PcsProfile::Generic,
         }
     }
 }
@@ -160,6 +165,14 @@ impl ControlParams {
             "pcs_host" => match value {
                 ParamValue::Str(s) if !s.trim().is_empty() => self.pcs_host = s,
                 _ => return Err(ParamError::new(key, "must be a non-empty string")),
+            },
+            "pcs_profile" => match value {
+                ParamValue::Str(s) => {
+                    self.pcs_profile = PcsProfile::parse(&s).ok_or_else(|| {
+                        ParamError::new(key, format!("{s:?}: must be \"generic\" or \"sunspec\""))
+                    })?;
+                }
+                _ => return Err(ParamError::new(key, "must be \"generic\" or \"sunspec\"")),
             },
             "register_map" => {
                 let ParamValue::Map(entries) = value else {
@@ -254,6 +267,12 @@ mod tests {
             "pcs_host"
         );
         assert_eq!(key(&[("pcs_port", ParamValue::Int(0))]), "pcs_port");
+        assert_eq!(
+            key(&[("pcs_profile", ParamValue::Str("modbus".into()))]),
+            "pcs_profile"
+        );
+        let p = pairs(&[("pcs_profile", ParamValue::Str("sunspec".into()))]).unwrap();
+        assert_eq!(p.pcs_profile, PcsProfile::SunSpec);
         assert_eq!(
             key(&[("register_map", ParamValue::Map(vec![("soc_pct".into(), 7)]))]),
             "register_map"

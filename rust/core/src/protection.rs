@@ -177,8 +177,15 @@ fn band(distance: f64, width: f64) -> f64 {
 pub fn assess(cfg: &ProtectionConfig, m: &Measurements) -> Assessment {
     let soc_discharge = band(m.soc_pct - cfg.soc_min_pct, SOC_DERATE_PCT);
     let soc_charge = band(cfg.soc_max_pct - m.soc_pct, SOC_DERATE_PCT);
-    let temp = band(cfg.cell_temp_max_c - m.cell_temp_max_c, TEMP_DERATE_C)
-        .min(band(m.cell_temp_min_c - cfg.cell_temp_min_c, TEMP_DERATE_C));
+    // Without cell temperatures (sunspec profile) there is nothing to derate on: the factor is 1
+    // and the BMS's own limits (802.WChaRteMax/WDisChaRteMax) and events carry its protection.
+    let temp = m
+        .cell_temp_max_c
+        .map_or(1.0, |t| band(cfg.cell_temp_max_c - t, TEMP_DERATE_C))
+        .min(
+            m.cell_temp_min_c
+                .map_or(1.0, |t| band(t - cfg.cell_temp_min_c, TEMP_DERATE_C)),
+        );
     let limits = Limits {
         discharge: SubLimits {
             site: cfg.site_max_discharge_w,
@@ -210,10 +217,10 @@ pub fn assess(cfg: &ProtectionConfig, m: &Measurements) -> Assessment {
             causes.push(TripCause::DcUnderVoltage);
         }
     }
-    if m.cell_temp_max_c > cfg.cell_temp_max_c {
+    if m.cell_temp_max_c.is_some_and(|t| t > cfg.cell_temp_max_c) {
         causes.push(TripCause::OverTemperature);
     }
-    if m.cell_temp_min_c < cfg.cell_temp_min_c {
+    if m.cell_temp_min_c.is_some_and(|t| t < cfg.cell_temp_min_c) {
         causes.push(TripCause::UnderTemperature);
     }
     if m.pcs_state == PCS_FAULT {
@@ -293,13 +300,13 @@ mod tests {
     fn temperature_derates_both_directions_near_either_edge() {
         let cfg = ProtectionConfig::default();
         let mut m = healthy();
-        m.cell_temp_max_c = 52.5;
+        m.cell_temp_max_c = Some(52.5);
         let a = assess(&cfg, &m);
         assert_eq!(a.limits.discharge.temperature, 300_000.0);
         assert_eq!(a.limits.charge.temperature, 300_000.0);
         assert!(!a.tripped());
-        m.cell_temp_max_c = 25.0;
-        m.cell_temp_min_c = 1.0;
+        m.cell_temp_max_c = Some(25.0);
+        m.cell_temp_min_c = Some(1.0);
         let a = assess(&cfg, &m);
         assert!((a.limits.charge.temperature - 120_000.0).abs() < 1e-6);
     }
@@ -308,10 +315,10 @@ mod tests {
     fn windows_trip() {
         let cfg = ProtectionConfig::default();
         let mut m = healthy();
-        m.cell_temp_max_c = 56.0;
+        m.cell_temp_max_c = Some(56.0);
         assert_eq!(assess(&cfg, &m).causes, vec![TripCause::OverTemperature]);
         let mut m = healthy();
-        m.cell_temp_min_c = -1.0;
+        m.cell_temp_min_c = Some(-1.0);
         assert_eq!(assess(&cfg, &m).causes, vec![TripCause::UnderTemperature]);
         let mut m = healthy();
         m.dc_voltage_v = 950.0;
@@ -359,8 +366,9 @@ mod tests {
     fn reading() -> impl Strategy<Value = Measurements> {
         (
             0.0f64..110.0,
-            -50.0f64..80.0,
-            -50.0f64..40.0,
+            // None: a profile without cell temperatures (sunspec).
+            proptest::option::of(-50.0f64..80.0),
+            proptest::option::of(-50.0f64..40.0),
             0.0f64..1000.0,
             0.0f64..1e6,
             0.0f64..1e6,
@@ -399,15 +407,15 @@ mod tests {
             // Outside a window there is nothing left to derate: the edge itself allows 0.
             if m.soc_pct <= cfg.soc_min_pct { prop_assert_eq!(a.limits.discharge.soc, 0.0); }
             if m.soc_pct >= cfg.soc_max_pct { prop_assert_eq!(a.limits.charge.soc, 0.0); }
-            if m.cell_temp_max_c >= cfg.cell_temp_max_c || m.cell_temp_min_c <= cfg.cell_temp_min_c {
+            if m.cell_temp_max_c.is_some_and(|t| t >= cfg.cell_temp_max_c) || m.cell_temp_min_c.is_some_and(|t| t <= cfg.cell_temp_min_c) {
                 prop_assert_eq!(a.limits.discharge.temperature, 0.0);
                 prop_assert_eq!(a.limits.charge.temperature, 0.0);
             }
             prop_assert_eq!(a.tripped(), m.alarm_bits & 0x7FF != 0
                 || m.pcs_state == PCS_FAULT
                 || (m.dc_voltage_v != 0.0 && !(cfg.dc_voltage_min_v..=cfg.dc_voltage_max_v).contains(&m.dc_voltage_v))
-                || m.cell_temp_max_c > cfg.cell_temp_max_c
-                || m.cell_temp_min_c < cfg.cell_temp_min_c
+                || m.cell_temp_max_c.is_some_and(|t| t > cfg.cell_temp_max_c)
+                || m.cell_temp_min_c.is_some_and(|t| t < cfg.cell_temp_min_c)
                 || implausible(&m).is_some());
         }
 

@@ -5,8 +5,11 @@
 //!   otherwise at the next absolute tick, so the period does not drift. A periodic cycle that ends
 //!   past the following tick skips the ticks it missed and counts them as overruns; command cycles
 //!   never move the periodic schedule.
-//! - Each cycle: FC3 read of the measurement block -> `Controller::step` -> one FC16 write of the
-//!   write block (run, setpoint, watchdog, fault reset). Each request's deadline is
+//! - Each cycle: the FC3 reads of the PCS profile (`profile::PcsMap`: one block for generic,
+//!   several for sunspec) -> decode -> `Controller::step_input` -> the profile's FC16 writes (run,
+//!   setpoint, watchdog, fault reset). For sunspec the layout is discovered (`sunspec::discover`)
+//!   whenever the connection is new, before the cycle's reads, and the PCS-side reversion
+//!   (WSetRvrt, WSetRvrtTms) is written once per connection. Each request's deadline is
 //!   `min(pcs_timeout, max(period, 50 ms))`, so a silent PCS delays a cycle but never stops the loop.
 //! - Link: with no valid answer for `pcs_timeout_ms` the controller is stepped with `None` (sessions
 //!   suspended, setpoint 0); nothing is written while the link is down, and the controller makes
@@ -30,8 +33,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::client::{Client, ClientStats};
-use crate::controller::{Command, CommandError, Controller, Event, StepOutput};
+use crate::controller::{Command, CommandError, Controller, Event, Input, StepOutput};
 use crate::params::ControlParams;
+use crate::profile::{PcsMap, PcsProfile};
+use crate::sunspec;
 
 /// An event with the epoch time of the cycle that raised it.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +66,8 @@ pub struct Health {
     pub last_write: Option<(bool, i32, u16, bool)>,
     pub pcs: ClientStats,
     pub events_dropped: u64,
+    /// The last discovery or decode problem of the PCS profile, cleared by a good reading.
+    pub pcs_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -321,6 +328,11 @@ struct Worker {
     last_ok: Instant,
     watchdog: u16,
     health: Health,
+    profile: PcsProfile,
+    /// `None` until a sunspec layout is discovered on the current connection.
+    map: Option<PcsMap>,
+    /// WSetRvrtTms for sunspec, in whole seconds.
+    revert_s: u32,
 }
 
 impl Worker {
@@ -329,6 +341,15 @@ impl Worker {
         let pcs_timeout = Duration::from_millis(u64::from(params.pcs_timeout_ms));
         let now = Instant::now();
         let client = Client::new(params.pcs_host.clone(), params.pcs_port, params.pcs_unit_id);
+        let profile = params.pcs_profile;
+        let map = match profile {
+            PcsProfile::Generic => Some(PcsMap::Generic(params.register_map.clone())),
+            PcsProfile::SunSpec => None,
+        };
+        // Twice the gateway's own link timeout: the PCS holds its setpoint through a hiccup the
+        // gateway rides out, and reverts to 0 W on its own well before anyone would notice a
+        // dead gateway otherwise.
+        let revert_s = (2 * params.pcs_timeout_ms).div_ceil(1000).max(1);
         Self {
             ctl: Controller::new(params),
             client,
@@ -347,7 +368,59 @@ impl Worker {
                 running: true,
                 ..Health::default()
             },
+            profile,
+            map,
+            revert_s,
         }
+    }
+
+    /// Discovers the sunspec layout and writes its reversion settings; a no-op once known.
+    fn ensure_map(&mut self) -> Result<PcsMap, String> {
+        // Every transport error closes the socket: a new connection may be a different (or
+        // reconfigured) device, so its layout and scale factors are read again.
+        if self.profile == PcsProfile::SunSpec && !self.client.is_connected() {
+            self.map = None;
+        }
+        if let Some(map) = &self.map {
+            return Ok(map.clone());
+        }
+        let budget = self.request_budget;
+        let client = &mut self.client;
+        let found = sunspec::discover(|address, count| {
+            client
+                .read_holding(address, count, Instant::now() + budget)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?;
+        let map = PcsMap::SunSpec(found);
+        for (address, words) in map.connect_writes(self.revert_s) {
+            self.client
+                .write_multiple(address, &words, Instant::now() + budget)
+                .map_err(|e| format!("writing the SunSpec reversion settings: {e}"))?;
+        }
+        self.map = Some(map.clone());
+        Ok(map)
+    }
+
+    /// The cycle's reads; `Err` when the PCS did not answer them all.
+    fn read_blocks(&mut self) -> Result<(PcsMap, Vec<Vec<u16>>), String> {
+        let map = self.ensure_map().inspect_err(|e| {
+            // Only a device that answers but does not fit is a profile problem; a link that
+            // fails is reported as such (`pcs_link_lost`), not as a missing marker.
+            if self.client.is_connected() {
+                self.health.pcs_error = Some(e.clone());
+            }
+        })?;
+        let mut blocks = Vec::new();
+        for (address, count) in map.reads() {
+            let deadline = Instant::now() + self.request_budget;
+            let regs = self
+                .client
+                .read_holding(address, count, deadline)
+                .map_err(|e| e.to_string())?;
+            blocks.push(regs);
+        }
+        Ok((map, blocks))
     }
 
     /// Epoch seconds on the monotonic clock: anchored once, so a wall-clock step (NTP) never
@@ -410,40 +483,39 @@ impl Worker {
     }
 
     fn cycle(&mut self, started: Instant) {
-        let map = self.ctl.params().register_map.clone();
-        let read = self.client.read_holding(
-            map.read_start,
-            map.read_count,
-            Instant::now() + self.request_budget,
-        );
+        let read = self.read_blocks();
         let read_at = Instant::now();
-        let input = match read {
-            Ok(regs) => {
+        let (map, input) = match read {
+            Ok((map, blocks)) => {
                 self.last_ok = read_at;
-                Some(regs)
+                let input = match map.decode(&blocks) {
+                    Ok(m) => {
+                        self.health.pcs_error = None;
+                        Input::Reading(m)
+                    }
+                    Err(e) => {
+                        self.health.pcs_error = Some(e.to_string());
+                        Input::Invalid
+                    }
+                };
+                (Some(map), input)
             }
             // Silence shorter than the timeout: hold the last write, try again next cycle.
             Err(_) if read_at.duration_since(self.last_ok) < self.pcs_timeout => {
                 self.publish(None, started);
                 return;
             }
-            Err(_) => None,
+            Err(_) => (None, Input::LinkLost),
         };
-        let mut out = self.ctl.step(self.now_s(read_at), input.as_deref());
-        if input.is_some() {
+        let mut out = self.ctl.step_input(self.now_s(read_at), input);
+        if let Some(map) = map {
             self.watchdog = self.watchdog.wrapping_add(1);
             // |setpoint| is bounded by the site limits (<= 1e8 W), well inside i32.
             let sp = out
                 .setpoint_w
                 .round()
                 .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32;
-            let words = map.write_block(out.run, sp, self.watchdog, out.fault_reset);
-            let deadline = Instant::now() + self.request_budget;
-            if self
-                .client
-                .write_multiple(map.write_start, &words, deadline)
-                .is_ok()
-            {
+            if self.write_all(&map, out.run, sp, out.fault_reset) {
                 self.last_ok = Instant::now();
                 self.health.writes += 1;
                 self.health.last_write = Some((out.run, sp, self.watchdog, out.fault_reset));
@@ -469,18 +541,31 @@ impl Worker {
         }
     }
 
-    /// Best effort: setpoint 0 and standby, so the PCS does not wait for its watchdog.
+    /// The profile's writes in order; stops at the first failure. True if all went through.
+    fn write_all(&mut self, map: &PcsMap, run: bool, setpoint_w: i32, fault_reset: bool) -> bool {
+        for (address, words) in map.writes(run, setpoint_w, self.watchdog, fault_reset) {
+            let deadline = Instant::now() + self.request_budget;
+            if self
+                .client
+                .write_multiple(address, &words, deadline)
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Best effort: setpoint 0 and standby, so the PCS does not wait for its watchdog (or, for
+    /// sunspec, its WSetRvrtTms). Without a discovered layout there is nothing safe to write.
     fn final_write(&mut self) {
-        let map = self.ctl.params().register_map.clone();
         self.watchdog = self.watchdog.wrapping_add(1);
-        let words = map.write_block(false, 0, self.watchdog, false);
         self.client.skip_backoff();
-        let deadline = Instant::now() + self.request_budget;
-        if self
-            .client
-            .write_multiple(map.write_start, &words, deadline)
-            .is_ok()
-        {
+        let written = match self.map.clone() {
+            Some(map) => self.write_all(&map, false, 0, false),
+            None => false,
+        };
+        if written {
             self.health.writes += 1;
             self.health.last_write = Some((false, 0, self.watchdog, false));
         }
