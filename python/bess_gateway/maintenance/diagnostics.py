@@ -242,6 +242,8 @@ class Uploads:
         else:
             log.info("%s: %s bundle %s uploaded to %s", key[0], req.kind, name,
                      safe_url(target))
+            # The local copy goes before the CSMS hears "Uploaded": no bundle outlives its report.
+            path.unlink(missing_ok=True)
             await self._set(key, "Uploaded", notify)
         finally:
             path.unlink(missing_ok=True)
