@@ -2,6 +2,7 @@
 
     python benches/load.py --endpoints 50 --duration 20            # one row
     python benches/load.py --endpoints 50 200 1000 --duration 60   # the full table
+    python benches/load.py --endpoints 200 --meter-values-only     # the periodic path alone
 
 On loopback, in three processes so the numbers are the gateway's own: this tester (a CSMS on the
 `ocpp` library + a minimal PCS that timestamps every setpoint write), the gateway
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
 from ocpp.exceptions import NotSupportedError
-from pcs_stub import PcsStub
+from pcs_stub import PcsStubProcess
 
 from bess_gateway.demo.csms import CsmsServer
 
@@ -91,8 +92,9 @@ def rss_kib(pid: int) -> int:
 class Traffic:
     """The CSMS side of the benchmark: boot everyone, run sessions, then measured commands."""
 
-    def __init__(self, csms: CsmsServer, ids: list[str], pcs: PcsStub | None,
-                 rng: random.Random) -> None:
+    def __init__(self, csms: CsmsServer, ids: list[str], pcs: PcsStubProcess | None,
+                 rng: random.Random, commands: bool = True) -> None:
+        self.commands = commands
         self.csms = csms
         self.ids = ids
         self.pcs = pcs
@@ -100,6 +102,7 @@ class Traffic:
         self.cursor = 0
         self.profiles = True
         self.open: dict[str, int] = {}
+        self.limits: dict[str, int] = {}  # the TxProfile limit last set on a running session
         self.sent = 0  # CALLs the CSMS sent
 
     def _scan(self) -> list[Any]:
@@ -137,7 +140,8 @@ class Traffic:
         t_end = time.monotonic() + CMD_TIMEOUT_S
         while time.monotonic() < t_end:
             for t, sp in self.pcs.writes[idx0:]:
-                if sp != before:
+                # t >= t0: a write from before the command that the pipe delivered late
+                if sp != before and t >= t0:
                     return (t - t0) * 1000
             await asyncio.sleep(0.0005)
         raise TimeoutError("no changed setpoint at the PCS")
@@ -165,6 +169,7 @@ class Traffic:
         t0 = time.monotonic()
         self.sent += 1
         await self.csms.call(sid, "RemoteStopTransaction", {"transactionId": self.open.pop(sid)})
+        self.limits.pop(sid, None)  # its TxProfile ends with the transaction
         lat = await self._pcs_change(idx0, before, t0) if self.pcs else None
         await self._effect(sid, "StopTransaction")
         return lat
@@ -172,7 +177,11 @@ class Traffic:
     async def profile(self, sid: str) -> float | None:
         self.cursor = len(self.csms.received)
         idx0, before = (len(self.pcs.writes), self.pcs.setpoint) if self.pcs else (0, 0)
-        limit = self.rng.choice(range(20_000, 140_001, 1000))
+        # A limit the session does not have already: an unchanged one moves no setpoint, and
+        # the command would time out as an error.
+        limit = self.rng.choice([w for w in range(20_000, 80_001, 1000)
+                                 if w != self.limits.get(sid)])
+        self.limits[sid] = limit
         t0 = time.monotonic()
         self.sent += 1
         r = await self.csms.call(sid, "SetChargingProfile", {
@@ -196,6 +205,9 @@ class Traffic:
         return (m.at - t0) * 1000
 
     async def run(self, row: Row, duration: float) -> None:
+        if not self.commands:  # the periodic MeterValues path alone
+            await asyncio.sleep(duration)
+            return
         t_end = time.monotonic() + duration
         while time.monotonic() < t_end:
             sid = self.rng.choice(self.ids)
@@ -235,6 +247,9 @@ metrics_listen = ""
 ramp_kw_per_s = 100000   # every change lands in one write, so writes map to commands
 site_max_discharge_kw = 100000
 site_max_charge_kw = 100000
+# 1000 sessions x 90 kW stay under the site limit (at 150 kW the site saturated from session 667
+# on, and a start there moved no setpoint); profiles set 20..80 kW, below it.
+session_max_kw = 90
 
 [pcs]
 port = {pcs_port}
@@ -249,12 +264,14 @@ meter_sample_interval_s = {interval}
 
 
 async def run_one(n: int, duration: float, interval: int, baseline: bool,
-                  seed: int = 1) -> Row:
+                  seed: int = 1, commands: bool = True) -> Row:
     label = "ocpp baseline" if baseline else "bess-gateway"
+    if not commands:
+        label += " (MeterValues only)"
     row = Row(label, n)
     csms = CsmsServer()
     await csms.start()
-    pcs = None if baseline else PcsStub()
+    pcs = None if baseline else PcsStubProcess()
     tmp = Path(tempfile.mkdtemp(prefix="bess-load-"))
     log = (tmp / "process.log").open("w")
     if baseline:
@@ -264,11 +281,15 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
     else:
         assert pcs is not None
         pcs.start()
-        cmd = [sys.executable, "-m", "bess_gateway", "run", "--config",
+        # BESS_LOAD_PROFILE=out.prof profiles the gateway's measured window (benches/
+        # profile_gateway.py); such a run's numbers are not comparable with a normal one.
+        prof = os.environ.get("BESS_LOAD_PROFILE")
+        cmd = [sys.executable, *([str(HERE / "profile_gateway.py"), prof] if prof
+                                 else ["-m", "bess_gateway"]), "run", "--config",
                str(gateway_config(tmp, n, csms.url, pcs.port, interval)), "--log-level", "WARNING"]
         ids = [f"LOAD-{i:04d}" for i in range(1, n + 1)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log)
-    traffic = Traffic(csms, ids, pcs, random.Random(seed))
+    traffic = Traffic(csms, ids, pcs, random.Random(seed), commands)
     try:
         print(f"[{label} N={n}] waiting for boot", flush=True)
         await traffic.wait_booted(timeout=60 + n * 0.2)
@@ -278,6 +299,8 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
         await asyncio.sleep(2 * interval)  # let the periodic MeterValues settle in
         cpu0, msg0, t0 = thread_cpu(proc.pid), len(csms.received), time.monotonic()
         sent0 = traffic.sent
+        if os.environ.get("BESS_LOAD_PROFILE") and not baseline:
+            proc.send_signal(signal.SIGUSR1)
         print(f"[{label} N={n}] measuring {duration:.0f} s", flush=True)
         await traffic.run(row, duration)
         cpu1, t1 = thread_cpu(proc.pid), time.monotonic()
@@ -286,6 +309,8 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
         row.messages = received + traffic.sent - sent0
         row.cpu_control_s = cpu1.get("bess-control", 0) - cpu0.get("bess-control", 0)
         row.cpu_ocpp_s = sum(cpu1.values()) - sum(cpu0.values()) - row.cpu_control_s
+        if os.environ.get("BESS_LOAD_THREADS"):
+            print({k: round(v - cpu0.get(k, 0.0), 3) for k, v in cpu1.items()}, flush=True)
         row.rss_kib = rss_kib(proc.pid)
         if not baseline:
             r = await csms.call(ids[0], "DataTransfer", {"vendorId": "org.bess-gateway",
@@ -329,7 +354,8 @@ def table(rows: list[Row], baselines: dict[int, Row]) -> str:
         ctl = f"{100 * r.cpu_control_s / r.window_s:.1f}" if r.window_s else "-"
         lines.append(
             f"| {r.label} | {r.n} | {fmt3(r.cmd_ms)} | {fmt3(r.trig_ms)} | {jitter} | "
-            f"{r.cpu_per_1000:.3f} | {ratio} | {ctl if r.label != 'ocpp baseline' else '-'} | "
+            f"{r.cpu_per_1000:.3f} | {ratio} | "
+            f"{'-' if r.label.startswith('ocpp baseline') else ctl} | "
             f"{r.rss_kib // max(1, r.n)} | {r.errors} |")
     return "\n".join(lines)
 
@@ -340,14 +366,19 @@ async def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--endpoints", type=int, nargs="+", default=[50])
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain-ocpp baseline")
+    ap.add_argument("--meter-values-only", action="store_true",
+                    help="no CSMS commands: the periodic MeterValues path alone")
     args = ap.parse_args(argv)
     rows: list[Row] = []
     baselines: dict[int, Row] = {}
     for n in args.endpoints:
         interval = 1 if n <= 200 else 10
-        rows.append(await run_one(n, args.duration, interval, baseline=False))
+        commands = not args.meter_values_only
+        rows.append(await run_one(n, args.duration, interval, baseline=False,
+                                  commands=commands))
         if not args.no_baseline:
-            baselines[n] = await run_one(n, args.duration, interval, baseline=True)
+            baselines[n] = await run_one(n, args.duration, interval, baseline=True,
+                                         commands=commands)
             rows.append(baselines[n])
         print(table(rows, baselines), flush=True)
     print("\n" + table(rows, baselines))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -88,3 +90,61 @@ class PcsStub:
             pass
         finally:
             writer.close()
+
+
+class PcsStubProcess:
+    """The same stub in a process of its own, its writes streamed back over a pipe.
+
+    In the tester's process the stub thread has to take the GIL from the CSMS, which holds it for
+    about 1 ms per message it schema-validates (jsonschema): at 200 endpoints a setpoint write
+    was timestamped up to tens of ms late, which the latency columns then charged to the gateway.
+    Timestamps are taken in the child (CLOCK_MONOTONIC is system-wide), so a late read here only
+    delays when the tester sees a write, never the time it records.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.writes: list[tuple[float, int]] = []
+        self.setpoint = 0
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE,
+                                      text=True, bufsize=1)
+        assert self._proc.stdout is not None
+        self.port = int(self._proc.stdout.readline().split()[1])
+        self._reader = threading.Thread(target=self._read, name="pcs-stub-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            t, sp = line.split()
+            self.setpoint = int(sp)
+            self.writes.append((float(t), int(sp)))
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(5)
+
+
+def _serve_forever() -> None:
+    """The child of PcsStubProcess: `port N`, then one `time setpoint` line per write."""
+    stub = PcsStub()
+    stub.start()
+    print(f"port {stub.port}", flush=True)
+    seen = 0
+    while True:
+        time.sleep(0.0005)
+        while seen < len(stub.writes):
+            t, sp = stub.writes[seen]
+            seen += 1
+            print(f"{t:.6f} {sp}", flush=True)
+
+
+if __name__ == "__main__":
+    _serve_forever()

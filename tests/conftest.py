@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.demo.run import demo_config
 from bess_gateway.gateway import Gateway
 from bess_gateway.sim.server import SimulatorThread
+from bess_gateway.v16.endpoint import VALIDATE_OUTGOING_ENV
+
+# What the gateway sends is schema-checked in every test (gateway subprocesses inherit it).
+os.environ[VALIDATE_OUTGOING_ENV] = "1"
 
 
 @pytest.fixture

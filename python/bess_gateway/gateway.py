@@ -65,6 +65,7 @@ class Gateway:
         self.restart_requested = asyncio.Event()  # set after a firmware install: exit, restart
         self.on_restart: Callable[[], None] | None = None  # run_gateway's stop
         self.metrics: MetricsServer | None = None
+        self._view_keys: dict[str, tuple[Any, ...]] = {}  # Station.view_key() at the last wake
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -208,8 +209,14 @@ class Gateway:
         if self.core is None:
             return
         self.view.snapshot = self.core.snapshot()
-        for station in self.stations.values():
-            station.changed()
+        # Wake only the stations whose status inputs moved: waking all of them every second
+        # had every endpoint's reporter recompute its three statuses for nothing.
+        keys = self._view_keys
+        for endpoint_id, station in self.stations.items():
+            key = station.view_key()
+            if keys.get(endpoint_id) != key:
+                keys[endpoint_id] = key
+                station.changed()
 
     async def _refresh_view(self) -> None:
         while True:

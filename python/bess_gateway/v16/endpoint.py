@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
 import ssl
 from collections.abc import Callable
@@ -46,6 +47,10 @@ log = logging.getLogger("bess_gateway.v16")
 SUBPROTOCOL = Subprotocol("ocpp1.6")
 RECONNECT_GRACE_S = 2.0  # how long a reconnect waits for our CALL in flight to be answered
 MAX_FRAME = 256 * 1024  # no legitimate 1.6 frame comes near; bigger ones close the socket (1009)
+STATUS_RETRY_S = 1.0  # a StatusNotification that failed is sent again this soon
+# Set to "1" (the test suite does), every CALL and CALLRESULT we send is schema-checked first: it
+# catches our own bugs; in production what we build is trusted, which saves ~15 us per message.
+VALIDATE_OUTGOING_ENV = "BESS_GATEWAY_VALIDATE_OUTGOING"
 
 
 class Backoff:
@@ -152,7 +157,8 @@ class Endpoint16:
         self._ws = ws
         self.connects += 1
         rpc = self.rpc_factory(ws, VERSION, self._handlers(), name=self.id,
-                               call_timeout=float(ctx.station.settings.int("connection_timeout_s")))
+                               call_timeout=float(ctx.station.settings.int("connection_timeout_s")),
+                               validate_outgoing=os.environ.get(VALIDATE_OUTGOING_ENV) == "1")
         ctx.rpc = rpc
         self.connected.set()
         log.info("%s: connected to %s", self.id, self._url())
@@ -273,7 +279,9 @@ class Endpoint16:
             self.ctx.status_wake.clear()
             for c in (0, *CONNECTORS):
                 await self.send_status(c)
-            await self.ctx.status_wake.wait()
+            # Wakes come on changes only; a notification that failed is tried again in 1 s.
+            unsent = any(c not in self._last_status for c in (0, *CONNECTORS))
+            await wait_event(self.ctx.status_wake, STATUS_RETRY_S if unsent else None)
 
     async def send_meter_values(self, connector: int, context: str) -> None:
         await transactions.send_meter_values(self.ctx, connector, context)

@@ -90,22 +90,26 @@ async def _authorized(ctx: Context, id_tag: str) -> bool:
 def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transaction | None:
     """Power off the connector's session and queue its StopTransaction (journal first)."""
     st = ctx.station
-    tx = st.end(connector, reason)
-    if tx is None:
-        return None
-    assert tx.meter_stop_wh is not None and tx.stopped_at is not None
-    assert tx.end_sample is not None
-    sample = tx.end_sample
-    measurands = st.settings.items("stop_txn_sampled_data")
-    payload: dict[str, Any] = {
-        "transactionId": _tx_id(tx),
-        "meterStop": tx.meter_stop_wh,
-        "timestamp": iso(tx.stopped_at),
-        "reason": str(reason),
-    }
-    if measurands:
-        payload["transactionData"] = [meter_value(sample, measurands, "Transaction.End")]
-    enqueue(ctx, "StopTransaction", payload, tx)
+    # The finished record and its StopTransaction in one commit: both or neither survive a
+    # crash (a finished record without its queued stop would lose the StopTransaction), and
+    # one fsync instead of two or three (each costs ~0.1 ms CPU; load benchmark, issue 6).
+    with ctx.journal.atomic():
+        tx = st.end(connector, reason)
+        if tx is None:
+            return None
+        assert tx.meter_stop_wh is not None and tx.stopped_at is not None
+        assert tx.end_sample is not None
+        sample = tx.end_sample
+        measurands = st.settings.items("stop_txn_sampled_data")
+        payload: dict[str, Any] = {
+            "transactionId": _tx_id(tx),
+            "meterStop": tx.meter_stop_wh,
+            "timestamp": iso(tx.stopped_at),
+            "reason": str(reason),
+        }
+        if measurands:
+            payload["transactionData"] = [meter_value(sample, measurands, "Transaction.End")]
+        enqueue(ctx, "StopTransaction", payload, tx)
     ctx.tx_wake.set()
     return tx
 
@@ -250,12 +254,16 @@ async def deliver_outbox(ctx: Context) -> None:
                 await asyncio.sleep(settings.int("transaction_message_retry_interval_s")
                                     * attempts)
             continue
-        ctx.journal.ack(item.seq)
-        if item.action == "StartTransaction":
-            if isinstance(payload.get("idTag"), str):
-                authorization.remember(ctx, ctx.journal.hash_id_tag(payload["idTag"]),
-                                       resp.get("idTagInfo"))
-            _started(ctx, item.local_tx_id, resp)
+        # The ack and what the answer teaches (the CSMS's transaction id, the idTag's status)
+        # in one commit: a crash between them could leave the queued StopTransaction without
+        # its id; and one fsync instead of four.
+        with ctx.journal.atomic():
+            ctx.journal.ack(item.seq)
+            if item.action == "StartTransaction":
+                if isinstance(payload.get("idTag"), str):
+                    authorization.remember(ctx, ctx.journal.hash_id_tag(payload["idTag"]),
+                                           resp.get("idTagInfo"))
+                _started(ctx, item.local_tx_id, resp)
 
 
 def _started(ctx: Context, local_id: str | None, resp: dict[str, Any]) -> None:
