@@ -69,9 +69,10 @@ class Scenario:
                     self.errors.append(f"{sid}: RemoteStart {r['status']}")
                     continue
                 start = await self.csms.wait_for(sid, "StartTransaction", after=after)
-                tx = next(t for t in self.csms.transactions.values()
-                          if t.station == sid and t.meter_start == start.payload["meterStart"]
-                          and t.meter_stop is None)
+                # The CSMS records the CALL before its handler creates the transaction.
+                tx = await self.csms.wait_until(lambda s=sid, m=start.payload["meterStart"]: next(
+                    (t for t in self.csms.transactions.values()
+                     if t.station == s and t.meter_start == m and t.meter_stop is None), None))
                 self.open[sid] = tx.id
             except Exception as exc:
                 self.errors.append(f"{sid}: start failed: {exc!r}")
