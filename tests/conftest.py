@@ -54,13 +54,14 @@ async def gateway_factory(tmp_path: Path, sim: SimulatorThread,
 
     async def make(n: int = 1, *, data_dir: Path | None = None, sample_s: int = 1,
                    pcs_timeout_ms: int = 400, metrics_listen: str = "",
-                   **control: Any) -> Gateway:
+                   pcs_profile: str = "generic", **control: Any) -> Gateway:
         cfg: Config = demo_config(data_dir or tmp_path / "var", csms.url, sim.port, n,
                                   sample_s=sample_s)
         cfg = dataclasses.replace(
             cfg,
             control=dataclasses.replace(ControlConfig(), **control),
-            pcs=dataclasses.replace(PcsConfig(), port=sim.port, timeout_ms=pcs_timeout_ms),
+            pcs=dataclasses.replace(PcsConfig(), port=sim.port, timeout_ms=pcs_timeout_ms,
+                                    profile=pcs_profile),
             gateway=dataclasses.replace(cfg.gateway, metrics_listen=metrics_listen),
         )
         gw = Gateway(cfg)

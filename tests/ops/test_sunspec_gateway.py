@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +25,28 @@ from bess_gateway.sim.server import SimulatorThread
 
 
 @pytest.fixture
-def sunspec_sim() -> Iterator[SimulatorThread]:
+def sim() -> Iterator[SimulatorThread]:
+    """This module's PCS speaks SunSpec; conftest's fixtures build on it unchanged."""
     with SimulatorThread(profile="sunspec") as s:
         yield s
+
+
+@pytest.fixture
+def sunspec_sim(sim: SimulatorThread) -> SimulatorThread:
+    return sim
 
 
 SunSpecGateway = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
-async def sunspec_gateway(tmp_path: Path, sunspec_sim: SimulatorThread,
-                          csms: CsmsServer) -> AsyncIterator[SunSpecGateway]:
-    running: list[Gateway] = []
+def sunspec_gateway(gateway_factory: Callable[..., Awaitable[Gateway]]) -> SunSpecGateway:
+    """The shared gateway factory, with one endpoint and `pcs.profile = "sunspec"`."""
 
-    async def make(*, pcs_timeout_ms: int = 400, **pcs: Any) -> Gateway:
-        cfg = demo_config(tmp_path / "var", csms.url, sunspec_sim.port, 1, sample_s=1)
-        cfg = dataclasses.replace(cfg, pcs=dataclasses.replace(
-            PcsConfig(), port=sunspec_sim.port, timeout_ms=pcs_timeout_ms, profile="sunspec",
-            **pcs))
-        gw = Gateway(cfg)
-        await gw.start()
-        running.append(gw)
-        return gw
+    async def make(**kw: Any) -> Gateway:
+        return await gateway_factory(1, pcs_profile="sunspec", **kw)
 
-    yield make
-    for gw in running:
-        async with asyncio.timeout(10):
-            await gw.stop(drain_s=0)
+    return make
 
 
 def point(sim: SimulatorThread, ref: str) -> Any:
@@ -212,8 +207,13 @@ async def test_link_loss_faults_pcs_reverts_then_rediscovers(
 
 
 async def test_device_without_sunspec_marker_is_a_lost_link_with_a_reason(
-        tmp_path: Path, csms: CsmsServer, sim: SimulatorThread) -> None:
+        tmp_path: Path, csms: CsmsServer) -> None:
     # The generic simulator has no "SunS" marker: the core never commands it.
+    with SimulatorThread() as sim:
+        await _never_commands(tmp_path, csms, sim)
+
+
+async def _never_commands(tmp_path: Path, csms: CsmsServer, sim: SimulatorThread) -> None:
     cfg = demo_config(tmp_path / "var", csms.url, sim.port, 1, sample_s=1)
     cfg = dataclasses.replace(cfg, pcs=dataclasses.replace(
         PcsConfig(), port=sim.port, timeout_ms=300, profile="sunspec"))
