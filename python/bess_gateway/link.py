@@ -1,0 +1,357 @@
+"""What every OCPP endpoint shares, whatever its version: the connection lifecycle and context.
+
+An endpoint connects, boots until accepted, runs its periodic work, and reconnects with back-off
+when anything ends the link. The 1.6 and 2.0.1 endpoints (``v16.endpoint``, ``v201.endpoint``)
+subclass :class:`EndpointBase` and only say what differs: subprotocol, boot payload, status
+messages, feature-block handlers. One endpoint never takes another down: everything it runs lives
+in its own tasks, and every failure ends in a reconnect with back-off rather than an exception
+leaving ``run()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from bess_gateway.aio import wait_event
+from bess_gateway.config import EndpointConfig
+from bess_gateway.domain.settings import SettingError
+from bess_gateway.domain.station import Station
+from bess_gateway.journal import Journal
+from bess_gateway.maintenance.service import Maintenance
+from bess_gateway.ocppj.errors import CallErrorReceived
+from bess_gateway.ocppj.rpc import RpcConnection
+from bess_gateway.security.certificates import CertificateStore
+
+log = logging.getLogger("bess_gateway.link")
+
+RECONNECT_GRACE_S = 2.0  # how long a reconnect waits for our CALL in flight to be answered
+MAX_FRAME = 256 * 1024  # no legitimate frame comes near; bigger ones close the socket (1009)
+STATUS_RETRY_S = 1.0  # a StatusNotification that failed is sent again this soon
+# Set to "1" (the test suite does), every CALL and CALLRESULT we send is schema-checked first: it
+# catches our own bugs; in production what we build is trusted, which saves ~15 us per message.
+VALIDATE_OUTGOING_ENV = "BESS_GATEWAY_VALIDATE_OUTGOING"
+
+
+class Backoff:
+    """Exponential back-off with full jitter, so many endpoints never reconnect in lockstep."""
+
+    def __init__(self, minimum: float = 1.0, maximum: float = 60.0) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.minimum * (2 ** self.attempt))
+        self.attempt += 1
+        return random.uniform(self.minimum / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class Context:
+    """What an endpoint's feature blocks share: the station, the journal and the CSMS link.
+
+    Blocks get this passed in (libocpp's functional blocks) rather than living in one big class.
+    """
+
+    cfg: EndpointConfig
+    station: Station
+    journal: Journal
+    certificates: CertificateStore  # the gateway's CA store, shared by its endpoints
+    version: str = "1.6"
+    rpc: RpcConnection | None = None
+    accepted: bool = False  # BootNotification accepted on the current connection
+    outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    tx_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    status_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    heartbeat_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    restart: Callable[[str], Awaitable[None]] | None = None  # set by the endpoint: reset hook
+    # The gateway's firmware/diagnostics service, shared by all endpoints (set by the gateway).
+    maintenance: Maintenance | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Trigger senders by requested message, for messages a block owns (e.g.
+    # "LogStatusNotification"); a block registers its sender here when building its handlers.
+    triggers: dict[str, Callable[[int | None], Awaitable[None]]] = field(default_factory=dict)
+    # Anything a version layer keeps per endpoint (2.0.1 device-model values, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def online(self) -> bool:
+        return self.rpc is not None and self.accepted
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.cfg.id
+
+    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.rpc is None:
+            raise ConnectionError(f"{self.cfg.id}: not connected")
+        return await self.rpc.call(action, payload)
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+        """Run a background job that outlives a handler; failures are logged, never lost."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: %s failed", self.cfg.id, name)
+
+        task = asyncio.get_running_loop().create_task(guarded(), name=f"{self.cfg.id}:{name}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+class EndpointBase:
+    """The connection lifecycle of one endpoint; subclasses translate one OCPP version."""
+
+    VERSION: ClassVar[str]
+    SUBPROTOCOL: ClassVar[Subprotocol]
+    # Status targets the reporter walks: 1.6 connector 0, 1, 2; 2.0.1 (evse, connector) pairs.
+    STATUS_TARGETS: ClassVar[tuple[Any, ...]]
+
+    def __init__(
+        self,
+        cfg: EndpointConfig,
+        station: Station,
+        journal: Journal,
+        *,
+        backoff: Backoff | None = None,
+        certificates: CertificateStore | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.ctx = Context(cfg=cfg, station=station, journal=journal,
+                           certificates=certificates or CertificateStore(
+                               journal.path.parent / "certs"),
+                           version=self.VERSION)
+        self.backoff = backoff or Backoff()
+        self.registration: str | None = None
+        self.connected = asyncio.Event()
+        self.booted = asyncio.Event()
+        self.connects = 0
+        self._last_status: dict[Any, Any] = {}
+        self._ws: ClientConnection | None = None
+        self._reconnect_now = False
+        # The gateway swaps in a metered RpcConnection when metrics are on.
+        self.rpc_factory: Callable[..., RpcConnection] = RpcConnection
+        self.heartbeat_s = station.settings.int("heartbeat_interval_s")
+        station.on_change(self.ctx.status_wake.set)
+        station.settings.on_change(self._setting_changed)
+
+    @property
+    def id(self) -> str:
+        return self.cfg.id
+
+    # -- what a version says ---------------------------------------------------------------
+    def _url(self) -> str:
+        raise NotImplementedError
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        raise NotImplementedError
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        """A failed attempt (the security layer turns some into security events)."""
+
+    def _handlers(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _boot_payload(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _periodic(self) -> list[Coroutine[Any, Any, None]]:
+        """The version's connection-long jobs besides heartbeat and status (outbox, sampler)."""
+        return []
+
+    async def send_status(self, target: Any, *, force: bool = False) -> None:
+        raise NotImplementedError
+
+    # -- connection lifecycle --------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, serve, and reconnect forever (until cancelled)."""
+        settings = self.ctx.station.settings
+        while True:
+            try:
+                ping = settings.int("websocket_ping_interval_s") or None
+                async with connect(
+                    self._url(),
+                    subprotocols=[self.SUBPROTOCOL],
+                    additional_headers=self._headers(),
+                    ssl=self._ssl(),
+                    open_timeout=settings.int("connection_timeout_s"),
+                    ping_interval=ping,
+                    ping_timeout=ping,
+                    max_size=MAX_FRAME,
+                    compression=None,
+                ) as ws:
+                    if ws.subprotocol != self.SUBPROTOCOL:
+                        log.error("%s: CSMS did not agree to %s (got %r); closing", self.id,
+                                  self.SUBPROTOCOL, ws.subprotocol)
+                        await ws.close(1002, f"{self.SUBPROTOCOL} required")
+                    else:
+                        await self._serve(ws)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, InvalidHandshake, InvalidStatus, TimeoutError,
+                    ConnectionClosed) as exc:
+                self._connect_failed(exc)
+                log.warning("%s: connection to %s failed: %s", self.id, self._url(), exc)
+            except Exception:
+                log.exception("%s: endpoint error; reconnecting", self.id)
+            if self._reconnect_now:
+                self._reconnect_now = False
+                continue
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        ctx = self.ctx
+        self._ws = ws
+        self.connects += 1
+        rpc = self.rpc_factory(ws, self.VERSION, self._handlers(), name=self.id,
+                               call_timeout=float(ctx.station.settings.int("connection_timeout_s")),
+                               validate_outgoing=os.environ.get(VALIDATE_OUTGOING_ENV) == "1")
+        ctx.rpc = rpc
+        self.connected.set()
+        log.info("%s: connected to %s", self.id, self._url())
+        reader = asyncio.create_task(rpc.run(), name=f"{self.id}:rpc")
+        worker = asyncio.create_task(self._operate(), name=f"{self.id}:operate")
+        try:
+            done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    if isinstance(exc, BaseExceptionGroup):
+                        # The TaskGroup of a connection ends with the link: that is no error.
+                        _, exc = exc.split((ConnectionClosed, ConnectionError))
+                    if exc is not None and not isinstance(exc, ConnectionClosed | ConnectionError):
+                        log.error("%s: %s ended: %r", self.id, task.get_name(), exc)
+        finally:
+            ctx.accepted = False
+            ctx.rpc = None
+            self.connected.clear()
+            self.booted.clear()
+            self._ws = None
+            for task in (reader, worker, *ctx.tasks):
+                task.cancel()
+            await asyncio.gather(reader, worker, *ctx.tasks, return_exceptions=True)
+            log.info("%s: disconnected", self.id)
+
+    async def _operate(self) -> None:
+        """Boot until accepted, then run the connection's periodic work."""
+        await self._boot_until_accepted()
+        self.backoff.reset()
+        self._last_status.clear()  # after a reconnect, the CSMS gets the current state once
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._status_reporter())
+            tg.create_task(self._heartbeat())
+            for job in self._periodic():
+                tg.create_task(job)
+
+    async def _boot_until_accepted(self) -> None:
+        while True:
+            resp = await self.ctx.call("BootNotification", self._boot_payload())
+            self.registration = resp["status"]
+            interval = int(resp.get("interval", 0))
+            if resp["status"] == "Accepted":
+                if interval > 0:
+                    self._apply_heartbeat_interval(interval)
+                self.ctx.accepted = True
+                self.booted.set()
+                log.info("%s: boot accepted (heartbeat %ss)", self.id, interval)
+                return
+            # Pending or Rejected: no other request of ours until the interval passes (1.6 4.2,
+            # 2.0.1 B02/B03); the CSMS may still talk to us meanwhile (Pending).
+            log.info("%s: boot %s; retrying in %ss", self.id, resp["status"], interval or 30)
+            await asyncio.sleep(interval if interval > 0 else 30)
+
+    def _apply_heartbeat_interval(self, interval: int) -> None:
+        """The CSMS owns the heartbeat interval it sends at boot, even outside 30..3600 s.
+
+        It is stored as the heartbeat setting when in range; outside it only runs.
+        """
+        try:
+            self.ctx.station.settings.set("heartbeat_interval_s", str(interval))
+        except SettingError:
+            pass
+        self.heartbeat_s = interval
+        self.ctx.heartbeat_wake.set()
+
+    def _setting_changed(self, name: str) -> None:
+        if name == "heartbeat_interval_s":
+            self.heartbeat_s = self.ctx.station.settings.int("heartbeat_interval_s")
+            self.ctx.heartbeat_wake.set()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self.ctx.heartbeat_wake.clear()
+            if await wait_event(self.ctx.heartbeat_wake, self.heartbeat_s):
+                continue  # interval changed: start a fresh period
+            await self.send_heartbeat()
+
+    async def send_heartbeat(self) -> None:
+        try:
+            await self.ctx.call("Heartbeat", {})
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("%s: Heartbeat failed: %s", self.id, exc)
+
+    async def send_boot(self) -> None:
+        resp = await self.ctx.call("BootNotification", self._boot_payload())
+        self.registration = resp["status"]
+
+    async def _status_reporter(self) -> None:
+        while True:
+            self.ctx.status_wake.clear()
+            for target in self.STATUS_TARGETS:
+                await self.send_status(target)
+            # Wakes come on changes only; a notification that failed is tried again in 1 s.
+            unsent = any(t not in self._last_status for t in self.STATUS_TARGETS)
+            await wait_event(self.ctx.status_wake, STATUS_RETRY_S if unsent else None)
+
+    async def _reconnect(self, reason: str) -> None:
+        """Close the link and connect again at once (new credentials, reset, ...)."""
+        self._reconnect_now = True
+        ws, rpc = self._ws, self.ctx.rpc
+        if ws is None:
+            return
+        log.info("%s: reconnecting: %s", self.id, reason)
+        # Let a CALL of ours in flight get its answer, and start no new one, before closing: a
+        # CSMS whose answer to it fails on the closed socket may drop what we sent just before
+        # the close (e.g. the ChangeConfiguration.conf that asked for this reconnect).
+        lock = rpc._call_lock if rpc is not None else None
+        held = False
+        if lock is not None:
+            try:
+                async with asyncio.timeout(RECONNECT_GRACE_S):
+                    await lock.acquire()
+                held = True
+            except TimeoutError:
+                pass
+        try:
+            await ws.close(1000, reason[:120])
+        finally:
+            if held and lock is not None:
+                lock.release()
+
+    async def _drain_outbox(self, timeout_s: float = 2.5) -> None:
+        """Give queued messages a moment to leave while the link is still up (reset)."""
+        for _ in range(int(timeout_s / 0.05)):
+            if self.ctx.journal.depth(self.id) == 0:
+                break
+            await asyncio.sleep(0.05)
