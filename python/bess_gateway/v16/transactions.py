@@ -12,10 +12,12 @@ import asyncio
 import logging
 from typing import Any
 
+from bess_gateway import outbox
 from bess_gateway.aio import wait_event
 from bess_gateway.domain.station import StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
-from bess_gateway.ocppj.errors import CallErrorReceived, OcppError
+from bess_gateway.journal import OutboxItem
+from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.ocppj.framing import new_unique_id
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.v16 import authorization, smart_charging
@@ -213,57 +215,33 @@ async def sampler(ctx: Context) -> None:
         await wait_event(ctx.tx_wake, timeout)
 
 
+def _prepare(ctx: Context, item: OutboxItem) -> dict[str, Any] | None:
+    payload = dict(item.payload)
+    # Only transaction messages carry the key; other queued messages (security events) don't.
+    if (item.action != "StartTransaction" and "transactionId" in payload
+            and payload["transactionId"] is None):
+        # Its StartTransaction was never accepted by the CSMS: there is no id to send with.
+        log.error("%s: dropping %s of a transaction the CSMS never acknowledged",
+                  ctx.endpoint_id, item.action)
+        return None
+    return payload
+
+
+def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
+              resp: dict[str, Any]) -> None:
+    if item.action == "StartTransaction":
+        if isinstance(payload.get("idTag"), str):
+            authorization.remember(ctx, ctx.journal.hash_id_tag(payload["idTag"]),
+                                   resp.get("idTagInfo"))
+        _started(ctx, item.local_tx_id, resp)
+
+
+POLICY = outbox.Policy(tx_actions=frozenset(TX_ACTIONS), prepare=_prepare, answered=_answered)
+
+
 async def deliver_outbox(ctx: Context) -> None:
     """Send journaled transaction messages in order, one at a time, until the link drops."""
-    settings = ctx.station.settings
-    while True:
-        items = ctx.journal.pending(ctx.endpoint_id, limit=1)
-        if not items:
-            ctx.outbox_wake.clear()
-            await ctx.outbox_wake.wait()
-            continue
-        item = items[0]
-        payload = dict(item.payload)
-        # Only transaction messages carry the key; other queued messages (security events) don't.
-        if (item.action != "StartTransaction" and "transactionId" in payload
-                and payload["transactionId"] is None):
-            # Its StartTransaction was never accepted by the CSMS: there is no id to send with.
-            log.error("%s: dropping %s of a transaction the CSMS never acknowledged",
-                      ctx.endpoint_id, item.action)
-            ctx.journal.ack(item.seq)
-            continue
-        try:
-            resp = await ctx.rpc.call(item.action, payload, unique_id=item.unique_id)  # type: ignore[union-attr]
-        except (OcppError, TimeoutError) as exc:
-            if item.action not in TX_ACTIONS and isinstance(exc, CallErrorReceived):
-                # A non-transaction message the CSMS refuses (a CSMS without the Security
-                # extension answers SecurityEventNotification with NotImplemented): retrying
-                # would only hold the transaction messages queued behind it.
-                log.warning("%s: %s refused by the CSMS (%s); dropped", ctx.endpoint_id,
-                            item.action, exc)
-                ctx.journal.ack(item.seq)
-                continue
-            # A CALLERROR, no answer, or an answer that breaks the schema: all count as attempts.
-            ctx.journal.bump_attempts(item.seq)
-            attempts = item.attempts + 1
-            if attempts >= settings.int("transaction_message_attempts"):
-                log.error("%s: %s given up after %d attempts: %s", ctx.endpoint_id,
-                          item.action, attempts, exc)
-                ctx.journal.ack(item.seq)
-            else:
-                await asyncio.sleep(settings.int("transaction_message_retry_interval_s")
-                                    * attempts)
-            continue
-        # The ack and what the answer teaches (the CSMS's transaction id, the idTag's status)
-        # in one commit: a crash between them could leave the queued StopTransaction without
-        # its id; and one fsync instead of four.
-        with ctx.journal.atomic():
-            ctx.journal.ack(item.seq)
-            if item.action == "StartTransaction":
-                if isinstance(payload.get("idTag"), str):
-                    authorization.remember(ctx, ctx.journal.hash_id_tag(payload["idTag"]),
-                                           resp.get("idTagInfo"))
-                _started(ctx, item.local_tx_id, resp)
+    await outbox.deliver(ctx, POLICY)
 
 
 def _started(ctx: Context, local_id: str | None, resp: dict[str, Any]) -> None:
