@@ -15,8 +15,8 @@ from bess_gateway.config import Config, ControlConfig, PcsConfig
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.demo.run import demo_config
 from bess_gateway.gateway import Gateway
+from bess_gateway.link import VALIDATE_OUTGOING_ENV
 from bess_gateway.sim.server import SimulatorThread
-from bess_gateway.v16.endpoint import VALIDATE_OUTGOING_ENV
 
 # What the gateway sends is schema-checked in every test (gateway subprocesses inherit it).
 os.environ[VALIDATE_OUTGOING_ENV] = "1"
@@ -54,9 +54,11 @@ async def gateway_factory(tmp_path: Path, sim: SimulatorThread,
 
     async def make(n: int = 1, *, data_dir: Path | None = None, sample_s: int = 1,
                    pcs_timeout_ms: int = 400, metrics_listen: str = "",
-                   pcs_profile: str = "generic", **control: Any) -> Gateway:
+                   pcs_profile: str = "generic", ocpp: str = "1.6",
+                   **control: Any) -> Gateway:
+        """``ocpp``: "1.6", "2.0.1" or "mixed" (DEMO-01 1.6, DEMO-02 2.0.1, ...)."""
         cfg: Config = demo_config(data_dir or tmp_path / "var", csms.url, sim.port, n,
-                                  sample_s=sample_s)
+                                  sample_s=sample_s, ocpp=ocpp)
         cfg = dataclasses.replace(
             cfg,
             control=dataclasses.replace(ControlConfig(), **control),

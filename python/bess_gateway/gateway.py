@@ -21,14 +21,15 @@ from bess_gateway.domain.settings import Settings
 from bess_gateway.domain.station import CoreView, Station, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import Journal, TxRecord
+from bess_gateway.link import EndpointBase
 from bess_gateway.logs import FileLogs
 from bess_gateway.maintenance.diagnostics import BundleSources, Uploads, Window
 from bess_gateway.maintenance.firmware import EXIT_RESTART, FirmwareUpdater
 from bess_gateway.maintenance.service import Maintenance
 from bess_gateway.metrics import MetricsServer
 from bess_gateway.security.certificates import CertificateStore
-from bess_gateway.v16 import smart_charging
 from bess_gateway.v16.endpoint import Endpoint16
+from bess_gateway.v201.endpoint import Endpoint201
 
 log = logging.getLogger("bess_gateway")
 
@@ -57,7 +58,7 @@ class Gateway:
         self.core: ControlCore | None = None
         self.view = CoreView()
         self.stations: dict[str, Station] = {}
-        self.endpoints: dict[str, Endpoint16] = {}
+        self.endpoints: dict[str, EndpointBase] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
         self.file_logs: FileLogs | None = None
@@ -70,11 +71,6 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
-        unsupported = [e.id for e in cfg.endpoints if e.ocpp_version != "1.6"]
-        if unsupported:
-            raise RuntimeError(
-                f"OCPP 2.0.1 endpoints are not available in this build: {unsupported[:5]}; "
-                "set ocpp_version = \"1.6\" for them")
         if cfg.pcs.profile_path is not None:
             # The core speaks the built-in generic map and SunSpec (discovered at connect); a
             # register-map file may rescale or retype points, which the core cannot follow, so
@@ -103,12 +99,13 @@ class Gateway:
         with journal.atomic():
             for ep in cfg.endpoints:
                 station = self._make_station(ep, core, journal)
-                endpoint = Endpoint16(ep, station, journal, certificates=self.certificates)
+                kind = Endpoint201 if ep.ocpp_version == "2.0.1" else Endpoint16
+                endpoint = kind(ep, station, journal, certificates=self.certificates)
                 endpoint.recover(journal.open_transactions(ep.id))
                 self.stations[ep.id] = station
                 self.endpoints[ep.id] = endpoint
                 # Stored charging profiles limit power from the start, CSMS reachable or not.
-                smart_charging.refresh(endpoint.ctx)
+                endpoint.start_up()
         self.maintenance = self._make_maintenance(journal)
         for endpoint in self.endpoints.values():
             endpoint.ctx.maintenance = self.maintenance
@@ -184,7 +181,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         for endpoint in self.endpoints.values():
-            endpoint.reservations.cancel()  # no expiry may touch the core or journal after this
+            endpoint.shut_down()  # no expiry may touch the core or journal after this
         if self.maintenance is not None:
             await self.maintenance.close()
         if self.metrics is not None:
@@ -250,7 +247,7 @@ class Gateway:
             await asyncio.sleep(SCHEDULE_REFRESH_S)
             for endpoint in self.endpoints.values():
                 try:
-                    smart_charging.refresh(endpoint.ctx)
+                    endpoint.refresh_schedules()
                 except Exception:
                     log.exception("%s: schedule refresh failed", endpoint.id)
 

@@ -183,6 +183,26 @@ class EndpointBase:
     async def send_status(self, target: Any, *, force: bool = False) -> None:
         raise NotImplementedError
 
+    # -- what the gateway asks of every endpoint -------------------------------------------
+    def recover(self, records: list[Any]) -> None:
+        """End the transactions the journal still holds open (cut by a crash or power loss)."""
+        raise NotImplementedError
+
+    def stop_all(self, reason: Any) -> None:
+        """End every session (shutdown, reset)."""
+        raise NotImplementedError
+
+    def start_up(self) -> None:
+        """Once, before the first connection: what must hold with or without a CSMS (stored
+        charging profiles limit power from the start)."""
+        self.refresh_schedules()
+
+    def refresh_schedules(self) -> None:
+        """Renew the core's schedules from the stored charging profiles (CSMS or not)."""
+
+    def shut_down(self) -> None:
+        """Once, at gateway stop: nothing of the endpoint may touch core or journal after it."""
+
     # -- connection lifecycle --------------------------------------------------------------
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (until cancelled)."""

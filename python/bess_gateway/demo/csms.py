@@ -1,5 +1,8 @@
 """A small CSMS on the `ocpp` library: the demo's central system and the tests' real peer.
 
+It speaks 1.6J and 2.0.1 (whichever subprotocol a station asks for; the 2.0.1 station class is in
+``demo.station201``), so one server drives a mixed gateway.
+
 Built on the independent `ocpp` implementation (not on our own framing) so that everything the
 gateway sends is parsed and schema-validated by someone else's code. It records every CALL it
 receives and lets a caller send any CALL, or raw text, to a connected station.
@@ -34,8 +37,11 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint as CP16
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
+from ocpp.v201 import call as call201
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+
+from bess_gateway.demo.station201 import Station201, energy_wh
 
 log = logging.getLogger("bess_gateway.csms")
 
@@ -57,7 +63,7 @@ class Received:
 
 @dataclass
 class Transaction:
-    id: int
+    id: int | str  # 1.6: ours (int); 2.0.1: the station's transactionId (str)
     station: str
     connector: int
     id_tag: str
@@ -65,6 +71,7 @@ class Transaction:
     meter_stop: int | None = None
     reason: str | None = None
     meter_values: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)  # 2.0.1 TransactionEvents
 
 
 @dataclass
@@ -80,10 +87,13 @@ class Policy:
     client_cert_cn: bool = False  # TLS client certificate CN must be the station id (profile 3)
     sign_certificate_status: str = "Accepted"
     security_extension: bool = True  # False: a plain 1.6 CSMS (SecurityEvent -> NotImplemented)
+    group_ids: dict[str, str] = field(default_factory=dict)  # 2.0.1 idToken -> its GroupId
 
 
 class _Station16(CP16):
     """A 1.6 station as the CSMS sees it; handlers answer per the server's policy."""
+
+    version = "1.6"
 
     def __init__(self, station_id: str, ws: ServerConnection, server: CsmsServer) -> None:
         super().__init__(station_id, ws, response_timeout=15)
@@ -180,13 +190,13 @@ class _Station16(CP16):
 
 
 class CsmsServer:
-    """A WebSocket CSMS on loopback speaking OCPP 1.6J through the `ocpp` library."""
+    """A WebSocket CSMS on loopback speaking OCPP 1.6J and 2.0.1 through the `ocpp` library."""
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
-        self.stations: dict[str, _Station16] = {}
+        self.stations: dict[str, _Station16 | Station201] = {}
         self.received: list[Received] = []
-        self.transactions: dict[int, Transaction] = {}
+        self.transactions: dict[int | str, Transaction] = {}
         self.connections = 0
         self.refused = 0  # handshakes answered 401/403
         self.peer_certs: dict[str, bytes] = {}  # station id -> DER of its last client cert
@@ -201,7 +211,7 @@ class CsmsServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0,
                     ssl_context: ssl.SSLContext | None = None) -> None:
         self._tls = ssl_context is not None
-        self._server = await serve(self._handle, host, port, subprotocols=["ocpp1.6"],
+        self._server = await serve(self._handle, host, port, subprotocols=["ocpp2.0.1", "ocpp1.6"],
                                    process_request=self._check_auth, ssl=ssl_context,
                                    compression=None)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -253,7 +263,11 @@ class CsmsServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         station_id = ws.request.path.rstrip("/").rsplit("/", 1)[-1] if ws.request else "?"
-        cp = _Station16(station_id, ws, self)
+        cp: _Station16 | Station201
+        if ws.subprotocol == "ocpp2.0.1":
+            cp = Station201(station_id, ws, self)
+        else:
+            cp = _Station16(station_id, ws, self)
         self.stations[station_id] = cp
         self.connections += 1
         await self._notify()
@@ -285,6 +299,27 @@ class CsmsServer:
         tx = Transaction(next(self._tx_ids), station, connector, id_tag, meter_start)
         self.transactions[tx.id] = tx
         return tx
+
+    def _transaction_event(self, station: str, event: dict[str, Any]) -> None:
+        """A 2.0.1 TransactionEvent: one transaction per transactionId, whatever the order."""
+        info = event.get("transactionInfo") or {}
+        tx_id = str(info.get("transactionId"))
+        tx = self.transactions.get(tx_id)
+        if tx is None:
+            evse = event.get("evse") or {}
+            token = (event.get("idToken") or {}).get("idToken", "")
+            tx = Transaction(tx_id, station, int(evse.get("id", 0)), token, -1)
+            self.transactions[tx_id] = tx
+        tx.events.append(event)
+        if event.get("eventType") == "Started":
+            start = energy_wh(event, "Transaction.Begin")
+            if start is not None:
+                tx.meter_start = start
+        elif event.get("eventType") == "Ended":
+            tx.meter_stop = energy_wh(event, "Transaction.End")
+            tx.reason = info.get("stoppedReason", "Local")
+        if any(mv for mv in event.get("meterValue") or []) and event.get("eventType") == "Updated":
+            tx.meter_values += 1
 
     async def wait_until(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Wait until ``predicate()`` is truthy (re-checked on every message); return it."""
@@ -323,7 +358,8 @@ class CsmsServer:
         A CALLERROR raises the `ocpp` library's OCPPError subclass for its code.
         """
         cp = self.stations[station_id]
-        request = getattr(call16, action)(**camel_to_snake_case(payload or {}))
+        calls = call201 if cp.version == "2.0.1" else call16
+        request = getattr(calls, action)(**camel_to_snake_case(payload or {}))
         response = await cp.call(request, suppress=False)
         return remove_nones(snake_to_camel_case(serialize_as_dict(response)))
 

@@ -36,10 +36,18 @@ class Phase:
     connector: int  # 1 discharge, 2 charge, 0 idle
 
 
+def endpoint_version(ocpp: str, i: int) -> str:
+    """The version of the demo's i-th endpoint: "mixed" alternates, 1.6 first."""
+    if ocpp == "mixed":
+        return "1.6" if i % 2 == 0 else "2.0.1"
+    return ocpp
+
+
 def demo_config(data_dir: Path, csms_url: str, pcs_port: int, n: int,
-                sample_s: int = 5) -> Config:
+                sample_s: int = 5, ocpp: str = "1.6") -> Config:
     endpoints = tuple(
-        EndpointConfig(id=f"DEMO-{i + 1:02d}", csms_url=csms_url, ocpp_version="1.6",
+        EndpointConfig(id=f"DEMO-{i + 1:02d}", csms_url=csms_url,
+                       ocpp_version=endpoint_version(ocpp, i),  # type: ignore[arg-type]
                        index=i, serial_number=f"DEMO-{i + 1:02d}",
                        meter_sample_interval_s=sample_s, heartbeat_interval_s=60)
         for i in range(n)

@@ -141,6 +141,12 @@ class Endpoint16(EndpointBase):
             log.warning("%s: transaction %s was open at the last stop; ended as PowerLoss",
                         self.id, rec.local_id[:8])
 
+    def refresh_schedules(self) -> None:
+        smart_charging.refresh(self.ctx)
+
+    def shut_down(self) -> None:
+        self.reservations.cancel()
+
     def stop_all(self, reason: StopReason) -> None:
         for c in list(self.ctx.station.transactions):
             transactions.stop_session(self.ctx, c, reason)

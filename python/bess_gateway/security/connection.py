@@ -1,0 +1,103 @@
+"""How an endpoint reaches its CSMS under its security profile, whatever the OCPP version.
+
+URL scheme, TLS context (1.2 or newer, the CSMS's CA, the station's client certificate for
+profile 3), Basic auth headers, and the security events a failed connection raises. The 1.6 and
+2.0.1 layers both call these; only their messages differ.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+
+from bess_gateway.link import Context
+from bess_gateway.security import events, profiles
+from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT
+from bess_gateway.security.keys import StationKeys
+
+# OpenSSL reasons for "the CSMS only offers a TLS version we refuse (below 1.2)". A server that
+# just drops the handshake gives a bare reset, which is not reported as a security event.
+TLS_VERSION_REASONS = frozenset({"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION",
+                                 "NO_PROTOCOLS_AVAILABLE"})
+
+
+def security_event(ctx: Context, event_type: str, tech_info: str | None = None) -> None:
+    """Log a security event and queue its SecurityEventNotification (sent after boot)."""
+    if events.record(ctx.journal, ctx.endpoint_id, event_type, tech_info,
+                     now=ctx.station._clock):
+        ctx.outbox_wake.set()
+
+
+def station_keys(ctx: Context) -> StationKeys:
+    return StationKeys(ctx.certificates.directory / "stations" / ctx.endpoint_id, ctx.endpoint_id)
+
+
+def effective_profile(ctx: Context) -> int:
+    """The configured profile, or the higher one a CSMS raised it to (persisted)."""
+    return max(ctx.cfg.security_profile, ctx.station.settings.int("security_profile"))
+
+
+def credentials(ctx: Context) -> profiles.Credentials:
+    cfg = ctx.cfg
+    return profiles.Credentials(
+        has_password=bool(ctx.station.settings.text("basic_auth_password")) or bool(cfg.password),
+        has_ca=cfg.ca_file is not None or bool(ctx.certificates.installed(CENTRAL_SYSTEM_ROOT)),
+        has_client_cert=station_keys(ctx).identity() is not None
+        or (cfg.cert_file is not None and cfg.key_file is not None),
+    )
+
+
+def url(ctx: Context) -> str:
+    """The CSMS URL for this station; profiles 2 and 3 always use TLS (wss://)."""
+    base = ctx.cfg.csms_url.rstrip("/")
+    if effective_profile(ctx) >= 2 and base.startswith("ws://"):
+        base = "wss://" + base[len("ws://"):]
+    return f"{base}/{ctx.endpoint_id}"
+
+
+def ssl_context(ctx: Context, target: str) -> ssl.SSLContext | None:
+    """TLS 1.2 or newer; the CSMS certificate must chain to the configured ca_file or an
+    installed CentralSystemRootCertificate (the system store only when neither exists)."""
+    if not target.startswith("wss://"):
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer and its hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    cadata = ctx.certificates.pem(CENTRAL_SYSTEM_ROOT)
+    if ctx.cfg.ca_file is None and not cadata:
+        context.load_default_certs()
+    if ctx.cfg.ca_file is not None:
+        context.load_verify_locations(cafile=str(ctx.cfg.ca_file))
+    if cadata:
+        context.load_verify_locations(cadata=cadata)
+    if effective_profile(ctx) == 3:
+        # A CSMS-signed certificate (CertificateSigned) replaces the one from the config file.
+        identity = station_keys(ctx).identity()
+        if identity is not None:
+            context.load_cert_chain(str(identity))
+        elif ctx.cfg.cert_file is not None and ctx.cfg.key_file is not None:
+            context.load_cert_chain(str(ctx.cfg.cert_file), str(ctx.cfg.key_file))
+    return context
+
+
+def auth_headers(ctx: Context) -> dict[str, str]:
+    """Basic auth for profiles 1 and 2; the password is raw bytes (see profiles)."""
+    if effective_profile(ctx) not in (1, 2):
+        return {}
+    password = profiles.basic_auth_password(ctx.station.settings.text("basic_auth_password"),
+                                            ctx.cfg.password)
+    if password is None:
+        return {}
+    token = base64.b64encode(ctx.endpoint_id.encode("utf-8") + b":" + password).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+def connect_failed(ctx: Context, exc: BaseException) -> None:
+    """Turn a failed connection attempt into the whitepaper's security event, if it is one."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        security_event(ctx, "InvalidCentralSystemCertificate", str(exc.verify_message or exc))
+    elif isinstance(exc, ssl.SSLError) and exc.reason in TLS_VERSION_REASONS:
+        security_event(ctx, "InvalidTLSVersion", str(exc))
+    else:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            security_event(ctx, "FailedToAuthenticateAtCentralSystem", f"HTTP {status}")

@@ -1,0 +1,124 @@
+"""A 2.0.1 charging-station endpoint: boot, status, recovery, and the 2.0.1 functional blocks.
+
+The connection lifecycle (connect, boot until accepted, heartbeat, reconnect with back-off) is
+shared with 1.6 in ``bess_gateway.link``; this class only says what 2.0.1 sends. Each functional
+block (A Security ... P DataTransfer) is a module of this package with ``handlers(ctx)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from websockets.typing import Subprotocol
+
+from bess_gateway import __version__
+from bess_gateway.config import EndpointConfig
+from bess_gateway.domain.station import Station, StopReason
+from bess_gateway.domain.timefmt import iso
+from bess_gateway.journal import Journal, TxRecord
+from bess_gateway.link import Backoff, EndpointBase
+from bess_gateway.ocppj.errors import CallErrorReceived
+from bess_gateway.security import connection
+from bess_gateway.security.certificates import CertificateStore
+from bess_gateway.v201 import transactions
+from bess_gateway.v201.status import CONNECTOR_ID, EVSES, connector_status
+
+log = logging.getLogger("bess_gateway.v201")
+
+VERSION = "2.0.1"
+
+
+class Endpoint201(EndpointBase):
+    VERSION = VERSION
+    SUBPROTOCOL = Subprotocol("ocpp2.0.1")
+    STATUS_TARGETS = EVSES
+
+    def __init__(
+        self,
+        cfg: EndpointConfig,
+        station: Station,
+        journal: Journal,
+        *,
+        backoff: Backoff | None = None,
+        certificates: CertificateStore | None = None,
+    ) -> None:
+        super().__init__(cfg, station, journal, backoff=backoff, certificates=certificates)
+        connection.security_event(self.ctx, "StartupOfTheDevice")
+        self.ctx.restart = self._restart
+        # BootNotification reason: PowerUp after a process start; blocks set it before a restart.
+        self.ctx.extra["boot_reason"] = "PowerUp"
+        self.ctx.triggers.update({
+            "BootNotification": lambda _evse: self.send_boot(),
+            "Heartbeat": lambda _evse: self.send_heartbeat(),
+            "StatusNotification": self._trigger_status,
+        })
+
+    def _url(self) -> str:
+        return connection.url(self.ctx)
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        return connection.ssl_context(self.ctx, self._url())
+
+    def _headers(self) -> dict[str, str]:
+        return connection.auth_headers(self.ctx)
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        connection.connect_failed(self.ctx, exc)
+
+    def _periodic(self) -> list[Any]:
+        return [transactions.deliver_outbox(self.ctx), transactions.sampler(self.ctx)]
+
+    def _boot_payload(self) -> dict[str, Any]:
+        return {
+            "reason": self.ctx.extra.get("boot_reason", "PowerUp"),
+            "chargingStation": {
+                "vendorName": self.cfg.vendor[:50],
+                "model": self.cfg.model[:20],
+                "serialNumber": self.cfg.serial_number[:25],
+                "firmwareVersion": f"bess-gateway {__version__}"[:50],
+            },
+        }
+
+    async def _boot_until_accepted(self) -> None:
+        await super()._boot_until_accepted()
+        self.ctx.extra["boot_reason"] = "PowerUp"  # a later reconnect is no reset
+
+    async def send_status(self, evse: int, *, force: bool = False) -> None:
+        report = self.ctx.station.status(evse)
+        if not force and self._last_status.get(evse) == report:
+            return
+        payload = {"timestamp": iso(self.ctx.station._clock()),
+                   "connectorStatus": connector_status(report.status),
+                   "evseId": evse, "connectorId": CONNECTOR_ID}
+        self._last_status[evse] = report
+        try:
+            await self.ctx.call("StatusNotification", payload)
+        except (CallErrorReceived, TimeoutError) as exc:
+            self._last_status.pop(evse, None)  # send it again next time
+            log.warning("%s: StatusNotification failed: %s", self.id, exc)
+
+    async def _trigger_status(self, evse: int | None) -> None:
+        for e in EVSES if evse is None else (evse,):
+            await self.send_status(e, force=True)
+
+    def _handlers(self) -> dict[str, Any]:
+        table: dict[str, Any] = {}
+        table.update(transactions.handlers(self.ctx))
+        return table
+
+    def recover(self, records: list[TxRecord]) -> None:
+        transactions.recover(self.ctx, records)
+
+    def stop_all(self, reason: StopReason) -> None:
+        for c in list(self.ctx.station.transactions):
+            transactions.stop_session(self.ctx, c, reason)
+
+    async def _restart(self, kind: str) -> None:
+        """Reset: sessions end (PCS to 0 for them), then the connection starts over with a boot."""
+        connection.security_event(self.ctx, "ResetOrReboot", f"{kind} reset by the CSMS")
+        self.stop_all(StopReason.HARD_RESET)
+        self.ctx.extra["boot_reason"] = "RemoteReset"
+        await self._drain_outbox()
+        await self._reconnect(f"{kind} reset")
