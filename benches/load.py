@@ -45,6 +45,7 @@ class Row:
     label: str
     n: int
     cmd_ms: list[float] = field(default_factory=list)
+    cmd_by_kind: dict[str, list[float]] = field(default_factory=dict)  # stop, start, profile
     trig_ms: list[float] = field(default_factory=list)
     jitter_p99_ms: float | None = None
     jitter_max_ms: float | None = None
@@ -225,10 +226,14 @@ class Traffic:
                         continue
                     if lat is not None:
                         row.cmd_ms.append(lat)
+                        row.cmd_by_kind.setdefault("profile", []).append(lat)
                 else:
-                    for lat in (await self.stop(sid), await self.start(sid)):
+                    stop_ms = await self.stop(sid)
+                    start_ms = await self.start(sid)
+                    for what, lat in (("stop", stop_ms), ("start", start_ms)):
                         if lat is not None:
                             row.cmd_ms.append(lat)
+                            row.cmd_by_kind.setdefault(what, []).append(lat)
             except Exception as exc:
                 row.errors += 1
                 row.notes.append(f"{kind} {sid}: {exc!r}"[:120])
@@ -242,6 +247,9 @@ def gateway_config(tmp: Path, n: int, url: str, pcs_port: int, interval: int) ->
 [gateway]
 data_dir = "{tmp / 'var'}"
 metrics_listen = ""
+# Live traffic only: the outage-replay pacer (50 queued messages/s for the whole gateway) would
+# hold every StartTransaction behind the 1000 start-up security events at N = 1000.
+replay_rate_per_s = 0
 
 [control]
 ramp_kw_per_s = 100000   # every change lands in one write, so writes map to commands
@@ -382,6 +390,10 @@ async def main(argv: list[str] | None = None) -> int:
             rows.append(baselines[n])
         print(table(rows, baselines), flush=True)
     print("\n" + table(rows, baselines))
+    for r in rows:
+        if r.cmd_by_kind:
+            print(f"cmd->PCS by command ({r.label} N={r.n}): " + ", ".join(
+                f"{k} {fmt3(v)} ms (n={len(v)})" for k, v in sorted(r.cmd_by_kind.items())))
     for r in rows:
         for note in dict.fromkeys(r.notes):
             print(f"note ({r.label} N={r.n}): {note}")

@@ -12,11 +12,16 @@ endpoint up); for CPU, compare whole-process CPU of A/B runs (load.py's table) i
 charges a clock read to every call and inflates call-heavy code several times over. Samples in
 the loop's own wait (the outermost frame on top) count as idle. The report is written when the
 gateway exits (SIGTERM is a normal stop).
+
+An output name ending in `.prof` profiles with cProfile instead (deterministic, every Python
+call; slower, and call-heavy code looks heavier than it is): where the loop thread's CPU goes,
+function by function. Read it with `python -m pstats out.prof` (sort tottime, stats 40).
 """
 
 from __future__ import annotations
 
 import collections
+import cProfile
 import signal
 import sys
 import threading
@@ -82,6 +87,14 @@ class Sampler:
 
 
 def run(out: str, argv: list[str]) -> int:
+    if out.endswith(".prof"):
+        profile = cProfile.Profile()
+        signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+        try:
+            return main(argv)
+        finally:
+            profile.disable()
+            profile.dump_stats(out)
     sampler = Sampler()
     signal.signal(signal.SIGUSR1, lambda *_: sampler.start())
     try:

@@ -11,13 +11,18 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import os
+import resource
 import select
 import socket
 import socketserver
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -326,3 +331,52 @@ def test_loop_state_errors(pcs: FakePcs) -> None:
         loop.start()
     with pytest.raises(ValueError, match="cap_w"):
         ControlLoop(params(pcs)).start_session(0, 1, float("nan"))
+
+
+def control_thread_id() -> int:
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/self/task/{tid}/comm").read_text().strip() == "bess-control":
+                return int(tid)
+    raise AssertionError("no bess-control thread")
+
+
+def test_control_thread_reports_the_scheduling_it_has(pcs: FakePcs) -> None:
+    with running(params(pcs)) as loop:
+        pcs.wait_writes(lambda w: len(w) >= 1)  # the thread has set itself up and cycled
+        how = loop.snapshot()["scheduling"]  # published before the first cycle
+        tid = control_thread_id()
+        # SCHED_FIFO where permitted (root, CAP_SYS_NICE, RLIMIT_RTPRIO); it says which it got
+        if how == "SCHED_FIFO 10":
+            assert os.sched_getscheduler(tid) == os.SCHED_FIFO
+            assert os.sched_getparam(tid).sched_priority == 10
+        else:
+            assert how.startswith("normal (SCHED_FIFO 10 not permitted")
+            assert os.sched_getscheduler(tid) == os.SCHED_OTHER
+        assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER  # only it
+
+
+CHILD = """
+import sys, time
+from bess_gateway._core import ControlLoop
+loop = ControlLoop({"pcs_port": int(sys.argv[1]), "period_ms": 20, "pcs_timeout_ms": 300})
+loop.start()
+while loop.snapshot()["cycles"] < 5:
+    time.sleep(0.01)
+print(loop.snapshot()["scheduling"])
+loop.stop()
+"""
+
+
+def test_without_permission_the_loop_runs_as_a_normal_thread(pcs: FakePcs) -> None:
+    def no_rt() -> None:
+        resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
+
+    # root bypasses RLIMIT_RTPRIO through CAP_SYS_NICE: take that away too
+    drop = (["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"]
+            if os.geteuid() == 0 else [])
+    out = subprocess.run([*drop, sys.executable, "-c", CHILD, str(pcs.port)],
+                         preexec_fn=no_rt, capture_output=True, text=True, timeout=30,
+                         check=True)
+    assert out.stdout.strip().startswith("normal (SCHED_FIFO 10 not permitted")
+    assert pcs.writes, "the loop ran its cycles all the same"
