@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from waiting import until
+from waiting import booted, until
 
 from bess_gateway.cli import main
 from bess_gateway.demo.csms import CsmsServer
@@ -55,14 +55,6 @@ def write_config(tmp_path: Path, data_dir: Path) -> Path:
         f'[gateway]\ndata_dir = "{data_dir}"\nmetrics_listen = ""\n\n'
         '[[endpoint]]\nid = "DEMO-{n:02}"\ncount = 2\ncsms_url = "ws://127.0.0.1:9/ocpp"\n')
     return cfg
-
-
-async def booted(gw: Gateway, csms: CsmsServer) -> list[str]:
-    ids = list(gw.endpoints)
-    for sid in ids:
-        await csms.wait_for(sid, "BootNotification", timeout=20)
-        await until(lambda s=sid: gw.endpoints[s].booted.is_set(), 20)
-    return ids
 
 
 async def run_session(csms: CsmsServer, gw: Gateway, sid: str) -> None:

@@ -13,3 +13,12 @@ async def until(pred: Callable[[], Any], timeout: float = 10.0) -> Any:
         while not (value := pred()):
             await asyncio.sleep(0.02)
         return value
+
+
+async def booted(gw: Any, csms: Any) -> list[str]:
+    """Wait until every endpoint of gateway ``gw`` has booted at the demo CSMS; their ids."""
+    ids = list(gw.endpoints)
+    for sid in ids:
+        await csms.wait_for(sid, "BootNotification", timeout=20)
+        await until(lambda s=sid: gw.endpoints[s].booted.is_set(), 20)
+    return ids

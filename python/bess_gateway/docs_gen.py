@@ -325,13 +325,68 @@ def generate_ocpp_support() -> str:
         "",
         "## OCPP 2.0.1",
         "",
-        f"The schema set (all {len(Validator('2.0.1').actions)} messages) and RPC layer are in "
-        "place; 2.0.1 endpoints are not in this build yet (`ocpp_version = \"2.0.1\"` is "
-        "refused at start). They will use the same domain model (python/bess_gateway/domain/) "
-        "and device-model variables mapped to the same settings as the 1.6 keys above.",
+        f"Endpoints with `ocpp_version = \"2.0.1\"` use the same domain model "
+        "(python/bess_gateway/domain/) as 1.6; the v201/ modules translate (all "
+        f"{len(Validator('2.0.1').actions)} schemas validate what is sent). Device-model "
+        "variables map to the same settings as the 1.6 keys above. What each functional block "
+        "decided for a battery behind virtual connectors: docs/ocpp201.md.",
         "",
     ]
+    lines += _device_model_lines()
+    lines += _iso15118_lines()
     return "\n".join(lines)
+
+
+def _iso15118_lines() -> list[str]:
+    """The ISO 15118 hook (v201/iso15118.py): its docstring and its functions' signatures."""
+    from bess_gateway.v201 import iso15118
+
+    lines = ["## ISO 15118 hook", "", "From python/bess_gateway/v201/iso15118.py.", ""]
+    # The module docstring after its title: paragraphs and "- " items, each on one line.
+    items: list[str] = []
+    for raw in (iso15118.__doc__ or "").split("\n", 1)[1].strip().splitlines():
+        text = raw.strip().replace("``", "`")
+        if not text or text.startswith("- ") or not items or items[-1] == "":
+            items.append(text)
+        else:
+            items[-1] += " " + text
+    lines += [*items, ""]
+    for fn in (iso15118.get_ev_certificate, iso15118.get_certificate_status):
+        signature = str(inspect.signature(fn)).replace("'", "")
+        lines += [f"- `async def {fn.__name__}{signature}`: "
+                  + " ".join((fn.__doc__ or "").split()).replace("``", "`")]
+    lines.append("")
+    return lines
+
+
+def _device_model_lines() -> list[str]:
+    """The 2.0.1 device model (v201/device_model.py): every component and variable."""
+    from bess_gateway.v201 import device_model
+
+    lines = [
+        "## OCPP 2.0.1 device model",
+        "",
+        "GetVariables, SetVariables, GetBaseReport and GetReport read this table "
+        "(python/bess_gateway/v201/device_model.py). Only the Actual attribute exists. "
+        "A variable backed by a setting is the same value as the 1.6 key of that setting "
+        "and persists in the journal; *live* values are read when asked.",
+        "",
+        "| component | evse | variable | instance | mutability | type | value |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in device_model.table().values():
+        evse = "" if v.evse is None else str(v.evse) if v.connector is None else (
+            f"{v.evse}/{v.connector}")
+        if v.setting is not None:
+            how = f"setting `{v.setting}`"
+        elif v.fixed is not None:
+            how = f"fixed: `{v.fixed}`"
+        else:
+            how = "live"
+        lines.append(f"| {v.component} | {evse} | {v.name} | {v.instance or ''} | "
+                     f"{v.mutability} | {v.data_type} | {how} |")
+    lines.append("")
+    return lines
 
 
 # -- alarms and register maps -------------------------------------------------------------------

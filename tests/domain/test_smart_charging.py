@@ -254,6 +254,33 @@ def test_same_id_or_same_purpose_and_stack_replaces() -> None:
     assert len(s) == 4
 
 
+def test_2_0_1_replaces_by_id_only_and_refuses_competitors() -> None:
+    s = ProfileSet()
+    limits = Limits(replace_same_stack=False)
+    s.install(prof(1, stack=2, valid_to=T0 + DAY), limits)
+    # Same purpose, stack level and connector with overlapping validity: refused, not replaced.
+    with pytest.raises(ProfileError) as err:
+        s.install(prof(2, stack=2), limits)
+    assert err.value.reason == "DuplicateProfile"
+    # Disjoint validity: both stay, and the right one decides at each time.
+    assert s.install(prof(2, stack=2, valid_from=T0 + DAY, periods=((0, 5_000.0),)),
+                     limits) == []
+    assert sorted(p.profile_id for p in s) == [1, 2]
+    # The same id replaces.
+    assert [p.profile_id for p in s.install(prof(1, stack=2, valid_to=T0 + DAY), limits)] == [1]
+    # A station-wide and an EVSE TxDefaultProfile at one stack level compete, either way round.
+    with pytest.raises(ProfileError):
+        s.install(prof(3, stack=2, connector=0), limits)
+    s.install(prof(3, stack=4, connector=0), limits)
+    with pytest.raises(ProfileError):
+        s.install(prof(4, stack=4, connector=2), limits)
+    # Two TxProfiles of one transaction at one level always compete.
+    s.install(prof(5, purpose=Purpose.TX, stack=1), limits)
+    with pytest.raises(ProfileError):
+        s.install(prof(6, purpose=Purpose.TX, stack=1, valid_from=T0 + 2 * DAY), limits)
+    assert sorted(p.profile_id for p in s) == [1, 2, 3, 5]
+
+
 def test_clear_by_id_or_criteria() -> None:
     s = ProfileSet()
     for p in (prof(1, stack=1), prof(2, stack=2),

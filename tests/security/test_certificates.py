@@ -75,7 +75,7 @@ def test_install_rejects_what_is_not_a_usable_ca(tmp_path: Path) -> None:
     leaf = ca.issue_cert("csms.example").cert_chain_pems[0].bytes().decode()
     assert store.install(CSR_ROOT, "not a certificate") == "Rejected"
     assert store.install(CSR_ROOT, leaf) == "Rejected"  # not a CA
-    assert store.install("V2GRootCertificate", ca.cert_pem.bytes().decode()) == "Rejected"
+    assert store.install("NoSuchRootCertificate", ca.cert_pem.bytes().decode()) == "Rejected"
     assert store.install(CSR_ROOT, ca.cert_pem.bytes().decode()) == "Accepted"
     assert store.install(CSR_ROOT, trustme.CA().cert_pem.bytes().decode()) == "Accepted"
     # CertificateStoreMaxLength reached

@@ -5,19 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from waiting import until
+from waiting import booted, until
 
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.domain.authorization import AuthStatus
 from bess_gateway.gateway import Gateway
-
-
-async def booted(gw: Gateway, csms: CsmsServer) -> list[str]:
-    ids = list(gw.endpoints)
-    for sid in ids:
-        await csms.wait_for(sid, "BootNotification", timeout=20)
-        await until(lambda s=sid: gw.endpoints[s].booted.is_set(), 20)
-    return ids
 
 
 def entry(tag: str, status: str | None = "Accepted", **info: Any) -> dict[str, Any]:
@@ -194,7 +186,10 @@ async def test_cache_is_filled_by_csms_answers_used_and_cleared(
     assert [m.payload["idTag"] for m in csms.of(sid, "Authorize") if m.seq > after] == [
         "CACHE-BAD"]
 
-    # ClearCache really empties it: the next start must ask the CSMS again.
+    # ClearCache really empties it: the next start must ask the CSMS again. (First the queued
+    # messages go out: the StartTransaction.conf of the session above, queued behind the earlier
+    # StopTransaction that waits for its meter to settle, would fill it again.)
+    await until(lambda: j.depth(sid) == 0, 15)
     assert j.auth_cache_size(sid) == 2
     assert await csms.call(sid, "ClearCache") == {"status": "Accepted"}
     assert j.auth_cache_size(sid) == 0

@@ -7,19 +7,12 @@ import math
 from typing import Any
 
 import pytest
-from waiting import until
+from waiting import booted, until
 
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.gateway import Gateway
+from bess_gateway.link import Backoff
 from bess_gateway.sim.server import SimulatorThread
-
-
-async def booted(gw: Gateway, csms: CsmsServer) -> list[str]:
-    ids = list(gw.endpoints)
-    for sid in ids:
-        await csms.wait_for(sid, "BootNotification", timeout=20)
-        await until(lambda s=sid: gw.endpoints[s].booted.is_set(), 20)
-    return ids
 
 
 def energy_of(payload: dict[str, Any], measurand: str) -> int:
@@ -427,7 +420,7 @@ async def test_reconnects_after_the_socket_drops(gateway_factory, csms: CsmsServ
     (sid,) = await booted(gw, csms)
     tx_id = await start_tx(csms, sid, 1)
     await until(lambda: sim.written.setpoint_w == 150_000)
-    gw.endpoints[sid].backoff.minimum = 0.05  # keep the test short; the policy is unchanged
+    gw.endpoints[sid].backoff = Backoff(0.05, 0.05)  # keep the test short; same rule
     boots = len(csms.of(sid, "BootNotification"))
     await csms.drop(sid)
     await until(lambda: len(csms.of(sid, "BootNotification")) > boots, 15)

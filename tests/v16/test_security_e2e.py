@@ -82,7 +82,7 @@ class Env:
         await gw.start()
         # Endpoint tasks have not run yet: a short back-off keeps failure tests brief.
         for ep in gw.endpoints.values():
-            ep.backoff = Backoff(0.1, 0.5)
+            ep.backoff = Backoff(0.1, 0.4, 2)
         self.gateways.append(gw)
         return gw
 

@@ -7,19 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from waiting import until
+from waiting import booted, until
 
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.gateway import Gateway
 from bess_gateway.sim.server import SimulatorThread
-
-
-async def booted(gw: Gateway, csms: CsmsServer) -> list[str]:
-    ids = list(gw.endpoints)
-    for sid in ids:
-        await csms.wait_for(sid, "BootNotification", timeout=20)
-        await until(lambda s=sid: gw.endpoints[s].booted.is_set(), 20)
-    return ids
 
 
 async def start_tx(csms: CsmsServer, sid: str, connector: int, tag: str = "TAG-1") -> int:

@@ -59,6 +59,7 @@ class Received:
     payload: dict[str, Any]
     at: float  # time.monotonic()
     seq: int
+    unique_id: str = ""  # the CALL's message id (a resend of the same message keeps it)
 
 
 @dataclass
@@ -88,6 +89,10 @@ class Policy:
     sign_certificate_status: str = "Accepted"
     security_extension: bool = True  # False: a plain 1.6 CSMS (SecurityEvent -> NotImplemented)
     group_ids: dict[str, str] = field(default_factory=dict)  # 2.0.1 idToken -> its GroupId
+    # ISO 15118 pass-through (2.0.1): the EXI answer to Get15118EVCertificate (None: Failed) and
+    # the OCSP result to GetCertificateStatus (None: no OCSP responder, NotImplemented).
+    ev_certificate_exi: str | None = None
+    ocsp_result: str | None = None
 
 
 class _Station16(CP16):
@@ -108,7 +113,7 @@ class _Station16(CP16):
             msg = None
         if isinstance(msg, list) and len(msg) >= 3:
             if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
-                self.server._record(self.id, str(msg[2]), msg[3])
+                self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
             elif msg[0] in (3, 4):
                 self.raw_replies[str(msg[1])] = msg
                 self.reply_event.set()
@@ -282,9 +287,10 @@ class CsmsServer:
             await self._notify()
 
     # -- what stations send ----------------------------------------------------------------
-    def _record(self, station: str, action: str, payload: dict[str, Any]) -> None:
+    def _record(self, station: str, action: str, payload: dict[str, Any],
+                unique_id: str = "") -> None:
         self.received.append(Received(station, action, payload, time.monotonic(),
-                                      next(self._seq)))
+                                      next(self._seq), unique_id))
         asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:

@@ -58,7 +58,7 @@ class Station201(CP201):
             msg = None
         if isinstance(msg, list) and len(msg) >= 3:
             if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
-                self.server._record(self.id, str(msg[2]), msg[3])
+                self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
                 if msg[2] == "TransactionEvent":
                     self.server._transaction_event(self.id, msg[3])
             elif msg[0] in (3, 4):
@@ -67,7 +67,8 @@ class Station201(CP201):
         await super().route_message(raw_msg)
 
     def _token_info(self, id_token: dict[str, Any] | None) -> dict[str, Any]:
-        token = (id_token or {}).get("idToken", "")
+        # the `ocpp` library hands handlers snake_case keys, nested ones too
+        token = (id_token or {}).get("id_token") or (id_token or {}).get("idToken", "")
         info: dict[str, Any] = {"status": self.server._tag_status(token)}
         group = self.server.policy.group_ids.get(token)
         if group is not None:
@@ -158,9 +159,15 @@ class Station201(CP201):
 
     @on("Get15118EVCertificate")
     def on_15118_certificate(self, **_: Any) -> result201.Get15118EVCertificate:
-        # No contract-certificate backend here: a CSMS without one answers Failed.
-        return result201.Get15118EVCertificate(status="Failed", exi_response="")
+        # No contract-certificate backend unless the policy has an answer: then Failed.
+        exi = self.server.policy.ev_certificate_exi
+        if exi is None:
+            return result201.Get15118EVCertificate(status="Failed", exi_response="")
+        return result201.Get15118EVCertificate(status="Accepted", exi_response=exi)
 
     @on("GetCertificateStatus")
     def on_certificate_status(self, **_: Any) -> result201.GetCertificateStatus:
-        raise OcppNotImplemented(description="no OCSP responder in the demo CSMS")
+        ocsp = self.server.policy.ocsp_result
+        if ocsp is None:
+            raise OcppNotImplemented(description="no OCSP responder in the demo CSMS")
+        return result201.GetCertificateStatus(status="Accepted", ocsp_result=ocsp)

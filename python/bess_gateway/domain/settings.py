@@ -25,6 +25,9 @@ MEASURANDS: tuple[str, ...] = (
 )
 DEFAULT_SAMPLED = ",".join(MEASURANDS)
 DEFAULT_TX_END = "Energy.Active.Export.Register,Energy.Active.Import.Register"
+# 2.0.1 TxStartPoint/TxStopPoint values that mean something for a virtual connector (no cable,
+# no EV communication): see docs/ocpp201.md.
+TX_POINTS: tuple[str, ...] = ("Authorized", "PowerPathClosed", "EnergyTransfer")
 
 
 class SettingError(ValueError):
@@ -99,6 +102,20 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("local_auth_list_enabled", "bool", True),
         SettingSpec("authorization_cache_enabled", "bool", True),
         SettingSpec("allow_offline_tx_for_unknown_id", "bool", False),
+        # 2.0.1 AuthCacheCtrlr.LifeTime: how long a cache entry without its own expiry lives
+        # (0 = until the CSMS says otherwise or it is evicted).
+        SettingSpec("auth_cache_lifetime_s", "int", 0, 0, 31_536_000),
+        # 2.0.1 DeviceDataCtrlr.ItemsPerMessage (ReadOnly to the CSMS; an operator may store a
+        # smaller value in the journal): GetReport parts, GetVariables/SetVariables items.
+        SettingSpec("items_per_message_getreport", "int", 64, 1, 64, readonly=True),
+        SettingSpec("items_per_message_getvariables", "int", 64, 1, 64, readonly=True),
+        SettingSpec("items_per_message_setvariables", "int", 64, 1, 64, readonly=True),
+        # 2.0.1 OCPPCommCtrlr: network connection profiles (SetNetworkProfile) by slot, tried in
+        # this order (slot 0 = the configured endpoint); OfflineThreshold is kept for the CSMS.
+        SettingSpec("network_configuration_priority", "str", "0"),
+        SettingSpec("network_profiles", "str", ""),  # JSON: slot -> NetworkConnectionProfile
+        SettingSpec("network_profile_connection_attempts", "int", 3, 1, 100),
+        SettingSpec("offline_threshold_s", "int", 60, 0, 86_400),
         SettingSpec("stop_tx_on_invalid_id", "bool", True),
         SettingSpec("stop_tx_on_ev_side_disconnect", "bool", True),
         SettingSpec("unlock_on_ev_side_disconnect", "bool", True),
@@ -110,20 +127,47 @@ SPECS: dict[str, SettingSpec] = {
                     choices=MEASURANDS, max_items=len(MEASURANDS)),
         SettingSpec("stop_txn_aligned_data", "csv", "", choices=MEASURANDS,
                     max_items=len(MEASURANDS)),
+        # 2.0.1 SampledDataCtrlr.TxStartedMeasurands (1.6 has no counterpart: meterStart only)
+        SettingSpec("tx_started_measurands", "csv", DEFAULT_TX_END, choices=MEASURANDS,
+                    max_items=len(MEASURANDS)),
+        # 2.0.1 AlignedDataCtrlr.SendDuringIdle: aligned MeterValues for an EVSE without a session
+        SettingSpec("aligned_data_send_during_idle", "bool", False),
+        # 2.0.1 TxCtrlr.TxStartPoint / TxStopPoint for a virtual connector (docs/ocpp201.md)
+        SettingSpec("tx_start_point", "csv", "PowerPathClosed", choices=TX_POINTS,
+                    max_items=len(TX_POINTS)),
+        SettingSpec("tx_stop_point", "csv", "PowerPathClosed", choices=TX_POINTS,
+                    max_items=len(TX_POINTS)),
+        # Retries of a queued message the CSMS failed to process (bess_gateway.outbox): 1.6
+        # TransactionMessageAttempts / TransactionMessageRetryInterval and 2.0.1 OCPPCommCtrlr
+        # MessageAttempts / MessageAttemptInterval (TransactionEvent) are both these two; the
+        # wait before a resend is the interval x the failed attempts so far.
         SettingSpec("transaction_message_attempts", "int", 3, 1, 10),
         SettingSpec("transaction_message_retry_interval_s", "int", 60, 1, 3600),
         SettingSpec("reset_retries", "int", 1, 0, 10),
         SettingSpec("websocket_ping_interval_s", "int", 60, 0, 3600),
+        # Reconnect back-off (2.0.1 RetryBackOff*, link.Backoff): wait minimum * 2**n (n up to
+        # repeat_times) + random 0..range s. A minimum of 0 would let a failing link spin.
+        SettingSpec("retry_backoff_wait_minimum_s", "int", 3, 1, 3600),
+        SettingSpec("retry_backoff_random_range_s", "int", 10, 0, 3600),
+        SettingSpec("retry_backoff_repeat_times", "int", 6, 0, 20),
         SettingSpec("connector_phase_rotation", "str", "0.RST,1.RST,2.RST"),
         SettingSpec("minimum_status_duration_s", "int", 0, 0, 3600),
         # Smart charging: A -> W = A x this phase-to-neutral voltage x numberPhases (default 3).
         SettingSpec("ac_phase_voltage_v", "int", 230, 100, 500),
+        # 2.0.1 NotifyChargingLimit (SmartChargingCtrlr): a battery limit below the CSMS's is
+        # reported when it moves by more than this percentage, with its schedule when asked.
+        SettingSpec("limit_change_significance_pct", "int", 10, 1, 100),
+        SettingSpec("notify_charging_limit_with_schedules", "bool", True),
         # Security: the profile only ever rises (security.profiles); basic_auth_password is the
         # CSMS-set Basic auth password's bytes as hex (1.6 AuthorizationKey), write-only, and
         # replaces the configured password; cpo_name is the O of our CSRs.
         SettingSpec("security_profile", "int", 0, 0, 3),
         SettingSpec("basic_auth_password", "str", ""),
         SettingSpec("cpo_name", "str", ""),
+        # 2.0.1 A02.FR.17-19: a SignCertificate the CSMS accepted but never answered with
+        # CertificateSigned is sent again after this wait, doubled each time, this many times.
+        SettingSpec("cert_signing_wait_minimum_s", "int", 60, 1, 86_400),
+        SettingSpec("cert_signing_repeat_times", "int", 3, 0, 100),
     )
 }
 

@@ -17,8 +17,10 @@ Rules (OCPP 1.6 section 3.13, the same in 2.0.1 K01-K08):
   on connector 0.
 - A TxProfile overrules the TxDefaultProfiles wherever it has a period; the session's limit is
   that result, and the endpoint's limit is the ChargePointMaxProfile's.
-- Installing replaces a profile with the same id, and one with the same purpose, stack level and
-  connector. TxProfiles end with their transaction.
+- Installing replaces a profile with the same id, and (1.6) one with the same purpose, stack
+  level and connector. 2.0.1 (`LIMITS_201`) replaces by id only and refuses a profile competing
+  with an installed one at its level (`ProfileSet.conflicts`). TxProfiles end with their
+  transaction.
 - Kinds: Absolute (from startSchedule; without one, from when it was installed), Recurring (Daily
   or Weekly, anchored at startSchedule, repeating before and after it; a duration longer than the
   recurrence is cut to it), Relative (from the transaction start; with no transaction, from now).
@@ -77,7 +79,14 @@ class RateUnit(StrEnum):
 
 
 class ProfileError(ValueError):
-    """A profile the station refuses (the version layer answers Rejected)."""
+    """A profile the station refuses (the version layer answers Rejected).
+
+    `reason` is the 2.0.1 statusInfo reasonCode the refusal maps to (1.6 has no place for it).
+    """
+
+    def __init__(self, msg: str, reason: str = "InvalidValue") -> None:
+        super().__init__(msg)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,7 @@ class Schedule:
     duration_s: int | None = None
     start: datetime | None = None
     min_rate: float | None = None
+    schedule_id: int | None = None  # 2.0.1 names its schedules (reported back as given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +129,7 @@ class ChargingProfile:
             "valid_from": _iso(self.valid_from), "valid_to": _iso(self.valid_to),
             "transaction_id": self.transaction_id,
             "unit": str(s.unit), "duration": s.duration_s, "start": _iso(s.start),
-            "min_rate": s.min_rate,
+            "min_rate": s.min_rate, "schedule_id": s.schedule_id,
             "periods": [[p.start_s, p.limit, p.phases] for p in s.periods],
         }
 
@@ -134,6 +144,7 @@ class ChargingProfile:
             schedule=Schedule(
                 unit=RateUnit(d["unit"]), duration_s=d.get("duration"),
                 start=_parse(d.get("start")), min_rate=d.get("min_rate"),
+                schedule_id=d.get("schedule_id"),
                 periods=tuple(Period(int(a), float(b), None if c is None else int(c))
                               for a, b, c in d["periods"]),
             ),
@@ -156,6 +167,14 @@ class Limits:
     max_periods: int = 48
     max_installed: int = 20
     units: tuple[RateUnit, ...] = (RateUnit.W, RateUnit.A)
+    # 1.6 (section 3.13): a profile with the same purpose, stack level and connector replaces the
+    # installed one. 2.0.1 (K01.FR.05/06/39/52/53) replaces by id only and refuses a profile
+    # that would compete at the same level (overlapping validity): see ProfileSet.conflicts.
+    replace_same_stack: bool = True
+
+
+STATION_LIMITS = Limits()  # what this station accepts (1.6 keys, 2.0.1 variables show it)
+LIMITS_201 = replace(STATION_LIMITS, replace_same_stack=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +199,7 @@ class Electrical:
 def validate(p: ChargingProfile, limits: Limits, connectors: Iterable[int]) -> None:
     """Raise ProfileError if `p` breaks a rule that does not depend on the station's state."""
     if p.connector != 0 and p.connector not in tuple(connectors):
-        raise ProfileError(f"no connector {p.connector}")
+        raise ProfileError(f"no connector {p.connector}", "InvalidValue")
     if p.purpose == Purpose.CHARGE_POINT_MAX and p.connector != 0:
         raise ProfileError("a ChargePointMaxProfile belongs on connector 0")
     if p.purpose == Purpose.TX and p.connector == 0:
@@ -188,7 +207,8 @@ def validate(p: ChargingProfile, limits: Limits, connectors: Iterable[int]) -> N
     if p.purpose != Purpose.TX and p.transaction_id is not None:
         raise ProfileError("only a TxProfile names a transaction")
     if not 0 <= p.stack_level <= limits.max_stack_level:
-        raise ProfileError(f"stack level {p.stack_level} outside 0..{limits.max_stack_level}")
+        raise ProfileError(f"stack level {p.stack_level} outside 0..{limits.max_stack_level}",
+                           "InvalidStackLevel")
     if p.kind == Kind.RECURRING and (p.recurrency is None or p.schedule.start is None):
         raise ProfileError("a Recurring profile needs a recurrency kind and a startSchedule")
     if p.purpose == Purpose.CHARGE_POINT_MAX and p.kind == Kind.RELATIVE:
@@ -197,18 +217,19 @@ def validate(p: ChargingProfile, limits: Limits, connectors: Iterable[int]) -> N
         raise ProfileError("validTo is not after validFrom")
     s = p.schedule
     if s.unit not in limits.units:
-        raise ProfileError(f"charging rate unit {s.unit} not allowed")
+        raise ProfileError(f"charging rate unit {s.unit} not allowed", "UnsupportedRateUnit")
     if not s.periods:
-        raise ProfileError("no periods")
+        raise ProfileError("no periods", "InvalidSchedule")
     if len(s.periods) > limits.max_periods:
-        raise ProfileError(f"{len(s.periods)} periods, at most {limits.max_periods}")
+        raise ProfileError(f"{len(s.periods)} periods, at most {limits.max_periods}",
+                           "InvalidSchedule")
     if s.periods[0].start_s != 0:
-        raise ProfileError("the first period must start at 0")
+        raise ProfileError("the first period must start at 0", "InvalidSchedule")
     if s.duration_s is not None and s.duration_s < 0:
         raise ProfileError("negative duration")
     for a, b in zip(s.periods, s.periods[1:], strict=False):
         if b.start_s <= a.start_s:
-            raise ProfileError("period starts must increase")
+            raise ProfileError("period starts must increase", "InvalidSchedule")
     for q in s.periods:
         if not math.isfinite(q.limit) or q.limit < 0:
             raise ProfileError(f"limit {q.limit} must be >= 0")
@@ -231,21 +252,54 @@ class ProfileSet:
     def __iter__(self) -> Iterator[ChargingProfile]:
         return iter(list(self.profiles.values()))
 
-    def replaced_by(self, p: ChargingProfile) -> list[ChargingProfile]:
-        """The installed profiles `p` would replace."""
+    def replaced_by(self, p: ChargingProfile, same_stack: bool = True) -> list[ChargingProfile]:
+        """The installed profiles `p` would replace (by id; with `same_stack`, also the one
+        with its purpose, stack level and connector)."""
         return [
             q for q in self.profiles.values()
             if q.profile_id == p.profile_id
-            or (q.purpose == p.purpose and q.stack_level == p.stack_level
+            or (same_stack and q.purpose == p.purpose and q.stack_level == p.stack_level
                 and q.connector == p.connector)
         ]
 
+    def conflicts(self, p: ChargingProfile) -> list[ChargingProfile]:
+        """Installed profiles (other ids) that would compete with `p` at its level (2.0.1).
+
+        Same purpose, stack level and connector with overlapping validity (K01.FR.06; two
+        TxProfiles of one transaction always overlap, K01.FR.39), and a TxDefaultProfile at the
+        same stack level on the station and on an EVSE (K01.FR.52/53).
+        """
+        def overlap(q: ChargingProfile) -> bool:
+            lo = max(p.valid_from or datetime.min.replace(tzinfo=UTC),
+                     q.valid_from or datetime.min.replace(tzinfo=UTC))
+            hi = min(p.valid_to or datetime.max.replace(tzinfo=UTC),
+                     q.valid_to or datetime.max.replace(tzinfo=UTC))
+            return lo < hi
+
+        out = []
+        for q in self.profiles.values():
+            if q.profile_id == p.profile_id or q.purpose != p.purpose \
+                    or q.stack_level != p.stack_level:
+                continue
+            if q.connector == p.connector and (p.purpose == Purpose.TX or overlap(q)):
+                out.append(q)
+            elif p.purpose == Purpose.TX_DEFAULT and 0 in (p.connector, q.connector) \
+                    and q.connector != p.connector:
+                out.append(q)
+        return out
+
     def install(self, p: ChargingProfile, limits: Limits) -> list[ChargingProfile]:
-        """Install `p`; returns what it replaced. ProfileError when the set would be too big."""
-        gone = self.replaced_by(p)
+        """Install `p`; returns what it replaced. ProfileError when the set would be too big,
+        or (2.0.1 rules) when `p` competes with an installed profile."""
+        if not limits.replace_same_stack:
+            clash = self.conflicts(p)
+            if clash:
+                raise ProfileError(f"profile {clash[0].profile_id} has the same purpose and "
+                                   f"stack level", "DuplicateProfile")
+        gone = self.replaced_by(p, limits.replace_same_stack)
         if len(self.profiles) - len(gone) + 1 > limits.max_installed:
             raise ProfileError(f"already {len(self.profiles)} profiles installed "
-                               f"(at most {limits.max_installed})")
+                               f"(at most {limits.max_installed})", "NoCapacity")
         for q in gone:
             del self.profiles[q.profile_id]
         self.profiles[p.profile_id] = p
@@ -576,10 +630,11 @@ class SmartCharging:
         if p.purpose == Purpose.TX:
             tx = self.station.transactions.get(p.connector)
             if tx is None:
-                raise ProfileError("a TxProfile needs a running transaction on its connector")
+                raise ProfileError("a TxProfile needs a running transaction on its connector",
+                                   "TxNotFound")
             if p.transaction_id is not None and p.transaction_id != tx.transaction_id:
                 raise ProfileError(f"transaction {p.transaction_id} is not running on "
-                                   f"connector {p.connector}")
+                                   f"connector {p.connector}", "TxNotFound")
         return self._install(p)
 
     def set_start_profile(self, p: ChargingProfile) -> None:

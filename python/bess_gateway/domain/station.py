@@ -139,6 +139,7 @@ class TxStore(Protocol):
 
     def put_transaction(self, rec: Any) -> None: ...
     def finish_transaction(self, endpoint_id: str, local_id: str) -> None: ...
+    def flush(self) -> None: ...  # commit what is written so far, now
 
 
 class CoreView:
@@ -293,8 +294,13 @@ class Station:
         self.preparing.discard(connector)
         self.changed()
 
-    def begin(self, connector: int, id_tag: str, *, cap_w: float | None = None) -> Transaction:
-        """Start a session: durable record first, then power, so a crash never hides energy."""
+    def begin(self, connector: int, id_tag: str, *, cap_w: float | None = None,
+              journal_with: Callable[[Transaction], None] | None = None) -> Transaction:
+        """Start a session: durable record first, then power, so a crash never hides energy.
+
+        `journal_with(tx)` writes what belongs with the record (the version layer's queued start
+        message): both reach the disk in the one commit made before power flows.
+        """
         meter = self.core.meter(self.meter_id(connector))
         tx = Transaction(
             local_id=uuid.uuid4().hex,
@@ -311,6 +317,9 @@ class Station:
         if used is not None:
             tx.extra["reservation_id"] = used.reservation_id
         self._tx_store.put_transaction(self._make_record(self.endpoint_id, tx))
+        if journal_with is not None:
+            journal_with(tx)
+        self._tx_store.flush()
         self.transactions[connector] = tx
         self.preparing.discard(connector)
         cap = self.session_max_w if cap_w is None else min(cap_w, self.session_max_w)

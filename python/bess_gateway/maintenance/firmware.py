@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -49,6 +49,14 @@ log = logging.getLogger("bess_gateway.maintenance")
 EXIT_RESTART: Final = 75  # the process exits with this after an installed update: restart me
 DEFAULT_RETRIES: Final = 2
 DEFAULT_RETRY_INTERVAL_S: Final = 30
+
+
+def retry_policy(p: dict[str, Any]) -> tuple[int, int]:
+    """(retries, retry interval s) of an UpdateFirmware request, either version (same keys)."""
+    retries = p.get("retries")
+    interval = p.get("retryInterval")
+    return (DEFAULT_RETRIES if retries is None else max(0, int(retries)),
+            DEFAULT_RETRY_INTERVAL_S if interval is None else max(0, int(interval)))
 INSTALLER_TIMEOUT_S: Final = 15 * 60
 IDLE_POLL_S: Final = 0.5  # how often an install waiting for sessions to end looks again
 
@@ -74,6 +82,11 @@ class FirmwareRequest:
     request_id: int | None = None
 
 
+# Firmware statuses that are also security events (Security Whitepaper, 2.0.1 appendix).
+SECURITY_EVENTS: Final = {"Installed": "FirmwareUpdated",
+                          "InvalidSignature": "InvalidFirmwareSignature"}
+
+
 def decode_signature(text: str) -> bytes | None:
     try:
         return base64.b64decode(text, validate=True)
@@ -97,6 +110,20 @@ def check_signing_certificate(pem: str, roots: Iterable[x509.Certificate]) -> bo
             continue
         return True
     return False
+
+
+def check_signed(certificate_pem: str, signature: str | None,
+                 roots: Iterable[x509.Certificate]) -> tuple[str, Signed | None]:
+    """What a signed update request (1.6 SignedUpdateFirmware, 2.0.1 UpdateFirmware with a
+    signature) is answered: ("Accepted", Signed), ("InvalidCertificate", None) when the signer
+    does not chain to an installed manufacturer root, ("Rejected", None) for a bad signature
+    text."""
+    if not check_signing_certificate(certificate_pem, roots):
+        return "InvalidCertificate", None
+    raw = decode_signature(signature) if signature is not None else None
+    if raw is None:
+        return "Rejected", None
+    return "Accepted", Signed(certificate_pem, raw)
 
 
 def verify_file(path: Path, signed: Signed) -> bool:
@@ -162,6 +189,21 @@ class FirmwareUpdater:
             self._run(req, notify, owner), name=f"firmware:{owner}")
         return True
 
+    @property
+    def cancellable(self) -> bool:
+        """A running job that has not started installing (an installer is never cut off)."""
+        return self.busy and self.status not in ("Installing", "Installed")
+
+    async def cancel(self) -> bool:
+        """Cancel a job that may still be cancelled (see `cancellable`); True if one was."""
+        if not self.cancellable:
+            return False
+        await self.close()
+        self.status = "Idle"
+        self._ended = True
+        log.info("firmware: update for %s cancelled", self.owner)
+        return True
+
     async def close(self) -> None:
         task = self._task
         if task is not None and not task.done():
@@ -194,6 +236,7 @@ class FirmwareUpdater:
         if delay > 0:
             log.info("firmware: download from %s scheduled in %.0f s", safe_url(req.location),
                      delay)
+            await self._set("DownloadScheduled", notify)
             await asyncio.sleep(delay)
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -224,6 +267,7 @@ class FirmwareUpdater:
         if req.install_at is not None:
             delay = (req.install_at - datetime.now(UTC)).total_seconds()
             if delay > 0:
+                await self._set("InstallScheduled", notify)
                 await asyncio.sleep(delay)
         if self.sessions_open():
             log.info("firmware: install waits until every open transaction has ended")

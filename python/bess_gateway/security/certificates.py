@@ -30,9 +30,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 log = logging.getLogger("bess_gateway.security")
 
-CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"
+CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"  # 2.0.1 calls it CSMSRootCertificate
 MANUFACTURER_ROOT = "ManufacturerRootCertificate"
-ROOT_TYPES: tuple[str, ...] = (CENTRAL_SYSTEM_ROOT, MANUFACTURER_ROOT)
+# ISO 15118 roots (2.0.1): kept for an ISO 15118 stack to read (v201.iso15118), never used here.
+V2G_ROOT = "V2GRootCertificate"
+MO_ROOT = "MORootCertificate"
+ROOT_TYPES: tuple[str, ...] = (CENTRAL_SYSTEM_ROOT, MANUFACTURER_ROOT, V2G_ROOT, MO_ROOT)
 MAX_CERTIFICATES = 20  # CertificateStoreMaxLength: installed CA certificates, all types together
 
 InstallStatus = Literal["Accepted", "Rejected", "Failed"]

@@ -22,8 +22,11 @@ TLS_VERSION_REASONS = frozenset({"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_V
 
 
 def security_event(ctx: Context, event_type: str, tech_info: str | None = None) -> None:
-    """Log a security event and queue its SecurityEventNotification (sent after boot)."""
-    if events.record(ctx.journal, ctx.endpoint_id, event_type, tech_info,
+    """Log a security event and queue its SecurityEventNotification (sent after boot).
+
+    ``event_type`` is the 1.6 name; a 2.0.1 endpoint sends the 2.0.1 one (events.name_for)."""
+    if events.record(ctx.journal, ctx.endpoint_id, events.name_for(ctx.version, event_type),
+                     tech_info,
                      now=ctx.station._clock):
         ctx.outbox_wake.set()
 
@@ -49,7 +52,8 @@ def credentials(ctx: Context) -> profiles.Credentials:
 
 def url(ctx: Context) -> str:
     """The CSMS URL for this station; profiles 2 and 3 always use TLS (wss://)."""
-    base = ctx.cfg.csms_url.rstrip("/")
+    # A 2.0.1 network profile chosen by v201.network replaces the configured URL.
+    base = str(ctx.extra.get("csms_url") or ctx.cfg.csms_url).rstrip("/")
     if effective_profile(ctx) >= 2 and base.startswith("ws://"):
         base = "wss://" + base[len("ws://"):]
     return f"{base}/{ctx.endpoint_id}"

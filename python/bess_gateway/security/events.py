@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bess_gateway.domain.timefmt import iso
-from bess_gateway.journal import Journal, JournalError
+from bess_gateway.journal import Journal, JournalError, Retention
 from bess_gateway.ocppj.framing import new_unique_id
 
 log = logging.getLogger("bess_gateway.security")
@@ -49,11 +49,25 @@ EVENTS: dict[str, bool] = {
     "InvalidTLSCipherSuite": False,
 }
 
+# 2.0.1 renamed the events that named the Central System or the Charge Point (Part 2,
+# appendix "Security Events"); the others keep their 1.6 names. Callers use the 1.6 names.
+NAMES_201: dict[str, str] = {
+    "FailedToAuthenticateAtCentralSystem": "FailedToAuthenticateAtCsms",
+    "CentralSystemFailedToAuthenticate": "CsmsFailedToAuthenticate",
+    "InvalidCentralSystemCertificate": "InvalidCsmsCertificate",
+    "InvalidChargePointCertificate": "InvalidChargingStationCertificate",
+}
+
+
+def name_for(version: str, event_type: str) -> str:
+    """The event's name in an OCPP version."""
+    return NAMES_201.get(event_type, event_type) if version == "2.0.1" else event_type
+
+
 # Events that can recur on every reconnect attempt: at most one of each waits in the outbox.
-COALESCED = frozenset({
-    "FailedToAuthenticateAtCentralSystem", "InvalidCentralSystemCertificate",
-    "InvalidTLSVersion", "InvalidTLSCipherSuite", "InvalidChargePointCertificate",
-})
+_RECURRING = ("FailedToAuthenticateAtCentralSystem", "InvalidCentralSystemCertificate",
+              "InvalidTLSVersion", "InvalidTLSCipherSuite", "InvalidChargePointCertificate")
+COALESCED = frozenset({*_RECURRING, *(NAMES_201.get(e, e) for e in _RECURRING)})
 
 # Expected in normal operation (every start, reset, CSMS reconfiguration): logged at INFO, so a
 # 1000-endpoint start does not fill the log with warnings.
@@ -82,7 +96,10 @@ def record(
             return False
         level = logging.INFO if event_type in ROUTINE else logging.WARNING
         log.log(level, "%s: security event %s%s", endpoint_id, event_type, detail)
-        journal.enqueue(endpoint_id, ACTION, payload, None, new_unique_id())
+        # Over the outbox's disk budget, non-critical events may go (they stay in security.log);
+        # critical ones are kept like billing records (docs/operations.md, "Offline queue").
+        retention = Retention.ALWAYS if EVENTS.get(event_type) else Retention.EXPENDABLE
+        journal.enqueue(endpoint_id, ACTION, payload, None, new_unique_id(), retention)
     except JournalError as e:
         # Logged here at least; losing its notification must not take the endpoint down.
         log.error("%s: security event %s not queued: %s", endpoint_id, event_type, e)

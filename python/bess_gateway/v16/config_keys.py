@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from bess_gateway.domain.authorization import LOCAL_LIST_MAX_LENGTH, SEND_LOCAL_LIST_MAX_LENGTH
 from bess_gateway.domain.settings import MEASURANDS, SettingError, Settings
-from bess_gateway.domain.smart_charging import Limits as ChargingLimits
+from bess_gateway.domain.smart_charging import STATION_LIMITS
 from bess_gateway.security.certificates import MAX_CERTIFICATES
 
 CERTIFICATE_SIGNED_MAX_CHAIN_SIZE = 10000  # the schema's maxLength of certificateChain
@@ -23,7 +23,7 @@ class Key:
     write_only: bool = False  # never read back (AuthorizationKey, Security Whitepaper)
 
 
-SC_LIMITS = ChargingLimits()  # smart charging: fixed, read-only in 1.6
+SC_LIMITS = STATION_LIMITS  # smart charging: fixed, read-only in 1.6
 
 FEATURE_PROFILES = ("Core,RemoteTrigger,Reservation,LocalAuthListManagement,FirmwareManagement"
                     ",SmartCharging")
@@ -61,6 +61,10 @@ KEYS: dict[str, Key] = {
     # Reservation: connector 0 would not say which way (discharge/charge) to hold power back.
     "ReserveConnectorZeroSupported": Key(fixed="false"),
     "ResetRetries": Key("reset_retries"),
+    # Vendor keys under their 2.0.1 names (OCPPCommCtrlr): 1.6 leaves reconnect timing open.
+    "RetryBackOffRandomRange": Key("retry_backoff_random_range_s"),
+    "RetryBackOffRepeatTimes": Key("retry_backoff_repeat_times"),
+    "RetryBackOffWaitMinimum": Key("retry_backoff_wait_minimum_s"),
     "SecurityProfile": Key("security_profile"),
     "SendLocalListMaxLength": Key(fixed=str(SEND_LOCAL_LIST_MAX_LENGTH)),
     "StopTransactionOnEVSideDisconnect": Key("stop_tx_on_ev_side_disconnect"),

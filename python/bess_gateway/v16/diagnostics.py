@@ -6,13 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from bess_gateway.domain.timefmt import parse_iso
-from bess_gateway.maintenance.diagnostics import (
-    DEFAULT_RETRIES,
-    DEFAULT_RETRY_INTERVAL_S,
-    UploadRequest,
-    Window,
-)
+from bess_gateway import log_requests
+from bess_gateway.maintenance.diagnostics import UploadRequest
 from bess_gateway.maintenance.transfer import check_url, safe_url
 from bess_gateway.ocppj.rpc import After, Reply
 from bess_gateway.v16.context import Context
@@ -20,33 +15,12 @@ from bess_gateway.v16.context import Context
 log = logging.getLogger("bess_gateway.v16")
 
 DIAGNOSTICS: Final = "diagnostics"  # upload channels (see maintenance.diagnostics.Uploads)
-LOG: Final = "log"
-_LOG_KINDS: Final = {"DiagnosticsLog": "diagnostics", "SecurityLog": "security"}
-# UploadLogStatusEnumType spells the failure differently from DiagnosticsStatus.
-_LOG_STATUS: Final = {"Uploading": "Uploading", "Uploaded": "Uploaded",
-                      "UploadFailed": "UploadFailure", "Idle": "Idle"}
-
-
-def _window(start: str | None, stop: str | None) -> Window:
-    return Window(parse_iso(start) if start else None, parse_iso(stop) if stop else None)
-
-
-def _retries(p: dict[str, Any]) -> tuple[int, int]:
-    retries = p.get("retries")
-    interval = p.get("retryInterval")
-    return (DEFAULT_RETRIES if retries is None else max(0, int(retries)),
-            DEFAULT_RETRY_INTERVAL_S if interval is None else max(0, int(interval)))
+LOG: Final = log_requests.CHANNEL
 
 
 def handlers(ctx: Context) -> dict[str, Any]:
     async def notify_diagnostics(status: str) -> None:
         await ctx.call("DiagnosticsStatusNotification", {"status": status})
-
-    def notify_log(request_id: int) -> Any:
-        async def send(status: str) -> None:
-            await ctx.call("LogStatusNotification",
-                           {"status": _LOG_STATUS.get(status, status), "requestId": request_id})
-        return send
 
     async def get_diagnostics(p: dict[str, Any]) -> Any:
         m = ctx.maintenance
@@ -61,9 +35,10 @@ def handlers(ctx: Context) -> dict[str, Any]:
             log.warning("%s: GetDiagnostics while one is uploading: the new one replaces it",
                         ctx.endpoint_id)
             await m.uploads.cancel(ctx.endpoint_id, DIAGNOSTICS)
-        retries, interval = _retries(p)
+        retries, interval = log_requests.retries(p)
         req = UploadRequest("diagnostics", location,
-                            _window(p.get("startTime"), p.get("stopTime")), retries, interval)
+                            log_requests.window(p.get("startTime"), p.get("stopTime")),
+                            retries, interval)
         name = m.uploads.file_name("diagnostics", ctx.endpoint_id)
 
         async def start() -> None:
@@ -73,40 +48,10 @@ def handlers(ctx: Context) -> dict[str, Any]:
         return Reply({"fileName": name}, start)
 
     async def get_log(p: dict[str, Any]) -> Any:
-        m = ctx.maintenance
-        params = p["log"]
-        location = params["remoteLocation"]
-        kind = _LOG_KINDS.get(p["logType"])
-        problem = check_url(location)
-        if m is None or kind is None or problem:
-            log.warning("%s: GetLog to %s refused: %s", ctx.endpoint_id, safe_url(location),
-                        problem or "not available")
-            return {"status": "Rejected"}
-        canceled = await m.uploads.cancel(ctx.endpoint_id, LOG)
-        retries, interval = _retries(p)
-        req = UploadRequest(kind, location,
-                            _window(params.get("oldestTimestamp"), params.get("latestTimestamp")),
-                            retries, interval, request_id=p["requestId"])
-        # Started after the answer, so the CSMS sees GetLog.conf before LogStatusNotification.
-        name = m.uploads.file_name(kind, ctx.endpoint_id)
+        return await log_requests.get_log(ctx, p)
 
-        async def start() -> None:
-            m.uploads.start(ctx.endpoint_id, LOG, req, notify_log(p["requestId"]), name=name)
-
-        return Reply({"status": "AcceptedCanceled" if canceled else "Accepted",
-                      "filename": name}, start)
-
-    async def extended_trigger(_connector: int | None) -> None:
-        # ExtendedTriggerMessage(LogStatusNotification): Uploading (with its requestId) while a
-        # GetLog upload runs, else Idle.
-        m = ctx.maintenance
-        payload: dict[str, Any] = {"status": "Idle"}
-        if m is not None and m.uploads.busy(ctx.endpoint_id, LOG):
-            payload["status"] = "Uploading"
-            req = m.uploads.requests.get((ctx.endpoint_id, LOG))
-            if req is not None and req.request_id is not None:
-                payload["requestId"] = req.request_id
-        await ctx.call("LogStatusNotification", payload)
+    async def extended_trigger(connector: int | None) -> None:
+        await log_requests.send_status(ctx, connector)
 
     ctx.triggers["LogStatusNotification"] = extended_trigger
     return {

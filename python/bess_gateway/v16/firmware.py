@@ -8,12 +8,10 @@ from typing import Any, Final
 
 from bess_gateway.domain.timefmt import parse_iso
 from bess_gateway.maintenance.firmware import (
-    DEFAULT_RETRIES,
-    DEFAULT_RETRY_INTERVAL_S,
+    SECURITY_EVENTS,
     FirmwareRequest,
-    Signed,
-    check_signing_certificate,
-    decode_signature,
+    check_signed,
+    retry_policy,
 )
 from bess_gateway.maintenance.transfer import check_url, safe_url
 from bess_gateway.ocppj.errors import ActionNotSupportedError
@@ -27,17 +25,6 @@ log = logging.getLogger("bess_gateway.v16")
 PLAIN_STATUSES: Final = frozenset({"Downloaded", "DownloadFailed", "Downloading", "Idle",
                                    "InstallationFailed", "Installing", "Installed"})
 MANUFACTURER_ROOT: Final = "ManufacturerRootCertificate"
-
-
-def _retries(p: dict[str, Any]) -> tuple[int, int]:
-    retries = p.get("retries")
-    interval = p.get("retryInterval")
-    return (DEFAULT_RETRIES if retries is None else max(0, int(retries)),
-            DEFAULT_RETRY_INTERVAL_S if interval is None else max(0, int(interval)))
-
-
-# Firmware statuses that the Security Whitepaper also wants as a SecurityEventNotification.
-SECURITY_EVENTS = {"Installed": "FirmwareUpdated", "InvalidSignature": "InvalidFirmwareSignature"}
 
 
 def handlers(ctx: Context) -> dict[str, Any]:
@@ -64,7 +51,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if m is None:
             raise ActionNotSupportedError("firmware management is not available")
         problem = check_url(p["location"])
-        retries, interval = _retries(p)
+        retries, interval = retry_policy(p)
         req = FirmwareRequest(location=p["location"], retrieve_at=parse_iso(p["retrieveDate"]),
                               retries=retries, retry_interval_s=interval)
         if problem:
@@ -92,8 +79,8 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if m is None or check_url(fw["location"]) is not None:
             return {"status": "Rejected"}
         roots = ctx.certificates.installed(MANUFACTURER_ROOT)
-        signature = decode_signature(fw["signature"])
-        if not check_signing_certificate(fw["signingCertificate"], roots):
+        status, signed = check_signed(fw["signingCertificate"], fw["signature"], roots)
+        if status == "InvalidCertificate":
             logging.getLogger("bess_gateway.security").warning(
                 "InvalidFirmwareSigningCertificate: SignedUpdateFirmware %s from %s: the signing "
                 "certificate does not chain to an installed ManufacturerRootCertificate",
@@ -101,15 +88,15 @@ def handlers(ctx: Context) -> dict[str, Any]:
             security_event(ctx, "InvalidFirmwareSigningCertificate",
                            f"SignedUpdateFirmware {p['requestId']}")
             return {"status": "InvalidCertificate"}
-        if signature is None:
+        if signed is None:
             return {"status": "Rejected"}
-        retries, interval = _retries(p)
+        retries, interval = retry_policy(p)
         install_at = fw.get("installDateTime")
         req = FirmwareRequest(
             location=fw["location"], retrieve_at=parse_iso(fw["retrieveDateTime"]),
             retries=retries, retry_interval_s=interval,
             install_at=parse_iso(install_at) if install_at else None,
-            signed=Signed(fw["signingCertificate"], signature), request_id=p["requestId"])
+            signed=signed, request_id=p["requestId"])
         if m.firmware.busy:
             return {"status": "Rejected"}  # one update at a time for the whole gateway
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
+from bess_gateway.domain import battery_status
 from bess_gateway.domain.station import CONNECTORS
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.v16 import config_keys, diagnostics, firmware
@@ -15,8 +14,8 @@ from bess_gateway.v16.context import Context
 
 log = logging.getLogger("bess_gateway.v16")
 
-# DataTransfer: the one vendor id we answer; anything else is UnknownVendorId as 1.6 prescribes.
-VENDOR_ID = "org.bess-gateway"
+# DataTransfer: the one vendor id we answer (domain.battery_status, shared with 2.0.1).
+VENDOR_ID = battery_status.VENDOR_ID
 
 
 def handlers(
@@ -44,17 +43,7 @@ def handlers(
         return Reply({"status": "Accepted"}, after)
 
     async def data_transfer(p: dict[str, Any]) -> dict[str, Any]:
-        if p["vendorId"] != VENDOR_ID:
-            return {"status": "UnknownVendorId"}
-        if p.get("messageId") != "BatteryStatus":
-            return {"status": "UnknownMessageId"}
-        snap = st.view.snapshot
-        # Loop health rides along so a CSMS (and the load benchmark) can see the control loop.
-        data = {k: snap.get(k) for k in ("soc_pct", "soh_pct", "setpoint_w", "measured_w",
-                                         "limit_discharge_w", "limit_charge_w", "link_up",
-                                         "cycles", "overruns", "jitter_us_p99", "jitter_us_max")}
-        data["trip_causes"] = st.view.trip_causes
-        return {"status": "Accepted", "data": orjson.dumps(data).decode()}
+        return battery_status.data_transfer(st.view, p["vendorId"], p.get("messageId"))
 
     async def trigger_message(p: dict[str, Any]) -> Any:
         what = p["requestedMessage"]

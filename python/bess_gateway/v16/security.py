@@ -10,14 +10,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bess_gateway.ocppj.errors import CallErrorReceived, OcppError
 from bess_gateway.ocppj.rpc import Reply
-from bess_gateway.security import profiles
-from bess_gateway.security.certificates import (
-    CENTRAL_SYSTEM_ROOT,
-    hash_data,
-    same_hash,
-)
+from bess_gateway.security import operations, profiles
 from bess_gateway.security.connection import (
     auth_headers,
     connect_failed,
@@ -89,20 +83,7 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         return {"status": ctx.certificates.install(p["certificateType"], p["certificate"])}
 
     async def delete_certificate(p: dict[str, Any]) -> dict[str, Any]:
-        wanted = p["certificateHashData"]
-        chain = station_keys(ctx).chain()
-        if chain and same_hash(hash_data(chain[0], chain[1] if len(chain) > 1 else None),
-                               wanted):
-            return {"status": "Failed"}  # the whitepaper forbids deleting our own cert
-        roots = ctx.certificates.ids(CENTRAL_SYSTEM_ROOT)
-        if (effective_profile(ctx) >= 2 and ctx.cfg.ca_file is None and len(roots) == 1
-                and same_hash(roots[0], wanted)):
-            # Our decision: the last root we check the CSMS against would leave the next TLS
-            # connection nothing to trust; the CSMS installs the new root first, then deletes.
-            log.warning("%s: DeleteCertificate refused: last CentralSystemRootCertificate",
-                        ctx.endpoint_id)
-            return {"status": "Failed"}
-        return {"status": ctx.certificates.delete(wanted)}
+        return {"status": operations.delete_certificate(ctx, p["certificateHashData"])}
 
     async def get_installed_ids(p: dict[str, Any]) -> dict[str, Any]:
         ids = ctx.certificates.ids(p["certificateType"])
@@ -111,24 +92,10 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         return {"status": "Accepted", "certificateHashData": ids}
 
     async def certificate_signed(p: dict[str, Any]) -> dict[str, Any]:
-        status, reason = station_keys(ctx).accept_chain(
-            p["certificateChain"], config_keys.CERTIFICATE_SIGNED_MAX_CHAIN_SIZE)
-        if status != "Accepted":
-            security_event(ctx, "InvalidChargePointCertificate", reason)
-        return {"status": status}
+        return {"status": operations.accept_signed_chain(ctx, p["certificateChain"])}
 
     async def sign_certificate() -> None:
-        try:
-            csr = station_keys(ctx).csr(settings.text("cpo_name"))
-        except OSError as exc:
-            log.error("%s: cannot store a new key for SignCertificate: %s", ctx.endpoint_id, exc)
-            return
-        try:
-            resp = await ctx.call("SignCertificate", {"csr": csr})
-        except (CallErrorReceived, OcppError, TimeoutError, ConnectionError) as exc:
-            log.warning("%s: SignCertificate failed: %s", ctx.endpoint_id, exc)
-            return
-        log.info("%s: SignCertificate %s", ctx.endpoint_id, resp.get("status"))
+        await operations.send_csr(ctx)
 
     async def extended_trigger(p: dict[str, Any]) -> Any:
         what = p["requestedMessage"]

@@ -22,7 +22,20 @@ from bess_gateway.link import Backoff, EndpointBase
 from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.security import connection
 from bess_gateway.security.certificates import CertificateStore
-from bess_gateway.v201 import transactions
+from bess_gateway.v201 import (
+    authorization,
+    availability,
+    data_transfer,
+    diagnostics,
+    firmware,
+    network,
+    provisioning,
+    remote,
+    reservation,
+    security,
+    smart_charging,
+    transactions,
+)
 from bess_gateway.v201.status import CONNECTOR_ID, EVSES, connector_status
 
 log = logging.getLogger("bess_gateway.v201")
@@ -47,8 +60,13 @@ class Endpoint201(EndpointBase):
         super().__init__(cfg, station, journal, backoff=backoff, certificates=certificates)
         connection.security_event(self.ctx, "StartupOfTheDevice")
         self.ctx.restart = self._restart
+        network.start(self.ctx)  # the network profile to connect through (slot 0 = config)
+        availability.watch(self.ctx)  # trips are NotifyEvents from the start
+        self.reservations = reservation.attach(self.ctx)  # restored ones hold power at once
+        # Charging-state changes (ChargingStateChanged) are looked for on every station change.
+        station.on_change(self.ctx.tx_wake.set)
         # BootNotification reason: PowerUp after a process start; blocks set it before a restart.
-        self.ctx.extra["boot_reason"] = "PowerUp"
+        self.ctx.extra["boot_reason"] = firmware.boot_reason(self.ctx) or "PowerUp"
         self.ctx.triggers.update({
             "BootNotification": lambda _evse: self.send_boot(),
             "Heartbeat": lambda _evse: self.send_heartbeat(),
@@ -66,9 +84,18 @@ class Endpoint201(EndpointBase):
 
     def _connect_failed(self, exc: BaseException) -> None:
         connection.connect_failed(self.ctx, exc)
+        network.connect_failed(self.ctx)
 
     def _periodic(self) -> list[Any]:
-        return [transactions.deliver_outbox(self.ctx), transactions.sampler(self.ctx)]
+        return [transactions.deliver_outbox(self.ctx), smart_charging.limit_watch(self.ctx)]
+
+    def _lifelong(self) -> list[Any]:
+        # Sessions are sampled with or without a link: events made offline queue (offline flag).
+        return [lambda: transactions.sampler(self.ctx), lambda: transactions.aligned(self.ctx)]
+
+    def shut_down(self) -> None:
+        super().shut_down()
+        self.reservations.cancel()
 
     def _boot_payload(self) -> dict[str, Any]:
         return {
@@ -83,7 +110,9 @@ class Endpoint201(EndpointBase):
 
     async def _boot_until_accepted(self) -> None:
         await super()._boot_until_accepted()
+        network.connected(self.ctx)
         self.ctx.extra["boot_reason"] = "PowerUp"  # a later reconnect is no reset
+        self.ctx.spawn(firmware.after_boot(self.ctx), "firmware-installed")
 
     async def send_status(self, evse: int, *, force: bool = False) -> None:
         report = self.ctx.station.status(evse)
@@ -103,9 +132,23 @@ class Endpoint201(EndpointBase):
         for e in EVSES if evse is None else (evse,):
             await self.send_status(e, force=True)
 
+    def refresh_schedules(self) -> None:
+        smart_charging.refresh(self.ctx)
+
     def _handlers(self) -> dict[str, Any]:
         table: dict[str, Any] = {}
         table.update(transactions.handlers(self.ctx))
+        table.update(smart_charging.handlers(self.ctx))
+        table.update(reservation.handlers(self.ctx))
+        table.update(remote.handlers(self.ctx))
+        table.update(authorization.handlers(self.ctx))
+        table.update(availability.handlers(self.ctx))
+        table.update(firmware.handlers(self.ctx))
+        table.update(diagnostics.handlers(self.ctx))
+        table.update(data_transfer.handlers(self.ctx))
+        table.update(provisioning.handlers(self.ctx))
+        # Wraps SetVariables and TriggerMessage: after provisioning and remote.
+        table.update(security.handlers(self.ctx, table, reconnect=self._reconnect))
         return table
 
     def recover(self, records: list[TxRecord]) -> None:

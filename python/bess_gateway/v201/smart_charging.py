@@ -1,0 +1,379 @@
+"""2.0.1 K Smart Charging: SetChargingProfile, ClearChargingProfile, GetChargingProfiles ->
+ReportChargingProfiles, GetCompositeSchedule, a RequestStartTransaction's TxProfile, and
+NotifyChargingLimit / ClearedChargingLimit when the battery limits an EVSE below the CSMS.
+
+A translation onto the engine 1.6 uses: the rules are in bess_gateway.domain.smart_charging, the
+per-endpoint glue (core, journal, 12 h refresh) in bess_gateway.charging_limits. What 2.0.1 adds
+is said here: its names (ChargingStationMaxProfile on EVSE 0), its checks that 1.6 does not have
+(K01.FR.03 a TxProfile names its transaction, K01.FR.40/41 startSchedule by kind, one schedule
+per profile, no phaseToUse), statusInfo reasons, and the replace-by-id rule (domain LIMITS_201).
+EVSE 1 = discharge, EVSE 2 = charge: the domain's connector number is the EVSE id.
+
+NotifyChargingLimit: the battery's own protection (BMS power limit, SoC window, temperature
+derating: the core's `sub_limits`) is no CSMS limit and no energy management system, so it is
+reported with chargingLimitSource "Other" and isGridCritical false. An EVSE counts as limited when
+that limit is below what the CSMS's profiles (and the session maximum) allow by more than
+LimitChangeSignificance; while limited, a move of more than the significance is reported again;
+the limit clears (ClearedChargingLimit) only once the battery allows at least what the CSMS
+does. That band is the hysteresis: a limit hovering at an edge sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bess_gateway import charging_limits
+from bess_gateway.charging_limits import block
+from bess_gateway.domain import smart_charging as sc
+from bess_gateway.domain.station import DIRECTION
+from bess_gateway.domain.timefmt import iso
+from bess_gateway.journal import JournalError
+from bess_gateway.link import Context
+from bess_gateway.ocppj.errors import CallErrorReceived
+from bess_gateway.ocppj.rpc import Reply
+from bess_gateway.v201.device_model import Variable
+from bess_gateway.v201.status import EVSES
+
+log = logging.getLogger("bess_gateway.v201")
+
+PURPOSES: dict[str, sc.Purpose] = {
+    "ChargingStationMaxProfile": sc.Purpose.CHARGE_POINT_MAX,
+    "TxDefaultProfile": sc.Purpose.TX_DEFAULT,
+    "TxProfile": sc.Purpose.TX,
+}
+PURPOSE_NAMES = {v: k for k, v in PURPOSES.items()}
+SOURCE = "CSO"  # every profile installed here came from the CSMS
+BATTERY_SOURCE = "Other"  # see the module docstring
+LIMIT_CHECK_S = 1.0  # the core view is refreshed every second (gateway.VIEW_REFRESH_S)
+REPORT_PER_MESSAGE = 10  # profiles per ReportChargingProfiles; more go in parts with tbc
+
+# SmartChargingCtrlr's other variables are rows of v201/device_model.py; this one is live.
+VARIABLES: list[Variable] = [
+    Variable("SmartChargingCtrlr", "Entries", instance="ChargingProfiles",
+             mutability="ReadOnly", data_type="integer",
+             max_limit=float(sc.LIMITS_201.max_installed),
+             read=lambda ctx: str(len(block(ctx).installed))),
+]
+
+
+# -- translation ----------------------------------------------------------------------------
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else sc.utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def profile_from_201(evse: int, p: dict[str, Any], *, start: bool = False) -> sc.ChargingProfile:
+    """A 2.0.1 ChargingProfileType on `evse` -> the domain profile; ProfileError (with its
+    statusInfo reason) for what the schema lets through but 2.0.1 or this station refuses.
+    `start`: the profile of a RequestStartTransaction (its transaction has no id yet)."""
+    purpose = p["chargingProfilePurpose"]
+    if purpose not in PURPOSES:
+        # K01.FR.22 family: only the station itself sets ChargingStationExternalConstraints.
+        raise sc.ProfileError(f"{purpose} is set by the station, not the CSMS")
+    if purpose == "ChargingStationMaxProfile" and evse != 0:
+        raise sc.ProfileError("a ChargingStationMaxProfile belongs on evseId 0")
+    if purpose == "TxProfile" and evse == 0:
+        raise sc.ProfileError("a TxProfile needs an EVSE")
+    if purpose == "TxProfile" and not start and p.get("transactionId") is None:
+        raise sc.ProfileError("a TxProfile names its transaction (K01.FR.03)", "MissingParam")
+    schedules = p["chargingSchedule"]
+    if len(schedules) != 1:
+        # Three schedules are for an ISO 15118 EV choosing one (not offered here).
+        raise sc.ProfileError("one chargingSchedule per profile", "InvalidSchedule")
+    s = schedules[0]
+    kind = p["chargingProfileKind"]
+    if kind != "Relative" and s.get("startSchedule") is None:
+        raise sc.ProfileError(f"an {kind} profile needs a startSchedule (K01.FR.40)",
+                              "InvalidSchedule")
+    if kind == "Relative" and s.get("startSchedule") is not None:
+        raise sc.ProfileError("a Relative profile has no startSchedule (K01.FR.41)",
+                              "InvalidSchedule")
+    if any(q.get("phaseToUse") is not None for q in s["chargingSchedulePeriod"]):
+        raise sc.ProfileError("phaseToUse: no AC phase switching here", "InvalidSchedule")
+    try:
+        return sc.ChargingProfile(
+            profile_id=int(p["id"]),
+            connector=evse,
+            stack_level=int(p["stackLevel"]),
+            purpose=PURPOSES[purpose],
+            kind=sc.Kind(kind),
+            recurrency=None if p.get("recurrencyKind") is None
+            else sc.Recurrency(p["recurrencyKind"]),
+            valid_from=_time(p.get("validFrom")),
+            valid_to=_time(p.get("validTo")),
+            transaction_id=p.get("transactionId"),
+            schedule=sc.Schedule(
+                unit=sc.RateUnit(s["chargingRateUnit"]),
+                duration_s=s.get("duration"),
+                start=_time(s.get("startSchedule")),
+                min_rate=s.get("minChargingRate"),
+                schedule_id=int(s["id"]),
+                periods=tuple(sc.Period(int(q["startPeriod"]), float(q["limit"]),
+                                        q.get("numberPhases"))
+                              for q in s["chargingSchedulePeriod"]),
+            ),
+        )
+    except ValueError as exc:
+        raise sc.ProfileError(str(exc)) from exc
+
+
+def profile_to_201(p: sc.ChargingProfile, transaction_id: str | None = None) -> dict[str, Any]:
+    """The domain profile as a 2.0.1 ChargingProfileType (GetChargingProfiles reports it).
+
+    A profile stored by a 1.6 endpoint has no schedule id; it reports its profile id there.
+    """
+    s = p.schedule
+    periods = []
+    for q in s.periods:
+        period: dict[str, Any] = {"startPeriod": q.start_s, "limit": q.limit}
+        if q.phases is not None:
+            period["numberPhases"] = q.phases
+        periods.append(period)
+    schedule: dict[str, Any] = {
+        "id": p.profile_id if s.schedule_id is None else s.schedule_id,
+        "chargingRateUnit": str(s.unit),
+        "chargingSchedulePeriod": periods,
+    }
+    if s.start is not None:
+        schedule["startSchedule"] = iso(s.start)
+    if s.duration_s is not None:
+        schedule["duration"] = s.duration_s
+    if s.min_rate is not None:
+        schedule["minChargingRate"] = s.min_rate
+    out: dict[str, Any] = {
+        "id": p.profile_id, "stackLevel": p.stack_level,
+        "chargingProfilePurpose": PURPOSE_NAMES[p.purpose],
+        "chargingProfileKind": str(p.kind), "chargingSchedule": [schedule],
+    }
+    if p.recurrency is not None:
+        out["recurrencyKind"] = str(p.recurrency)
+    if p.valid_from is not None:
+        out["validFrom"] = iso(p.valid_from)
+    if p.valid_to is not None:
+        out["validTo"] = iso(p.valid_to)
+    tx_id = p.transaction_id or transaction_id
+    if p.purpose == sc.Purpose.TX and tx_id is not None:
+        out["transactionId"] = tx_id
+    return out
+
+
+def _rejected(reason: str, info: str) -> dict[str, Any]:
+    return {"status": "Rejected", "statusInfo": {"reasonCode": reason[:20],
+                                                 "additionalInfo": info[:512]}}
+
+
+# -- RequestStartTransaction's profile (v201/transactions.py) --------------------------------
+def accept_start_profile(ctx: Context, connector: int, profile: dict[str, Any]) -> bool:
+    """Install a RequestStartTransaction's TxProfile for the session about to start on EVSE
+    `connector`; False = the request is Rejected."""
+    try:
+        parsed = profile_from_201(connector, profile, start=True)
+    except sc.ProfileError as exc:
+        log.info("%s: RequestStartTransaction charging profile refused: %s", ctx.endpoint_id,
+                 exc)
+        return False
+    return charging_limits.accept_start_profile(ctx, parsed)
+
+
+start_failed = charging_limits.start_failed
+refresh = charging_limits.refresh
+
+
+# -- GetChargingProfiles --------------------------------------------------------------------
+def select(profiles: list[sc.ChargingProfile], evse: int | None,
+           criterion: dict[str, Any]) -> list[sc.ChargingProfile]:
+    """The installed profiles a GetChargingProfilesRequest asks for (K09).
+
+    No evseId: every EVSE's and the station's; evseId 0: the station-wide ones. Every given
+    criterion must match (an omitted one does not filter). Only CSO profiles are installed here.
+    """
+    sources = criterion.get("chargingLimitSource")
+    if sources is not None and SOURCE not in sources:
+        return []
+    ids = criterion.get("chargingProfileId")
+    purpose = criterion.get("chargingProfilePurpose")
+    stack = criterion.get("stackLevel")
+    out = []
+    for p in profiles:
+        if evse is not None and p.connector != evse:
+            continue
+        if ids is not None and p.profile_id not in ids:
+            continue
+        if purpose is not None and PURPOSE_NAMES[p.purpose] != purpose:
+            continue
+        if stack is not None and p.stack_level != stack:
+            continue
+        out.append(p)
+    return sorted(out, key=lambda p: (p.connector, p.profile_id))
+
+
+def report_messages(request_id: int, found: list[sc.ChargingProfile],
+                    tx_id: Callable[[int], str | None]) -> list[dict[str, Any]]:
+    """ReportChargingProfiles payloads: one EVSE per message, at most REPORT_PER_MESSAGE
+    profiles each, tbc on every one but the last."""
+    parts: list[tuple[int, list[sc.ChargingProfile]]] = []
+    for p in found:
+        if not parts or parts[-1][0] != p.connector or len(parts[-1][1]) >= REPORT_PER_MESSAGE:
+            parts.append((p.connector, []))
+        parts[-1][1].append(p)
+    return [{"requestId": request_id, "chargingLimitSource": SOURCE, "evseId": evse,
+             "chargingProfile": [profile_to_201(p, tx_id(evse)) for p in group],
+             "tbc": i < len(parts) - 1}
+            for i, (evse, group) in enumerate(parts)]
+
+
+# -- CSMS -> CS handlers ----------------------------------------------------------------------
+def handlers(ctx: Context) -> dict[str, Any]:
+    st = ctx.station
+    b = block(ctx)
+
+    def tx_id(evse: int) -> str | None:
+        tx = st.transactions.get(evse)
+        return None if tx is None else tx.transaction_id
+
+    async def set_profile(p: dict[str, Any]) -> dict[str, Any]:
+        evse = int(p["evseId"])
+        if evse != 0 and not st.valid_connector(evse):
+            return _rejected("UnknownEvse", f"no EVSE {evse}")
+        try:
+            profile = profile_from_201(evse, p["chargingProfile"])
+            b.set_profile(profile)
+        except sc.ProfileError as exc:
+            log.info("%s: SetChargingProfile refused: %s", ctx.endpoint_id, exc)
+            return _rejected(exc.reason, str(exc))
+        except JournalError as exc:
+            log.error("%s: SetChargingProfile not stored: %s", ctx.endpoint_id, exc)
+            return _rejected("InternalError", "the profile could not be stored")
+        log.info("%s: charging profile %d (%s, stack %d) on EVSE %d", ctx.endpoint_id,
+                 profile.profile_id, profile.purpose, profile.stack_level, evse)
+        return {"status": "Accepted"}
+
+    async def clear_profile(p: dict[str, Any]) -> dict[str, Any]:
+        crit = p.get("chargingProfileCriteria") or {}
+        purpose = crit.get("chargingProfilePurpose")
+        if p.get("chargingProfileId") is None and purpose is not None \
+                and purpose not in PURPOSES:
+            return {"status": "Unknown"}  # external constraints are not the CSMS's to clear
+        gone = b.clear(profile_id=p.get("chargingProfileId"), connector=crit.get("evseId"),
+                       purpose=None if purpose is None else PURPOSES[purpose],
+                       stack_level=crit.get("stackLevel"))
+        return {"status": "Accepted" if gone else "Unknown"}
+
+    async def get_profiles(p: dict[str, Any]) -> dict[str, Any] | Reply:
+        found = select(list(b.installed), p.get("evseId"), p["chargingProfile"])
+        if not found:
+            return {"status": "NoProfiles"}
+        messages = report_messages(int(p["requestId"]), found, tx_id)
+
+        async def report() -> None:
+            for msg in messages:
+                await ctx.call("ReportChargingProfiles", msg)
+
+        return Reply({"status": "Accepted"}, report)
+
+    async def composite(p: dict[str, Any]) -> dict[str, Any]:
+        evse = int(p["evseId"])
+        duration = int(p["duration"])
+        unit = sc.RateUnit(p.get("chargingRateUnit") or "W")
+        if evse != 0 and not st.valid_connector(evse):
+            return _rejected("UnknownEvse", f"no EVSE {evse}")
+        if duration < 0:
+            return _rejected("InvalidValue", "negative duration")
+        start, duration, segs = charging_limits.composite(ctx, evse, duration, unit)
+        periods = charging_limits.wire_periods(segs)
+        return {"status": "Accepted", "schedule": {
+            "evseId": evse, "duration": duration, "scheduleStart": iso(start),
+            "chargingRateUnit": str(unit), "chargingSchedulePeriod": periods}}
+
+    return {
+        "SetChargingProfile": set_profile,
+        "ClearChargingProfile": clear_profile,
+        "GetChargingProfiles": get_profiles,
+        "GetCompositeSchedule": composite,
+    }
+
+
+# -- NotifyChargingLimit ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LimitChange:
+    notify_w: float | None  # report this limit (W)
+    cleared: bool = False  # report that the limit cleared
+
+
+def limit_change(battery_w: float, allowed_w: float, reported_w: float | None,
+                 significance: float) -> LimitChange | None:
+    """What to tell the CSMS about an EVSE's battery limit (None: nothing). Pure.
+
+    `battery_w`: what protection allows; `allowed_w`: what the CSMS's profiles and the session
+    maximum allow; `reported_w`: the limit last reported (None: not limited as far as the CSMS
+    knows); `significance`: LimitChangeSignificance as a fraction.
+    """
+    band = significance * allowed_w
+    if reported_w is None:
+        if battery_w < allowed_w - band:
+            return LimitChange(battery_w)
+        return None
+    if battery_w >= allowed_w:
+        return LimitChange(None, cleared=True)
+    if abs(battery_w - reported_w) > band:
+        return LimitChange(battery_w)
+    return None
+
+
+def battery_w(ctx: Context, evse: int) -> float | None:
+    """What the battery's protection alone allows on `evse` now (None: no reading yet)."""
+    subs = ctx.station.view.snapshot.get("sub_limits")
+    if not subs:
+        return None
+    side = "discharge" if DIRECTION[evse] > 0 else "charge"
+    values = [subs.get(f"{k}_{side}") for k in ("bms", "soc", "temperature")]
+    known = [float(v) for v in values if v is not None]
+    return min(known) if known else None
+
+
+async def limit_watch(ctx: Context) -> None:
+    """The connection-long job that reports battery limits (NotifyChargingLimit) and their end
+    (ClearedChargingLimit); what was reported is kept across reconnects in `ctx.extra`."""
+    reported: dict[int, float] = ctx.extra.setdefault("battery_limit_reported", {})
+    st = ctx.station
+    while True:
+        for evse in EVSES:
+            now_w = battery_w(ctx, evse)
+            if now_w is None or (now_w >= st.session_max_w and evse not in reported):
+                continue  # nothing read yet, or the battery allows more than any session gets
+            profile = charging_limits.profile_w(ctx, evse)
+            allowed = st.session_max_w if profile is None else min(profile, st.session_max_w)
+            sig = st.settings.int("limit_change_significance_pct") / 100.0
+            change = limit_change(now_w, allowed, reported.get(evse), sig)
+            if change is None:
+                continue
+            try:
+                if change.cleared:
+                    await ctx.call("ClearedChargingLimit", {
+                        "chargingLimitSource": BATTERY_SOURCE, "evseId": evse})
+                    reported.pop(evse, None)
+                else:
+                    assert change.notify_w is not None
+                    await ctx.call("NotifyChargingLimit", _notify_payload(ctx, evse,
+                                                                          change.notify_w))
+                    reported[evse] = change.notify_w
+            except (CallErrorReceived, TimeoutError) as exc:
+                log.warning("%s: charging limit report failed: %s", ctx.endpoint_id, exc)
+        await asyncio.sleep(LIMIT_CHECK_S)
+
+
+def _notify_payload(ctx: Context, evse: int, limit_w: float) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "evseId": evse,
+        "chargingLimit": {"chargingLimitSource": BATTERY_SOURCE, "isGridCritical": False},
+    }
+    if ctx.station.settings.bool("notify_charging_limit_with_schedules"):
+        payload["chargingSchedule"] = [{
+            "id": evse, "chargingRateUnit": "W", "startSchedule": iso(ctx.station._clock()),
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit_w, 1)}],
+        }]
+    return payload
