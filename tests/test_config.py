@@ -113,6 +113,9 @@ def test_core_params_has_the_control_loop_keys(tmp_path):
         ("pcs", "profile", "maps/x.toml", "pcs.profile: register-map file not found"),
         ("gateway", "log_format", "xml", 'gateway.log_format: "xml" is not one of "text"'),
         ("gateway", "metrics_listen", "9464", 'gateway.metrics_listen: "9464" is not "host:port"'),
+        ("gateway", "queue_budget_mb", 0, "gateway.queue_budget_mb: 0 is out of range 0.01..1000"),
+        ("gateway", "queue_budget_mb", "1GB", "gateway.queue_budget_mb: expected a number"),
+        ("gateway", "replay_rate_per_s", -1, "gateway.replay_rate_per_s: -1 is out of range 0.."),
     ],
 )
 def test_each_bad_value_names_its_key(tmp_path, section, key, value, expected):

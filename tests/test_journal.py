@@ -236,3 +236,29 @@ def test_reservations_round_trip_and_replace(path):
         j.delete_reservation("E", 99)  # unknown: nothing happens
         assert [r.reservation_id for r in j.reservations("E")] == [8]
         assert len(j.reservations("F")) == 1
+
+
+def test_meters_keep_the_pcs_registers_they_were_read_at(path):
+    basis = {"time_s": 1.5, "discharged_wh": 1000, "charged_wh": 7,
+             "allocations": [["HUB-001", 1, 12000.0]]}
+    with Journal(path) as j:
+        assert j.meter_basis() is None
+        j.put_meters({("HUB-001", 1): 55.5}, basis)
+        j.put_meters({}, {**basis, "discharged_wh": 1010})  # registers moved, no meter did
+    with Journal(path) as j:
+        assert j.get_meters() == {("HUB-001", 1): 55.5}
+        assert j.meter_basis() == {**basis, "discharged_wh": 1010}
+
+
+def test_a_queued_stop_gets_its_final_register(path):
+    with Journal(path) as j:
+        j.enqueue("HUB-001", "StartTransaction", {"meterStart": 5}, "L1", "u1")
+        stop = {"transactionId": 3, "meterStop": 90, "timestamp": "t", "reason": "Remote"}
+        j.enqueue("HUB-001", "StopTransaction", stop, "L1", "u2")
+        j.enqueue("HUB-001", "StopTransaction", {**stop, "meterStop": 7}, "L2", "u3")
+        j.patch_meter_stop("HUB-001", "L1", 112)
+        j.patch_meter_stop("HUB-001", "gone", 1)  # already delivered: nothing to do
+        items = j.pending("HUB-001")
+    assert [i.payload.get("meterStop") for i in items] == [None, 112, 7]
+    assert items[0].payload == {"meterStart": 5}  # the start is left alone
+    assert [i.unique_id for i in items] == ["u1", "u2", "u3"]  # the id stays with its message

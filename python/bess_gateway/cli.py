@@ -110,6 +110,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _print_config_errors(e.errors, e.source)
         _error("invalid configuration; fix the keys above (bess-gateway check-config PATH)")
         return EXIT_USAGE
+    if config.unsupported():
+        _print_config_errors(config.unsupported(), config.source)
+        _error("configuration not supported by this build; fix the keys above")
+        return EXIT_USAGE
     setup_logging(config.gateway.log_format, args.log_level)
     log = logging.getLogger("bess_gateway")
     for w in config.warnings:
@@ -175,6 +179,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         config = load_config(args.path, require_endpoints=True)
     except ConfigError as e:
         _print_config_errors(e.errors, e.source)
+        return EXIT_USAGE
+    if config.unsupported():
+        _print_config_errors(config.unsupported(), config.source)
         return EXIT_USAGE
     for w in config.warnings:
         print(f"{config.source}: warning: {w}", file=sys.stderr)

@@ -74,6 +74,8 @@ class GatewayConfig:
     log_format: LogFormat = "text"
     # Unset: firmware updates end in InstallationFailed (nothing can install them).
     firmware_installer: str | None = None  # command run with the firmware file appended; 0 = ok
+    queue_budget_mb: float = 256.0  # offline queue's disk budget, 10^6 B (operations.md)
+    replay_rate_per_s: float = 50.0  # queued messages sent per s, whole gateway; 0 = unpaced
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -198,6 +200,16 @@ class Config:
             "pcs_profile": pcs.profile if pcs.profile_path is None else "generic",
         }
 
+    def unsupported(self) -> list[str]:
+        """Valid keys this build cannot run, one message per key naming it.
+
+        `run` and `check-config` refuse them like errors, so a file check-config passes starts.
+        """
+        if self.pcs.profile_path is not None:
+            return [f"pcs.profile: {_show(self.pcs.profile)} is a register-map file, which the "
+                    'control core of this build does not support; use "generic" or "sunspec"']
+        return []
+
     def version_counts(self) -> dict[str, int]:
         """Number of endpoints per OCPP version, every version present (possibly 0)."""
         counts = dict.fromkeys(OCPP_VERSIONS, 0)
@@ -251,6 +263,8 @@ def parse_config(
         metrics_listen=gw.listen_address("metrics_listen"),
         log_format=gw.choice("log_format", ("text", "json")),  # type: ignore[arg-type]
         firmware_installer=gw.optional_string("firmware_installer") or None,
+        queue_budget_mb=gw.number("queue_budget_mb", 0.01, 1e6),
+        replay_rate_per_s=gw.number("replay_rate_per_s", 0.0, 1e5),
     )
     if gateway.data_dir.exists() and not gateway.data_dir.is_dir():
         gw.error("data_dir", f"{gateway.data_dir} exists and is not a folder")

@@ -133,6 +133,7 @@ class Snapshot(CoreState):
     overruns: int
     jitter_us_p99: int
     jitter_us_max: int
+    scheduling: str  # "SCHED_FIFO 10", or "normal (why not)": see docs/deployment.md
     last_cycle_us: int
     writes: int
     last_write: LastWrite | None
@@ -153,6 +154,9 @@ class MeterReading(TypedDict):
     temperature_c: NotRequired[float]  # absent when the profile has no cell temperatures
     allocated_w: float
     active: bool
+    # stopped, but power it had still flows (ramp-down, PCS response) and is still counted:
+    # energy_wh is not final yet (docs/control.md)
+    settling: bool
     direction: int | None
 
 
@@ -219,6 +223,8 @@ class ControlCore:
     def _dispatch(self, events: Iterable[CoreEvent]) -> None:
         for event in events:
             if event["kind"] in ("link_restored", "link_lost"):
+                if not self._link_known.is_set():
+                    self._log_scheduling()
                 self._link_known.set()
             # A copy of the list: a callback may unsubscribe itself.
             for callback in list(self._subscribers):
@@ -271,3 +277,12 @@ class ControlCore:
 
     def snapshot(self) -> Snapshot:
         return self._core.snapshot()
+
+    def _log_scheduling(self) -> None:
+        # Once, at the first link verdict: by then the thread has set its policy.
+        how = self._core.snapshot().get("scheduling", "")
+        if how.startswith("SCHED_FIFO"):
+            log.info("control thread runs %s", how)
+        else:
+            log.warning("control thread runs %s: its period may jitter while the OCPP side is "
+                        "busy (docs/deployment.md, real-time priority)", how)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Callable
 from typing import Any
 
-from bess_gateway import sdnotify
+from bess_gateway import sdnotify, settling
+from bess_gateway.aio import wait_event
 from bess_gateway.config import Config, EndpointConfig
 from bess_gateway.control import ControlCore
 from bess_gateway.domain import smart_charging as sc
@@ -27,6 +29,7 @@ from bess_gateway.maintenance.diagnostics import BundleSources, Uploads, Window
 from bess_gateway.maintenance.firmware import EXIT_RESTART, FirmwareUpdater
 from bess_gateway.maintenance.service import Maintenance
 from bess_gateway.metrics import MetricsServer
+from bess_gateway.pacing import TokenBucket
 from bess_gateway.security.certificates import CertificateStore
 from bess_gateway.v16.endpoint import Endpoint16
 from bess_gateway.v201.endpoint import Endpoint201
@@ -34,7 +37,12 @@ from bess_gateway.v201.endpoint import Endpoint201
 log = logging.getLogger("bess_gateway")
 
 VIEW_REFRESH_S = 1.0  # status changes that no core event announces (e.g. SoC limits) show within
-METER_SAVE_S = 5.0
+# Meter registers are saved with the PCS registers they were read at: a crash loses no energy
+# (the restart attributes what flowed since the save), only the split of it since the save.
+METER_SAVE_S = 1.0
+METER_SAVE_AFTER_CHANGE_S = 0.2
+OUTAGE_SETTLE_S = 3.0  # at a restart, how long to wait for the PCS to stop before the books close
+OUTAGE_QUIET_W = 1000.0  # below this the PCS counts as stopped
 SCHEDULE_REFRESH_S = sc.REFRESH.total_seconds()  # bound on energy a crash can leave unattributed
 
 
@@ -47,6 +55,7 @@ def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
         meter_start_wh=tx.meter_start_wh,
         started_at=iso(tx.started_at),
         transaction_id=tx.transaction_id,
+        data=dict(tx.extra),  # version-layer extras (2.0.1: seqNo, remoteStartId, ...)
     )
 
 
@@ -67,6 +76,9 @@ class Gateway:
         self.on_restart: Callable[[], None] | None = None  # run_gateway's stop
         self.metrics: MetricsServer | None = None
         self._view_keys: dict[str, tuple[Any, ...]] = {}  # Station.view_key() at the last wake
+        self._saved_meters: dict[int, float] = {}  # meter id -> value last saved
+        self._meters_due = asyncio.Event()  # a session started or stopped: save soon
+        self._session_keys: dict[str, frozenset[tuple[int, str]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -81,11 +93,14 @@ class Gateway:
         data_dir = cfg.gateway.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.file_logs = FileLogs(data_dir / "logs", cfg.gateway.log_format)
-        self.journal = journal = Journal(data_dir / "journal.sqlite")
+        self.journal = journal = Journal(
+            data_dir / "journal.sqlite",
+            outbox_budget_bytes=int(cfg.gateway.queue_budget_mb * 1_000_000))
         # One CA store per gateway: its endpoints trust the same roots (security.certificates).
         self.certificates = CertificateStore(data_dir / "certs")
         self.core = core = ControlCore(cfg.core_params())
-        for (endpoint_id, connector), wh in journal.get_meters().items():
+        saved = journal.get_meters()
+        for (endpoint_id, connector), wh in saved.items():
             ep = next((e for e in cfg.endpoints if e.id == endpoint_id), None)
             if ep is not None:
                 core.set_meter(ep.index * 2 + connector - 1, wh)
@@ -93,6 +108,8 @@ class Gateway:
         core.subscribe(self._on_core_event)
         # Statuses need the PCS's first answer (or its absence): don't boot endpoints blind.
         await core.wait_ready(max(2.0, cfg.pcs.timeout_ms / 1000 * 2))
+        settled = await self._attribute_outage(journal, core, saved)
+        self._finish_cut_stops(journal, settled)
         self.view.snapshot = core.snapshot()
         # One journal transaction for all start-up writes (recoveries, start-up security events):
         # one commit instead of one per endpoint matters at 1000 endpoints.
@@ -103,12 +120,18 @@ class Gateway:
                 endpoint = kind(ep, station, journal, certificates=self.certificates)
                 endpoint.recover(journal.open_transactions(ep.id))
                 self.stations[ep.id] = station
+                station.on_change(lambda s=station: self._sessions_changed(s))
                 self.endpoints[ep.id] = endpoint
                 # Stored charging profiles limit power from the start, CSMS reachable or not.
                 endpoint.start_up()
+        # From here on, writes share commits; nothing is sent before its commit (journal.py).
+        journal.group_commits()
         self.maintenance = self._make_maintenance(journal)
+        # One pacer for all endpoints: the bound is on what the gateway sends (pacing.py).
+        pacer = TokenBucket(cfg.gateway.replay_rate_per_s)
         for endpoint in self.endpoints.values():
             endpoint.ctx.maintenance = self.maintenance
+            endpoint.ctx.pacer = pacer
         loop = asyncio.get_running_loop()
         address = cfg.gateway.metrics_address
         if address is not None:
@@ -138,7 +161,9 @@ class Gateway:
             journal_summary=summary)
         firmware = FirmwareUpdater(
             data_dir / "firmware", installer=self.config.gateway.firmware_installer,
-            sessions_open=lambda: any(s.transactions for s in self.stations.values()),
+            # a stop whose register is not final yet is still a session for the installer
+            sessions_open=lambda: any(s.transactions for s in self.stations.values()) or any(
+                settling.pending(e.ctx) for e in self.endpoints.values()),
             request_restart=self._request_restart)
         return Maintenance(firmware, Uploads(data_dir / "diagnostics", sources))
 
@@ -188,6 +213,9 @@ class Gateway:
             await self.metrics.stop()
         self._persist_meters()
         if self.core is not None:
+            unattributed = self.core.snapshot().get("unattributed_wh") or {}
+            log.info("energy no session owned since start: discharge %.1f Wh, charge %.1f Wh",
+                     unattributed.get("discharge", 0.0), unattributed.get("charge", 0.0))
             await self.core.stop()
         if self.journal is not None:
             self.journal.close()
@@ -221,25 +249,158 @@ class Gateway:
             self._refresh_now()
 
     def _persist_meters(self) -> None:
+        """Save the meters with the PCS registers and allocations of the same control step."""
         if self.core is None or self.journal is None:
             return
+        for endpoint in self.endpoints.values():
+            try:
+                settling.resolve(endpoint.ctx)  # stops whose meter settled: final meterStop
+            except Exception:
+                log.exception("%s: could not finish a stop's register", endpoint.id)
+        snap = self.core.snapshot()
+        meters = snap.get("meters") or {}
+        allocs = snap.get("allocations") or {}
         values: dict[tuple[str, int], float] = {}
-        meters = self.view.snapshot.get("meters") or {}
-        meters = self.core.snapshot().get("meters") or meters
+        allocated: list[list[Any]] = []
         for station in self.stations.values():
             for connector in (1, 2):
-                wh = meters.get(station.meter_id(connector))
-                if wh is not None:
+                meter_id = station.meter_id(connector)
+                wh = meters.get(meter_id)
+                if wh is not None and self._saved_meters.get(meter_id) != wh:
                     values[(station.endpoint_id, connector)] = float(wh)
+                tx = station.transactions.get(connector)
+                if allocs.get(meter_id, 0.0) > 0.0 and tx is not None:
+                    allocated.append([station.endpoint_id, connector, float(allocs[meter_id]),
+                                      tx.local_id])
+        # stops whose meter is still settling: a crash must not lose what they counted so far
+        waiting = [[eid, connector, local_id, stop_wh]
+                   for eid, endpoint in self.endpoints.items()
+                   for local_id, connector, stop_wh in settling.pending(endpoint.ctx)]
+        basis = None
+        if "energy_discharged_wh" in snap:
+            basis = {"time_s": snap["now_s"], "discharged_wh": snap["energy_discharged_wh"],
+                     "charged_wh": snap.get("energy_charged_wh", 0), "allocations": allocated,
+                     "settling": waiting}
         try:
-            self.journal.put_meters(values)
+            self.journal.put_meters(values, basis)
         except Exception:
             log.exception("could not save meter registers; will retry")
+            return
+        for (endpoint_id, connector), wh in values.items():
+            self._saved_meters[self.stations[endpoint_id].meter_id(connector)] = wh
+
+    def _finish_cut_stops(self, journal: Journal, registers: dict[tuple[str, int], float]) -> None:
+        """Stops the crash caught settling (bess_gateway.settling) get their connector's
+        register as restored (`_attribute_outage`): it counted their ramp-down up to the last
+        save, and after it when no session of their direction was open; their StopTransaction
+        is still queued."""
+        basis = journal.meter_basis() or {}
+        for endpoint_id, connector, local_id, stop_wh in basis.get("settling", []):
+            later = [r for r in journal.open_transactions(endpoint_id)
+                     if r.connector == connector]
+            # A session started on the connector since: the register it started at.
+            final = later[0].meter_start_wh if later else \
+                math.floor(registers.get((endpoint_id, int(connector)), 0.0))
+            if final > stop_wh:
+                settling.patch_stop(journal, endpoint_id, local_id, final)
+
+    async def _attribute_outage(self, journal: Journal, core: ControlCore,
+                                saved: dict[tuple[str, int], float]
+                                ) -> dict[tuple[str, int], float]:
+        """Energy that flowed between the last meter save and the PCS stopping (the crash, the
+        PCS watchdog's delay) goes to the sessions the crash cut, before recovery ends them.
+
+        The PCS registers' increase since the save is split over them by the allocations saved
+        with it; one that started after the save counts with the mean allocation of its
+        direction. With none of a direction open, the stops the crash caught settling own it
+        (their ramp-down was what flowed). Returns the registers as restored.
+        """
+        basis = journal.meter_basis()
+        open_tx = {ep.id: journal.open_transactions(ep.id) for ep in self.config.endpoints}
+        restored: dict[tuple[str, int], float] = dict(saved)
+        if basis is None or not (any(open_tx.values()) or basis.get("settling")):
+            return restored
+        snap = core.snapshot()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(OUTAGE_SETTLE_S):
+                # The first write of the new core is 0 W; the books close once the PCS follows.
+                while abs(float(snap.get("measured_w", 0.0))) > OUTAGE_QUIET_W:
+                    await asyncio.sleep(0.05)
+                    snap = core.snapshot()
+        if "energy_discharged_wh" not in snap:
+            log.warning("PCS not readable at start: the energy that flowed since the last meter "
+                        "save is not attributed to the sessions the stop cut")
+            return restored
+        elapsed_h = max(0.0, float(snap["now_s"]) - float(basis.get("time_s", 0.0))) / 3600
+        site_w = 1000.0 * max(self.config.control.site_max_discharge_kw,
+                              self.config.control.site_max_charge_kw)
+        saved_alloc = {(e, int(c)): float(w) for e, c, w, *_ in basis.get("allocations", [])}
+        open_ids = {r.local_id for recs in open_tx.values() for r in recs}
+        # Sessions that stopped between the save and the crash: what they were metered live
+        # after the save is in their queued stop already, so it is not part of the gap.
+        live_after_save = {1: 0.0, 2: 0.0}
+        for e, c, _, *rest in basis.get("allocations", []):
+            if rest and rest[0] not in open_ids:
+                stop_wh = settling.queued_register(journal, e, rest[0])
+                if stop_wh is not None:
+                    live_after_save[int(c)] += max(
+                        0.0, float(stop_wh) - saved.get((e, int(c)), 0.0))
+        index = {ep.id: ep.index for ep in self.config.endpoints}
+        changed: dict[tuple[str, int], float] = {}
+        for connector, key in ((1, "discharged_wh"), (2, "charged_wh")):
+            gap = float(snap.get(f"energy_{key}", 0)) - float(basis.get(key, 0))
+            gap -= live_after_save[connector]
+            if gap <= 0 or gap > 2 * site_w * elapsed_h + 1000.0:
+                if gap != 0:
+                    log.warning("PCS %s register moved by %.0f Wh during the outage: not "
+                                "attributed (PCS replaced or reset?)", key, gap)
+                continue
+            side = [w for (_, c), w in saved_alloc.items() if c == connector]
+            mean = sum(side) / len(side) if side else 1.0
+            cut = {(e, connector): saved_alloc.get((e, connector), mean)
+                   for e, recs in open_tx.items() for r in recs if r.connector == connector}
+            if not cut:
+                cut = {(e, connector): 1.0 for e, c, _, _ in basis.get("settling", [])
+                       if int(c) == connector}
+            if not cut:
+                log.warning("%.0f Wh (%s) flowed during the outage with no session to own it",
+                            gap, key)
+                continue
+            total = sum(cut.values())
+            for k, w in cut.items():
+                share = gap * w / total if total > 0 else gap / len(cut)
+                restored[k] = changed[k] = saved.get(k, 0.0) + share
+                log.warning("%s connector %d: %.1f Wh that flowed during the outage attributed",
+                            k[0], k[1], share)
+        if not changed:
+            return restored
+        for (endpoint_id, connector), wh in changed.items():
+            core.set_meter(index[endpoint_id] * 2 + connector - 1, wh)
+        journal.put_meters(changed)
+        # recover() reads the core's meters: wait until the control thread has applied them.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                while any(float(core.meter(index[e] * 2 + c - 1)["energy_wh"]) < wh - 1e-6  # noqa: ASYNC110
+                          for (e, c), wh in changed.items()):
+                    await asyncio.sleep(0.01)
+        return restored
 
     async def _save_meters(self) -> None:
+        """Every METER_SAVE_S, and soon after a session starts or stops: the allocations saved
+        with the registers then name the sessions that have the power, which are the ones a
+        crash cuts (`_attribute_outage`) unless it comes within the short delay below."""
         while True:
-            await asyncio.sleep(METER_SAVE_S)
+            await wait_event(self._meters_due, METER_SAVE_S)
+            self._meters_due.clear()
+            # Lets the control thread apply the start or stop (a cycle); bounds the save rate.
+            await asyncio.sleep(METER_SAVE_AFTER_CHANGE_S)
             self._persist_meters()
+
+    def _sessions_changed(self, station: Station) -> None:
+        sessions = frozenset((c, tx.local_id) for c, tx in station.transactions.items())
+        if self._session_keys.get(station.endpoint_id) != sessions:
+            self._session_keys[station.endpoint_id] = sessions
+            self._meters_due.set()
 
     async def _refresh_schedules(self) -> None:
         """Charging profiles limit power offline too: renew the core's schedules either way."""

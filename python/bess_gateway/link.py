@@ -25,12 +25,13 @@ from websockets.typing import Subprotocol
 
 from bess_gateway.aio import wait_event
 from bess_gateway.config import EndpointConfig
-from bess_gateway.domain.settings import SettingError
+from bess_gateway.domain.settings import SettingError, Settings
 from bess_gateway.domain.station import Station
 from bess_gateway.journal import Journal
 from bess_gateway.maintenance.service import Maintenance
 from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.ocppj.rpc import RpcConnection
+from bess_gateway.pacing import TokenBucket
 from bess_gateway.security.certificates import CertificateStore
 
 log = logging.getLogger("bess_gateway.link")
@@ -44,19 +45,49 @@ VALIDATE_OUTGOING_ENV = "BESS_GATEWAY_VALIDATE_OUTGOING"
 
 
 class Backoff:
-    """Exponential back-off with full jitter, so many endpoints never reconnect in lockstep."""
+    """Reconnect back-off of OCPP 2.0.1 (part 4, "Reconnecting"); 1.6 uses the same rule.
 
-    def __init__(self, minimum: float = 1.0, maximum: float = 60.0) -> None:
+    The wait after the n-th failed attempt in a row (n = 0, 1, ...) is
+
+        minimum * 2 ** min(n, repeat_times) + uniform(0, random_range)
+
+    (2.0.1 RetryBackOffWaitMinimum, RetryBackOffRepeatTimes, RetryBackOffRandomRange): doubled
+    after every failure up to `repeat_times` doublings, then constant. It never gives up. The
+    random part is drawn anew for every attempt, so endpoints that lost the same CSMS at the same
+    moment spread their attempts over `random_range` seconds instead of retrying in lockstep.
+
+    With `settings`, the three parameters are read from the endpoint's settings
+    (`retry_backoff_*`) at every attempt, so a CSMS's change applies to the next wait.
+    """
+
+    def __init__(
+        self,
+        minimum: float = 3.0,
+        random_range: float = 10.0,
+        repeat_times: int = 6,
+        *,
+        settings: Settings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.minimum = minimum
-        self.maximum = maximum
+        self.random_range = random_range
+        self.repeat_times = repeat_times
+        self.settings = settings
         self.attempt = 0
+        self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.minimum * (2 ** self.attempt))
+        """The wait before the next attempt; counts this as one more failure."""
+        if self.settings is not None:
+            self.minimum = self.settings.int("retry_backoff_wait_minimum_s")
+            self.random_range = self.settings.int("retry_backoff_random_range_s")
+            self.repeat_times = self.settings.int("retry_backoff_repeat_times")
+        doublings = min(self.attempt, self.repeat_times)
         self.attempt += 1
-        return random.uniform(self.minimum / 2, ceiling)
+        return self.minimum * 2**doublings + self._rng.uniform(0.0, self.random_range)
 
     def reset(self) -> None:
+        """A connection was accepted (boot): the next failure waits the minimum again."""
         self.attempt = 0
 
 
@@ -81,6 +112,8 @@ class Context:
     restart: Callable[[str], Awaitable[None]] | None = None  # set by the endpoint: reset hook
     # The gateway's firmware/diagnostics service, shared by all endpoints (set by the gateway).
     maintenance: Maintenance | None = None
+    # Paces queued messages gateway-wide (bess_gateway.pacing); None: unpaced (set by the gateway).
+    pacer: TokenBucket | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     # Trigger senders by requested message, for messages a block owns (e.g.
     # "LogStatusNotification"); a block registers its sender here when building its handlers.
@@ -139,7 +172,7 @@ class EndpointBase:
                            certificates=certificates or CertificateStore(
                                journal.path.parent / "certs"),
                            version=self.VERSION)
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(settings=station.settings)
         self.registration: str | None = None
         self.connected = asyncio.Event()
         self.booted = asyncio.Event()
@@ -147,6 +180,8 @@ class EndpointBase:
         self._last_status: dict[Any, Any] = {}
         self._ws: ClientConnection | None = None
         self._reconnect_now = False
+        # How long an opening handshake may take; None = the connection_timeout_s setting.
+        self.open_timeout_s: float | None = None
         # The gateway swaps in a metered RpcConnection when metrics are on.
         self.rpc_factory: Callable[..., RpcConnection] = RpcConnection
         self.heartbeat_s = station.settings.int("heartbeat_interval_s")
@@ -177,7 +212,12 @@ class EndpointBase:
         raise NotImplementedError
 
     def _periodic(self) -> list[Coroutine[Any, Any, None]]:
-        """The version's connection-long jobs besides heartbeat and status (outbox, sampler)."""
+        """The version's connection-long jobs besides heartbeat and status (outbox delivery)."""
+        return []
+
+    def _lifelong(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """Jobs that run as long as the endpoint, connected or not (the meter sampler: offline
+        samples queue in the outbox). Factories, so a job that fails is started again."""
         return []
 
     async def send_status(self, target: Any, *, force: bool = False) -> None:
@@ -205,7 +245,27 @@ class EndpointBase:
 
     # -- connection lifecycle --------------------------------------------------------------
     async def run(self) -> None:
-        """Connect, serve, and reconnect forever (until cancelled)."""
+        """Connect, serve, and reconnect forever (until cancelled); lifelong jobs alongside."""
+        jobs = [asyncio.create_task(self._keep_running(job), name=f"{self.id}:lifelong")
+                for job in self._lifelong()]
+        try:
+            await self._connect_forever()
+        finally:
+            for task in jobs:
+                task.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def _keep_running(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: a lifelong job failed; restarting it", self.id)
+            await asyncio.sleep(STATUS_RETRY_S)
+
+    async def _connect_forever(self) -> None:
         settings = self.ctx.station.settings
         while True:
             try:
@@ -215,7 +275,7 @@ class EndpointBase:
                     subprotocols=[self.SUBPROTOCOL],
                     additional_headers=self._headers(),
                     ssl=self._ssl(),
-                    open_timeout=settings.int("connection_timeout_s"),
+                    open_timeout=self.open_timeout_s or settings.int("connection_timeout_s"),
                     ping_interval=ping,
                     ping_timeout=ping,
                     max_size=MAX_FRAME,
@@ -246,7 +306,8 @@ class EndpointBase:
         self.connects += 1
         rpc = self.rpc_factory(ws, self.VERSION, self._handlers(), name=self.id,
                                call_timeout=float(ctx.station.settings.int("connection_timeout_s")),
-                               validate_outgoing=os.environ.get(VALIDATE_OUTGOING_ENV) == "1")
+                               validate_outgoing=os.environ.get(VALIDATE_OUTGOING_ENV) == "1",
+                               before_send=lambda: ctx.journal.durable(ctx.endpoint_id))
         ctx.rpc = rpc
         self.connected.set()
         log.info("%s: connected to %s", self.id, self._url())

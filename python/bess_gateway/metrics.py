@@ -257,6 +257,21 @@ class _GatewayCollector(Collector):
             with contextlib.suppress(Exception):
                 yield from gauge("bess_journal_queue_depth", "queued messages, all endpoints",
                                  gw.journal.depth())
+                j = gw.journal
+                yield from gauge("bess_journal_queue_bytes",
+                                 "disk the queued messages take (payload + per-message overhead)",
+                                 j.outbox_bytes())
+                yield from gauge("bess_journal_queue_budget_bytes", "the queue's disk budget",
+                                 j.outbox_budget_bytes)
+                yield from gauge("bess_journal_queue_over_budget",
+                                 "1 while over budget with only never-dropped records queued",
+                                 1 if j.outbox_over_budget else 0)
+                yield from counter("bess_journal_queue_thinned",
+                                   "sampled MeterValues removed to keep to the budget",
+                                   j.outbox_thinned)
+                yield from counter("bess_journal_queue_dropped",
+                                   "expendable messages dropped to keep to the budget",
+                                   j.outbox_dropped)
 
 
 class MetricsServer:
@@ -383,7 +398,7 @@ class MetricsServer:
         pcs["written"] = snap.get("last_write")
         control = {k: snap.get(k) for k in (
             "running", "cycles", "overruns", "jitter_us_p99", "jitter_us_max", "last_cycle_us",
-            "writes", "pcs_requests", "pcs_errors", "pcs_connects")}
+            "writes", "pcs_requests", "pcs_errors", "pcs_connects", "scheduling")}
         control["period_ms"] = gw.config.control.period_ms
         allocations = snap.get("allocations") or {}
         endpoints = []

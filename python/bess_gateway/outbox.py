@@ -3,6 +3,9 @@
 Both OCPP versions queue here (1.6 StartTransaction/StopTransaction/MeterValues, 2.0.1
 TransactionEvent, security events of either); a version layer only says which actions are
 transaction messages, what an item needs just before it is sent, and what an answer teaches.
+
+Queued messages take a token of the gateway's pacer before they leave (bess_gateway.pacing), so
+hundreds of endpoints reconnecting with a backlog reach their CSMS at a bounded rate.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from bess_gateway.ocppj.errors import CallErrorReceived, OcppError
 
 log = logging.getLogger("bess_gateway.outbox")
 
+HOLD_POLL_S = 0.05  # about one control period: how often a held item is looked at again
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -29,6 +34,12 @@ class Policy:
     prepare: Callable[[Context, OutboxItem], dict[str, Any] | None]
     # Runs inside the ack's journal transaction: what the CSMS's answer teaches.
     answered: Callable[[Context, OutboxItem, dict[str, Any], dict[str, Any]], None]
+    # True while an item must wait (a StopTransaction until its meter has settled); it is read
+    # again after the wait. A hold that rewrites the item does so in the journal and in `item`.
+    hold: Callable[[Context, OutboxItem], bool] | None = None
+    # 1.6 TransactionMessageAttempts / TransactionMessageRetryInterval and 2.0.1
+    # OCPPCommCtrlr.MessageAttempts(TransactionEvent) / MessageAttemptInterval(TransactionEvent)
+    # are both these domain settings.
     attempts_setting: str = "transaction_message_attempts"
     interval_setting: str = "transaction_message_retry_interval_s"
 
@@ -43,6 +54,19 @@ async def deliver(ctx: Context, policy: Policy) -> None:
             await ctx.outbox_wake.wait()
             continue
         item = items[0]
+        if policy.hold is not None and policy.hold(ctx, item):
+            await asyncio.sleep(HOLD_POLL_S)  # bounded by the hold itself (a few s at most)
+            continue
+        if ctx.pacer is not None:
+            # Gateway-wide pacing (bess_gateway.pacing): a backlog after an outage leaves at a
+            # bounded rate; a lone live message finds a token waiting.
+            await ctx.pacer.take()
+            # Read it again: meanwhile its transaction id may have been written in, or the
+            # budget may have thinned it away (then the new head goes through the checks).
+            items = ctx.journal.pending(ctx.endpoint_id, limit=1)
+            if not items or items[0].seq != item.seq:
+                continue
+            item = items[0]
         payload = policy.prepare(ctx, item)
         if payload is None:
             ctx.journal.ack(item.seq)
@@ -58,15 +82,22 @@ async def deliver(ctx: Context, policy: Policy) -> None:
                             item.action, exc)
                 ctx.journal.ack(item.seq)
                 continue
-            # A CALLERROR, no answer, or an answer that breaks the schema: all count as attempts.
+            # A CALLERROR, no answer, or an answer that breaks the schema: the CSMS failed to
+            # process it, an attempt (a lost link is none: the message waits for the next one).
+            # 1.6 4.10 / 2.0.1 E13: after the n-th failure wait interval x n, then resend; after
+            # `attempts` failures discard it and go on with the next message.
             ctx.journal.bump_attempts(item.seq)
             attempts = item.attempts + 1
             if attempts >= settings.int(policy.attempts_setting):
-                log.error("%s: %s given up after %d attempts: %s", ctx.endpoint_id,
-                          item.action, attempts, exc)
+                log.error("%s: %s %s discarded after %d failed attempts (last: %s); "
+                          "going on with the next queued message", ctx.endpoint_id,
+                          item.action, item.unique_id, attempts, exc)
                 ctx.journal.ack(item.seq)
             else:
-                await asyncio.sleep(settings.int(policy.interval_setting) * attempts)
+                delay = settings.int(policy.interval_setting) * attempts
+                log.warning("%s: %s %s failed (attempt %d: %s); resent in %d s", ctx.endpoint_id,
+                            item.action, item.unique_id, attempts, exc, delay)
+                await asyncio.sleep(delay)
             continue
         # The ack and what the answer teaches (the CSMS's transaction id, the idTag's status)
         # in one commit: a crash between them could leave a queued stop without its id; and one

@@ -142,6 +142,25 @@ async def test_forced_temperature_and_soc_are_visible(sim, client):
     assert m["cell_temp_max_c"] < 30
 
 
+async def test_raw_points_can_be_pinned_and_released(sim, client):
+    sim.force_raw("soc_pct", [1005])  # 100.5 %: a value no battery can have
+    sim.force_raw("cell_temp_max_c", [0x8000])  # the usual i16 "not available" sentinel
+    m = await read_block(client)
+    assert m["soc_pct"] == 100.5
+    assert m["cell_temp_max_c"] == -3276.8
+    await asyncio.sleep(0.1)  # model ticks republish; the pins hold
+    assert (await read_block(client))["soc_pct"] == 100.5
+    sim.force_raw("soc_pct", None)
+    sim.force_raw("cell_temp_max_c", None)
+    m = await read_block(client)
+    assert m["soc_pct"] == 50.0
+    assert 0 < m["cell_temp_max_c"] < 30
+    with pytest.raises(KeyError):
+        sim.force_raw("no_such_point", [1])
+    with pytest.raises(ValueError):
+        sim.force_raw("energy_discharged_wh", [1])  # a u64 is four words
+
+
 async def test_watchdog_revert_with_injected_time():
     # autotick off: the test owns time, so the 2 s expiry needs no waiting.
     async with Simulator(autotick=False) as sim:

@@ -15,6 +15,9 @@ Concurrency model (why it cannot deadlock like the `ocpp` library's ChargePoint)
   follow our answer (StartTransaction after RemoteStartTransaction): it starts only after the
   CALLRESULT is on the wire.
 - Outgoing CALLs are serialized by a lock: one outstanding CALL of ours at a time.
+- `before_send`, when given, is awaited before every frame goes out, in send order: the gateway
+  makes it wait for the journal's pending commit, so nothing leaves before what was written
+  ahead of it is on disk (a CALLRESULT that promises persistence, a queued message).
 
 Every task the connection starts (the worker, `after` tasks) is owned by it, has its exceptions
 logged, and is cancelled when `run()` ends. Nothing a peer sends makes `run()` raise.
@@ -146,6 +149,7 @@ class RpcConnection:
         name: str = "",
         on_call_received: Hook | None = None,
         on_message_sent: Hook | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.version = check_version(version)
         self.name = name or f"ocpp{version}"
@@ -153,6 +157,7 @@ class RpcConnection:
         self.validate_outgoing = validate_outgoing
         self.on_call_received = on_call_received
         self.on_message_sent = on_message_sent
+        self.before_send = before_send
         self.stats = RpcStats()
         self._ws = ws
         self._validator: Validator = validator(version)
@@ -417,6 +422,8 @@ class RpcConnection:
         # The lock keeps the reader's error answers, the worker's answers and call()'s CALLs from
         # interleaving inside a duck-typed socket; websockets itself would cope.
         async with self._send_lock:
+            if self.before_send is not None:
+                await self.before_send()
             try:
                 await self._ws.send(text)
             except (ConnectionClosed, ConnectionError, EOFError) as exc:

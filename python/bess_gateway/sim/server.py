@@ -101,6 +101,7 @@ class Simulator:
         self._connections = 0
         self._setpoint_written_t = 0.0  # model time of the last setpoint write
         self._reverted = False
+        self._raw: dict[str, list[int]] = {}  # read points pinned to raw words (force_raw)
 
         self._server: ModbusTcpServer | None = None
         self._tick_task: asyncio.Task[None] | None = None
@@ -236,6 +237,21 @@ class Simulator:
 
     def force_soc(self, pct: float) -> None:
         self._model.set_soc(pct)
+        self._republish()
+
+    def force_raw(self, name: str, words: list[int] | None) -> None:
+        """Pin a read point to raw register words, whatever the model says (a broken sensor or
+        a device's "not available" sentinel such as 0x8000, a SoC above 100 %); None releases it.
+        """
+        if name not in self._map:
+            raise KeyError(f"no register {name!r} in map {self._map.name!r}")
+        if words is None:
+            self._raw.pop(name, None)
+        else:
+            reg = self._map[name]
+            if len(words) != reg.end - reg.address or not all(0 <= w <= 0xFFFF for w in words):
+                raise ValueError(f"{name}: {reg.end - reg.address} words of 0..65535 expected")
+            self._raw[name] = list(words)
         self._republish()
 
     def set_silent(self, on: bool) -> None:
@@ -415,6 +431,9 @@ class Simulator:
             self._map.encode_into(
                 self._image, reg.name, float(value), base=self._base, saturate=True
             )
+        for name, words in self._raw.items():
+            reg = self._map[name]
+            self._image[reg.address - self._base : reg.end - self._base] = words
 
     def _republish(self) -> None:
         self._state = self._model.state()
@@ -580,6 +599,9 @@ class SimulatorThread:
 
     def force_soc(self, pct: float) -> None:
         self._call(lambda s: s.force_soc(pct))
+
+    def force_raw(self, name: str, words: list[int] | None) -> None:
+        self._call(lambda s: s.force_raw(name, words))
 
     def set_silent(self, on: bool) -> None:
         self._call(lambda s: s.set_silent(on))

@@ -72,7 +72,11 @@ class Endpoint16(EndpointBase):
         security.connect_failed(self.ctx, exc)
 
     def _periodic(self) -> list[Any]:
-        return [transactions.deliver_outbox(self.ctx), transactions.sampler(self.ctx)]
+        return [transactions.deliver_outbox(self.ctx)]
+
+    def _lifelong(self) -> list[Any]:
+        # Meter values are taken offline too: they queue (and are thinned if the queue fills).
+        return [lambda: transactions.sampler(self.ctx), lambda: transactions.aligned(self.ctx)]
 
     def _boot_payload(self) -> dict[str, Any]:
         return {
@@ -122,8 +126,10 @@ class Endpoint16(EndpointBase):
     def recover(self, records: list[TxRecord]) -> None:
         """Transactions the journal still holds open were cut by a crash or power loss.
 
-        They end now with reason PowerLoss and the last saved register; their StopTransaction
-        queues behind any StartTransaction still waiting, so the CSMS sees both in order.
+        They end now with reason PowerLoss and their register as restored at start-up: the last
+        save plus their share of what the PCS registers counted since (gateway.py
+        `_attribute_outage`); their StopTransaction queues behind any StartTransaction still
+        waiting, so the CSMS sees both in order.
         """
         st = self.ctx.station
         for rec in records:

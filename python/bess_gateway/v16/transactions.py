@@ -8,17 +8,13 @@ cheap to lose, a journal write per sample is not cheap at 1000 endpoints); they 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from bess_gateway import outbox
-from bess_gateway.aio import wait_event
-from bess_gateway.domain.station import StopReason, Transaction
+from bess_gateway import outbox, sessions, settling
+from bess_gateway.domain.station import CONNECTORS, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
-from bess_gateway.journal import OutboxItem
-from bess_gateway.ocppj.errors import CallErrorReceived
-from bess_gateway.ocppj.framing import new_unique_id
+from bess_gateway.journal import OutboxItem, Retention, set_meter_stop
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.v16 import authorization, smart_charging
 from bess_gateway.v16.context import Context
@@ -27,78 +23,43 @@ from bess_gateway.v16.meter import meter_value
 log = logging.getLogger("bess_gateway.v16")
 
 TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues")
+SAMPLED_CONTEXTS = frozenset({"Sample.Periodic", "Sample.Clock"})
 
 
 def _tx_id(tx: Transaction) -> int | None:
     return None if tx.transaction_id is None else int(tx.transaction_id)
 
 
-def enqueue(ctx: Context, action: str, payload: dict[str, Any], tx: Transaction | None) -> None:
-    ctx.journal.enqueue(ctx.endpoint_id, action, payload, tx.local_id if tx else None,
-                        new_unique_id())
-    ctx.outbox_wake.set()
+enqueue = sessions.enqueue
 
 
 # -- starting and stopping -------------------------------------------------------------------
 async def start_session(ctx: Context, connector: int, id_tag: str) -> Transaction | None:
     """The part of a start that may talk to the CSMS; runs after RemoteStart was answered."""
-    st = ctx.station
-    if st.settings.bool("authorize_remote_tx") and not await _authorized(ctx, id_tag):
-        st.unprepare(connector)
-        return None
-    tx = st.begin(connector, id_tag)
-    payload = {
-        "connectorId": connector,
-        "idTag": id_tag,
-        "meterStart": tx.meter_start_wh,
-        "timestamp": iso(tx.started_at),
-    }
-    if "reservation_id" in tx.extra:
-        payload["reservationId"] = tx.extra["reservation_id"]
-    enqueue(ctx, "StartTransaction", payload, tx)
-    ctx.tx_wake.set()
-    return tx
+    async def authorized() -> bool:
+        return not ctx.station.settings.bool("authorize_remote_tx") or \
+            await authorization.authorized(ctx, id_tag)
 
+    def queue_start(tx: Transaction) -> None:
+        payload = {
+            "connectorId": connector,
+            "idTag": id_tag,
+            "meterStart": tx.meter_start_wh,
+            "timestamp": iso(tx.started_at),
+        }
+        if "reservation_id" in tx.extra:
+            payload["reservationId"] = tx.extra["reservation_id"]
+        enqueue(ctx, "StartTransaction", payload, tx)
 
-async def _authorized(ctx: Context, id_tag: str) -> bool:
-    """AuthorizeRemoteTxRequests: the local list and cache first where the keys allow (no
-    round trip with LocalPreAuthorize), else Authorize; no answer counts as being offline."""
-    id_hash = ctx.journal.hash_id_tag(id_tag)
-    ref = authorization.tag_ref(id_hash)
-    decision = authorization.decide(ctx, id_hash, ctx.online)
-    if decision.action == "ask":
-        try:
-            resp = await ctx.call("Authorize", {"idTag": id_tag})
-        except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
-            decision = authorization.decide(ctx, id_hash, online=False)
-            log.warning("%s: Authorize for %s failed (%s); offline rules: %s", ctx.endpoint_id,
-                        ref, exc, decision.action)
-        else:
-            info = resp.get("idTagInfo") or {}
-            authorization.remember(ctx, id_hash, info)
-            if info.get("status") == "Accepted":
-                return True
-            log.info("%s: %s not accepted by the CSMS (%s)", ctx.endpoint_id, ref,
-                     info.get("status"))
-            return False
-    if decision.start:
-        log.info("%s: %s authorized locally (%s)", ctx.endpoint_id, ref, decision.source)
-        return True
-    log.info("%s: %s refused locally (%s, %s)", ctx.endpoint_id, ref, decision.source,
-             decision.status)
-    return False
+    return await sessions.start(ctx, connector, id_tag, authorized=authorized,
+                                queue_start=queue_start)
 
 
 def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transaction | None:
     """Power off the connector's session and queue its StopTransaction (journal first)."""
     st = ctx.station
-    # The finished record and its StopTransaction in one commit: both or neither survive a
-    # crash (a finished record without its queued stop would lose the StopTransaction), and
-    # one fsync instead of two or three (each costs ~0.1 ms CPU; load benchmark, issue 6).
-    with ctx.journal.atomic():
-        tx = st.end(connector, reason)
-        if tx is None:
-            return None
+
+    def queue_stop(tx: Transaction) -> None:
         assert tx.meter_stop_wh is not None and tx.stopped_at is not None
         assert tx.end_sample is not None
         sample = tx.end_sample
@@ -112,8 +73,9 @@ def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transactio
         if measurands:
             payload["transactionData"] = [meter_value(sample, measurands, "Transaction.End")]
         enqueue(ctx, "StopTransaction", payload, tx)
-    ctx.tx_wake.set()
-    return tx
+        settling.track(ctx, tx)  # meterStop becomes final once the ramp-down has been counted
+
+    return sessions.stop(ctx, connector, reason, queue_stop)
 
 
 # -- CSMS -> CP handlers ---------------------------------------------------------------------
@@ -167,52 +129,49 @@ def handlers(ctx: Context) -> dict[str, Any]:
 
 
 # -- periodic work ---------------------------------------------------------------------------
-async def send_meter_values(ctx: Context, connector: int, context: str) -> None:
+async def send_meter_values(ctx: Context, connector: int, context: str,
+                            measurands_setting: str = "meter_values_sampled_data") -> None:
     """MeterValues for one connector now; transaction-bound when a session runs there."""
     st = ctx.station
     tx = st.transactions.get(connector)
     sample = st.sample(connector)
     payload: dict[str, Any] = {
         "connectorId": connector,
-        "meterValue": [
-            meter_value(sample, st.settings.items("meter_values_sampled_data"), context)
-        ],
+        "meterValue": [meter_value(sample, st.settings.items(measurands_setting), context)],
     }
     if tx is None:
         await ctx.call("MeterValues", payload)
         return
     payload["transactionId"] = _tx_id(tx)
-    if ctx.online and tx.transaction_id is not None and ctx.journal.depth(ctx.endpoint_id) == 0:
-        try:
-            await ctx.call("MeterValues", payload)
-            return
-        except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
-            log.info("%s: MeterValues not delivered (%s); queued", ctx.endpoint_id, exc)
-    enqueue(ctx, "MeterValues", payload, tx)
+    # Without the CSMS's transaction id yet, it queues behind its StartTransaction (the id is
+    # written into it when the StartTransaction is answered: Journal.patch_transaction_id).
+    # Periodic and clock-aligned samples may be thinned when the queue is over its disk budget.
+    retention = Retention.THIN if context in SAMPLED_CONTEXTS else Retention.ALWAYS
+    await sessions.send_or_queue(ctx, "MeterValues", payload, tx,
+                                 direct=tx.transaction_id is not None, retention=retention)
 
 
 async def sampler(ctx: Context) -> None:
     """Sampled MeterValues every MeterValueSampleInterval for each running session."""
-    loop = asyncio.get_running_loop()
-    due: dict[str, float] = {}
-    while True:
-        interval = ctx.station.settings.int("meter_sample_interval_s")
-        txs = ctx.station.transactions
-        now = loop.time()
-        for tx in list(txs.values()):
-            due.setdefault(tx.local_id, now + interval)
-        for local_id in [k for k in due if all(t.local_id != k for t in txs.values())]:
-            del due[local_id]
-        for tx in list(txs.values()):
-            if due[tx.local_id] <= now:
-                due[tx.local_id] = max(due[tx.local_id] + interval, now + interval / 2)
-                try:
-                    await send_meter_values(ctx, tx.connector, "Sample.Periodic")
-                except (ConnectionError, TimeoutError, CallErrorReceived) as exc:
-                    log.info("%s: sample not sent: %s", ctx.endpoint_id, exc)
-        ctx.tx_wake.clear()
-        timeout = max(0.0, min(due.values()) - loop.time()) if due else None
-        await wait_event(ctx.tx_wake, timeout)
+
+    async def send(tx: Transaction) -> None:
+        await send_meter_values(ctx, tx.connector, "Sample.Periodic")
+
+    await sessions.sample_loop(
+        ctx, lambda: ctx.station.settings.int("meter_sample_interval_s"), send)
+
+
+async def aligned(ctx: Context) -> None:
+    """Clock-aligned MeterValues (ClockAlignedDataInterval, MeterValuesAlignedData) for every
+    connector, with its transaction id when a session runs there."""
+
+    async def send() -> None:
+        if not ctx.station.settings.items("meter_values_aligned_data"):
+            return
+        for connector in CONNECTORS:
+            await send_meter_values(ctx, connector, "Sample.Clock", "meter_values_aligned_data")
+
+    await sessions.aligned_loop(ctx, send)
 
 
 def _prepare(ctx: Context, item: OutboxItem) -> dict[str, Any] | None:
@@ -236,7 +195,18 @@ def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
         _started(ctx, item.local_tx_id, resp)
 
 
-POLICY = outbox.Policy(tx_actions=frozenset(TX_ACTIONS), prepare=_prepare, answered=_answered)
+def _meter_stop(payload: dict[str, Any]) -> int | None:
+    value = payload.get("meterStop")
+    return None if value is None else int(value)
+
+
+# meterStop and the Transaction.End register become final once the ramp-down has been counted.
+settling.register_format(settling.StopFormat(
+    "StopTransaction", is_stop=lambda p: "meterStop" in p, register=_meter_stop,
+    set_register=set_meter_stop))
+
+POLICY = outbox.Policy(tx_actions=frozenset(TX_ACTIONS), prepare=_prepare, answered=_answered,
+                       hold=settling.hold)
 
 
 async def deliver_outbox(ctx: Context) -> None:

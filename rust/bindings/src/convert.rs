@@ -279,6 +279,7 @@ fn health(d: &Bound<'_, PyDict>, h: &Health) -> PyResult<()> {
     d.set_item("overruns", h.overruns)?;
     d.set_item("jitter_us_p99", h.jitter_us_p99)?;
     d.set_item("jitter_us_max", h.jitter_us_max)?;
+    d.set_item("scheduling", h.scheduling.as_str())?;
     d.set_item("last_cycle_us", h.last_cycle_us)?;
     d.set_item("writes", h.writes)?;
     match h.last_write {
@@ -348,6 +349,7 @@ pub fn meter<'py>(
     }
     d.set_item("allocated_w", r.allocated_w)?;
     d.set_item("active", r.active)?;
+    d.set_item("settling", r.settling)?;
     d.set_item("direction", r.direction.map(|d| d.sign() as i64))?;
     Ok(d)
 }

@@ -165,6 +165,9 @@ pub struct MeterReading {
     pub current_a: f64,
     pub allocated_w: f64,
     pub active: bool,
+    /// The session stopped but power it had is still flowing (ramp-down, PCS response): the
+    /// meter still counts it, so its final value is not known yet (`metering`).
+    pub settling: bool,
     /// Direction of the running session, if any.
     pub direction: Option<Direction>,
 }
@@ -280,6 +283,8 @@ impl Controller {
                 cap_w,
             } => {
                 self.metering.ensure(meter_id);
+                // What flows from now on is the new session's.
+                self.metering.end_tail(meter_id);
                 self.sessions.insert(
                     meter_id,
                     Session {
@@ -365,6 +370,7 @@ impl Controller {
 
         // Phase 1: inputs and protection.
         let mut link_restored = false;
+        let mut flow_w = None;
         let assessment = match input {
             Input::LinkLost => {
                 if self.link != Link::Down {
@@ -381,6 +387,9 @@ impl Controller {
                 }
                 link_restored = self.link == Link::Down;
                 self.link = Link::Up;
+                if let Input::Reading(m) = &reading {
+                    flow_w = Some((m.measured_w.max(0.0), (-m.measured_w).max(0.0)));
+                }
                 self.read(now_s, reading)
             }
         };
@@ -420,6 +429,9 @@ impl Controller {
         );
 
         let link_up = self.link == Link::Up;
+        // Phase 4: metering. Power a meter had and lost is still its own while it flows.
+        self.metering
+            .retarget(now_s, &self.previous, &allocations, flow_w);
         let meters = self.meter_readings(&allocations);
         self.previous = allocations;
         let m = self.last_measurements.as_ref();
@@ -590,6 +602,7 @@ impl Controller {
                     current_a: current_a * share,
                     allocated_w,
                     active: session.is_some(),
+                    settling: session.is_none() && self.metering.settling(meter_id),
                     direction: session.map(|s| s.direction),
                 }
             })
@@ -943,10 +956,71 @@ mod tests {
         // The energy flowed under the allocation of the previous step.
         assert_eq!(o.meter(0).unwrap().energy_wh, 40.0);
         assert!(!o.meter(0).unwrap().active);
-        set_u64(&mut r, 19, 5_070);
+        // The PCS still delivers 90 kW: that is the stopped sessions' power ramping down, so
+        // their meters own it (2:1, as they had it) and are settling.
+        assert!(o.meter(0).unwrap().settling && o.meter(2).unwrap().settling);
+        set_u64(&mut r, 19, 5_075);
+        set_u32(&mut r, 1, 0);
         let o = c.step(3.0, Some(&r));
-        assert_eq!(o.meter(0).unwrap().energy_wh, 40.0);
-        assert_eq!(o.unattributed_wh, (10.0, 0.0));
+        assert_eq!(o.meter(0).unwrap().energy_wh, 50.0);
+        assert_eq!(o.meter(2).unwrap().energy_wh, 125.0);
+        assert_eq!(o.unattributed_wh, (0.0, 0.0));
+        // The flow has stopped: the tails are over, the meters final.
+        assert!(!o.meter(0).unwrap().settling && !o.meter(2).unwrap().settling);
+        set_u64(&mut r, 19, 5_080);
+        let o = c.step(4.0, Some(&r));
+        assert_eq!(o.meter(0).unwrap().energy_wh, 50.0);
+        assert_eq!(o.unattributed_wh, (5.0, 0.0));
+    }
+
+    #[test]
+    fn power_handed_to_another_session_leaves_no_tail() {
+        let mut c = ctl();
+        let mut r = healthy_block();
+        r[0] = PCS_RUNNING;
+        set_u32(&mut r, 1, 100_000);
+        set_u64(&mut r, 19, 1_000);
+        set_u32(&mut r, 13, 100_000); // the BMS allows 100 kW of discharge
+        start(&mut c, 0, Direction::Discharge, 100_000.0);
+        start(&mut c, 1, Direction::Discharge, 100_000.0);
+        c.step(0.0, Some(&r)); // 50 kW each
+        set_u64(&mut r, 19, 1_010);
+        c.step(1.0, Some(&r));
+        c.apply(Command::StopSession { meter_id: 0 }).unwrap();
+        set_u64(&mut r, 19, 1_020);
+        let o = c.step(2.0, Some(&r));
+        // Session 1 takes the 100 kW at once; the flow is all its own, session 0 is final.
+        assert_eq!(o.allocations, vec![(1, 100_000.0)]);
+        assert!(!o.meter(0).unwrap().settling);
+        set_u64(&mut r, 19, 1_030);
+        let o = c.step(3.0, Some(&r));
+        assert_eq!(o.meter(0).unwrap().energy_wh, 10.0);
+        assert_eq!(o.meter(1).unwrap().energy_wh, 20.0);
+    }
+
+    #[test]
+    fn energy_during_a_lost_link_goes_to_the_sessions_that_had_the_power() {
+        let mut c = ctl();
+        let mut r = healthy_block();
+        r[0] = PCS_RUNNING;
+        set_u32(&mut r, 1, 90_000);
+        set_u64(&mut r, 19, 2_000);
+        start(&mut c, 0, Direction::Discharge, 60_000.0);
+        start(&mut c, 1, Direction::Discharge, 30_000.0);
+        c.step(0.0, Some(&r));
+        set_u64(&mut r, 19, 2_030);
+        c.step(1.0, Some(&r));
+        // Silence: allocations go to 0 (trip), the PCS runs on until its watchdog.
+        for i in 0..20 {
+            c.step(2.0 + f64::from(i) * 0.1, None);
+        }
+        set_u64(&mut r, 19, 2_090);
+        set_u32(&mut r, 1, 0);
+        let o = c.step(5.0, Some(&r));
+        assert_eq!(o.meter(0).unwrap().energy_wh, 20.0 + 40.0);
+        assert_eq!(o.meter(1).unwrap().energy_wh, 10.0 + 20.0);
+        assert_eq!(o.unattributed_wh, (0.0, 0.0));
+        assert!(!o.meter(0).unwrap().settling);
     }
 
     #[test]

@@ -2,10 +2,20 @@
 //!
 //! The PCS measures energy for the whole battery, one register per direction. Each cycle the
 //! increase of a register since the last reading is split over the meters of that direction in
-//! proportion to their allocation in the previous step, which is the allocation that was in force
-//! while that energy flowed. Energy that flowed while no session of that direction had an
-//! allocation (ramp-down after the last stop, a PCS that ran on during a lost link) is counted as
-//! unattributed, so the books still balance.
+//! proportion to the power each one owned while that energy flowed:
+//!
+//! - a running session owns its allocation of the previous step (the one in force while the
+//!   energy flowed);
+//! - a meter whose allocation went down (its session stopped, a trip or a lost link took it to
+//!   0, a lower limit) owns a *tail*: the part of the reduction still flowing while the setpoint
+//!   ramps down and the PCS follows. A tail is capped after every reading by the measured flow
+//!   beyond what the running sessions explain, so it ends when the power it stood for is gone
+//!   (or went to another session). While the link is lost there is no measurement, so tails
+//!   hold and the energy found at the next reading goes to the meters that had the power.
+//!
+//! Only energy that flowed while no meter owned any power of that direction is unattributed, so
+//! the books still balance. A stopped session's meter is *settling* until its tail has ended;
+//! its final value (a StopTransaction's meterStop) is read after that.
 //!
 //! Meters only ever increase. The first reading only sets the baseline; a register that goes
 //! backwards (PCS replaced or reset) or jumps by more than the site could have delivered in the
@@ -44,9 +54,24 @@ pub struct EnergyRegisters {
     pub charged_wh: u64,
 }
 
+/// A tail below this is over: what is left is PCS tracking error, not a session's power.
+pub const TAIL_END_W: f64 = 50.0;
+
+/// A tail older than this ends whatever the measurement says (a PCS that never settles exactly
+/// on its setpoint must not keep a stopped meter settling for ever).
+pub const TAIL_MAX_S: f64 = 10.0;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tail {
+    direction: Direction,
+    power_w: f64,
+    since_s: f64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Metering {
     meters: BTreeMap<u32, f64>,
+    tails: BTreeMap<u32, Tail>,
     baseline: Option<EnergyRegisters>,
     unattributed_discharge_wh: f64,
     unattributed_charge_wh: f64,
@@ -70,6 +95,16 @@ impl Metering {
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, f64)> + '_ {
         self.meters.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// True while a meter owns a tail (power it had that is still flowing).
+    pub fn settling(&self, meter_id: u32) -> bool {
+        self.tails.contains_key(&meter_id)
+    }
+
+    /// Ends a meter's tail at once (a new session on the meter owns what flows from now on).
+    pub fn end_tail(&mut self, meter_id: u32) {
+        self.tails.remove(&meter_id);
     }
 
     /// (discharge, charge) energy not attributed to any meter since start.
@@ -114,11 +149,18 @@ impl Metering {
     }
 
     fn apportion(&mut self, dir: Direction, increase: f64, previous: &[(u32, Direction, f64)]) {
-        let total: f64 = previous
+        let mut weights: Vec<(u32, f64)> = previous
             .iter()
             .filter(|p| p.1 == dir && p.2 > 0.0)
-            .map(|p| p.2)
-            .sum();
+            .map(|p| (p.0, p.2))
+            .collect();
+        weights.extend(
+            self.tails
+                .iter()
+                .filter(|(_, t)| t.direction == dir)
+                .map(|(id, t)| (*id, t.power_w)),
+        );
+        let total: f64 = weights.iter().map(|w| w.1).sum();
         if total <= 0.0 {
             match dir {
                 Direction::Discharge => self.unattributed_discharge_wh += increase,
@@ -126,12 +168,67 @@ impl Metering {
             }
             return;
         }
-        for &(id, d, alloc) in previous {
-            if d == dir && alloc > 0.0 {
-                *self.meters.entry(id).or_insert(0.0) += increase * alloc / total;
-            }
+        for (id, w) in weights {
+            *self.meters.entry(id).or_insert(0.0) += increase * w / total;
         }
     }
+
+    /// After a step decided `next` (allocations in force from now) following `previous`:
+    /// reductions become tails, and tails are capped by `flow_w`, the measured (discharge,
+    /// charge) flow now (`None` while the link is lost: tails hold).
+    pub fn retarget(
+        &mut self,
+        now_s: f64,
+        previous: &[(u32, Direction, f64)],
+        next: &[(u32, Direction, f64)],
+        flow_w: Option<(f64, f64)>,
+    ) {
+        let next_of: BTreeMap<u32, f64> = next.iter().map(|n| (n.0, n.2)).collect();
+        for &(id, dir, before) in previous {
+            let after = next_of.get(&id).copied().unwrap_or(0.0);
+            if before > after {
+                let t = self.tails.entry(id).or_insert(Tail {
+                    direction: dir,
+                    power_w: 0.0,
+                    since_s: now_s,
+                });
+                t.direction = dir;
+                t.power_w += before - after;
+                t.since_s = now_s;
+            }
+        }
+        if let Some((dis, chg)) = flow_w {
+            for (dir, flow) in [(Direction::Discharge, dis), (Direction::Charge, chg)] {
+                let excess = (flow - explained_w(dir, next)).max(0.0);
+                let held: f64 = self
+                    .tails
+                    .values()
+                    .filter(|t| t.direction == dir)
+                    .map(|t| t.power_w)
+                    .sum();
+                if held > excess {
+                    let k = excess / held;
+                    for t in self.tails.values_mut().filter(|t| t.direction == dir) {
+                        t.power_w *= k;
+                    }
+                }
+            }
+        }
+        self.tails
+            .retain(|_, t| t.power_w >= TAIL_END_W && now_s - t.since_s < TAIL_MAX_S);
+    }
+}
+
+/// The net flow of `dir` that the running sessions explain: their allocations less those of the
+/// other direction (the PCS setpoint is the net of both).
+fn explained_w(dir: Direction, allocs: &[(u32, Direction, f64)]) -> f64 {
+    let sum = |d: Direction| -> f64 { allocs.iter().filter(|a| a.1 == d).map(|a| a.2).sum() };
+    let other = if dir == Direction::Discharge {
+        Direction::Charge
+    } else {
+        Direction::Discharge
+    };
+    (sum(dir) - sum(other)).max(0.0)
 }
 
 #[cfg(test)]
@@ -214,6 +311,54 @@ mod tests {
         assert_eq!(m.energy(4), Some(1234.5));
         m.ensure(5);
         assert_eq!(m.energy(5), Some(0.0));
+    }
+
+    #[test]
+    fn a_stopped_meter_owns_its_ramp_down_until_the_flow_ends() {
+        let mut m = Metering::default();
+        let running = [(0, Direction::Discharge, 100_000.0)];
+        m.update(regs(0, 0), &running, 1e9);
+        m.retarget(0.0, &running, &running, Some((100_000.0, 0.0)));
+        assert!(!m.settling(0));
+        m.retarget(0.1, &running, &[], Some((100_000.0, 0.0))); // stopped
+        assert!(m.settling(0));
+        m.update(regs(5, 0), &[], 1e9);
+        m.retarget(0.2, &[], &[], Some((40_000.0, 0.0))); // ramping down: the tail shrinks
+        m.update(regs(7, 0), &[], 1e9);
+        m.retarget(0.3, &[], &[], Some((0.0, 0.0)));
+        assert!(!m.settling(0));
+        m.update(regs(8, 0), &[], 1e9);
+        assert_eq!(m.energy(0), Some(7.0));
+        assert_eq!(m.unattributed_wh(), (1.0, 0.0));
+    }
+
+    #[test]
+    fn a_tail_shares_with_running_sessions_by_power() {
+        let mut m = Metering::default();
+        let before = [(0, Direction::Discharge, 60.0), (1, Direction::Discharge, 60.0)];
+        let after = [(1, Direction::Discharge, 60.0)];
+        m.update(regs(0, 0), &before, 1e9);
+        m.retarget(0.0, &before, &after, None);
+        m.update(regs(12, 0), &after, 1e9);
+        assert_eq!((m.energy(0), m.energy(1)), (Some(6.0), Some(6.0)));
+        // measured flow back to what session 1 explains: session 0 is final
+        m.retarget(0.1, &after, &after, Some((60.0, 0.0)));
+        assert!(!m.settling(0));
+        m.end_tail(1);
+    }
+
+    #[test]
+    fn a_tail_on_the_other_side_of_the_net_is_capped_by_the_net_flow() {
+        let mut m = Metering::default();
+        let before = [(0, Direction::Discharge, 150_000.0), (1, Direction::Charge, 100_000.0)];
+        let after = [(1, Direction::Charge, 100_000.0)];
+        m.retarget(0.0, &before, &after, Some((50_000.0, 0.0)));
+        assert!(m.settling(0));
+        m.update(regs(0, 0), &after, 1e9);
+        m.update(regs(4, 0), &after, 1e9);
+        assert_eq!(m.energy(0), Some(4.0)); // the charge session has no part in discharge
+        m.retarget(10.0, &after, &after, Some((0.0, 100_000.0)));
+        assert!(!m.settling(0));
     }
 
     proptest! {

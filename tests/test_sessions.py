@@ -1,0 +1,40 @@
+"""The version-free session timing (bess_gateway.sessions): pure, time as a parameter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bess_gateway.sessions import DueTimes, next_aligned
+
+
+def test_next_aligned_is_on_the_interval_grid_from_midnight() -> None:
+    now = datetime(2026, 11, 24, 10, 7, 31, 500_000, tzinfo=UTC)
+    assert next_aligned(now, 900) == datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
+    assert next_aligned(now, 1) == datetime(2026, 11, 24, 10, 7, 32, tzinfo=UTC)
+    # exactly on the grid: the next instant, not now
+    on = datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
+    assert next_aligned(on, 900) == on + timedelta(seconds=900)
+
+
+def test_next_aligned_restarts_at_midnight_when_the_interval_does_not_divide_the_day() -> None:
+    late = datetime(2026, 11, 24, 23, 59, 0, tzinfo=UTC)
+    # 7 h grid from midnight: 0, 7, 14, 21 h; the next would be 04:00 tomorrow: midnight first
+    assert next_aligned(late, 7 * 3600) == datetime(2026, 11, 25, tzinfo=UTC)
+    assert next_aligned(datetime(2026, 11, 24, 20, tzinfo=UTC), 7 * 3600) == \
+        datetime(2026, 11, 24, 21, tzinfo=UTC)
+
+
+def test_due_times_per_session() -> None:
+    due = DueTimes()
+    assert due.due(["a"], 100.0, 10.0) == []  # first sample one interval after the start
+    assert due.timeout(100.0) == 10.0
+    assert due.due(["a", "b"], 105.0, 10.0) == []
+    assert due.due(["a", "b"], 110.0, 10.0) == ["a"]
+    assert due.due(["a", "b"], 115.0, 10.0) == ["b"]
+    # a stall of several intervals gives one sample, not a burst, and the next one not at once
+    assert due.due(["a", "b"], 200.0, 10.0) == ["a", "b"]
+    assert due.due(["a", "b"], 201.0, 10.0) == []
+    # a session that ended is forgotten
+    assert due.due(["b"], 300.0, 10.0) == ["b"]
+    assert due.timeout(300.0) == 5.0
+    assert due.due([], 301.0, 10.0) == [] and due.timeout(301.0) is None
