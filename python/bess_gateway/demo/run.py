@@ -72,56 +72,64 @@ class Scenario:
         return getattr(self.csms.stations.get(sid), "version", "1.6") == "2.0.1"
 
     async def _start_all(self, connector: int) -> None:
-        for i, sid in enumerate(self.ids):
-            after = self.csms.last_seq()
-            tag = f"DEMO-TAG-{i + 1}"
-            try:
-                if self._v201(sid):
-                    self.remote_start_ids += 1
-                    r = await self.csms.call(sid, "RequestStartTransaction", {
-                        "idToken": {"idToken": tag, "type": "Central"}, "evseId": connector,
-                        "remoteStartId": self.remote_start_ids})
-                else:
-                    r = await self.csms.call(sid, "RemoteStartTransaction",
-                                             {"idTag": tag, "connectorId": connector})
-                if r["status"] != "Accepted":
-                    self.errors.append(f"{sid}: remote start {r['status']}")
-                    continue
-                if self._v201(sid):
-                    started = await self.csms.wait_for(
-                        sid, "TransactionEvent", lambda p: p["eventType"] == "Started",
-                        after=after)
-                    tx_id: int | str = started.payload["transactionInfo"]["transactionId"]
-                    await self.csms.wait_until(lambda t=tx_id: t in self.csms.transactions)
-                    self.open[sid] = tx_id
-                    continue
-                start = await self.csms.wait_for(sid, "StartTransaction", after=after)
-                # The CSMS records the CALL before its handler creates the transaction.
-                tx = await self.csms.wait_until(lambda s=sid, m=start.payload["meterStart"]: next(
-                    (t for t in self.csms.transactions.values()
-                     if t.station == s and t.meter_start == m and t.meter_stop is None), None))
-                self.open[sid] = tx.id
-            except Exception as exc:
-                self.errors.append(f"{sid}: start failed: {exc!r}")
+        # All stations at once, as a hub's CSMS would: one at a time, the starts (and the stops,
+        # each waiting for its settled register) would eat the demo's phase.
+        await asyncio.gather(*(self._start_one(i, sid, connector)
+                               for i, sid in enumerate(self.ids)))
+
+    async def _start_one(self, i: int, sid: str, connector: int) -> None:
+        after = self.csms.last_seq()
+        tag = f"DEMO-TAG-{i + 1}"
+        try:
+            if self._v201(sid):
+                self.remote_start_ids += 1
+                r = await self.csms.call(sid, "RequestStartTransaction", {
+                    "idToken": {"idToken": tag, "type": "Central"}, "evseId": connector,
+                    "remoteStartId": self.remote_start_ids})
+            else:
+                r = await self.csms.call(sid, "RemoteStartTransaction",
+                                         {"idTag": tag, "connectorId": connector})
+            if r["status"] != "Accepted":
+                self.errors.append(f"{sid}: remote start {r['status']}")
+                return
+            if self._v201(sid):
+                started = await self.csms.wait_for(
+                    sid, "TransactionEvent", lambda p: p["eventType"] == "Started",
+                    after=after)
+                tx_id: int | str = started.payload["transactionInfo"]["transactionId"]
+                await self.csms.wait_until(lambda t=tx_id: t in self.csms.transactions)
+                self.open[sid] = tx_id
+                return
+            start = await self.csms.wait_for(sid, "StartTransaction", after=after)
+            # The CSMS records the CALL before its handler creates the transaction.
+            tx = await self.csms.wait_until(lambda s=sid, m=start.payload["meterStart"]: next(
+                (t for t in self.csms.transactions.values()
+                 if t.station == s and t.meter_start == m and t.meter_stop is None), None))
+            self.open[sid] = tx.id
+        except Exception as exc:
+            self.errors.append(f"{sid}: start failed: {exc!r}")
 
     async def _stop_all(self) -> None:
-        for sid, tx_id in list(self.open.items()):
-            # Forgotten before asking: a stop cut short by the demo's end is not asked twice
-            # (the gateway ends what is still running when it stops).
-            self.open.pop(sid, None)
-            try:
-                if self._v201(sid):
-                    r = await self.csms.call(sid, "RequestStopTransaction",
-                                             {"transactionId": tx_id})
-                else:
-                    r = await self.csms.call(sid, "RemoteStopTransaction",
-                                             {"transactionId": tx_id})
-                if r["status"] != "Accepted":
-                    self.errors.append(f"{sid}: remote stop {r['status']}")
-                await self.csms.wait_until(
-                    lambda t=tx_id: self.csms.transactions[t].meter_stop is not None)
-            except Exception as exc:
-                self.errors.append(f"{sid}: stop failed: {exc!r}")
+        stops = list(self.open.items())
+        # Forgotten before asking: a stop cut short by the demo's end is not asked twice (the
+        # gateway ends what is still running when it stops).
+        self.open.clear()
+        await asyncio.gather(*(self._stop_one(sid, tx_id) for sid, tx_id in stops))
+
+    async def _stop_one(self, sid: str, tx_id: int | str) -> None:
+        try:
+            if self._v201(sid):
+                r = await self.csms.call(sid, "RequestStopTransaction",
+                                         {"transactionId": tx_id})
+            else:
+                r = await self.csms.call(sid, "RemoteStopTransaction",
+                                         {"transactionId": tx_id})
+            if r["status"] != "Accepted":
+                self.errors.append(f"{sid}: remote stop {r['status']}")
+            await self.csms.wait_until(
+                lambda t=tx_id: self.csms.transactions[t].meter_stop is not None)
+        except Exception as exc:
+            self.errors.append(f"{sid}: stop failed: {exc!r}")
 
     async def _cap_first(self, connector: int) -> None:
         """Smart charging: the first endpoint's session is capped at 50 kW from now on, which
