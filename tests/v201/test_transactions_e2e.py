@@ -110,6 +110,8 @@ async def test_remote_start_updates_and_remote_stop(gateway_factory: GatewayFact
     assert tx.meter_stop is not None and tx.meter_stop > tx.meter_start >= 0
     assert_contiguous(events(csms, tid))
 
+    # The CSMS records the Ended before its answer reaches us; until then it is still queued.
+    await until(lambda: gw.journal is not None and gw.journal.depth(SID) == 0, 15)
     status = await csms.call(SID, "GetTransactionStatus", {"transactionId": tid})
     assert status == {"ongoingIndicator": False, "messagesInQueue": False}
     assert await csms.call(SID, "GetTransactionStatus", {}) == {"messagesInQueue": False}
