@@ -231,3 +231,90 @@ meter_sample_interval_s = 1
         assert len(ended) == 1
     finally:
         await gw.stop(drain_s=0)
+
+
+def _meter_save(journal: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The last meter save as stored: the connector registers and the PCS basis row."""
+    db = sqlite3.connect(journal)
+    try:
+        return (db.execute("SELECT endpoint_id, connector, energy_wh FROM meters").fetchall(),
+                db.execute("SELECT key, value FROM meta WHERE key = 'meter_basis'").fetchall())
+    finally:
+        db.close()
+
+
+def _put_meter_save(journal: Path, save: tuple[list[tuple[object, ...]],
+                                                list[tuple[object, ...]]]) -> None:
+    db = sqlite3.connect(journal)
+    try:
+        with db:
+            db.execute("DELETE FROM meters")
+            db.executemany("INSERT INTO meters VALUES (?, ?, ?)", save[0])
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", save[1])
+    finally:
+        db.close()
+
+
+async def test_a_crash_after_a_delivered_stop_does_not_bill_its_energy_again(
+        tmp_path: Path, sim: SimulatorThread, csms: CsmsServer) -> None:
+    """The journal as a crash leaves it when it comes after a stop's final meterStop went out
+    (and was acknowledged) but before the next meter save: the saved register is older than
+    that meterStop. The restart restores the connector to at least the meterStop, so the next
+    transaction starts where the last one stopped instead of billing the same Wh again."""
+    sid = "FLOOR-16"
+    cfg_path = tmp_path / "gateway.toml"
+    cfg_path.write_text(f"""
+[gateway]
+data_dir = "{tmp_path / 'var'}"
+metrics_listen = ""
+
+[pcs]
+port = {sim.port}
+
+[[endpoint]]
+id = "{sid}"
+csms_url = "{csms.url}"
+""")
+    journal = tmp_path / "var" / "journal.sqlite"
+
+    async def start_session() -> Received:
+        await csms.wait_for(sid, "StatusNotification",
+                            lambda p: p["connectorId"] == 1 and p["status"] == "Available",
+                            after=csms.last_seq() - 20)
+        after = csms.last_seq()
+        r = await csms.call(sid, "RemoteStartTransaction", {"idTag": "T", "connectorId": 1})
+        assert r["status"] == "Accepted"
+        return await csms.wait_for(sid, "StartTransaction", after=after)
+
+    gw = Gateway(load_config(cfg_path))
+    await gw.start()
+    try:
+        await until(lambda: gw.endpoints[sid].ctx.online, 15)
+        await until(lambda: pcs_idle(sim))
+        e0 = sim.state.energy_discharged_wh
+        await start_session()
+        tx = await csms.wait_until(lambda: next(
+            (t for t in csms.transactions.values() if t.station == sid), None))
+        await until(lambda: sim.state.energy_discharged_wh - e0 > 20.0)
+        await until(lambda: any(row[2] > 10.0 for row in _meter_save(journal)[0]))
+        old_save = _meter_save(journal)
+        await until(lambda: sim.state.energy_discharged_wh - e0 > 50.0)
+        after = csms.last_seq()
+        r = await csms.call(sid, "RemoteStopTransaction", {"transactionId": tx.id})
+        assert r["status"] == "Accepted"
+        stop = await csms.wait_for(sid, "StopTransaction", after=after)
+        await until(lambda: pcs_idle(sim))
+    finally:
+        await gw.stop(drain_s=0)
+    saved_wh = max(float(row[2]) for row in old_save[0])  # type: ignore[arg-type]
+    assert stop.payload["meterStop"] >= saved_wh + 20  # the save really is older than the stop
+    _put_meter_save(journal, old_save)
+
+    gw = Gateway(load_config(cfg_path))
+    await gw.start()
+    try:
+        await until(lambda: gw.endpoints[sid].ctx.online, 15)
+        start = await start_session()
+        assert start.payload["meterStart"] == stop.payload["meterStop"]
+    finally:
+        await gw.stop(drain_s=0)

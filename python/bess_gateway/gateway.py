@@ -310,48 +310,77 @@ class Gateway:
         """Energy that flowed between the last meter save and the PCS stopping (the crash, the
         PCS watchdog's delay) goes to the sessions the crash cut, before recovery ends them.
 
-        The PCS registers' increase since the save is split over them by the allocations saved
-        with it; one that started after the save counts with the mean allocation of its
+        A connector's register restores first to the highest register a journaled message gave
+        it since the save (a session's start, a stop's final register: `Journal.meter_floors`),
+        so no session starts below what the last one was billed to. The rest of the PCS
+        registers' increase since the save is split over the cut sessions by the allocations
+        saved with it; one that started after the save counts with the mean allocation of its
         direction. With none of a direction open, the stops the crash caught settling own it
-        (their ramp-down was what flowed). Returns the registers as restored.
+        (their ramp-down was what flowed). Returns the registers as restored, and saves them
+        with the PCS registers they now stand for, so a second crash does not count the gap
+        again.
         """
         basis = journal.meter_basis()
         open_tx = {ep.id: journal.open_transactions(ep.id) for ep in self.config.endpoints}
+        floors = {k: wh for k, wh in journal.meter_floors().items() if k[0] in open_tx}
+        for endpoint_id, recs in open_tx.items():
+            for r in recs:
+                key = (endpoint_id, r.connector)
+                floors[key] = max(floors.get(key, 0.0), float(r.meter_start_wh))
         restored: dict[tuple[str, int], float] = dict(saved)
-        if basis is None or not (any(open_tx.values()) or basis.get("settling")):
+        changed: dict[tuple[str, int], float] = {}
+        for key, wh in floors.items():
+            if wh > saved.get(key, 0.0):
+                restored[key] = changed[key] = wh
+        new_basis = None
+        if basis is not None and (changed or any(open_tx.values()) or basis.get("settling")):
+            snap = core.snapshot()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OUTAGE_SETTLE_S):
+                    # The first write of the new core is 0 W; the books close once the PCS
+                    # follows.
+                    while abs(float(snap.get("measured_w", 0.0))) > OUTAGE_QUIET_W:
+                        await asyncio.sleep(0.05)
+                        snap = core.snapshot()
+            if "energy_discharged_wh" in snap:
+                self._split_gap(basis, snap, open_tx, saved, restored, changed)
+                new_basis = {"time_s": snap["now_s"],
+                             "discharged_wh": snap["energy_discharged_wh"],
+                             "charged_wh": snap.get("energy_charged_wh", 0),
+                             "allocations": [], "settling": basis.get("settling", [])}
+            else:
+                log.warning("PCS not readable at start: the energy that flowed since the last "
+                            "meter save is not attributed to the sessions the stop cut")
+        if not changed:
             return restored
-        snap = core.snapshot()
+        index = {ep.id: ep.index for ep in self.config.endpoints}
+        for (endpoint_id, connector), wh in changed.items():
+            core.set_meter(index[endpoint_id] * 2 + connector - 1, wh)
+        journal.put_meters(changed, new_basis)
+        # recover() reads the core's meters: wait until the control thread has applied them.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(OUTAGE_SETTLE_S):
-                # The first write of the new core is 0 W; the books close once the PCS follows.
-                while abs(float(snap.get("measured_w", 0.0))) > OUTAGE_QUIET_W:
-                    await asyncio.sleep(0.05)
-                    snap = core.snapshot()
-        if "energy_discharged_wh" not in snap:
-            log.warning("PCS not readable at start: the energy that flowed since the last meter "
-                        "save is not attributed to the sessions the stop cut")
-            return restored
+            async with asyncio.timeout(2.0):
+                while any(float(core.meter(index[e] * 2 + c - 1)["energy_wh"]) < wh - 1e-6  # noqa: ASYNC110
+                          for (e, c), wh in changed.items()):
+                    await asyncio.sleep(0.01)
+        return restored
+
+    def _split_gap(self, basis: dict[str, Any], snap: dict[str, Any],
+                   open_tx: dict[str, list[TxRecord]], saved: dict[tuple[str, int], float],
+                   restored: dict[tuple[str, int], float],
+                   changed: dict[tuple[str, int], float]) -> None:
+        """`_attribute_outage`'s split of what the PCS registers counted since the save and the
+        journaled registers (already in `restored`) do not account for."""
         elapsed_h = max(0.0, float(snap["now_s"]) - float(basis.get("time_s", 0.0))) / 3600
         site_w = 1000.0 * max(self.config.control.site_max_discharge_kw,
                               self.config.control.site_max_charge_kw)
         saved_alloc = {(e, int(c)): float(w) for e, c, w, *_ in basis.get("allocations", [])}
-        open_ids = {r.local_id for recs in open_tx.values() for r in recs}
-        # Sessions that stopped between the save and the crash: what they were metered live
-        # after the save is in their queued stop already, so it is not part of the gap.
-        live_after_save = {1: 0.0, 2: 0.0}
-        for e, c, _, *rest in basis.get("allocations", []):
-            if rest and rest[0] not in open_ids:
-                stop_wh = settling.queued_register(journal, e, rest[0])
-                if stop_wh is not None:
-                    live_after_save[int(c)] += max(
-                        0.0, float(stop_wh) - saved.get((e, int(c)), 0.0))
-        index = {ep.id: ep.index for ep in self.config.endpoints}
-        changed: dict[tuple[str, int], float] = {}
         for connector, key in ((1, "discharged_wh"), (2, "charged_wh")):
             gap = float(snap.get(f"energy_{key}", 0)) - float(basis.get(key, 0))
-            gap -= live_after_save[connector]
+            # What journaled registers already gave this direction's connectors since the save.
+            gap -= sum(wh - saved.get(k, 0.0) for k, wh in changed.items() if k[1] == connector)
             if gap <= 0 or gap > 2 * site_w * elapsed_h + 1000.0:
-                if gap != 0:
+                if abs(gap) > 1.0:  # below a Wh: the whole-Wh journaled registers' rounding
                     log.warning("PCS %s register moved by %.0f Wh during the outage: not "
                                 "attributed (PCS replaced or reset?)", key, gap)
                 continue
@@ -361,29 +390,18 @@ class Gateway:
                    for e, recs in open_tx.items() for r in recs if r.connector == connector}
             if not cut:
                 cut = {(e, connector): 1.0 for e, c, _, _ in basis.get("settling", [])
-                       if int(c) == connector}
+                       if int(c) == connector and e in open_tx}
             if not cut:
-                log.warning("%.0f Wh (%s) flowed during the outage with no session to own it",
-                            gap, key)
+                if gap >= 1.0:
+                    log.warning("%.0f Wh (%s) flowed during the outage with no session to own "
+                                "it", gap, key)
                 continue
             total = sum(cut.values())
             for k, w in cut.items():
                 share = gap * w / total if total > 0 else gap / len(cut)
-                restored[k] = changed[k] = saved.get(k, 0.0) + share
+                restored[k] = changed[k] = restored.get(k, 0.0) + share
                 log.warning("%s connector %d: %.1f Wh that flowed during the outage attributed",
                             k[0], k[1], share)
-        if not changed:
-            return restored
-        for (endpoint_id, connector), wh in changed.items():
-            core.set_meter(index[endpoint_id] * 2 + connector - 1, wh)
-        journal.put_meters(changed)
-        # recover() reads the core's meters: wait until the control thread has applied them.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                while any(float(core.meter(index[e] * 2 + c - 1)["energy_wh"]) < wh - 1e-6  # noqa: ASYNC110
-                          for (e, c), wh in changed.items()):
-                    await asyncio.sleep(0.01)
-        return restored
 
     async def _save_meters(self) -> None:
         """Every METER_SAVE_S, and soon after a session starts or stops: the allocations saved

@@ -600,6 +600,25 @@ class Journal:
             c.execute("DELETE FROM meta WHERE key = ?", (f"fact:{key}",))
 
     # -- meters --------------------------------------------------------------------------------
+    def raise_meter_floor(self, endpoint_id: str, connector: int, wh: float) -> None:
+        """`wh` of the connector's register went into a journaled message (a stop's register):
+        after a crash the register restores to at least this (`meter_floors`), even when the
+        message was delivered and acked before the next meter save. Written with the message, so
+        it is on disk before the message is sent."""
+        with self._write(endpoint_id) as c:
+            c.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                      "SET value = excluded.value WHERE excluded.value > meta.value",
+                      (f"floor:{endpoint_id} {int(connector)}", float(wh)))
+
+    def meter_floors(self) -> dict[tuple[str, int], float]:
+        """Per connector, the highest register any journaled message has carried."""
+        rows = self._read("SELECT key, value FROM meta WHERE key LIKE 'floor:%'")
+        out: dict[tuple[str, int], float] = {}
+        for key, value in rows:
+            endpoint_id, _, connector = str(key)[len("floor:"):].rpartition(" ")
+            out[(endpoint_id, int(connector))] = float(value)
+        return out
+
     def get_meters(self) -> dict[tuple[str, int], float]:
         rows = self._read("SELECT endpoint_id, connector, energy_wh FROM meters")
         return {(e, int(c)): float(wh) for e, c, wh in rows}

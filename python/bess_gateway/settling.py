@@ -105,6 +105,7 @@ def track(ctx: Context, tx: Transaction) -> None:
     pending: dict[str, _Pending] = ctx.extra.setdefault(_KEY, {})
     pending[tx.local_id] = _Pending(tx.connector, tx.meter_stop_wh,
                                     time.monotonic() + SETTLE_MAX_S)
+    ctx.journal.raise_meter_floor(ctx.endpoint_id, tx.connector, tx.meter_stop_wh)
 
 
 def pending(ctx: Context) -> list[tuple[str, int, int]]:
@@ -147,6 +148,7 @@ def resolve(ctx: Context, only: str | None = None) -> dict[str, int]:
         del pending[local_id]
         if final > p.meter_stop_wh:
             patch_stop(ctx.journal, ctx.endpoint_id, local_id, final)
+            ctx.journal.raise_meter_floor(ctx.endpoint_id, p.connector, final)
             done[local_id] = final
             log.debug("%s: session %s final register %d Wh (+%d Wh after the stop)",
                       ctx.endpoint_id, local_id[:8], final, final - p.meter_stop_wh)
