@@ -4,12 +4,9 @@ ends the open transaction as PowerLoss. Real process, real simulator, real CSMS,
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
+from gateway_process import killed_at_exit, one_endpoint_config
 from waiting import until
 
 from bess_gateway.config import load_config
@@ -20,25 +17,8 @@ from bess_gateway.sim.server import SimulatorThread
 
 async def test_sigkill_then_restart_ends_transaction_as_power_loss(
         tmp_path: Path, sim: SimulatorThread, csms: CsmsServer) -> None:
-    cfg_path = tmp_path / "gateway.toml"
-    cfg_path.write_text(f"""
-[gateway]
-data_dir = "{tmp_path / 'var'}"
-metrics_listen = ""
-
-[pcs]
-port = {sim.port}
-
-[[endpoint]]
-id = "CRASH-01"
-csms_url = "{csms.url}"
-meter_sample_interval_s = 1
-""")
-    log = (tmp_path / "gateway.log").open("w")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bess_gateway", "run", "--config", str(cfg_path),
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
+    cfg_path = one_endpoint_config(tmp_path, sim.port, csms.url, "CRASH-01", sample_interval_s=1)
+    async with killed_at_exit(cfg_path):
         await csms.wait_for("CRASH-01", "StatusNotification", lambda p: p["connectorId"] == 2,
                             timeout=30)
         e0 = sim.state.energy_discharged_wh
@@ -53,11 +33,6 @@ meter_sample_interval_s = 1
                             lambda p: p.get("transactionId") == tx.id)
         # Past a meter save (every second), so the kill lands between two of them.
         await until(lambda: sim.state.energy_discharged_wh - e0 > 100.0)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        async with asyncio.timeout(10):
-            await proc.wait()
-        log.close()
 
     # Nobody writes the watchdog any more: the PCS goes to 0 W by itself within ~2 s.
     await until(lambda: abs(sim.state.measured_w) < 1.0 and sim.state.pcs_state != 2, 15)
@@ -89,27 +64,10 @@ async def test_sigkill_then_restart_ends_201_transaction_as_power_loss(
         tmp_path: Path, sim: SimulatorThread, csms: CsmsServer) -> None:
     """The 2.0.1 twin: the restarted gateway sends TransactionEvent Ended (PowerLoss) with the
     restored energy register and the next seqNo of the transaction, once."""
-    cfg_path = tmp_path / "gateway.toml"
-    cfg_path.write_text(f"""
-[gateway]
-data_dir = "{tmp_path / 'var'}"
-metrics_listen = ""
-
-[pcs]
-port = {sim.port}
-
-[[endpoint]]
-id = "CRASH-02"
-csms_url = "{csms.url}"
-ocpp_version = "2.0.1"
-meter_sample_interval_s = 1
-""")
+    cfg_path = one_endpoint_config(tmp_path, sim.port, csms.url, "CRASH-02",
+                                   ocpp_version="2.0.1", sample_interval_s=1)
     sid = "CRASH-02"
-    log = (tmp_path / "gateway.log").open("w")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bess_gateway", "run", "--config", str(cfg_path),
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
+    async with killed_at_exit(cfg_path):
         await csms.wait_for(sid, "StatusNotification", lambda p: p["evseId"] == 2, timeout=30)
         after = csms.last_seq()
         r = await csms.call(sid, "RequestStartTransaction",
@@ -121,11 +79,6 @@ meter_sample_interval_s = 1
         tid = started.payload["transactionInfo"]["transactionId"]
         await until(lambda: sim.written.setpoint_w == 150_000)
         await csms.wait_for(sid, "TransactionEvent", lambda p: p["seqNo"] >= 2, after=after)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        async with asyncio.timeout(10):
-            await proc.wait()
-        log.close()
 
     await until(lambda: abs(sim.state.measured_w) < 1.0 and sim.state.pcs_state != 2, 15)
     tx = csms.transactions[tid]
@@ -160,25 +113,9 @@ async def test_sigkill_right_after_an_answer_keeps_what_the_answer_promised(
         tmp_path: Path, sim: SimulatorThread, csms: CsmsServer) -> None:
     """RemoteStop answered Accepted means the stop is on disk (group commit, journal.py): a kill
     the moment the answer arrives must still end the transaction as Remote, not PowerLoss."""
-    cfg_path = tmp_path / "gateway.toml"
-    cfg_path.write_text(f"""
-[gateway]
-data_dir = "{tmp_path / 'var'}"
-metrics_listen = ""
-
-[pcs]
-port = {sim.port}
-
-[[endpoint]]
-id = "CRASH-03"
-csms_url = "{csms.url}"
-meter_sample_interval_s = 60
-""")
-    log = (tmp_path / "gateway.log").open("w")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bess_gateway", "run", "--config", str(cfg_path),
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
+    cfg_path = one_endpoint_config(tmp_path, sim.port, csms.url, "CRASH-03", sample_interval_s=60)
+    # SIGKILLed the moment the block ends: no time for a timed commit
+    async with killed_at_exit(cfg_path):
         await csms.wait_for("CRASH-03", "StatusNotification", lambda p: p["connectorId"] == 2,
                             timeout=30)
         r = await csms.call("CRASH-03", "RemoteStartTransaction",
@@ -192,11 +129,6 @@ meter_sample_interval_s = 60
         after = csms.last_seq()
         r = await csms.call("CRASH-03", "RemoteStopTransaction", {"transactionId": tx.id})
         assert r["status"] == "Accepted"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)  # at once: no time for a timed commit
-        async with asyncio.timeout(10):
-            await proc.wait()
-        log.close()
 
     gw = Gateway(load_config(cfg_path))
     await gw.start()

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from conftest import GatewayFactory
+from gateway_process import killed_at_exit, one_endpoint_config
 from waiting import until
 
 from bess_gateway.config import load_config
@@ -171,26 +168,9 @@ async def test_a_201_stop_cut_by_a_crash_while_settling_owns_its_ramp_down(
     register the crash left (its ramp-down, and what the PCS ran on until its watchdog) into the
     queued Ended, which the CSMS then gets once."""
     sid = "SETTLE-201"
-    cfg_path = tmp_path / "gateway.toml"
-    cfg_path.write_text(f"""
-[gateway]
-data_dir = "{tmp_path / 'var'}"
-metrics_listen = ""
-
-[pcs]
-port = {sim.port}
-
-[[endpoint]]
-id = "{sid}"
-csms_url = "{csms.url}"
-ocpp_version = "2.0.1"
-meter_sample_interval_s = 1
-""")
-    log = (tmp_path / "gateway.log").open("w")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bess_gateway", "run", "--config", str(cfg_path),
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
+    cfg_path = one_endpoint_config(tmp_path, sim.port, csms.url, sid, ocpp_version="2.0.1",
+                                   sample_interval_s=1)
+    async with killed_at_exit(cfg_path):
         await csms.wait_for(sid, "StatusNotification", lambda p: p["evseId"] == 2, timeout=30)
         await until(lambda: pcs_idle(sim))
         e0 = sim.state.energy_discharged_wh
@@ -206,11 +186,6 @@ meter_sample_interval_s = 1
         r = await csms.call(sid, "RequestStopTransaction", {"transactionId": tid})
         assert r["status"] == "Accepted"
         await until(lambda: _saved_as_settling(tmp_path / "var" / "journal.sqlite"), 5)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        async with asyncio.timeout(10):
-            await proc.wait()
-        log.close()
     # Held: the Ended event had not left when the gateway died.
     assert not [m for m in csms.of(sid, "TransactionEvent") if m.payload["eventType"] == "Ended"]
     await until(lambda: pcs_idle(sim) and sim.state.pcs_state != 2, 15)
@@ -262,19 +237,7 @@ async def test_a_crash_after_a_delivered_stop_does_not_bill_its_energy_again(
     that meterStop. The restart restores the connector to at least the meterStop, so the next
     transaction starts where the last one stopped instead of billing the same Wh again."""
     sid = "FLOOR-16"
-    cfg_path = tmp_path / "gateway.toml"
-    cfg_path.write_text(f"""
-[gateway]
-data_dir = "{tmp_path / 'var'}"
-metrics_listen = ""
-
-[pcs]
-port = {sim.port}
-
-[[endpoint]]
-id = "{sid}"
-csms_url = "{csms.url}"
-""")
+    cfg_path = one_endpoint_config(tmp_path, sim.port, csms.url, sid)
     journal = tmp_path / "var" / "journal.sqlite"
 
     async def start_session() -> Received:
