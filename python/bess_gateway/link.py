@@ -105,6 +105,8 @@ class Context:
     version: str = "1.6"
     rpc: RpcConnection | None = None
     accepted: bool = False  # BootNotification accepted on the current connection
+    # The last BootNotification status the CSMS gave (kept across reconnects); None: none yet.
+    registration: str | None = None
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
     tx_wake: asyncio.Event = field(default_factory=asyncio.Event)
     status_wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -178,6 +180,11 @@ class EndpointBase:
         self.booted = asyncio.Event()
         self.connects = 0
         self._last_status: dict[Any, Any] = {}
+        # When the last accepted connection ended (loop time); None: none has ended since the
+        # statuses were last sent in full. A deliberate reconnect (reset, new credentials) sets
+        # _status_all_next instead: it is no outage, the CSMS gets everything.
+        self._offline_since: float | None = None
+        self._status_all_next = True
         self._ws: ClientConnection | None = None
         self._reconnect_now = False
         # How long an opening handshake may take; None = the connection_timeout_s setting.
@@ -222,6 +229,12 @@ class EndpointBase:
 
     async def send_status(self, target: Any, *, force: bool = False) -> None:
         raise NotImplementedError
+
+    def _offline_threshold_s(self) -> float | None:
+        """Offline for longer than this, a reconnect reports every status; for less, only those
+        that changed meanwhile (2.0.1 OCPPCommCtrlr.OfflineThreshold). None: every status on
+        every reconnect (1.6 has no such key)."""
+        return None
 
     # -- what the gateway asks of every endpoint -------------------------------------------
     def recover(self, records: list[Any]) -> None:
@@ -324,6 +337,8 @@ class EndpointBase:
                     if exc is not None and not isinstance(exc, ConnectionClosed | ConnectionError):
                         log.error("%s: %s ended: %r", self.id, task.get_name(), exc)
         finally:
+            if ctx.accepted and self._offline_since is None:
+                self._offline_since = asyncio.get_running_loop().time()
             ctx.accepted = False
             ctx.rpc = None
             self.connected.clear()
@@ -338,7 +353,10 @@ class EndpointBase:
         """Boot until accepted, then run the connection's periodic work."""
         await self._boot_until_accepted()
         self.backoff.reset()
-        self._last_status.clear()  # after a reconnect, the CSMS gets the current state once
+        if self._report_all_statuses():
+            self._last_status.clear()  # the CSMS gets every current status once
+        self._offline_since = None
+        self._status_all_next = False
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._status_reporter())
             tg.create_task(self._heartbeat())
@@ -348,7 +366,7 @@ class EndpointBase:
     async def _boot_until_accepted(self) -> None:
         while True:
             resp = await self.ctx.call("BootNotification", self._boot_payload())
-            self.registration = resp["status"]
+            self.registration = self.ctx.registration = resp["status"]
             interval = int(resp.get("interval", 0))
             if resp["status"] == "Accepted":
                 if interval > 0:
@@ -361,6 +379,16 @@ class EndpointBase:
             # 2.0.1 B02/B03); the CSMS may still talk to us meanwhile (Pending).
             log.info("%s: boot %s; retrying in %ss", self.id, resp["status"], interval or 30)
             await asyncio.sleep(interval if interval > 0 else 30)
+
+    def _report_all_statuses(self) -> bool:
+        """After this boot, every status (True) or only those changed while offline (False).
+
+        What `_last_status` holds was confirmed by the CSMS before the link went, so keeping it
+        sends exactly the statuses that differ now."""
+        threshold = self._offline_threshold_s()
+        if self._status_all_next or self._offline_since is None or threshold is None:
+            return True
+        return asyncio.get_running_loop().time() - self._offline_since > threshold
 
     def _apply_heartbeat_interval(self, interval: int) -> None:
         """The CSMS owns the heartbeat interval it sends at boot, even outside 30..3600 s.
@@ -394,7 +422,7 @@ class EndpointBase:
 
     async def send_boot(self) -> None:
         resp = await self.ctx.call("BootNotification", self._boot_payload())
-        self.registration = resp["status"]
+        self.registration = self.ctx.registration = resp["status"]
 
     async def _status_reporter(self) -> None:
         while True:
@@ -408,6 +436,7 @@ class EndpointBase:
     async def _reconnect(self, reason: str) -> None:
         """Close the link and connect again at once (new credentials, reset, ...)."""
         self._reconnect_now = True
+        self._status_all_next = True
         ws, rpc = self._ws, self.ctx.rpc
         if ws is None:
             return

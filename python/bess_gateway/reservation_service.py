@@ -118,14 +118,33 @@ def parent_lookup(ctx: Context) -> Callable[[str], str | None]:
     return parent_of
 
 
+def remove_inoperative(st: Station) -> list[Reservation]:
+    """End the reservations whose connector (or the whole station) is inoperative now.
+
+    A connector made Unavailable (ChangeAvailability) cannot serve its reservation, so it should
+    not hold power back for it either. Faults do not count: a trip clears by itself, and the
+    reservation is still good once it has (Faulted wins in the status meanwhile).
+    """
+    gone = [r for r in st.reservations.all()
+            if not (st.operative[0] and st.operative.get(r.connector, True))]
+    for r in gone:
+        st.cancel_reservation(r.reservation_id)
+        log.info("%s: reservation %d removed: connector %d made inoperative", st.endpoint_id,
+                 r.reservation_id, r.connector)
+    return gone
+
+
 def attach(ctx: Context,
-           on_expired: Callable[[list[Reservation]], None] | None = None) -> ExpiryTimer:
+           on_expired: Callable[[list[Reservation]], None] | None = None,
+           on_removed: Callable[[list[Reservation]], None] | None = None) -> ExpiryTimer:
     """Wire reservations for one endpoint: durable store, restored reservations, expiry timer.
 
     Called once when the endpoint is built (inside the running loop), before it connects, so a
     reservation restored from the journal holds its power from the start. `on_expired` hears of
     the reservations the timer ended, and of those that expired while the gateway was down
-    (2.0.1 reports them; 1.6 has no message for it).
+    (2.0.1 reports them; 1.6 has no message for it). With `on_removed`, a reservation whose
+    connector is made inoperative ends (`remove_inoperative`) and is passed to it (2.0.1
+    ReservationStatusUpdate Removed); without, it outlives the change (1.6 could not say so).
     """
     st = ctx.station
     st.parent_of = parent_lookup(ctx)
@@ -146,4 +165,14 @@ def attach(ctx: Context,
     timer = ExpiryTimer(st, asyncio.get_running_loop(), on_expired)
     st.on_change(timer.sync)
     timer.sync()
+    if on_removed is not None:
+        report_removed = on_removed
+
+        def check_operative() -> None:
+            # Cheap on every change; cancel_reservation's own change finds nothing left.
+            gone = remove_inoperative(st)
+            if gone:
+                report_removed(gone)
+
+        st.on_change(check_operative)
     return timer

@@ -7,6 +7,9 @@
   while the link is up and nothing waits ahead of them, through the journal's outbox otherwise.
 - due times: per-session periodic samples (monotonic clock) and clock-aligned readings (wall
   clock, aligned to midnight UTC as both versions define them).
+- the samples a stop message carries besides its end reading (1.6 StopTxnSampledData /
+  StopTxnAlignedData, 2.0.1 TxEndedMeasurands / TxEndedInterval): `keep_loop` keeps them in the
+  transaction's record (domain.metering.keep: bounded, thinned evenly); each version renders them.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from bess_gateway.aio import wait_event
-from bess_gateway.domain.station import StopReason, Transaction
+from bess_gateway.domain import metering
+from bess_gateway.domain.station import MeterSample, StopReason, Transaction
 from bess_gateway.journal import Retention
 from bess_gateway.link import Context
 from bess_gateway.ocppj.errors import CallErrorReceived
@@ -27,6 +32,9 @@ from bess_gateway.ocppj.framing import new_unique_id
 log = logging.getLogger("bess_gateway.sessions")
 
 SEND_ERRORS = (CallErrorReceived, TimeoutError, ConnectionError)
+# How often a session under an energy allowance has its meter checked (the core's meters move
+# every cycle): at session power this overshoots an allowance by a few Wh at most.
+ENERGY_CHECK_S = 0.25
 
 
 def enqueue(ctx: Context, action: str, payload: dict[str, Any], tx: Transaction | None,
@@ -48,12 +56,54 @@ async def start(ctx: Context, connector: int, id_tag: str, *,
     with the record, before power flows (a record without its queued start would be ended after
     a crash with nothing to refer to). The connector must have been prepared."""
     st = ctx.station
+    if not registration_allows_start(ctx):
+        log.info("%s: connector %d: no start while the boot is %s (TxBeforeAcceptedEnabled "
+                 "false)", ctx.endpoint_id, connector, ctx.registration)
+        st.unprepare(connector)
+        return None
     if not await authorized():
         st.unprepare(connector)
         return None
-    tx = st.begin(connector, id_tag, journal_with=queue_start)
+
+    def journal_with(tx: Transaction) -> None:
+        queue_start(tx)
+        if _keeping(ctx, tx):
+            # The start's reading, before power flows: its register is meterStart.
+            sample = replace(st.sample(connector), timestamp=tx.started_at,
+                             energy_wh=float(tx.meter_start_wh))
+            metering.keep_begin(tx.extra, sample)
+            st.record(tx)  # in the start's commit
+
+    tx = st.begin(connector, id_tag, journal_with=journal_with)
     ctx.tx_wake.set()
+    _keep_wake(ctx).set()
     return tx
+
+
+def registration_allows_start(ctx: Context) -> bool:
+    """Whether a session may start as far as the CSMS's registration goes: not while the boot
+    is Pending or Rejected, unless tx_before_accepted_enabled (2.0.1 B02/B03
+    TxBeforeAcceptedEnabled; 1.6 4.2.1 leaves it to the operator). Before any answer (no CSMS
+    reached since the start) the offline rules decide, as for any offline start."""
+    if ctx.accepted or ctx.registration not in ("Pending", "Rejected"):
+        return True
+    return ctx.station.settings.bool("tx_before_accepted_enabled")
+
+
+def id_invalidated(ctx: Context, tx: Transaction, stop: Callable[[], object]) -> None:
+    """The CSMS answered that a running session's idTag is not valid (1.6 StartTransaction.conf,
+    2.0.1 TransactionEventResponse; the version layer says when). StopTransactionOnInvalidId /
+    StopTxOnInvalidId: `stop()` ends it (DeAuthorized). Otherwise it may go on delivering
+    MaxEnergyOnInvalidId Wh counted from its start, then is held at 0 W (SuspendedEVSE) and
+    stays open until the CSMS or the EV ends it."""
+    settings = ctx.station.settings
+    if settings.bool("stop_tx_on_invalid_id"):
+        log.info("%s: session %s deauthorized by the CSMS; stopping", ctx.endpoint_id,
+                 tx.local_id[:8])
+        stop()
+        return
+    if ctx.station.limit_energy(tx.connector, settings.int("max_energy_on_invalid_id_wh")):
+        ctx.tx_wake.set()  # the sample loop watches the allowance from now on
 
 
 def stop(ctx: Context, connector: int, reason: StopReason,
@@ -118,11 +168,13 @@ async def sample_loop(ctx: Context, interval: Callable[[], int],
                       send: Callable[[Transaction], Awaitable[None]],
                       each_turn: Callable[[], Awaitable[None]] | None = None) -> None:
     """Call `send(tx)` every `interval()` s for each running session; `each_turn` runs on every
-    wake of ctx.tx_wake (sessions started or stopped, statuses changed)."""
+    wake of ctx.tx_wake (sessions started or stopped, statuses changed). Sessions under an
+    energy allowance (id_invalidated) have their meter checked every ENERGY_CHECK_S until held."""
     loop = asyncio.get_running_loop()
     due = DueTimes()
     while True:
         ctx.tx_wake.clear()
+        ctx.station.enforce_energy_limits()
         if each_turn is not None:
             await each_turn()
         txs = {tx.local_id: tx for tx in list(ctx.station.transactions.values())}
@@ -131,7 +183,10 @@ async def sample_loop(ctx: Context, interval: Callable[[], int],
                 await send(txs[local_id])
             except SEND_ERRORS as exc:
                 log.info("%s: sample not sent: %s", ctx.endpoint_id, exc)
-        await wait_event(ctx.tx_wake, due.timeout(loop.time()))
+        timeout = due.timeout(loop.time())
+        if ctx.station.energy_limits_pending():
+            timeout = ENERGY_CHECK_S if timeout is None else min(timeout, ENERGY_CHECK_S)
+        await wait_event(ctx.tx_wake, timeout)
 
 
 def next_aligned(now: datetime, interval_s: int) -> datetime:
@@ -160,20 +215,121 @@ def aligned_wake(ctx: Context) -> asyncio.Event:
     return wake
 
 
-async def aligned_loop(ctx: Context, send: Callable[[], Awaitable[None]]) -> None:
-    """Call `send()` at every clock-aligned instant while the interval (setting
-    clock_aligned_interval_s) is above 0."""
-    wake = aligned_wake(ctx)
+async def aligned_loop(ctx: Context, send: Callable[[], Awaitable[None]],
+                       interval: Callable[[], int] | None = None,
+                       wake: asyncio.Event | None = None) -> None:
+    """Call `send()` at every clock-aligned instant while the interval (`interval()`, by default
+    the setting clock_aligned_interval_s) is above 0; `wake` is set when it changes."""
+    if interval is None:
+        interval, wake = (lambda: ctx.station.settings.int("clock_aligned_interval_s"),
+                          aligned_wake(ctx))
+    assert wake is not None
     while True:
         wake.clear()
-        interval = ctx.station.settings.int("clock_aligned_interval_s")
-        if interval <= 0:
+        every = interval()
+        if every <= 0:
             await wake.wait()
             continue
         now = ctx.station._clock()
-        if await wait_event(wake, (next_aligned(now, interval) - now).total_seconds()):
+        if await wait_event(wake, (next_aligned(now, every) - now).total_seconds()):
             continue  # the interval changed: align afresh
         try:
             await send()
         except SEND_ERRORS as exc:
             log.info("%s: clock-aligned values not sent: %s", ctx.endpoint_id, exc)
+
+
+# -- samples kept for the stop message ---------------------------------------------------------
+KEEP = "keep"  # ctx.extra: (periodic interval, aligned interval, active) of keep_loop
+
+
+def _keep_wake(ctx: Context, key: str = "keep_wake") -> asyncio.Event:
+    """Set on every settings change (the intervals may depend on several) and, for the periodic
+    keeper, when a session starts."""
+    wake = ctx.extra.get(key)
+    if wake is None:
+        wake = ctx.extra[key] = asyncio.Event()
+        ctx.station.settings.on_change(lambda _name: wake.set())
+    assert isinstance(wake, asyncio.Event)
+    return wake
+
+
+def _keeping(ctx: Context, tx: Transaction) -> bool:
+    """Whether a session starting now keeps its start's reading (Transaction.Begin)."""
+    keep = ctx.extra.get(KEEP)
+    if keep is None:
+        return False
+    periodic, aligned, active = keep
+    return bool(active(tx)) and (periodic() > 0 or aligned() > 0)
+
+
+def _keep(ctx: Context, tx: Transaction, context: str,
+          active: Callable[[Transaction], bool]) -> None:
+    st = ctx.station
+    # Never for a session already ended: its record is gone and must stay gone.
+    if st.transactions.get(tx.connector) is not tx or not active(tx):
+        return
+    if metering.keep(tx.extra, context, st.sample(tx.connector)):
+        st.record(tx)  # what the stop message will carry survives a crash
+
+
+async def keep_loop(ctx: Context, periodic: Callable[[], int], aligned: Callable[[], int],
+                    active: Callable[[Transaction], bool] = lambda tx: True) -> None:
+    """Keep each running session's samples for its stop message: every `periodic()` s from its
+    start and at every clock-aligned instant of `aligned()` s (0: none of that kind; with both
+    0 nothing is kept, not even the start's reading). A kind whose measurands
+    (stop_txn_sampled_data / stop_txn_aligned_data) are empty is not kept either.
+    `active(tx)`: whether it is kept yet."""
+    settings = ctx.station.settings
+    given_periodic, given_aligned = periodic, aligned
+
+    def periodic() -> int:
+        return given_periodic() if settings.items("stop_txn_sampled_data") else 0
+
+    def aligned() -> int:
+        return given_aligned() if settings.items("stop_txn_aligned_data") else 0
+
+    ctx.extra[KEEP] = (periodic, aligned, active)
+    wake = _keep_wake(ctx)
+
+    async def periodic_loop() -> None:
+        loop = asyncio.get_running_loop()
+        due = DueTimes()
+        while True:
+            wake.clear()
+            every = periodic()
+            if every <= 0:
+                due = DueTimes()
+                await wake.wait()
+                continue
+            txs = {tx.local_id: tx for tx in list(ctx.station.transactions.values())}
+            for local_id in due.due(txs, loop.time(), every):
+                _keep(ctx, txs[local_id], metering.PERIODIC, active)
+            await wait_event(wake, due.timeout(loop.time()))
+
+    async def at_aligned() -> None:
+        for tx in list(ctx.station.transactions.values()):
+            _keep(ctx, tx, metering.CLOCK, active)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(periodic_loop())
+        tg.create_task(aligned_loop(ctx, at_aligned, aligned, _keep_wake(ctx, "keep_aligned")))
+
+
+def kept_meter_values(ctx: Context, extra: dict[str, Any], connector: int,
+                      render: Callable[[MeterSample, list[str], str], dict[str, Any]],
+                      size: Callable[[list[dict[str, Any]]], int]) -> list[dict[str, Any]]:
+    """The kept samples as the version's meter values (`render(sample, measurands, context)`),
+    Transaction.Begin first, then in time order; intermediate ones are thinned evenly while
+    `size(values)`, the stop message's length with them, is over metering.STOP_MESSAGE_BYTES.
+    Begin and periodic samples show StopTxnSampledData / TxEndedMeasurands, clock-aligned ones
+    StopTxnAlignedData / AlignedDataCtrlr.TxEndedMeasurands."""
+    settings = ctx.station.settings
+    sampled, aligned = (settings.items("stop_txn_sampled_data"),
+                        settings.items("stop_txn_aligned_data"))
+    values = [(context, mv) for context, sample in metering.kept(extra, connector)
+              if (mv := render(sample, aligned if context == metering.CLOCK else sampled,
+                               context))["sampledValue"]]
+    values = metering.fit(values, lambda vs: size([mv for _, mv in vs]),
+                          fixed=lambda v: v[0] == metering.BEGIN)
+    return [mv for _, mv in values]

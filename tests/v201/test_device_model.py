@@ -15,6 +15,7 @@ NOT_IN_201 = {
     "minimum_status_duration_s": "1.6 only",
     "network_profiles": "SetNetworkProfile's slots, not a variable",
     "security_profile": "SecurityCtrlr.SecurityProfile reads the effective profile (live)",
+    "stop_txn_intermediate_data": "1.6 vendor key; 2.0.1 has TxEndedInterval instead",
 }
 DATA_TYPES = {"string", "decimal", "integer", "dateTime", "boolean", "OptionList",
               "SequenceList", "MemberList"}

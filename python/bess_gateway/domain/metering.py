@@ -8,9 +8,14 @@ A quantity the PCS/BMS does not report is left out rather than reported as 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from bess_gateway.domain.station import CHARGE_CONNECTOR, DISCHARGE_CONNECTOR, MeterSample
+
+T = TypeVar("T")
 
 UNITS: dict[str, tuple[str, str | None]] = {
     # measurand: (unit, location)
@@ -69,3 +74,84 @@ def readings(sample: MeterSample, measurands: list[str]) -> list[Reading]:
         unit, location = UNITS[m]
         out.append(Reading(m, value[0], value[1], unit, location))
     return out
+
+
+# -- values kept for the stop message (1.6 StopTxn*Data, 2.0.1 TxEnded*) ----------------------
+# A session's intermediate samples travel in its stop message (1.6 StopTransaction
+# transactionData, 2.0.1 Ended meterValue) and are kept in the transaction's journal record
+# (Transaction.extra -> TxRecord.data) so a transaction ended after a crash still carries them.
+# Both are bounded: at most MAX_KEPT samples per kind, thinned evenly (every other one dropped,
+# then only every 2nd, 4th, ... new sample kept): a 12 h session at 10 s keeps 67 samples, one
+# per 640 s, in a record of ~10 kB at most; the stop message is further thinned to fit
+# STOP_MESSAGE_BYTES.
+KEPT = "tx_ended"  # the Transaction.extra key
+BEGIN, PERIODIC, CLOCK, END = "Transaction.Begin", "Sample.Periodic", "Sample.Clock", \
+    "Transaction.End"
+MAX_KEPT = 96  # per kind; even, so thinning keeps the samples evenly spaced
+# The largest stop message we make with intermediate values: our advertised
+# DeviceDataCtrlr.BytesPerMessage, well under the 1 MiB frames CSMSs commonly accept.
+STOP_MESSAGE_BYTES = 65_536
+
+
+def _pack(s: MeterSample) -> list[Any]:
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, 2)
+
+    # Whole ms, truncated as iso() writes them, so a kept time renders exactly as it would have.
+    ms = int(s.timestamp.timestamp()) * 1000 + s.timestamp.microsecond // 1000
+    return [ms, round(s.energy_wh, 3), r(s.power_w),
+            r(s.current_a), r(s.voltage_v), r(s.soc_pct), r(s.temperature_c)]
+
+
+def _unpack(row: list[Any], connector: int) -> MeterSample:
+    ms, energy, power, current, voltage, soc, temperature = row
+    ts = datetime.fromtimestamp(int(ms) // 1000, UTC).replace(microsecond=int(ms) % 1000 * 1000)
+    return MeterSample(timestamp=ts, connector=connector,
+                       energy_wh=float(energy), power_w=float(power or 0.0), current_a=current,
+                       voltage_v=voltage, soc_pct=soc, temperature_c=temperature)
+
+
+def keep_begin(extra: dict[str, Any], sample: MeterSample) -> None:
+    """Keep the sample at the transaction's start (Transaction.Begin)."""
+    extra.setdefault(KEPT, {})[BEGIN] = _pack(sample)
+
+
+def keep(extra: dict[str, Any], context: str, sample: MeterSample) -> bool:
+    """Keep an intermediate sample (PERIODIC or CLOCK); False when thinning skipped it (the
+    record need not be written again)."""
+    series = extra.setdefault(KEPT, {}).setdefault(context, {"n": 0, "stride": 1, "rows": []})
+    n = int(series["n"])
+    series["n"] = n + 1
+    if n % int(series["stride"]):
+        return False
+    rows = series["rows"]
+    rows.append(_pack(sample))
+    if len(rows) > MAX_KEPT:
+        series["rows"] = rows[::2]
+        series["stride"] = int(series["stride"]) * 2
+    return True
+
+
+def kept(extra: dict[str, Any], connector: int) -> list[tuple[str, MeterSample]]:
+    """(context, sample) of what was kept: the Begin sample first, then the intermediate ones
+    in time order."""
+    store = extra.get(KEPT) or {}
+    out = [(c, _unpack(row, connector)) for c in (PERIODIC, CLOCK)
+           for row in (store.get(c) or {}).get("rows", [])]
+    out.sort(key=lambda cs: cs[1].timestamp)
+    if BEGIN in store:
+        out.insert(0, (BEGIN, _unpack(store[BEGIN], connector)))
+    return out
+
+
+def fit(values: list[T], size: Callable[[list[T]], int], fixed: Callable[[T], bool],
+        budget: int = STOP_MESSAGE_BYTES) -> list[T]:
+    """`values` with every other intermediate one (not `fixed`) dropped until `size` of what
+    is left fits the budget (or only the fixed ones are left)."""
+    while size(values) > budget:
+        loose = [i for i, v in enumerate(values) if not fixed(v)]
+        if not loose:
+            break
+        drop = set(loose[1::2]) if len(loose) > 1 else set(loose)
+        values = [v for i, v in enumerate(values) if i not in drop]
+    return values

@@ -111,12 +111,20 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("items_per_message_getvariables", "int", 64, 1, 64, readonly=True),
         SettingSpec("items_per_message_setvariables", "int", 64, 1, 64, readonly=True),
         # 2.0.1 OCPPCommCtrlr: network connection profiles (SetNetworkProfile) by slot, tried in
-        # this order (slot 0 = the configured endpoint); OfflineThreshold is kept for the CSMS.
+        # this order (slot 0 = the configured endpoint). OfflineThreshold: offline longer, a
+        # reconnect reports every EVSE status, else only the changed ones (link.py).
         SettingSpec("network_configuration_priority", "str", "0"),
         SettingSpec("network_profiles", "str", ""),  # JSON: slot -> NetworkConnectionProfile
         SettingSpec("network_profile_connection_attempts", "int", 3, 1, 100),
         SettingSpec("offline_threshold_s", "int", 60, 0, 86_400),
         SettingSpec("stop_tx_on_invalid_id", "bool", True),
+        # 1.6 MaxEnergyOnInvalidId / 2.0.1 TxCtrlr.MaxEnergyOnInvalidId: with the above false, a
+        # session the CSMS later finds invalid may deliver this many Wh from its start, then is
+        # held at 0 W (0 = at once: the spec's "stop energy delivery"). sessions.id_invalidated
+        SettingSpec("max_energy_on_invalid_id_wh", "int", 0, 0, 10_000_000),
+        # 2.0.1 TxCtrlr.TxBeforeAcceptedEnabled (1.6 4.2.1 leaves it to the operator: vendor
+        # key): may a local start begin while the boot is Pending/Rejected; its messages queue.
+        SettingSpec("tx_before_accepted_enabled", "bool", False),
         SettingSpec("stop_tx_on_ev_side_disconnect", "bool", True),
         SettingSpec("unlock_on_ev_side_disconnect", "bool", True),
         SettingSpec("meter_values_sampled_data", "csv", DEFAULT_SAMPLED,
@@ -127,6 +135,14 @@ SPECS: dict[str, SettingSpec] = {
                     choices=MEASURANDS, max_items=len(MEASURANDS)),
         SettingSpec("stop_txn_aligned_data", "csv", "", choices=MEASURANDS,
                     max_items=len(MEASURANDS)),
+        # Intermediate values in the stop message (sessions.keep_loop). 2.0.1
+        # SampledDataCtrlr.TxEndedInterval / AlignedDataCtrlr.TxEndedInterval (0: only the start
+        # and end values); 1.6 takes them every MeterValueSampleInterval / ClockAlignedDataInterval
+        # when StopTxnIntermediateData (a vendor key, off by default: without it a
+        # StopTransaction carries only its Transaction.End value, as CSMSs expect) is true.
+        SettingSpec("tx_ended_interval_s", "int", 0, 0, 86_400),
+        SettingSpec("aligned_tx_ended_interval_s", "int", 0, 0, 86_400),
+        SettingSpec("stop_txn_intermediate_data", "bool", False),
         # 2.0.1 SampledDataCtrlr.TxStartedMeasurands (1.6 has no counterpart: meterStart only)
         SettingSpec("tx_started_measurands", "csv", DEFAULT_TX_END, choices=MEASURANDS,
                     max_items=len(MEASURANDS)),

@@ -122,6 +122,7 @@ class CorePort(Protocol):
                       group: int | None = None,
                       schedule: list[tuple[float, float]] | None = None) -> None: ...
     def stop_session(self, meter_id: int) -> None: ...
+    def set_session_cap(self, meter_id: int, cap_w: float) -> None: ...
     def meter(self, meter_id: int) -> dict[str, Any]: ...
     def set_hold(self, hold_id: int, direction: int, power_w: float) -> None: ...
     def clear_hold(self, hold_id: int) -> None: ...
@@ -364,6 +365,55 @@ class Station:
             self.operative[0] = self._scheduled_availability.pop(0)
         self.changed()
         return tx
+
+    # -- energy allowances (MaxEnergyOnInvalidId) -------------------------------------------
+    def limit_energy(self, connector: int, allowance_wh: int) -> bool:
+        """Let the connector's session deliver at most `allowance_wh` counted from its start,
+        then hold it at 0 W (suspended: it stays open until the CSMS or the EV ends it).
+
+        A second verdict never raises an allowance already set. False: no session there.
+        """
+        tx = self.transactions.get(connector)
+        if tx is None:
+            return False
+        cap = tx.meter_start_wh + max(0, allowance_wh)
+        if "energy_cap_wh" not in tx.extra or cap < int(tx.extra["energy_cap_wh"]):
+            tx.extra["energy_cap_wh"] = cap
+            self.record(tx)
+        log.info("%s: connector %d session %s may deliver up to register %d Wh",
+                 self.endpoint_id, connector, tx.local_id[:8], tx.extra["energy_cap_wh"])
+        self.enforce_energy_limits()
+        return True
+
+    def energy_limits_pending(self) -> bool:
+        """Whether a session runs under an allowance it has not used up yet (to be watched)."""
+        return any("energy_cap_wh" in tx.extra and not tx.extra.get("energy_limited")
+                   for tx in self.transactions.values())
+
+    def enforce_energy_limits(self) -> list[Transaction]:
+        """Hold at 0 W every session whose meter reached its allowance; returns those held now.
+
+        The core's session cap does it: schedules and limits only lower a session below its
+        cap, so nothing raises it again, and the allocation at 0 makes it SuspendedEVSE.
+        """
+        held = []
+        for tx in list(self.transactions.values()):
+            cap = tx.extra.get("energy_cap_wh")
+            if cap is None or tx.extra.get("energy_limited"):
+                continue
+            meter_id = self.meter_id(tx.connector)
+            if float(self.core.meter(meter_id)["energy_wh"]) < int(cap):
+                continue
+            self.core.set_session_cap(meter_id, 0.0)
+            tx.extra["energy_limited"] = True
+            self.record(tx)
+            log.info("%s: connector %d session %s reached its allowance (%d Wh); suspended",
+                     self.endpoint_id, tx.connector, tx.local_id[:8],
+                     int(cap) - tx.meter_start_wh)
+            held.append(tx)
+        if held:
+            self.changed()
+        return held
 
     def end_all(self, reason: StopReason) -> list[Transaction]:
         return [tx for c in list(self.transactions) if (tx := self.end(c, reason)) is not None]

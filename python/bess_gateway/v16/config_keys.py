@@ -51,6 +51,7 @@ KEYS: dict[str, Key] = {
     "LocalAuthorizeOffline": Key("local_authorize_offline"),
     "LocalPreAuthorize": Key("local_pre_authorize"),
     "MaxChargingProfilesInstalled": Key(fixed=str(SC_LIMITS.max_installed)),
+    "MaxEnergyOnInvalidId": Key("max_energy_on_invalid_id_wh"),
     "MeterValuesAlignedData": Key("meter_values_aligned_data"),
     "MeterValuesAlignedDataMaxLength": Key(fixed=str(len(MEASURANDS))),
     "MeterValuesSampledData": Key("meter_values_sampled_data"),
@@ -71,10 +72,16 @@ KEYS: dict[str, Key] = {
     "StopTransactionOnInvalidId": Key("stop_tx_on_invalid_id"),
     "StopTxnAlignedData": Key("stop_txn_aligned_data"),
     "StopTxnAlignedDataMaxLength": Key(fixed=str(len(MEASURANDS))),
+    # Vendor key: StopTransaction.transactionData with the values StopTxnSampledData /
+    # StopTxnAlignedData name every MeterValueSampleInterval / ClockAlignedDataInterval.
+    "StopTxnIntermediateData": Key("stop_txn_intermediate_data"),
     "StopTxnSampledData": Key("stop_txn_sampled_data"),
     "StopTxnSampledDataMaxLength": Key(fixed=str(len(MEASURANDS))),
     "SupportedFeatureProfiles": Key(fixed=FEATURE_PROFILES),
     "TransactionMessageAttempts": Key("transaction_message_attempts"),
+    # Vendor key under its 2.0.1 name (TxCtrlr): 1.6 4.2.1 lets the operator choose whether
+    # transactions may start before the Central System accepted the boot.
+    "TxBeforeAcceptedEnabled": Key("tx_before_accepted_enabled"),
     "TransactionMessageRetryInterval": Key("transaction_message_retry_interval_s"),
     "UnlockConnectorOnEVSideDisconnect": Key("unlock_on_ev_side_disconnect"),
     "WebSocketPingInterval": Key("websocket_ping_interval_s"),

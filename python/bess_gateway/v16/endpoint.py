@@ -76,7 +76,8 @@ class Endpoint16(EndpointBase):
 
     def _lifelong(self) -> list[Any]:
         # Meter values are taken offline too: they queue (and are thinned if the queue fills).
-        return [lambda: transactions.sampler(self.ctx), lambda: transactions.aligned(self.ctx)]
+        return [lambda: transactions.sampler(self.ctx), lambda: transactions.aligned(self.ctx),
+                lambda: transactions.keep_stop_values(self.ctx)]
 
     def _boot_payload(self) -> dict[str, Any]:
         return {
@@ -141,6 +142,10 @@ class Endpoint16(EndpointBase):
                 "timestamp": iso(st._clock()),
                 "reason": str(StopReason.POWER_LOSS),
             }
+            # What was kept for it before the crash (StopTxnIntermediateData).
+            kept = transactions.stop_values(self.ctx, rec.data, rec.connector, payload, [])
+            if kept:
+                payload["transactionData"] = kept
             self.ctx.journal.enqueue(self.id, "StopTransaction", payload, rec.local_id,
                                      new_unique_id())
             self.ctx.journal.finish_transaction(self.id, rec.local_id)

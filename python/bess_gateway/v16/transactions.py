@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
+
 from bess_gateway import outbox, sessions, settling
 from bess_gateway.domain.station import CONNECTORS, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
@@ -70,12 +72,35 @@ def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transactio
             "timestamp": iso(tx.stopped_at),
             "reason": str(reason),
         }
-        if measurands:
-            payload["transactionData"] = [meter_value(sample, measurands, "Transaction.End")]
+        end = [meter_value(sample, measurands, "Transaction.End")] if measurands else []
+        kept = stop_values(ctx, tx.extra, tx.connector, payload, end)
+        if kept or end:
+            payload["transactionData"] = kept + end
         enqueue(ctx, "StopTransaction", payload, tx)
         settling.track(ctx, tx)  # meterStop becomes final once the ramp-down has been counted
 
     return sessions.stop(ctx, connector, reason, queue_stop)
+
+
+def stop_values(ctx: Context, extra: dict[str, Any], connector: int, payload: dict[str, Any],
+                end: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kept samples (StopTxnIntermediateData) as transactionData, before `end`."""
+    return sessions.kept_meter_values(
+        ctx, extra, connector, meter_value,
+        lambda kept: len(orjson.dumps({**payload, "transactionData": kept + end})))
+
+
+def _interval(ctx: Context, name: str) -> int:
+    """A keeping interval: the spec's MeterValueSampleInterval / ClockAlignedDataInterval, when
+    StopTxnIntermediateData is on."""
+    s = ctx.station.settings
+    return s.int(name) if s.bool("stop_txn_intermediate_data") else 0
+
+
+async def keep_stop_values(ctx: Context) -> None:
+    """Keep each session's samples for its StopTransaction.transactionData."""
+    await sessions.keep_loop(ctx, lambda: _interval(ctx, "meter_sample_interval_s"),
+                             lambda: _interval(ctx, "clock_aligned_interval_s"))
 
 
 # -- CSMS -> CP handlers ---------------------------------------------------------------------
@@ -226,7 +251,8 @@ def _started(ctx: Context, local_id: str | None, resp: dict[str, Any]) -> None:
     tx.transaction_id = str(tx_id)
     st.record(tx)
     status = resp.get("idTagInfo", {}).get("status")
-    if status != "Accepted" and st.settings.bool("stop_tx_on_invalid_id"):
-        log.info("%s: %s %s by the CSMS; stopping session", ctx.endpoint_id,
+    if status != "Accepted":
+        log.info("%s: %s %s by the CSMS", ctx.endpoint_id,
                  authorization.tag_ref(tx.id_tag_hash), status)
-        stop_session(ctx, tx.connector, StopReason.DEAUTHORIZED)
+        sessions.id_invalidated(
+            ctx, tx, lambda: stop_session(ctx, tx.connector, StopReason.DEAUTHORIZED))

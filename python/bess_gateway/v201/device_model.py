@@ -277,16 +277,13 @@ def _rows() -> Iterable[Variable | None]:
     yield setting(c, "TxUpdatedMeasurands", "meter_values_sampled_data")
     yield setting(c, "TxUpdatedInterval", "meter_sample_interval_s", unit="s")
     yield setting(c, "TxEndedMeasurands", "stop_txn_sampled_data")
-    # Until the Ended event carries intermediate samples: only the values at the end (0).
-    yield setting(c, "TxEndedInterval", "tx_ended_interval_s", unit="s") or fixed(
-        c, "TxEndedInterval", "0", "integer", unit="s")
+    yield setting(c, "TxEndedInterval", "tx_ended_interval_s", unit="s")
     c = "AlignedDataCtrlr"
     yield fixed(c, "Enabled", "true", "boolean")
     yield setting(c, "Measurands", "meter_values_aligned_data")
     yield setting(c, "Interval", "clock_aligned_interval_s", unit="s")
     yield setting(c, "TxEndedMeasurands", "stop_txn_aligned_data")
-    yield setting(c, "TxEndedInterval", "aligned_tx_ended_interval_s", unit="s") or fixed(
-        c, "TxEndedInterval", "0", "integer", unit="s")
+    yield setting(c, "TxEndedInterval", "aligned_tx_ended_interval_s", unit="s")
     yield setting(c, "SendDuringIdle", "aligned_data_send_during_idle")
     # -- SmartChargingCtrlr / ReservationCtrlr ---------------------------------------------------
     c = "SmartChargingCtrlr"

@@ -91,7 +91,9 @@ class Endpoint201(EndpointBase):
 
     def _lifelong(self) -> list[Any]:
         # Sessions are sampled with or without a link: events made offline queue (offline flag).
-        return [lambda: transactions.sampler(self.ctx), lambda: transactions.aligned(self.ctx)]
+        return [lambda: transactions.sampler(self.ctx), lambda: transactions.aligned(self.ctx),
+                lambda: smart_charging.rate_watch(self.ctx),
+                lambda: transactions.keep_ended_values(self.ctx)]
 
     def shut_down(self) -> None:
         super().shut_down()
@@ -127,6 +129,13 @@ class Endpoint201(EndpointBase):
         except (CallErrorReceived, TimeoutError) as exc:
             self._last_status.pop(evse, None)  # send it again next time
             log.warning("%s: StatusNotification failed: %s", self.id, exc)
+        except BaseException:
+            # Lost with the link: a reconnect within OfflineThreshold must still send it.
+            self._last_status.pop(evse, None)
+            raise
+
+    def _offline_threshold_s(self) -> float | None:
+        return float(self.ctx.station.settings.int("offline_threshold_s"))
 
     async def _trigger_status(self, evse: int | None) -> None:
         for e in EVSES if evse is None else (evse,):

@@ -1,4 +1,5 @@
-"""2.0.1 H Reservation: ReserveNow, CancelReservation, and ReservationStatusUpdate (Expired).
+"""2.0.1 H Reservation: ReserveNow, CancelReservation, and ReservationStatusUpdate (Expired,
+Removed).
 
 A translation onto the rules 1.6 uses (domain/reservations.py and Station: who may reserve what,
 the refusal order, the power hold-back in the core, which start uses a reservation) and the
@@ -17,11 +18,17 @@ shared glue (bess_gateway.reservation_service: journal store, restore, the expir
   outbox, so a report due while the CSMS is unreachable is sent after the reconnect. A used
   reservation is reported by the TransactionEvent that carries its reservationId; a cancelled
   one by the CancelReservation answer.
+- Removed: the station ends a reservation when its EVSE (or the whole station) is made
+  Inoperative (ChangeAvailability, at once or when a Scheduled change applies): the EVSE can
+  no longer serve it, so it stops holding power back, and ReservationStatusUpdate Removed goes
+  through the outbox like Expired. A fault (trip, PCS link lost) does not remove it: trips
+  clear by themselves and the EVSE reports Faulted meanwhile; the CSMS may cancel.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from bess_gateway.domain.reservations import Reservation
@@ -42,19 +49,22 @@ def token_text(id_token: dict[str, Any]) -> str:
 def attach(ctx: Context) -> ExpiryTimer:
     """Wire the endpoint's reservations (once, when the endpoint is built)."""
 
-    def expired(gone: list[Reservation]) -> None:
-        for r in gone:
-            try:
-                ctx.journal.enqueue(ctx.endpoint_id, "ReservationStatusUpdate",
-                                    {"reservationId": r.reservation_id,
-                                     "reservationUpdateStatus": "Expired"},
-                                    None, new_unique_id(), Retention.EXPENDABLE)
-            except JournalError as exc:
-                log.error("%s: expiry of reservation %d not queued: %s", ctx.endpoint_id,
-                          r.reservation_id, exc)
-        ctx.outbox_wake.set()
+    def report(status: str) -> Callable[[list[Reservation]], None]:
+        def queue(gone: list[Reservation]) -> None:
+            for r in gone:
+                try:
+                    ctx.journal.enqueue(ctx.endpoint_id, "ReservationStatusUpdate",
+                                        {"reservationId": r.reservation_id,
+                                         "reservationUpdateStatus": status},
+                                        None, new_unique_id(), Retention.EXPENDABLE)
+                except JournalError as exc:
+                    log.error("%s: reservation %d %s not queued: %s", ctx.endpoint_id,
+                              r.reservation_id, status, exc)
+            ctx.outbox_wake.set()
 
-    return attach_store(ctx, expired)
+        return queue
+
+    return attach_store(ctx, report("Expired"), report("Removed"))
 
 
 def _answer(status: str, reason: str | None = None, info: str = "") -> dict[str, Any]:

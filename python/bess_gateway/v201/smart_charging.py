@@ -1,6 +1,7 @@
 """2.0.1 K Smart Charging: SetChargingProfile, ClearChargingProfile, GetChargingProfiles ->
-ReportChargingProfiles, GetCompositeSchedule, a RequestStartTransaction's TxProfile, and
-NotifyChargingLimit / ClearedChargingLimit when the battery limits an EVSE below the CSMS.
+ReportChargingProfiles, GetCompositeSchedule, a RequestStartTransaction's TxProfile,
+NotifyChargingLimit / ClearedChargingLimit when the battery limits an EVSE below the CSMS, and
+TransactionEvent Updated ChargingRateChanged when a session's allowed power moves.
 
 A translation onto the engine 1.6 uses: the rules are in bess_gateway.domain.smart_charging, the
 per-endpoint glue (core, journal, 12 h refresh) in bess_gateway.charging_limits. What 2.0.1 adds
@@ -16,6 +17,11 @@ that limit is below what the CSMS's profiles (and the session maximum) allow by 
 LimitChangeSignificance; while limited, a move of more than the significance is reported again;
 the limit clears (ClearedChargingLimit) only once the battery allows at least what the CSMS
 does. That band is the hysteresis: a limit hovering at an edge sends nothing.
+
+ChargingRateChanged: a running transaction whose allowed power (its allocation in the control
+core, whatever moved it: a profile, the battery, another session's share) moved by more than
+LimitChangeSignificance of the rate last reported gets one TransactionEvent Updated with that
+trigger and the new rate as Power.Offered, through the transaction layer's send-or-queue path.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from bess_gateway.journal import JournalError
 from bess_gateway.link import Context
 from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.ocppj.rpc import Reply
+from bess_gateway.sessions import SEND_ERRORS
+from bess_gateway.v201 import transactions
 from bess_gateway.v201.device_model import Variable
 from bess_gateway.v201.status import EVSES
 
@@ -377,3 +385,71 @@ def _notify_payload(ctx: Context, evse: int, limit_w: float) -> dict[str, Any]:
             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit_w, 1)}],
         }]
     return payload
+
+
+# -- TransactionEvent ChargingRateChanged --------------------------------------------------------
+RATE_CHECK_S = 1.0  # the allocations are read from the core view, refreshed every second
+_RATE_REPORTED = "rate_reported_w"  # Transaction.extra: the rate the CSMS last heard of
+_RATE_WAKE = "rate_watch_wake"  # ctx.extra: set on every station change
+
+
+def rate_changed(rate_w: float, reported_w: float, significance: float) -> bool:
+    """Whether a running transaction's rate moved by more than LimitChangeSignificance
+    (`significance`, a fraction) of the rate last reported. Pure.
+
+    Measured against the last *reported* rate, so a rate drifting in small steps (a SoC or
+    temperature derating) reports once per significant move, not once per step. Moves to or
+    from 0 are no rate change but a charging-state change (Charging <-> SuspendedEVSE), which
+    the ChargingStateChanged event already tells."""
+    if rate_w <= 0.0 or reported_w <= 0.0:
+        return False
+    return abs(rate_w - reported_w) > significance * reported_w
+
+
+def offered_value(rate_w: float) -> dict[str, Any]:
+    """The new rate as a sampledValue: what the station offers the session (Power.Offered)."""
+    return {"value": float(round(rate_w)), "context": "Other", "measurand": "Power.Offered",
+            "location": "Outlet", "unitOfMeasure": {"unit": "W"}}
+
+
+async def check_rates(ctx: Context) -> None:
+    """One pass: an Updated event (ChargingRateChanged) for each started transaction whose
+    allowed power moved significantly. The rate is the session's allocation in the control
+    core: its cap, the CSMS's profiles, the battery's limits and the fair share in one number
+    (the allocator's target, before the ramp, so a ramp moving sends nothing)."""
+    st = ctx.station
+    sig = st.settings.int("limit_change_significance_pct") / 100.0
+    for tx in list(st.transactions.values()):
+        if not tx.extra.get("started", True):
+            continue  # TxStartPoint not reached: no transaction the CSMS knows of
+        rate = st.view.allocation(st.meter_id(tx.connector))
+        if rate is None:
+            continue  # the core has not stepped with this session yet
+        reported = tx.extra.get(_RATE_REPORTED)
+        if reported is None or not rate_changed(rate, float(reported), sig):
+            if reported is None or rate <= 0.0 or float(reported) <= 0.0:
+                tx.extra[_RATE_REPORTED] = rate  # the baseline, or a state change's new rate
+            continue
+        tx.extra[_RATE_REPORTED] = rate  # recorded (journal) with the event's seqNo
+        await transactions.send_updated(ctx, tx, "ChargingRateChanged", context="Other",
+                                        extra_values=[offered_value(rate)])
+
+
+async def rate_watch(ctx: Context) -> None:
+    """The endpoint-long job behind ChargingRateChanged; runs with or without a link (events
+    made offline queue with the others, in seqNo order). Without a session it sleeps until the
+    station changes (a start), so idle endpoints cost no timer."""
+    wake = ctx.extra.get(_RATE_WAKE)
+    if wake is None:
+        wake = ctx.extra[_RATE_WAKE] = asyncio.Event()
+        ctx.station.on_change(wake.set)
+    while True:
+        wake.clear()
+        if not ctx.station.transactions:
+            await wake.wait()
+            continue
+        try:
+            await check_rates(ctx)
+        except SEND_ERRORS as exc:
+            log.info("%s: ChargingRateChanged not sent: %s", ctx.endpoint_id, exc)
+        await asyncio.sleep(RATE_CHECK_S)

@@ -29,6 +29,8 @@ import math
 import uuid
 from typing import Any
 
+import orjson
+
 from bess_gateway import outbox, sessions, settling
 from bess_gateway.domain.station import ConnectorStatus, MeterSample, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
@@ -169,6 +171,7 @@ def stop_session(ctx: Context, connector: int, reason: StopReason,
                                      "Transaction.End")
         payload = _event(ctx, tx, "Ended", trigger or default_trigger, iso(tx.stopped_at),
                          meter=meter, info={"stoppedReason": stopped, "chargingState": "Idle"})
+        _add_kept(ctx, tx.extra, tx.connector, payload)
         sessions.enqueue(ctx, "TransactionEvent", payload, tx)
         settling.track(ctx, tx)  # its register becomes final once the ramp-down has been counted
 
@@ -177,8 +180,10 @@ def stop_session(ctx: Context, connector: int, reason: StopReason,
 
 async def send_updated(ctx: Context, tx: Transaction, trigger: str, *,
                        context: str | None = None, measurands: list[str] | None = None,
-                       info: dict[str, Any] | None = None) -> None:
-    """An Updated event now (meter values of `context` when given); direct or queued."""
+                       info: dict[str, Any] | None = None,
+                       extra_values: list[dict[str, Any]] | None = None) -> None:
+    """An Updated event now (meter values of `context` when given, then `extra_values`:
+    sampledValues the sample does not hold); direct or queued."""
     st = ctx.station
     if st.transactions.get(tx.connector) is not tx or not tx.extra.get("started", True):
         return
@@ -186,6 +191,7 @@ async def send_updated(ctx: Context, tx: Transaction, trigger: str, *,
     meter = None
     if context is not None:
         meter = metering.meter_value(sample, measurands or [], context)
+        meter["sampledValue"].extend(extra_values or [])
     payload = _event(ctx, tx, "Updated", trigger, iso(sample.timestamp), meter=meter, info=info)
     st.record(tx)  # the seqNo it used; committed before the event leaves (rpc before_send)
     # Over the outbox's disk budget, queued periodic/aligned values may be thinned (the
@@ -244,6 +250,30 @@ async def aligned(ctx: Context) -> None:
     await sessions.aligned_loop(ctx, send)
 
 
+def _add_kept(ctx: Context, extra: dict[str, Any], connector: int,
+              payload: dict[str, Any]) -> None:
+    """Put the samples kept for the Ended event (TxEndedInterval) before its Transaction.End
+    value."""
+    end = payload.get("meterValue", [])
+
+    def size(kept: list[dict[str, Any]]) -> int:
+        return len(orjson.dumps({**payload, "meterValue": kept + end}))
+
+    kept = sessions.kept_meter_values(ctx, extra, connector, metering.meter_value, size)
+    if kept:
+        payload["meterValue"] = kept + end
+
+
+async def keep_ended_values(ctx: Context) -> None:
+    """Keep each transaction's samples for its Ended event: every SampledDataCtrlr.
+    TxEndedInterval from its start and at AlignedDataCtrlr.TxEndedInterval clock-aligned
+    instants (J02), once it has started (TxStartPoint)."""
+    settings = ctx.station.settings
+    await sessions.keep_loop(ctx, lambda: settings.int("tx_ended_interval_s"),
+                             lambda: settings.int("aligned_tx_ended_interval_s"),
+                             active=lambda tx: bool(tx.extra.get("started", True)))
+
+
 # -- delivery ----------------------------------------------------------------------------------
 def _prepare(ctx: Context, item: OutboxItem) -> dict[str, Any] | None:
     return dict(item.payload)
@@ -251,7 +281,8 @@ def _prepare(ctx: Context, item: OutboxItem) -> dict[str, Any] | None:
 
 def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
               resp: dict[str, Any]) -> None:
-    """TransactionEventResponse: cache the idTokenInfo; StopTxOnInvalidId (E05)."""
+    """TransactionEventResponse: cache the idTokenInfo; a token not Accepted ends the session
+    or limits its energy (E05: StopTxOnInvalidId, MaxEnergyOnInvalidId; sessions.py)."""
     info = resp.get("idTokenInfo")
     token = payload.get("idToken")
     if item.action != "TransactionEvent" or not isinstance(info, dict):
@@ -262,10 +293,10 @@ def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
     tx = next((t for t in st.transactions.values() if t.local_id == item.local_tx_id), None)
     if tx is None or info.get("status") == "Accepted":
         return
-    if st.settings.bool("stop_tx_on_invalid_id"):
-        log.info("%s: transaction %s: idToken %s by the CSMS; stopping", ctx.endpoint_id,
-                 tx.transaction_id, info.get("status"))
-        stop_session(ctx, tx.connector, StopReason.DEAUTHORIZED)
+    log.info("%s: transaction %s: idToken %s by the CSMS", ctx.endpoint_id,
+             tx.transaction_id, info.get("status"))
+    sessions.id_invalidated(
+        ctx, tx, lambda: stop_session(ctx, tx.connector, StopReason.DEAUTHORIZED))
 
 
 def _end_registers(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -368,6 +399,7 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
             }
             if metering.has_values(mv):
                 payload["meterValue"] = [mv]
+            _add_kept(ctx, rec.data, rec.connector, payload)  # what was kept before the crash
             ctx.journal.enqueue(ctx.endpoint_id, "TransactionEvent", payload, rec.local_id,
                                 new_unique_id())
             log.warning("%s: transaction %s was open at the last stop; ended as PowerLoss",
