@@ -29,7 +29,7 @@ from bess_gateway.gateway import Gateway
 from bess_gateway.sim.server import SimulatorThread
 
 Mode = Literal["normal", "wrong_id", "silent", "hold"]
-CALL_TIMEOUT_S = 0.5  # our CALLs give up this soon here (production: ConnectionTimeOut)
+CALL_TIMEOUT_S = 0.5  # our CALLs give up this soon here (production: MessageTimeout)
 
 
 @dataclass

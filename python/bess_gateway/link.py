@@ -187,7 +187,7 @@ class EndpointBase:
         self._status_all_next = True
         self._ws: ClientConnection | None = None
         self._reconnect_now = False
-        # How long an opening handshake may take; None = the connection_timeout_s setting.
+        # How long an opening handshake may take; None = the message_timeout_s setting.
         self.open_timeout_s: float | None = None
         # The gateway swaps in a metered RpcConnection when metrics are on.
         self.rpc_factory: Callable[..., RpcConnection] = RpcConnection
@@ -288,7 +288,7 @@ class EndpointBase:
                     subprotocols=[self.SUBPROTOCOL],
                     additional_headers=self._headers(),
                     ssl=self._ssl(),
-                    open_timeout=self.open_timeout_s or settings.int("connection_timeout_s"),
+                    open_timeout=self.open_timeout_s or settings.int("message_timeout_s"),
                     ping_interval=ping,
                     ping_timeout=ping,
                     max_size=MAX_FRAME,
@@ -318,7 +318,7 @@ class EndpointBase:
         self._ws = ws
         self.connects += 1
         rpc = self.rpc_factory(ws, self.VERSION, self._handlers(), name=self.id,
-                               call_timeout=float(ctx.station.settings.int("connection_timeout_s")),
+                               call_timeout=float(ctx.station.settings.int("message_timeout_s")),
                                validate_outgoing=os.environ.get(VALIDATE_OUTGOING_ENV) == "1",
                                before_send=lambda: ctx.journal.durable(ctx.endpoint_id))
         ctx.rpc = rpc
@@ -406,6 +406,9 @@ class EndpointBase:
         if name == "heartbeat_interval_s":
             self.heartbeat_s = self.ctx.station.settings.int("heartbeat_interval_s")
             self.ctx.heartbeat_wake.set()
+        elif name == "message_timeout_s" and self.ctx.rpc is not None:
+            # From the next CALL on, not only after a reconnect.
+            self.ctx.rpc.call_timeout = float(self.ctx.station.settings.int(name))
 
     async def _heartbeat(self) -> None:
         while True:

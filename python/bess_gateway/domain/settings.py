@@ -95,7 +95,13 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("heartbeat_interval_s", "int", 300, 30, 3600),
         SettingSpec("meter_sample_interval_s", "int", 10, 1, 300),
         SettingSpec("clock_aligned_interval_s", "int", 0, 0, 86400),
+        # 1.6 ConnectionTimeOut / 2.0.1 TxCtrlr.EVConnectionTimeOut: how long a prepared
+        # connector waits for the EV's cable. Our connectors are virtual (no cable: a session
+        # starts at once), so it is stored and reported only.
         SettingSpec("connection_timeout_s", "int", 60, 10, 600),
+        # 2.0.1 OCPPCommCtrlr.MessageTimeout (1.6 vendor key MessageTimeout): how long a CALL
+        # waits for its answer and a connection for its opening handshake (link.py).
+        SettingSpec("message_timeout_s", "int", 60, 5, 600),
         SettingSpec("authorize_remote_tx", "bool", False),
         SettingSpec("local_authorize_offline", "bool", True),
         SettingSpec("local_pre_authorize", "bool", False),

@@ -52,6 +52,9 @@ KEYS: dict[str, Key] = {
     "LocalPreAuthorize": Key("local_pre_authorize"),
     "MaxChargingProfilesInstalled": Key(fixed=str(SC_LIMITS.max_installed)),
     "MaxEnergyOnInvalidId": Key("max_energy_on_invalid_id_wh"),
+    # Vendor key under its 2.0.1 name (OCPPCommCtrlr): 1.6's ConnectionTimeOut is the cable
+    # timeout, and 1.6 leaves the message timeout open.
+    "MessageTimeout": Key("message_timeout_s"),
     "MeterValuesAlignedData": Key("meter_values_aligned_data"),
     "MeterValuesAlignedDataMaxLength": Key(fixed=str(len(MEASURANDS))),
     "MeterValuesSampledData": Key("meter_values_sampled_data"),

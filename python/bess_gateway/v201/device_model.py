@@ -199,7 +199,7 @@ def _rows() -> Iterable[Variable | None]:
     yield fixed(c, "FileTransferProtocols", "FTP,HTTP,HTTPS", "MemberList",
                 values_list="FTP,FTPS,HTTP,HTTPS,SFTP")
     yield setting(c, "HeartbeatInterval", "heartbeat_interval_s", unit="s")
-    yield setting(c, "MessageTimeout", "connection_timeout_s", instance="Default", unit="s")
+    yield setting(c, "MessageTimeout", "message_timeout_s", instance="Default", unit="s")
     yield setting(c, "MessageAttempts", "transaction_message_attempts",
                   instance="TransactionEvent")
     yield setting(c, "MessageAttemptInterval", "transaction_message_retry_interval_s",
