@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
-import orjson
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from ocpp.charge_point import (
@@ -41,6 +40,7 @@ from ocpp.v201 import call as call201
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from bess_gateway.demo.recording import RecordsFrames
 from bess_gateway.demo.station201 import Station201, energy_wh
 
 log = logging.getLogger("bess_gateway.csms")
@@ -95,29 +95,14 @@ class Policy:
     ocsp_result: str | None = None
 
 
-class _Station16(CP16):
+class _Station16(RecordsFrames, CP16):
     """A 1.6 station as the CSMS sees it; handlers answer per the server's policy."""
 
     version = "1.6"
 
     def __init__(self, station_id: str, ws: ServerConnection, server: CsmsServer) -> None:
         super().__init__(station_id, ws, response_timeout=15)
-        self.server = server
-        self.raw_replies: dict[str, Any] = {}
-        self.reply_event = asyncio.Event()
-
-    async def route_message(self, raw_msg: str | bytes) -> None:
-        try:
-            msg = orjson.loads(raw_msg)
-        except orjson.JSONDecodeError:
-            msg = None
-        if isinstance(msg, list) and len(msg) >= 3:
-            if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
-                self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
-            elif msg[0] in (3, 4):
-                self.raw_replies[str(msg[1])] = msg
-                self.reply_event.set()
-        await super().route_message(raw_msg)
+        self._start_recording(server)
 
     @on("BootNotification")
     def on_boot(self, **_: Any) -> result16.BootNotification:

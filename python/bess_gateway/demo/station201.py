@@ -6,17 +6,17 @@ keeps one transaction table for both (1.6 integer ids, 2.0.1 string ids).
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from ocpp.exceptions import InternalError
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint as CP201
 from ocpp.v201 import call_result as result201
 from websockets.asyncio.server import ServerConnection
+
+from bess_gateway.demo.recording import RecordsFrames
 
 if TYPE_CHECKING:
     from bess_gateway.demo.csms import CsmsServer
@@ -40,31 +40,18 @@ def energy_wh(event: dict[str, Any], context: str) -> int | None:
     return None
 
 
-class Station201(CP201):
+class Station201(RecordsFrames, CP201):
     """Handlers answer per the server's policy; raw frames are recorded first."""
 
     version = "2.0.1"
 
     def __init__(self, station_id: str, ws: ServerConnection, server: CsmsServer) -> None:
         super().__init__(station_id, ws, response_timeout=15)
-        self.server = server
-        self.raw_replies: dict[str, Any] = {}
-        self.reply_event = asyncio.Event()
+        self._start_recording(server)
 
-    async def route_message(self, raw_msg: str | bytes) -> None:
-        try:
-            msg = orjson.loads(raw_msg)
-        except orjson.JSONDecodeError:
-            msg = None
-        if isinstance(msg, list) and len(msg) >= 3:
-            if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
-                self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
-                if msg[2] == "TransactionEvent":
-                    self.server._transaction_event(self.id, msg[3])
-            elif msg[0] in (3, 4):
-                self.raw_replies[str(msg[1])] = msg
-                self.reply_event.set()
-        await super().route_message(raw_msg)
+    def _on_call(self, action: str, payload: dict[str, Any]) -> None:
+        if action == "TransactionEvent":
+            self.server._transaction_event(self.id, payload)
 
     def _token_info(self, id_token: dict[str, Any] | None) -> dict[str, Any]:
         # the `ocpp` library hands handlers snake_case keys, nested ones too

@@ -1,0 +1,39 @@
+"""What the demo CSMS's station classes (1.6 and 2.0.1, on the `ocpp` library's ChargePoint)
+share: every frame is recorded before the library routes it, CALLs for the CSMS's log and
+answers by unique id for `CsmsServer.call_raw`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+
+class RecordsFrames:
+    """Mixin, first among the bases: `class Station(RecordsFrames, ChargePoint)`."""
+
+    id: str
+    server: Any  # the CsmsServer (bess_gateway.demo.csms imports this module)
+
+    def _start_recording(self, server: Any) -> None:
+        self.server = server
+        self.raw_replies: dict[str, Any] = {}
+        self.reply_event = asyncio.Event()
+
+    def _on_call(self, action: str, payload: dict[str, Any]) -> None:
+        """A CALL from the station, just recorded: what a version tracks besides."""
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        try:
+            msg = orjson.loads(raw_msg)
+        except orjson.JSONDecodeError:
+            msg = None
+        if isinstance(msg, list) and len(msg) >= 3:
+            if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
+                self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
+                self._on_call(str(msg[2]), msg[3])
+            elif msg[0] in (3, 4):
+                self.raw_replies[str(msg[1])] = msg
+                self.reply_event.set()
+        await super().route_message(raw_msg)  # type: ignore[misc]
