@@ -6,10 +6,12 @@ recorded with its arrival time, so tests can check order, ids and pacing from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,3 +186,16 @@ async def remote_start(csms: ScriptedCsms, station: str, connector: int,
     r = await csms.call(station, "RemoteStartTransaction",
                         {"idTag": tag, "connectorId": connector})
     assert r == {"status": "Accepted"}
+
+
+@contextlib.asynccontextmanager
+async def scripted_csms() -> AsyncIterator[ScriptedCsms]:
+    """A started ScriptedCsms, stopped at the end, which then checks that nothing the gateway
+    sent broke its schema (what a test module's `csms` fixture yields)."""
+    server = ScriptedCsms()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        assert server.invalid == []  # nothing the gateway sent broke its schema

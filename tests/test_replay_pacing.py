@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from scripted_csms import ScriptedCsms, booted, remote_start, start_gateway
+from scripted_csms import ScriptedCsms, booted, remote_start, scripted_csms, start_gateway
 from waiting import until
 
 from bess_gateway.gateway import Gateway
@@ -22,13 +22,8 @@ ENDPOINTS = 24
 
 @pytest.fixture
 async def csms() -> AsyncIterator[ScriptedCsms]:
-    server = ScriptedCsms()
-    await server.start()
-    try:
+    async with scripted_csms() as server:
         yield server
-    finally:
-        await server.stop()
-        assert server.invalid == []
 
 
 @pytest.fixture

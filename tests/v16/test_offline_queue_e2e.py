@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from scripted_csms import Got, ScriptedCsms, booted, remote_start, start_gateway
+from scripted_csms import Got, ScriptedCsms, booted, remote_start, scripted_csms, start_gateway
 from waiting import until
 
 from bess_gateway.gateway import Gateway
@@ -27,13 +27,8 @@ TX_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")
 
 @pytest.fixture
 async def csms() -> AsyncIterator[ScriptedCsms]:
-    server = ScriptedCsms()
-    await server.start()
-    try:
+    async with scripted_csms() as server:
         yield server
-    finally:
-        await server.stop()
-        assert server.invalid == []  # nothing the gateway sent broke its schema
 
 
 @pytest.fixture

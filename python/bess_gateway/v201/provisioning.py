@@ -43,40 +43,45 @@ def _limit(ctx: Context, payload: dict[str, Any], items: list[Any], instance: st
         raise FormatViolationError(f"above BytesPerMessage[{instance}]")
 
 
-def get_variable(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
+def _lookup(item: dict[str, Any]) -> tuple[dict[str, Any], dm.Variable | None]:
+    """The answer's common part for one Get/SetVariables item, and its variable; None when the
+    answer is already decided (unknown component/variable, an attribute other than Actual)."""
     attr = item.get("attributeType", "Actual")
     out: dict[str, Any] = {"attributeType": attr, "component": item["component"],
                            "variable": item["variable"]}
     found = dm.find(item["component"], item["variable"])
     if isinstance(found, str):
         out["attributeStatus"] = found
-    elif attr != "Actual":
+        return out, None
+    if attr != "Actual":
         out["attributeStatus"] = "NotSupportedAttributeType"
-    elif found.mutability == "WriteOnly":
+        return out, None
+    return out, found
+
+
+def get_variable(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
+    out, found = _lookup(item)
+    if found is None:
+        return out
+    if found.mutability == "WriteOnly":
         out["attributeStatus"] = "Rejected"
         out["attributeStatusInfo"] = {"reasonCode": "WriteOnly"}
-    else:
-        text = dm.value(ctx, found)
-        out["attributeStatus"] = "Accepted"
-        out["attributeValue"] = "" if text is None else text  # no reading yet: unset (B06.FR.13)
+        return out
+    text = dm.value(ctx, found)
+    out["attributeStatus"] = "Accepted"
+    out["attributeValue"] = "" if text is None else text  # no reading yet: unset (B06.FR.13)
     return out
 
 
 def set_variable(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
-    attr = item.get("attributeType", "Actual")
-    out: dict[str, Any] = {"attributeType": attr, "component": item["component"],
-                           "variable": item["variable"]}
-    found = dm.find(item["component"], item["variable"])
-    if isinstance(found, str):
-        out["attributeStatus"] = found
-    elif attr != "Actual":
-        out["attributeStatus"] = "NotSupportedAttributeType"
-    else:
-        status = dm.set_value(ctx, found, str(item["attributeValue"]))
-        out["attributeStatus"] = status
-        if status == "Rejected":
-            reason = "ReadOnly" if found.mutability == "ReadOnly" else "InvalidValue"
-            out["attributeStatusInfo"] = {"reasonCode": reason}
+    out, found = _lookup(item)
+    if found is None:
+        return out
+    status = dm.set_value(ctx, found, str(item["attributeValue"]))
+    out["attributeStatus"] = status
+    if status == "Rejected":
+        reason = "ReadOnly" if found.mutability == "ReadOnly" else "InvalidValue"
+        out["attributeStatusInfo"] = {"reasonCode": reason}
     return out
 
 
