@@ -1,9 +1,15 @@
 //! Slew limiting of the net setpoint.
 //!
-//! The rule (docs/architecture.md, "Control rules"): the setpoint moves towards the target by at
-//! most `ramp * dt`, but limits act at once. A setpoint that the current limits no longer allow is
-//! first clamped into them in the same step (a derating battery must not wait for a ramp), and a
-//! trip or lost link puts it at 0 immediately. Ramping applies only to changes of demand.
+//! The rule (docs/control.md, "Ramps"): limits act at once, demand is ramped.
+//!
+//! - A setpoint that the limits in force no longer allow is clamped into them in the same step
+//!   (a derating battery or a lowered OCPP limit must not wait for a ramp).
+//! - A *decrease* of |setpoint| towards the target is made at once, whatever lowered the target:
+//!   a session cap, a TxProfile, a group limit, a stop. The next write holds it.
+//! - An *increase* of |setpoint| moves by at most `ramp * dt`.
+//! - A *reversal* goes through 0: the old direction drops to 0 at once (it is a decrease), and the
+//!   new direction ramps up from 0 in the same step.
+//! - A trip or lost link (`force_zero`) puts the setpoint at 0 immediately.
 
 /// Where the setpoint goes this step. `lo <= 0 <= hi` are the net limits (`-charge`, `+discharge`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,17 +28,28 @@ pub fn next_setpoint(previous_w: f64, inp: &RampInput) -> f64 {
     if inp.force_zero {
         return 0.0;
     }
+    // NaN limits or targets mean "nothing is known": 0 is the only safe answer.
+    if !(inp.lo_w.is_finite() && inp.hi_w.is_finite() && inp.target_w.is_finite()) {
+        return 0.0;
+    }
     let lo = inp.lo_w.min(0.0);
     let hi = inp.hi_w.max(0.0);
-    let start = previous_w.clamp(lo, hi);
+    let previous = if previous_w.is_finite() { previous_w } else { 0.0 };
+    let start = previous.clamp(lo, hi);
     let target = inp.target_w.clamp(lo, hi);
     let step = (inp.ramp_w_per_s * inp.dt_s.max(0.0)).max(0.0);
-    let moved = if target > start {
-        (start + step).min(target)
+    let step = if step.is_finite() { step } else { 0.0 };
+    // Reversal: the old direction is gone at once, the new one starts from 0.
+    let base = if start * target < 0.0 { 0.0 } else { start };
+    let moved = if target.abs() <= base.abs() {
+        // Same side and not larger: a decrease (or no change), made in full.
+        target
+    } else if target > base {
+        (base + step).min(target)
     } else {
-        (start - step).max(target)
+        (base - step).max(target)
     };
-    // Rounding of start +- step must not leave the limits.
+    // Rounding of base +- step must not leave the limits.
     moved.clamp(lo, hi)
 }
 
@@ -66,9 +83,15 @@ mod tests {
             next_setpoint(0.0, &inp(-150_000.0, -1e6, 1e6, 0.1)),
             -30_000.0
         );
+        // Decreases are made at once.
+        assert_eq!(next_setpoint(100_000.0, &inp(0.0, -1e6, 1e6, 0.1)), 0.0);
         assert_eq!(
-            next_setpoint(100_000.0, &inp(0.0, -1e6, 1e6, 0.1)),
-            70_000.0
+            next_setpoint(100_000.0, &inp(40_000.0, -1e6, 1e6, 0.1)),
+            40_000.0
+        );
+        assert_eq!(
+            next_setpoint(-100_000.0, &inp(-10_000.0, -1e6, 1e6, 0.1)),
+            -10_000.0
         );
     }
 
@@ -82,10 +105,14 @@ mod tests {
             next_setpoint(-150_000.0, &inp(-150_000.0, -20_000.0, 1e6, 0.1)),
             -20_000.0
         );
-        // Clamped, then ramped towards the other direction.
+        // A reversal: the old direction drops to 0 at once, the new one ramps from 0.
         assert_eq!(
             next_setpoint(100_000.0, &inp(-100_000.0, -1e6, 0.0, 0.1)),
             -30_000.0
+        );
+        assert_eq!(
+            next_setpoint(100_000.0, &inp(-10_000.0, -1e6, 1e6, 0.1)),
+            -10_000.0
         );
     }
 
@@ -109,11 +136,18 @@ mod tests {
             let i = RampInput { target_w: target, lo_w: lo, hi_w: hi, ramp_w_per_s: ramp, dt_s: dt, force_zero: false };
             let next = next_setpoint(prev, &i);
             prop_assert!(next >= lo && next <= hi);
-            let clamped = prev.clamp(lo, hi);
-            prop_assert!((next - clamped).abs() <= ramp * dt * (1.0 + 1e-12) + 1e-6);
-            // Never overshoots the target.
             let t = target.clamp(lo, hi);
-            prop_assert!((next - t).abs() <= (clamped - t).abs() + 1e-6);
+            let clamped = prev.clamp(lo, hi);
+            // Written from the rule, not the code: |setpoint| grows by at most ramp * dt over
+            // what the old direction kept (0 after a reversal), never grows past the target, and
+            // a smaller target on the same side is reached at once.
+            let kept = if clamped * t < 0.0 { 0.0 } else { clamped.abs() };
+            prop_assert!(next.abs() <= kept + ramp * dt * (1.0 + 1e-12) + 1e-6);
+            prop_assert!(next.abs() <= t.abs().max(kept.min(t.abs())) + 1e-6);
+            prop_assert!(next * t >= 0.0, "never on the side the target is not");
+            if t.abs() <= kept {
+                prop_assert_eq!(next, t);
+            }
         }
     }
 }
