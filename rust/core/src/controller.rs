@@ -14,9 +14,33 @@ use crate::protection::{assess, assess_link_lost, Assessment, Limits, TripCause}
 use crate::ramp::{next_setpoint, RampInput};
 use crate::schedule::Schedule;
 
-/// The longest time step the ramp will honour. A loop that stalled for seconds must not turn its
-/// next step into a jump of `ramp * stall`.
-pub const MAX_DT_S: f64 = 1.0;
+/// The longest time step the ramp will honour, in control periods. A loop that stalled for
+/// seconds must not turn its next step into a jump of `ramp * stall`: after a stall the setpoint
+/// moves at most what the ramp allows over two periods.
+pub const MAX_DT_PERIODS: f64 = 2.0;
+
+/// The two clocks of a step (docs/control.md, "Time base").
+///
+/// - `mono_s`: a monotonic clock (any origin). Every duration comes from it: the ramp's dt, tail
+///   ages, the meter plausibility bound. A wall-clock step never shows up as a jump in dt.
+/// - `wall_s`: the wall clock (UTC epoch seconds), read every cycle. Schedules are evaluated at
+///   it, because OCPP schedules are wall-clock times and the gateway builds them from the same
+///   clock; it is also the time stamped on the step's output and events.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Time {
+    pub mono_s: f64,
+    pub wall_s: f64,
+}
+
+impl Time {
+    /// One clock for both (tests, simulated time).
+    pub fn same(t: f64) -> Self {
+        Self {
+            mono_s: t,
+            wall_s: t,
+        }
+    }
+}
 
 /// Rounds of group allocation per step (see `allocate`): enough for a group whose session of
 /// one direction is held back by that direction's limit to pass its share to the other.
@@ -146,6 +170,9 @@ pub enum Event {
     /// The set of trip causes became non-empty or changed while non-empty.
     Trip(Vec<TripCause>),
     TripCleared,
+    /// The control thread ended on its own (a panic, with its message): nothing controls the
+    /// PCS any more; the process should report every connector Faulted and exit.
+    ControlFailed(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -229,6 +256,10 @@ pub struct Controller {
     setpoint_w: f64,
     last_now: Option<f64>,
     link: Link,
+    /// The next write is the first on a new PCS connection (or layout): it must be 0 W.
+    fresh_connection: bool,
+    /// The runtime's writes have failed for the link timeout (`TripCause::PcsWriteFault`).
+    write_fault: bool,
     causes: Vec<TripCause>,
     /// Allocations of the previous step: the ones in force while the energy of the next reading
     /// flowed.
@@ -249,6 +280,8 @@ impl Controller {
             setpoint_w: 0.0,
             last_now: None,
             link: Link::Unknown,
+            fresh_connection: false,
+            write_fault: false,
             causes: Vec::new(),
             previous: Vec::new(),
             last_measurements: None,
@@ -261,6 +294,19 @@ impl Controller {
 
     pub fn params(&self) -> &ControlParams {
         &self.params
+    }
+
+    /// The PCS connection (or its discovered layout) is new: the next step writes 0 W whatever
+    /// the previous setpoint was, and ramps from there.
+    pub fn note_new_connection(&mut self) {
+        self.fresh_connection = true;
+    }
+
+    /// Whether the PCS has refused or not acknowledged our writes for the link timeout. While it
+    /// has, the step trips `pcs_write_fault`: power the PCS does not take must not be reported
+    /// as flowing.
+    pub fn set_write_fault(&mut self, faulted: bool) {
+        self.write_fault = faulted;
     }
 
     pub fn session_count(&self) -> usize {
@@ -344,27 +390,42 @@ impl Controller {
         Ok(())
     }
 
-    /// One control cycle at `now_s` (epoch seconds) with the generic map's measurement block, or
-    /// `None` when the PCS link is lost (the caller decides when silence has lasted long enough).
+    /// One control cycle at `now_s` (one clock for both, `Time::same`) with the generic map's
+    /// measurement block, or `None` when the PCS link is lost (the caller decides when silence
+    /// has lasted long enough).
     pub fn step(&mut self, now_s: f64, registers: Option<&[u16]>) -> StepOutput {
+        self.step_registers(Time::same(now_s), registers)
+    }
+
+    /// `step` with both clocks.
+    pub fn step_registers(&mut self, t: Time, registers: Option<&[u16]>) -> StepOutput {
         let input = match registers {
             None => Input::LinkLost,
-            // A block of the wrong size cannot be trusted at all.
+            // A block of the wrong size or with a "not available" value cannot be trusted.
             Some(regs) => {
                 decode(&self.params.register_map, regs).map_or(Input::Invalid, Input::Reading)
             }
         };
-        self.step_input(now_s, input)
+        self.step_at(t, input)
     }
 
-    /// One control cycle with a reading already decoded by the PCS profile (`profile::PcsMap`).
+    /// One control cycle with a reading already decoded by the PCS profile (`profile::PcsMap`),
+    /// one clock for both.
     pub fn step_input(&mut self, now_s: f64, input: Input) -> StepOutput {
-        let dt = match self.last_now {
-            Some(prev) if now_s.is_finite() => (now_s - prev).clamp(0.0, MAX_DT_S),
+        self.step_at(Time::same(now_s), input)
+    }
+
+    /// One control cycle at `t`.
+    pub fn step_at(&mut self, t: Time, input: Input) -> StepOutput {
+        let (mono_s, now_s) = (t.mono_s, t.wall_s);
+        let max_dt = MAX_DT_PERIODS * f64::from(self.params.period_ms) / 1000.0;
+        let elapsed = match self.last_now {
+            Some(prev) if mono_s.is_finite() => (mono_s - prev).max(0.0),
             _ => 0.0,
         };
-        if now_s.is_finite() {
-            self.last_now = Some(now_s);
+        let dt = elapsed.min(max_dt);
+        if mono_s.is_finite() {
+            self.last_now = Some(mono_s);
         }
         let mut events = Vec::new();
 
@@ -390,9 +451,15 @@ impl Controller {
                 if let Input::Reading(m) = &reading {
                     flow_w = Some((m.measured_w.max(0.0), (-m.measured_w).max(0.0)));
                 }
-                self.read(now_s, reading)
+                self.read(mono_s, reading)
             }
         };
+        let mut assessment = assessment;
+        if self.write_fault && self.link != Link::Down {
+            assessment.causes.push(TripCause::PcsWriteFault);
+            assessment.causes.sort_unstable();
+            assessment.causes.dedup();
+        }
         if assessment.causes != self.causes {
             if assessment.causes.is_empty() {
                 events.push(Event::TripCleared);
@@ -415,7 +482,9 @@ impl Controller {
         let allocations = self.allocate(now_s, limit_dis, limit_chg);
         let target: f64 = allocations.iter().map(|(_, d, a)| d.sign() * a).sum();
 
-        // Phase 3: ramp. The first write after a lost link comes back is 0 whatever the target.
+        // Phase 3: ramp. The first write after a lost link comes back, and the first on any new
+        // connection, is 0 whatever the target.
+        let fresh = std::mem::take(&mut self.fresh_connection);
         self.setpoint_w = next_setpoint(
             self.setpoint_w,
             &RampInput {
@@ -424,14 +493,14 @@ impl Controller {
                 hi_w: limit_dis,
                 ramp_w_per_s: self.params.ramp_w_per_s,
                 dt_s: dt,
-                force_zero: tripped || link_restored,
+                force_zero: tripped || link_restored || fresh,
             },
         );
 
         let link_up = self.link == Link::Up;
         // Phase 4: metering. Power a meter had and lost is still its own while it flows.
         self.metering
-            .retarget(now_s, &self.previous, &allocations, flow_w);
+            .retarget(elapsed, &self.previous, &allocations, flow_w);
         let meters = self.meter_readings(&allocations);
         self.previous = allocations;
         let m = self.last_measurements.as_ref();
@@ -630,6 +699,16 @@ mod tests {
         .unwrap();
     }
 
+    /// Steps every 100 ms (the default period) from `from_s` to `to_s`; the last output.
+    fn run(c: &mut Controller, from_s: f64, to_s: f64, r: &[u16]) -> StepOutput {
+        let n = ((to_s - from_s) / 0.1).round() as u32;
+        let mut o = c.step(from_s, Some(r));
+        for i in 1..=n {
+            o = c.step(from_s + f64::from(i) * 0.1, Some(r));
+        }
+        o
+    }
+
     #[test]
     fn first_step_holds_zero_then_ramps() {
         let mut c = ctl();
@@ -653,8 +732,7 @@ mod tests {
         let r = healthy_block();
         start(&mut c, 0, Direction::Discharge, 150_000.0);
         start(&mut c, 3, Direction::Charge, 50_000.0);
-        c.step(0.0, Some(&r));
-        let o = c.step(1.0, Some(&r));
+        let o = run(&mut c, 0.0, 1.0, &r);
         assert_eq!(o.setpoint_w, 100_000.0);
         assert_eq!(o.allocations, vec![(0, 150_000.0), (3, 50_000.0)]);
     }
@@ -664,7 +742,7 @@ mod tests {
         let mut c = ctl();
         let r = healthy_block();
         start(&mut c, 0, Direction::Discharge, 1e9);
-        let sched = Schedule::new(vec![(100.0, 40_000.0)]).unwrap();
+        let sched = Schedule::new(vec![(0.0, 1e12), (100.0, 40_000.0)]).unwrap();
         c.apply(Command::SetSessionSchedule {
             meter_id: 0,
             schedule: sched,
@@ -737,7 +815,7 @@ mod tests {
         start(&mut c, 2, Direction::Discharge, 30_000.0);
         start(&mut c, 1, Direction::Charge, 150_000.0);
         start(&mut c, 4, Direction::Discharge, 150_000.0);
-        let sched = Schedule::new(vec![(10.0, 100_000.0), (20.0, 40_000.0)]).unwrap();
+        let sched = Schedule::new(vec![(0.0, 1e12), (10.0, 100_000.0), (20.0, 40_000.0)]).unwrap();
         c.apply(Command::SetGroupSchedule {
             group_id: 0,
             schedule: sched,
@@ -854,8 +932,7 @@ mod tests {
         let mut c = ctl();
         let mut r = healthy_block();
         start(&mut c, 0, Direction::Discharge, 150_000.0);
-        c.step(0.0, Some(&r));
-        assert_eq!(c.step(1.0, Some(&r)).setpoint_w, 150_000.0);
+        assert_eq!(run(&mut c, 0.0, 1.0, &r).setpoint_w, 150_000.0);
         set_u32(&mut r, 17, 1 << 10);
         let o = c.step(1.1, Some(&r));
         assert_eq!(o.setpoint_w, 0.0);
@@ -1053,7 +1130,8 @@ mod tests {
         start(&mut c, 0, Direction::Discharge, 150_000.0);
         c.step(0.0, Some(&r));
         let o = c.step(3600.0, Some(&r));
-        assert!(o.setpoint_w <= 300_000.0 * MAX_DT_S);
+        // Two periods of 100 ms at 300 kW/s, written from the rule.
+        assert!(o.setpoint_w <= 60_000.0 + 1e-6, "{}", o.setpoint_w);
     }
 
     // State-machine property test: random commands and readings, invariants after every step.
@@ -1209,10 +1287,18 @@ mod tests {
                         if o.tripped() || !o.link_up || block.is_some() && was_down {
                             prop_assert_eq!(sp, 0.0);
                         } else {
-                            // Slew from the previous setpoint clamped into today's limits.
+                            // The ramp rule: |setpoint| grows by at most ramp * dt (two periods
+                            // at most) over what the previous one kept in its direction, and
+                            // never goes past the net of the allocations (a decrease is at once).
                             let clamped = prev_setpoint.clamp(-o.limit_charge_w, o.limit_discharge_w);
-                            prop_assert!((sp - clamped).abs() <= ramp * dt.min(MAX_DT_S) + 1e-6,
-                                "slew {} over dt {}", (sp - clamped).abs(), dt);
+                            let kept = if clamped * sp < 0.0 { 0.0 } else { clamped.abs() };
+                            prop_assert!(sp.abs() <= kept + ramp * dt.min(0.2) + 1e-6,
+                                "slew {} -> {} over dt {}", prev_setpoint, sp, dt);
+                            let net: f64 = o.allocations.iter()
+                                .map(|(id, a)| o.meter(*id).and_then(|m| m.direction).map_or(0.0, |d| d.sign() * a))
+                                .sum();
+                            prop_assert!(sp * net >= 0.0 && sp.abs() <= net.abs() + 1e-6,
+                                "setpoint {} beyond the allocations' net {}", sp, net);
                         }
                         // Allocations: each within its cap, each direction within its limit.
                         let mut sum_dis = 0.0;

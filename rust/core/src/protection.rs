@@ -61,6 +61,9 @@ pub enum TripCause {
     PcsFaultState,
     InvalidMeasurement,
     PcsLinkLost,
+    /// The PCS answers reads but refuses (Modbus exception) or drops our writes for the link
+    /// timeout, e.g. a PCS switched to local mode: no power we command flows.
+    PcsWriteFault,
 }
 
 /// Alarm bit `i` of the alarm register means `ALARM_BITS[i]` (design.md section 4). Bits 11..31
@@ -80,7 +83,7 @@ pub const ALARM_BITS: [TripCause; 11] = [
 ];
 
 impl TripCause {
-    pub const ALL: [TripCause; 16] = [
+    pub const ALL: [TripCause; 17] = [
         TripCause::CellOverVoltage,
         TripCause::CellUnderVoltage,
         TripCause::OverTemperature,
@@ -97,6 +100,7 @@ impl TripCause {
         TripCause::PcsFaultState,
         TripCause::InvalidMeasurement,
         TripCause::PcsLinkLost,
+        TripCause::PcsWriteFault,
     ];
 
     pub fn code(self) -> &'static str {
@@ -117,6 +121,7 @@ impl TripCause {
             Self::PcsFaultState => "pcs_fault_state",
             Self::InvalidMeasurement => "invalid_measurement",
             Self::PcsLinkLost => "pcs_link_lost",
+            Self::PcsWriteFault => "pcs_write_fault",
         }
     }
 }

@@ -1,8 +1,12 @@
 //! Piecewise-constant power caps over time (a composite charging schedule after translation).
 //!
-//! A schedule is a list of `(start_epoch_s, limit_w)`; each period runs until the next one starts,
-//! and the last runs for ever. Before the first period the schedule sets no limit at all, so only
-//! the session's own cap applies: a profile that starts in the future must not stop power now.
+//! A schedule is a list of `(start_epoch_s, limit_w)` in wall-clock (UTC epoch) seconds; each
+//! period runs until the next one starts, and the last runs for ever. The first period also
+//! covers all time before its start: the gateway hands a schedule over starting "now", so a time
+//! before it is only ever seen after the wall clock stepped back (NTP on a controller without a
+//! real-time clock), and the limit in force when it was handed over is the safe one. A profile
+//! that starts in the future is expressed by its caller as an unlimited first period
+//! (docs/control.md, "Time base").
 
 use std::fmt;
 
@@ -53,10 +57,11 @@ impl Schedule {
         Ok(Self { periods })
     }
 
-    /// The limit in force at `now_s`, or `None` before the first period (or for an empty list).
+    /// The limit in force at `now_s` (the first period's before it starts), or `None` for an
+    /// empty list.
     pub fn limit_at(&self, now_s: f64) -> Option<f64> {
         let after = self.periods.partition_point(|&(start, _)| start <= now_s);
-        after.checked_sub(1).map(|i| self.periods[i].1)
+        self.periods.get(after.saturating_sub(1)).map(|p| p.1)
     }
 
     pub fn periods(&self) -> &[(f64, f64)] {
@@ -71,7 +76,9 @@ mod tests {
     #[test]
     fn evaluates_piecewise() {
         let s = Schedule::new(vec![(100.0, 50.0), (200.0, 0.0), (300.0, 75.0)]).unwrap();
-        assert_eq!(s.limit_at(99.9), None);
+        // A clock stepped back before the first period keeps its limit.
+        assert_eq!(s.limit_at(99.9), Some(50.0));
+        assert_eq!(s.limit_at(-1e12), Some(50.0));
         assert_eq!(s.limit_at(100.0), Some(50.0));
         assert_eq!(s.limit_at(199.0), Some(50.0));
         assert_eq!(s.limit_at(200.0), Some(0.0));
