@@ -40,29 +40,46 @@ pub struct Measurements {
     pub energy_charged_wh: u64,
 }
 
+/// Why a generic-map block is not a reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BlockLengthError {
-    pub expected: usize,
-    pub got: usize,
+pub enum DecodeError {
+    /// The block has the wrong number of registers.
+    Length { expected: usize, got: usize },
+    /// A point holds its type's "not available" value (`SENTINELS`).
+    NotAvailable(&'static str),
 }
 
-impl std::fmt::Display for BlockLengthError {
+impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "measurement block has {} registers, expected {}",
-            self.got, self.expected
-        )
+        match self {
+            Self::Length { expected, got } => write!(
+                f,
+                "measurement block has {got} registers, expected {expected}"
+            ),
+            Self::NotAvailable(name) => {
+                write!(f, "{name} reads its \"not available\" value")
+            }
+        }
     }
 }
 
-impl std::error::Error for BlockLengthError {}
+impl std::error::Error for DecodeError {}
+
+/// The "not available" value of each register type of the generic map (SunSpec's convention,
+/// which BMS vendors follow too): a reading that carries one is not a measurement, and acting on
+/// it would fail open (0xFFFFFFFF as a BMS limit reads as 4.29 GW). The whole block is then
+/// `invalid_measurement` (docs/control.md, "Sentinels").
+pub const SENTINEL_U16: u16 = 0xFFFF;
+pub const SENTINEL_I16: u16 = 0x8000;
+pub const SENTINEL_U32: u32 = 0xFFFF_FFFF;
+pub const SENTINEL_I32: u32 = 0x8000_0000;
+pub const SENTINEL_U64: u64 = u64::MAX;
 
 /// Decodes the block read from `map.read_start` (`map.read_count` words).
-pub fn decode(map: &RegisterMap, regs: &[u16]) -> Result<Measurements, BlockLengthError> {
+pub fn decode(map: &RegisterMap, regs: &[u16]) -> Result<Measurements, DecodeError> {
     let expected = usize::from(map.read_count);
     if regs.len() != expected {
-        return Err(BlockLengthError {
+        return Err(DecodeError::Length {
             expected,
             got: regs.len(),
         });
@@ -72,32 +89,69 @@ pub fn decode(map: &RegisterMap, regs: &[u16]) -> Result<Measurements, BlockLeng
     let w = |addr: u16| regs[map.read_offset(addr)];
     let u32_at = |addr: u16| (u32::from(w(addr)) << 16) | u32::from(w(addr + 1));
     let u64_at = |addr: u16| (u64::from(u32_at(addr)) << 32) | u64::from(u32_at(addr + 2));
-    let i16_at = |addr: u16| f64::from(w(addr) as i16);
+    let u16_pt = |addr: u16, name: &'static str| match w(addr) {
+        SENTINEL_U16 => Err(DecodeError::NotAvailable(name)),
+        v => Ok(f64::from(v)),
+    };
+    let i16_pt = |addr: u16, name: &'static str| match w(addr) {
+        SENTINEL_I16 => Err(DecodeError::NotAvailable(name)),
+        v => Ok(f64::from(v as i16)),
+    };
+    let u32_pt = |addr: u16, name: &'static str| match u32_at(addr) {
+        SENTINEL_U32 => Err(DecodeError::NotAvailable(name)),
+        v => Ok(v),
+    };
+    let i32_pt = |addr: u16, name: &'static str| match u32_at(addr) {
+        SENTINEL_I32 => Err(DecodeError::NotAvailable(name)),
+        v => Ok(f64::from(v as i32)),
+    };
+    let u64_pt = |addr: u16, name: &'static str| match u64_at(addr) {
+        SENTINEL_U64 => Err(DecodeError::NotAvailable(name)),
+        v => Ok(v),
+    };
     Ok(Measurements {
-        pcs_state: w(map.pcs_state),
-        measured_w: f64::from(u32_at(map.ac_power) as i32),
-        ac_voltage_v: f64::from(w(map.ac_voltage)) / 10.0,
-        ac_frequency_hz: f64::from(w(map.ac_frequency)) / 100.0,
-        ac_current_a: f64::from(w(map.ac_current)) / 10.0,
-        dc_voltage_v: f64::from(w(map.dc_voltage)) / 10.0,
-        dc_current_a: i16_at(map.dc_current) / 10.0,
-        soc_pct: f64::from(w(map.soc)) / 10.0,
-        soh_pct: f64::from(w(map.soh)) / 10.0,
-        cell_temp_max_c: Some(i16_at(map.cell_temp_max) / 10.0),
-        cell_temp_min_c: Some(i16_at(map.cell_temp_min) / 10.0),
-        cell_v_max_mv: f64::from(w(map.cell_v_max)),
-        cell_v_min_mv: f64::from(w(map.cell_v_min)),
-        bms_max_discharge_w: f64::from(u32_at(map.bms_max_discharge)),
-        bms_max_charge_w: f64::from(u32_at(map.bms_max_charge)),
-        alarm_bits: u32_at(map.alarm_bits),
-        energy_discharged_wh: u64_at(map.energy_discharged),
-        energy_charged_wh: u64_at(map.energy_charged),
+        pcs_state: u16_pt(map.pcs_state, "pcs_state")? as u16,
+        measured_w: i32_pt(map.ac_power, "measured_w")?,
+        ac_voltage_v: u16_pt(map.ac_voltage, "ac_voltage_v")? / 10.0,
+        ac_frequency_hz: u16_pt(map.ac_frequency, "ac_frequency_hz")? / 100.0,
+        ac_current_a: u16_pt(map.ac_current, "ac_current_a")? / 10.0,
+        dc_voltage_v: u16_pt(map.dc_voltage, "dc_voltage_v")? / 10.0,
+        dc_current_a: i16_pt(map.dc_current, "dc_current_a")? / 10.0,
+        soc_pct: u16_pt(map.soc, "soc_pct")? / 10.0,
+        soh_pct: u16_pt(map.soh, "soh_pct")? / 10.0,
+        cell_temp_max_c: Some(i16_pt(map.cell_temp_max, "cell_temp_max_c")? / 10.0),
+        cell_temp_min_c: Some(i16_pt(map.cell_temp_min, "cell_temp_min_c")? / 10.0),
+        cell_v_max_mv: u16_pt(map.cell_v_max, "cell_v_max_mv")?,
+        cell_v_min_mv: u16_pt(map.cell_v_min, "cell_v_min_mv")?,
+        bms_max_discharge_w: f64::from(u32_pt(map.bms_max_discharge, "bms_max_discharge_w")?),
+        bms_max_charge_w: f64::from(u32_pt(map.bms_max_charge, "bms_max_charge_w")?),
+        alarm_bits: u32_pt(map.alarm_bits, "alarm_bits")?,
+        energy_discharged_wh: u64_pt(map.energy_discharged, "energy_discharged_wh")?,
+        energy_charged_wh: u64_pt(map.energy_charged, "energy_charged_wh")?,
     })
 }
 
 /// Why a block cannot be trusted, or `None` if it can. Any reason trips `invalid_measurement`:
 /// acting on a reading that cannot be true is worse than stopping.
 pub fn implausible(m: &Measurements) -> Option<&'static str> {
+    // `f64::min` ignores NaN, so a NaN limit would silently lift it: every value a control
+    // decision reads must be a number.
+    let decisive = [
+        m.measured_w,
+        m.dc_voltage_v,
+        m.soc_pct,
+        m.bms_max_discharge_w,
+        m.bms_max_charge_w,
+    ];
+    if decisive.iter().any(|v| !v.is_finite()) {
+        return Some("a value the control decision needs is not a number");
+    }
+    if m.bms_max_discharge_w < 0.0 || m.bms_max_charge_w < 0.0 {
+        return Some("negative BMS power limit");
+    }
+    if m.soc_pct < 0.0 {
+        return Some("SoC below 0 %");
+    }
     if m.soc_pct > 100.0 {
         return Some("SoC above 100 %");
     }
@@ -190,12 +244,54 @@ pub(crate) mod tests {
         let map = RegisterMap::generic();
         assert_eq!(
             decode(&map, &[0; 27]),
-            Err(BlockLengthError {
+            Err(DecodeError::Length {
                 expected: 28,
                 got: 27
             })
         );
         assert!(decode(&map, &[]).is_err());
+    }
+
+    #[test]
+    fn not_available_values_are_not_readings() {
+        // Written from the generic map's table (design.md section 4): offset from 100, type.
+        let map = RegisterMap::generic();
+        let cases: [(&str, usize, &[u16]); 18] = [
+            ("pcs_state", 0, &[0xFFFF]),
+            ("measured_w", 1, &[0x8000, 0x0000]),
+            ("ac_voltage_v", 3, &[0xFFFF]),
+            ("ac_frequency_hz", 4, &[0xFFFF]),
+            ("dc_voltage_v", 5, &[0xFFFF]),
+            ("dc_current_a", 6, &[0x8000]),
+            ("soc_pct", 7, &[0xFFFF]),
+            ("soh_pct", 8, &[0xFFFF]),
+            ("cell_temp_max_c", 9, &[0x8000]),
+            ("cell_temp_min_c", 10, &[0x8000]),
+            ("cell_v_max_mv", 11, &[0xFFFF]),
+            ("cell_v_min_mv", 12, &[0xFFFF]),
+            ("bms_max_discharge_w", 13, &[0xFFFF, 0xFFFF]),
+            ("bms_max_charge_w", 15, &[0xFFFF, 0xFFFF]),
+            ("alarm_bits", 17, &[0xFFFF, 0xFFFF]),
+            ("energy_discharged_wh", 19, &[0xFFFF; 4]),
+            ("energy_charged_wh", 23, &[0xFFFF; 4]),
+            ("ac_current_a", 27, &[0xFFFF]),
+        ];
+        for (name, off, words) in cases {
+            let mut r = healthy_block();
+            r[off..off + words.len()].copy_from_slice(words);
+            assert_eq!(
+                decode(&map, &r),
+                Err(DecodeError::NotAvailable(name)),
+                "{name}"
+            );
+        }
+        // Values next to a sentinel are readings: -32767 dW, 4294967294 W.
+        let mut r = healthy_block();
+        r[6] = 0x8001;
+        set_u32(&mut r, 13, 0xFFFF_FFFE);
+        let m = decode(&map, &r).unwrap();
+        assert_eq!(m.dc_current_a, -3276.7);
+        assert_eq!(m.bms_max_discharge_w, 4_294_967_294.0);
     }
 
     #[test]
@@ -224,8 +320,21 @@ pub(crate) mod tests {
         m.cell_temp_min_c = None;
         m.cell_temp_max_c = None;
         assert_eq!(implausible(&m), None, "no temperatures is not implausible");
-        let mut m = ok;
+        let mut m = ok.clone();
         m.pcs_state = 7;
         assert!(implausible(&m).is_some());
+        for f in [
+            |m: &mut Measurements| m.bms_max_discharge_w = f64::NAN,
+            |m: &mut Measurements| m.bms_max_charge_w = f64::INFINITY,
+            |m: &mut Measurements| m.soc_pct = f64::NAN,
+            |m: &mut Measurements| m.measured_w = f64::NAN,
+            |m: &mut Measurements| m.dc_voltage_v = f64::NAN,
+            |m: &mut Measurements| m.bms_max_charge_w = -1.0,
+            |m: &mut Measurements| m.soc_pct = -0.1,
+        ] {
+            let mut m = ok.clone();
+            f(&mut m);
+            assert!(implausible(&m).is_some(), "{m:?}");
+        }
     }
 }

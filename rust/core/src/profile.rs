@@ -78,20 +78,30 @@ impl PcsMap {
         }
     }
 
-    /// The FC16 writes of one cycle, in order.
+    /// The FC16 writes of one cycle, in order. The setpoint is encoded truncated toward zero in
+    /// the profile's unit, so the integer written never exceeds what the control step allowed.
     pub fn writes(
         &self,
         run: bool,
-        setpoint_w: i32,
+        setpoint_w: f64,
         watchdog: u16,
         fault_reset: bool,
     ) -> Vec<(u16, Vec<u16>)> {
         match self {
             Self::Generic(m) => vec![(
                 m.write_start,
-                m.write_block(run, setpoint_w, watchdog, fault_reset),
+                m.write_block(run, generic_w(setpoint_w), watchdog, fault_reset),
             )],
-            Self::SunSpec(m) => m.writes(run, f64::from(setpoint_w), watchdog, fault_reset),
+            Self::SunSpec(m) => m.writes(run, setpoint_w, watchdog, fault_reset),
+        }
+    }
+
+    /// The setpoint in W that `writes` encodes for `setpoint_w`.
+    pub fn written_w(&self, run: bool, setpoint_w: f64) -> f64 {
+        match self {
+            Self::Generic(_) => f64::from(generic_w(setpoint_w)),
+            Self::SunSpec(m) if run => m.wset_w(m.wset_raw(setpoint_w)),
+            Self::SunSpec(_) => 0.0,
         }
     }
 
@@ -101,6 +111,17 @@ impl PcsMap {
             Self::Generic(_) => Vec::new(),
             Self::SunSpec(m) => m.connect_writes(revert_s),
         }
+    }
+}
+
+/// The generic map's i32 W, truncated toward zero and saturating; NaN is 0.
+fn generic_w(setpoint_w: f64) -> i32 {
+    if setpoint_w.is_finite() {
+        setpoint_w
+            .trunc()
+            .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+    } else {
+        0
     }
 }
 
@@ -119,9 +140,14 @@ mod tests {
         assert!(map.decode(&[]).is_err());
         assert!(map.decode(&[vec![0; 3]]).is_err());
         assert_eq!(
-            map.writes(true, -2, 7, true),
+            map.writes(true, -2.0, 7, true),
             vec![(0, vec![1, 0xFFFF, 0xFFFE, 7, 1])]
         );
+        // Truncated toward zero, never rounded up past the allowed value.
+        assert_eq!(map.writes(true, 9_999.9, 0, false)[0].1[1..3], [0, 9_999]);
+        assert_eq!(map.written_w(true, -9_999.9), -9_999.0);
+        assert_eq!(map.written_w(true, f64::NAN), 0.0);
+        assert_eq!(map.written_w(true, 1e12), f64::from(i32::MAX));
         assert!(map.connect_writes(2).is_empty());
     }
 
@@ -136,7 +162,7 @@ mod tests {
             .collect();
         assert_eq!(blocks.len(), 3);
         assert_eq!(map.decode(&blocks).unwrap().measured_w, -150_000.0);
-        assert_eq!(map.writes(false, 0, 1, true).len(), 2);
+        assert_eq!(map.writes(false, 0.0, 1, true).len(), 2);
         assert_eq!(map.connect_writes(2).len(), 2);
         assert_eq!(PcsProfile::parse("sunspec"), Some(PcsProfile::SunSpec));
         assert_eq!(PcsProfile::parse("SunSpec"), None);

@@ -10,6 +10,16 @@
 //! 3. then each cycle: read 701 (ID..TotWhAbs), 713 (all, if present) and 802 (all), and write
 //!    704 [WSetEna, WSetMod, WSet] and 802 [CtrlHb, AlmRst].
 //!
+//! "Not running" is WSet = 0 W with WSetEna = 1, never WSetEna = 0: on a model-704 device
+//! disabling the function hands control back to the inverter's own mode, which keeps running at
+//! its local setting. WSet is truncated toward zero, so a scaled value never exceeds the
+//! setpoint the control step allowed.
+//!
+//! An all-ones bitfield32 (701.Alrm, 802.Evt1) is "not implemented". If it reads so at
+//! discovery the device does not have the point and it reports no alarm; if it read as a real
+//! value at discovery and turns all-ones later, the point was lost and the reading is
+//! `invalid_measurement` (fail closed).
+//!
 //! Point offsets are those of the SunSpec model definitions (github.com/sunspec/models); the
 //! simulator lays its models out from the same definitions (`sim/registers/sunspec.toml`).
 //! Cell temperatures are not part of these models: `cell_temp_*` decode as `None` and the
@@ -230,6 +240,7 @@ impl Layout {
             (self.m701 + m701::SF_START, m701::SF_LEN),
             (self.m704 + m704::WSET_SF, 1),
             (self.m802, m802::LEN),
+            (self.m701 + m701::ALRM as u16, 2),
         ];
         if let Some(a) = self.m713 {
             v.push((a, m713::LEN));
@@ -246,7 +257,7 @@ impl Layout {
             model: 704,
             point: "WSet_SF",
         })?;
-        let s713 = blocks.get(3);
+        let s713 = blocks.get(4);
         Ok(SunSpecMap {
             layout: self,
             scales: Scales {
@@ -263,6 +274,8 @@ impl Layout {
                 v802: sf(s802[m802::V_SF]),
                 cell_v802: sf(s802[m802::CELL_V_SF]),
                 a802: sf(s802[m802::A_SF]),
+                alrm701: u32_at(&blocks[3], 0) != u32::MAX,
+                evt1_802: u32_at(s802, m802::EVT1) != u32::MAX,
             },
         })
     }
@@ -284,6 +297,9 @@ pub struct Scales {
     pub v802: Option<i16>,
     pub cell_v802: Option<i16>,
     pub a802: Option<i16>,
+    /// Whether 701.Alrm and 802.Evt1 were implemented (not all ones) at discovery.
+    pub alrm701: bool,
+    pub evt1_802: bool,
 }
 
 /// A scale factor word: SunSpec allows -10..=10, 0x8000 means "not implemented".
@@ -375,11 +391,13 @@ fn u64_pt(b: &[u16], off: usize, sf: Option<i16>) -> Option<u64> {
     Some(v)
 }
 
-/// A bitfield32: all ones is "not implemented", read as no bits (the device reports nothing there).
-fn bits32(b: &[u16], off: usize) -> u32 {
+/// A bitfield32: all ones is "not implemented". On a device that did not implement the point at
+/// discovery that is no bits; on one that did, the point is lost (`None`: fail closed).
+fn bits32(b: &[u16], off: usize, implemented: bool) -> Option<u32> {
     match u32_at(b, off) {
-        u32::MAX => 0,
-        v => v,
+        u32::MAX if implemented => None,
+        u32::MAX => Some(0),
+        v => Some(v),
     }
 }
 
@@ -435,7 +453,8 @@ impl SunSpecMap {
             .then(|| f64::from(u32_at(b701, m701::HZ)))
             .and_then(|r| scaled(r, s.hz701));
         let mut alarm_bits = 0u32;
-        let (alrm, evt1) = (bits32(b701, m701::ALRM), bits32(b802, m802::EVT1));
+        let alrm = bits32(b701, m701::ALRM, s.alrm701).ok_or(DecodeError::Missing("701.Alrm"))?;
+        let evt1 = bits32(b802, m802::EVT1, s.evt1_802).ok_or(DecodeError::Missing("802.Evt1"))?;
         for (cause, model, _, bit) in ALARMS {
             let word = if model == 701 { alrm } else { evt1 };
             if word >> bit & 1 == 1 {
@@ -475,10 +494,26 @@ impl SunSpecMap {
         })
     }
 
-    /// WSet in register units (int32, W * 10^-WSet_SF), saturating.
+    /// WSet in register units (int32, W * 10^-WSet_SF), truncated toward zero and saturating,
+    /// so `wset_w(wset_raw(x))` never has a larger magnitude than `x`. NaN is 0.
     pub fn wset_raw(&self, setpoint_w: f64) -> i32 {
-        let raw = (setpoint_w / 10f64.powi(i32::from(self.scales.wset704))).round();
-        raw.clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+        if !setpoint_w.is_finite() {
+            return 0;
+        }
+        let unit = 10f64.powi(i32::from(self.scales.wset704));
+        let mut raw = (setpoint_w / unit)
+            .trunc()
+            .clamp(f64::from(i32::MIN), f64::from(i32::MAX));
+        // The division may round up to the next integer (x = n * unit - tiny): step back.
+        while raw != 0.0 && (raw * unit).abs() > setpoint_w.abs() {
+            raw -= raw.signum();
+        }
+        raw as i32
+    }
+
+    /// What a WSet register value means in W.
+    pub fn wset_w(&self, raw: i32) -> f64 {
+        f64::from(raw) * 10f64.powi(i32::from(self.scales.wset704))
     }
 
     /// Each cycle's writes: 704 [WSetEna, WSetMod = 1 (watts), WSet] and 802 [CtrlHb, AlmRst].
@@ -489,11 +524,12 @@ impl SunSpecMap {
         watchdog: u16,
         fault_reset: bool,
     ) -> Vec<(u16, Vec<u16>)> {
-        let w = self.wset_raw(setpoint_w) as u32;
+        // Not running is 0 W held by us, never the inverter's own mode (WSetEna = 0).
+        let w = if run { self.wset_raw(setpoint_w) } else { 0 } as u32;
         vec![
             (
                 self.layout.m704 + m704::WSET_ENA,
-                vec![u16::from(run), 1, (w >> 16) as u16, w as u16],
+                vec![1, 1, (w >> 16) as u16, w as u16],
             ),
             (
                 self.layout.m802 + m802::CTRL_HB,
@@ -824,12 +860,30 @@ pub(crate) mod tests {
         img.set(701, m701::LLV, 0xFFFF);
         img.set32(701, m701::HZ, u32::MAX);
         img.set32(701, m701::ALRM, u32::MAX);
+        img.set32(802, m802::EVT1, u32::MAX);
         let map = discover_image(&img).unwrap();
         let m = map.decode(&img.blocks(&map)).unwrap();
         assert!((m.soc_pct - 50.0).abs() < 1e-9, "falls back to 802.SoC");
         assert!(m.soh_pct.is_nan(), "neither SoH implemented: not reported");
         assert!(m.ac_voltage_v.is_nan() && m.ac_frequency_hz.is_nan());
         assert_eq!(m.alarm_bits, 0, "unimplemented bitfield reports no alarm");
+        // A bitfield implemented at discovery that turns all ones was lost: fail closed.
+        let good = Image::standard();
+        let map_good = discover_image(&good).unwrap();
+        for (model, off, name) in [(701, m701::ALRM, "701.Alrm"), (802, m802::EVT1, "802.Evt1")] {
+            let mut lost = Image::standard();
+            lost.set32(model, off, u32::MAX);
+            assert_eq!(
+                map_good.decode(&lost.blocks(&map_good)),
+                Err(DecodeError::Missing(name))
+            );
+        }
+        // One unimplemented at discovery that later reports bits is read as bits.
+        let mut img2 = Image::standard();
+        img2.set32(701, m701::ALRM, u32::MAX);
+        let map2 = discover_image(&img2).unwrap();
+        img2.set32(701, m701::ALRM, 1 << 6);
+        assert_eq!(map2.decode(&img2.blocks(&map2)).unwrap().alarm_bits, 1 << 10);
 
         img.set(701, m701::W, 0x8000);
         let m = map.decode(&img.blocks(&map));
@@ -902,9 +956,19 @@ pub(crate) mod tests {
             map.connect_writes(3),
             vec![(40277 + 26, vec![0, 0]), (40277 + 30, vec![1, 0, 3])]
         );
+        // Not running: 0 W with the function still enabled.
+        assert_eq!(map.writes(false, 50_000.0, 8, false)[0].1, vec![1, 1, 0, 0]);
         let mut scaled = map;
         scaled.scales.wset704 = 2;
-        assert_eq!(scaled.wset_raw(150_049.0), 1500);
+        // Truncated toward zero: 123,456 W at WSet_SF 2 is 1234 (123,400 W), never 1235.
+        assert_eq!(scaled.wset_raw(123_456.0), 1234);
+        assert_eq!(scaled.wset_raw(-123_456.0), -1234);
+        assert_eq!(scaled.wset_raw(150_099.0), 1500);
         assert_eq!(scaled.wset_raw(f64::MAX), i32::MAX);
+        assert_eq!(scaled.wset_raw(f64::NAN), 0);
+        scaled.scales.wset704 = -2;
+        assert_eq!(scaled.wset_raw(0.3), 30);
+        assert_eq!(scaled.wset_raw(1e9), i32::MAX);
+        assert!(scaled.wset_w(i32::MAX) <= 1e9);
     }
 }
