@@ -17,9 +17,16 @@
 //! the books still balance. A stopped session's meter is *settling* until its tail has ended;
 //! its final value (a StopTransaction's meterStop) is read after that.
 //!
-//! Meters only ever increase. The first reading only sets the baseline; a register that goes
-//! backwards (PCS replaced or reset) or jumps by more than the site could have delivered in the
-//! elapsed time (a corrupt read) sets a new baseline and adds nothing.
+//! Meters only ever increase. The first reading only sets the baseline; a register that jumps by
+//! more than the site could have delivered in the elapsed time (a corrupt read) sets a new
+//! baseline and adds nothing. A register that reads lower than its baseline is a glitch until it
+//! has stayed low for `RESET_READINGS` readings in a row: a glitch (100000, 99500, 100010) adds
+//! only what the register gained over its baseline (10 Wh), never the dip twice; a real reset
+//! (PCS replaced, 100000, 0, 5, 9) adds what it counted from its first low reading on (9 Wh),
+//! once confirmed.
+//!
+//! A tail ages only while readings arrive: during a lost link nothing is measured, so a tail
+//! waits for the next reading instead of expiring and leaving that energy unattributed.
 
 use std::collections::BTreeMap;
 
@@ -57,22 +64,34 @@ pub struct EnergyRegisters {
 /// A tail below this is over: what is left is PCS tracking error, not a session's power.
 pub const TAIL_END_W: f64 = 50.0;
 
-/// A tail older than this ends whatever the measurement says (a PCS that never settles exactly
-/// on its setpoint must not keep a stopped meter settling for ever).
+/// A tail that has been measured for this long ends whatever the measurement says (a PCS that
+/// never settles exactly on its setpoint must not keep a stopped meter settling for ever).
 pub const TAIL_MAX_S: f64 = 10.0;
+
+/// Readings in a row below the baseline that make a register reset (not a glitch).
+pub const RESET_READINGS: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Tail {
     direction: Direction,
     power_w: f64,
-    since_s: f64,
+    /// Measured time since the tail last grew (time without readings does not count).
+    age_s: f64,
+}
+
+/// One lifetime register's baseline.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Baseline {
+    value: u64,
+    /// The current run of readings below `value`: its first and highest reading, and its length.
+    low: Option<(u64, u64, u32)>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Metering {
     meters: BTreeMap<u32, f64>,
     tails: BTreeMap<u32, Tail>,
-    baseline: Option<EnergyRegisters>,
+    baseline: Option<(Baseline, Baseline)>,
     unattributed_discharge_wh: f64,
     unattributed_charge_wh: f64,
     rebaselines: u64,
@@ -125,15 +144,16 @@ impl Metering {
         previous: &[(u32, Direction, f64)],
         max_increase_wh: f64,
     ) {
-        let Some(base) = self.baseline.replace(regs) else {
+        let Some((mut dis, mut chg)) = self.baseline else {
+            let at = |v| Baseline { value: v, low: None };
+            self.baseline = Some((at(regs.discharged_wh), at(regs.charged_wh)));
             return;
         };
-        for (dir, now, before) in [
-            (Direction::Discharge, regs.discharged_wh, base.discharged_wh),
-            (Direction::Charge, regs.charged_wh, base.charged_wh),
+        for (dir, now, base) in [
+            (Direction::Discharge, regs.discharged_wh, &mut dis),
+            (Direction::Charge, regs.charged_wh, &mut chg),
         ] {
-            let Some(increase) = now.checked_sub(before) else {
-                self.rebaselines += 1;
+            let Some(increase) = self.advance(base, now) else {
                 continue;
             };
             if increase == 0 {
@@ -146,6 +166,37 @@ impl Metering {
             }
             self.apportion(dir, increase, previous);
         }
+        self.baseline = Some((dis, chg));
+    }
+
+    /// Moves a baseline to a new reading; the increase to count, if any.
+    fn advance(&mut self, base: &mut Baseline, now: u64) -> Option<u64> {
+        if now >= base.value {
+            let increase = now - base.value;
+            *base = Baseline {
+                value: now,
+                low: None,
+            };
+            return Some(increase);
+        }
+        // A run of readings below the baseline. Within it the same rule holds one level down:
+        // only rises above the run's highest reading count, so a dip inside the run is no
+        // energy either.
+        let (first, high, n) = match base.low {
+            Some((first, high, n)) => (first, high.max(now), n + 1),
+            None => (now, now, 1),
+        };
+        if n >= RESET_READINGS {
+            // It stayed low: the register was reset; count from its first low reading.
+            self.rebaselines += 1;
+            *base = Baseline {
+                value: high,
+                low: None,
+            };
+            return Some(high - first);
+        }
+        base.low = Some((first, high, n));
+        None
     }
 
     fn apportion(&mut self, dir: Direction, increase: f64, previous: &[(u32, Direction, f64)]) {
@@ -176,13 +227,21 @@ impl Metering {
     /// After a step decided `next` (allocations in force from now) following `previous`:
     /// reductions become tails, and tails are capped by `flow_w`, the measured (discharge,
     /// charge) flow now (`None` while the link is lost: tails hold).
+    /// `elapsed_s` is the time since the previous step; it ages the tails only when this step
+    /// has a measurement.
     pub fn retarget(
         &mut self,
-        now_s: f64,
+        elapsed_s: f64,
         previous: &[(u32, Direction, f64)],
         next: &[(u32, Direction, f64)],
         flow_w: Option<(f64, f64)>,
     ) {
+        if flow_w.is_some() {
+            let dt = if elapsed_s.is_finite() { elapsed_s.max(0.0) } else { 0.0 };
+            for t in self.tails.values_mut() {
+                t.age_s += dt;
+            }
+        }
         let next_of: BTreeMap<u32, f64> = next.iter().map(|n| (n.0, n.2)).collect();
         for &(id, dir, before) in previous {
             let after = next_of.get(&id).copied().unwrap_or(0.0);
@@ -190,11 +249,11 @@ impl Metering {
                 let t = self.tails.entry(id).or_insert(Tail {
                     direction: dir,
                     power_w: 0.0,
-                    since_s: now_s,
+                    age_s: 0.0,
                 });
                 t.direction = dir;
                 t.power_w += before - after;
-                t.since_s = now_s;
+                t.age_s = 0.0;
             }
         }
         if let Some((dis, chg)) = flow_w {
@@ -215,7 +274,7 @@ impl Metering {
             }
         }
         self.tails
-            .retain(|_, t| t.power_w >= TAIL_END_W && now_s - t.since_s < TAIL_MAX_S);
+            .retain(|_, t| t.power_w >= TAIL_END_W && t.age_s < TAIL_MAX_S);
     }
 }
 
@@ -284,11 +343,32 @@ mod tests {
         let prev = [(0, Direction::Discharge, 1.0)];
         m.update(regs(100, 0), &prev, 1e9);
         m.update(regs(110, 0), &prev, 1e9);
-        m.update(regs(5, 0), &prev, 1e9); // PCS replaced
-        assert_eq!(m.energy(0), Some(10.0));
+        m.update(regs(5, 0), &prev, 1e9); // PCS replaced: a glitch until it stays low
         m.update(regs(8, 0), &prev, 1e9);
-        assert_eq!(m.energy(0), Some(13.0));
+        assert_eq!(m.energy(0), Some(10.0));
+        assert_eq!(m.rebaselines(), 0);
+        m.update(regs(12, 0), &prev, 1e9); // third reading below 110: a reset, counted from 5
+        assert_eq!(m.energy(0), Some(17.0));
+        m.update(regs(13, 0), &prev, 1e9);
+        assert_eq!(m.energy(0), Some(18.0));
         assert_eq!(m.rebaselines(), 1);
+    }
+
+    #[test]
+    fn a_backward_glitch_is_not_counted_twice() {
+        // The sequence: 100000, 99500, 100010 delivered 10 Wh, not 510.
+        let mut m = Metering::default();
+        let prev = [(0, Direction::Discharge, 1.0), (1, Direction::Charge, 1.0)];
+        m.update(regs(100_000, 50_000), &prev, 1e9);
+        m.update(regs(99_500, 49_000), &prev, 1e9);
+        m.update(regs(100_010, 50_003), &prev, 1e9);
+        assert_eq!((m.energy(0), m.energy(1)), (Some(10.0), Some(3.0)));
+        // Two glitched readings in a row are still a glitch.
+        m.update(regs(90_000, 50_003), &prev, 1e9);
+        m.update(regs(95_000, 50_003), &prev, 1e9);
+        m.update(regs(100_020, 50_003), &prev, 1e9);
+        assert_eq!(m.energy(0), Some(20.0));
+        assert_eq!(m.rebaselines(), 0);
     }
 
     #[test]
@@ -297,9 +377,10 @@ mod tests {
         let prev = [(0, Direction::Discharge, 1.0)];
         m.update(regs(100, 0), &prev, 50.0);
         m.update(regs(100 + (1 << 40), 0), &prev, 50.0);
-        m.update(regs(120, 0), &prev, 50.0); // the good value again: backwards, rebaseline
+        m.update(regs(120, 0), &prev, 50.0); // the good value again: backwards
         m.update(regs(130, 0), &prev, 50.0);
-        assert_eq!(m.energy(0), Some(10.0));
+        m.update(regs(140, 0), &prev, 50.0); // stayed below the corrupt value: counted from 120
+        assert_eq!(m.energy(0), Some(20.0));
         assert_eq!(m.rebaselines(), 2);
     }
 
@@ -333,6 +414,27 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_waits_for_measurements_through_a_lost_link() {
+        let mut m = Metering::default();
+        let running = [(0, Direction::Discharge, 100_000.0)];
+        m.update(regs(0, 0), &running, 1e9);
+        // The link is lost: allocations go to 0, the PCS keeps running until its watchdog.
+        m.retarget(0.1, &running, &[], None);
+        for _ in 0..300 {
+            m.retarget(0.1, &[], &[], None); // 30 s without a reading
+        }
+        assert!(m.settling(0));
+        m.update(regs(400, 0), &[], 1e9);
+        assert_eq!(m.energy(0), Some(400.0), "the energy found is the session's");
+        assert_eq!(m.unattributed_wh(), (0.0, 0.0));
+        // Measured time ages it: 10 s of readings that still show the flow end it.
+        for _ in 0..101 {
+            m.retarget(0.1, &[], &[], Some((100_000.0, 0.0)));
+        }
+        assert!(!m.settling(0));
+    }
+
+    #[test]
     fn a_tail_shares_with_running_sessions_by_power() {
         let mut m = Metering::default();
         let before = [(0, Direction::Discharge, 60.0), (1, Direction::Discharge, 60.0)];
@@ -361,37 +463,70 @@ mod tests {
         assert!(!m.settling(0));
     }
 
+    #[derive(Clone, Debug)]
+    enum Reg {
+        Inc(u64),
+        /// The next reading (or two) dips this far below the register, then it is back.
+        Glitch(u64, bool),
+        /// The PCS is replaced: the register restarts from this value.
+        Reset(u64),
+    }
+
     proptest! {
         #[test]
         fn meters_never_decrease_and_energy_is_conserved(
             steps in proptest::collection::vec(
-                (0u64..1000, 0u64..1000, any::<bool>(), proptest::collection::vec((0u32..6, any::<bool>(), 0.0f64..1e5), 0..6)),
+                (prop_oneof![
+                    6 => (0u64..1000).prop_map(Reg::Inc),
+                    1 => (1u64..5000, any::<bool>()).prop_map(|(d, two)| Reg::Glitch(d, two)),
+                    1 => (0u64..100).prop_map(Reg::Reset),
+                 ],
+                 proptest::collection::vec((0u32..6, any::<bool>(), 0.0f64..1e5), 0..6)),
                 1..60)
         ) {
+            // The reference is the true register the test builds: every Inc is energy that
+            // flowed; dips and restarts are not.
             let mut m = Metering::default();
-            let (mut d, mut c) = (1_000u64, 1_000u64);
+            let mut d = 20_000u64;
+            let mut flowed = 0u64;
             let mut prev: Vec<(u32, Direction, f64)> = Vec::new();
             let mut last: BTreeMap<u32, f64> = BTreeMap::new();
-            let mut counted = 0.0;
-            let mut first = true;
-            for (dd, dc, reset, allocs) in steps {
-                if reset { d = dd; c = dc; } else { d += dd; c += dc; }
-                let before_total: f64 = m.iter().map(|x| x.1).sum::<f64>() + m.unattributed_wh().0 + m.unattributed_wh().1;
-                m.update(regs(d, c), &prev, 1e9);
-                let after_total: f64 = m.iter().map(|x| x.1).sum::<f64>() + m.unattributed_wh().0 + m.unattributed_wh().1;
-                if !reset && !first {
-                    counted += (dd + dc) as f64;
-                    prop_assert!((after_total - before_total - (dd + dc) as f64).abs() < 1e-6 * (1.0 + counted));
-                }
-                first = false;
+            let total = |m: &Metering| m.iter().map(|x| x.1).sum::<f64>()
+                + m.unattributed_wh().0 + m.unattributed_wh().1;
+            m.update(regs(d, 0), &prev, 1e9);
+            let mut check = |m: &Metering| -> Result<(), TestCaseError> {
                 for (id, e) in m.iter() {
                     prop_assert!(e >= *last.get(&id).unwrap_or(&0.0));
                     last.insert(id, e);
                 }
+                Ok(())
+            };
+            for (op, allocs) in steps {
                 prev = allocs.into_iter()
                     .map(|(id, dis, a)| (id, if dis { Direction::Discharge } else { Direction::Charge }, a))
                     .collect();
+                match op {
+                    Reg::Inc(n) => { d += n; flowed += n; m.update(regs(d, 0), &prev, 1e9); }
+                    Reg::Glitch(dip, two) => {
+                        for _ in 0..(1 + usize::from(two)) {
+                            m.update(regs(d.saturating_sub(dip), 0), &prev, 1e9);
+                            check(&m)?;
+                        }
+                        m.update(regs(d, 0), &prev, 1e9);
+                    }
+                    // Only from well above the restart value, so it cannot pass the old value
+                    // before it is confirmed.
+                    Reg::Reset(v) if d > 10_000 => { d = v; m.update(regs(d, 0), &prev, 1e9); }
+                    Reg::Reset(_) => {}
+                }
+                check(&m)?;
             }
+            // Readings at rest confirm a pending reset; then the books balance exactly.
+            for _ in 0..RESET_READINGS {
+                m.update(regs(d, 0), &prev, 1e9);
+            }
+            prop_assert!((total(&m) - flowed as f64).abs() < 1e-6 * (1.0 + flowed as f64),
+                "counted {} for {} flowed", total(&m), flowed);
         }
     }
 }
