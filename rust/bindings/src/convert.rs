@@ -184,6 +184,10 @@ pub fn event<'py>(py: Python<'py>, time_s: f64, e: &Event) -> PyResult<Bound<'py
             )?;
         }
         Event::TripCleared => d.set_item("kind", "trip_cleared")?,
+        Event::ControlFailed(message) => {
+            d.set_item("kind", "control_failed")?;
+            d.set_item("message", message.as_str())?;
+        }
     }
     d.set_item("time_s", time_s)?;
     Ok(d)
@@ -299,6 +303,9 @@ fn health(d: &Bound<'_, PyDict>, h: &Health) -> PyResult<()> {
     d.set_item("pcs_stale_replies", h.pcs.stale_replies)?;
     d.set_item("events_dropped", h.events_dropped)?;
     d.set_item("pcs_error", h.pcs_error.as_deref())?;
+    d.set_item("pcs_write_failures", h.write_failures)?;
+    d.set_item("pcs_write_error", h.write_error.as_deref())?;
+    d.set_item("failure", h.failure.as_deref())?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ mod errors;
 
 use std::sync::{Mutex, PoisonError};
 
-use bess_core::controller::{Command, Controller as CoreController};
+use bess_core::controller::{Command, Controller as CoreController, Time};
 use bess_core::regmap::RegisterMap;
 use bess_core::runtime::Runtime;
 use pyo3::prelude::*;
@@ -118,6 +118,12 @@ impl ControlLoop {
         convert::snapshot(py, &self.rt.snapshot())
     }
 
+    /// Fault injection for tests: the control thread panics in its next cycle, so a test can see
+    /// what a real panic does (best-effort 0 W, `running` false, a `control_failed` event).
+    fn _inject_panic(&self) -> PyResult<()> {
+        Ok(self.rt.inject_panic().map_err(Error::from)?)
+    }
+
     fn event_fd(&self) -> i32 {
         self.rt.event_fd()
     }
@@ -215,17 +221,24 @@ impl Controller {
         })
     }
 
-    #[pyo3(signature = (now_s, registers))]
+    /// One step at `now_s` (monotonic seconds; also the wall clock unless `wall_s` is given:
+    /// schedules are evaluated at the wall clock).
+    #[pyo3(signature = (now_s, registers, wall_s = None))]
     fn step<'py>(
         &self,
         py: Python<'py>,
         now_s: f64,
         registers: Option<&Bound<'py, PyAny>>,
+        wall_s: Option<f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let regs = convert::registers(registers, self.read_count)?;
         let out = {
             let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            c.step(now_s, regs.as_deref())
+            let t = Time {
+                mono_s: now_s,
+                wall_s: wall_s.unwrap_or(now_s),
+            };
+            c.step_registers(t, regs.as_deref())
         };
         convert::step(py, &out)
     }

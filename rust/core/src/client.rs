@@ -3,11 +3,16 @@
 //! transaction id, and any transport error closes the socket and reconnects with back-off.
 //!
 //! While backing off, requests fail at once instead of blocking, so the loop keeps its period even
-//! with the PCS unreachable.
+//! with the PCS unreachable. Host names are resolved on a helper thread (`Resolver`): the system
+//! resolver blocks for as long as it likes (5-30 s with a dead DNS server), and the control thread
+//! must not; until an answer is there, requests fail at once with `Resolving`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::modbus::{
@@ -23,6 +28,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub enum ClientError {
     /// Waiting before the next connection attempt after a failure.
     BackingOff,
+    /// The host name is being resolved off the control thread.
+    Resolving,
     /// The deadline passed before a complete answer arrived.
     Timeout,
     /// Resolving, connecting, reading or writing failed, or the peer closed the connection.
@@ -37,6 +44,7 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BackingOff => write!(f, "waiting to reconnect"),
+            Self::Resolving => write!(f, "resolving the host name"),
             Self::Timeout => write!(f, "no answer before the deadline"),
             Self::Io(e) => write!(f, "transport: {e}"),
             Self::Malformed(e) => write!(f, "malformed answer: {e}"),
@@ -65,10 +73,66 @@ pub struct ClientStats {
     pub stale_replies: u64,
 }
 
+/// A name lookup: `(host, port)` -> addresses. The default is the system resolver.
+pub type ResolveFn = Arc<dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync>;
+
+/// Runs one lookup at a time on a helper thread and hands back its answer when it is there.
+pub struct Resolver {
+    resolve: ResolveFn,
+    pending: Option<Receiver<io::Result<Vec<SocketAddr>>>>,
+}
+
+impl Resolver {
+    pub fn system() -> Self {
+        Self::new(Arc::new(|host, port| {
+            (host, port).to_socket_addrs().map(Iterator::collect)
+        }))
+    }
+
+    pub fn new(resolve: ResolveFn) -> Self {
+        Self {
+            resolve,
+            pending: None,
+        }
+    }
+
+    /// The answer, if one is there; otherwise starts a lookup (if none runs) and returns `None`.
+    pub fn poll(&mut self, host: &str, port: u16) -> Option<io::Result<Vec<SocketAddr>>> {
+        if let Some(rx) = &self.pending {
+            return match rx.try_recv() {
+                Ok(answer) => {
+                    self.pending = None;
+                    Some(answer)
+                }
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
+                    self.pending = None;
+                    Some(Err(io::Error::other("the resolver thread ended without an answer")))
+                }
+            };
+        }
+        let (tx, rx) = mpsc::channel();
+        let (resolve, host) = (Arc::clone(&self.resolve), host.to_string());
+        let spawned = thread::Builder::new()
+            .name("bess-resolve".into())
+            .spawn(move || {
+                let _ = tx.send(resolve(&host, port));
+            });
+        match spawned {
+            Ok(_) => {
+                self.pending = Some(rx);
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
 pub struct Client {
     host: String,
     port: u16,
     unit_id: u8,
+    resolver: Resolver,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     transaction_id: u16,
@@ -79,10 +143,20 @@ pub struct Client {
 
 impl Client {
     pub fn new(host: impl Into<String>, port: u16, unit_id: u8) -> Self {
+        Self::with_resolver(host, port, unit_id, Resolver::system())
+    }
+
+    pub fn with_resolver(
+        host: impl Into<String>,
+        port: u16,
+        unit_id: u8,
+        resolver: Resolver,
+    ) -> Self {
         Self {
             host: host.into(),
             port,
             unit_id,
+            resolver,
             stream: None,
             buf: Vec::with_capacity(512),
             transaction_id: 0,
@@ -171,11 +245,19 @@ impl Client {
                 return Err(ClientError::BackingOff);
             }
         }
-        self.retry_at = None;
-        let addrs: Vec<SocketAddr> = match (self.host.as_str(), self.port).to_socket_addrs() {
-            Ok(a) => a.collect(),
-            Err(e) => return Err(self.fail(ClientError::Io(e))),
+        let addrs: Vec<SocketAddr> = if let Ok(ip) = self.host.parse::<IpAddr>() {
+            vec![SocketAddr::new(ip, self.port)]
+        } else {
+            match self.resolver.poll(&self.host, self.port) {
+                None => return Err(ClientError::Resolving),
+                Some(Ok(a)) => a,
+                Some(Err(e)) => {
+                    self.retry_at = None;
+                    return Err(self.fail(ClientError::Io(e)));
+                }
+            }
         };
+        self.retry_at = None;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolves to no address");
         for addr in addrs {
             let Some(left) = deadline
@@ -424,5 +506,53 @@ mod tests {
             c.read_holding(100, 1, soon()),
             Err(ClientError::Io(_))
         ));
+    }
+
+    #[test]
+    fn a_hanging_resolver_does_not_block_requests() {
+        // The resolver answers only when the test says so (or after 10 s, and then the test
+        // fails): if the client waited for it, the first request could not return first.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t = Arc::clone(&timed_out);
+        let resolver = Resolver::new(Arc::new(move |_host: &str, port| {
+            if release_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10))
+                .is_err()
+            {
+                t.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        }));
+        let mut c = Client::with_resolver("pcs.invalid", port, 1, resolver);
+        assert!(matches!(
+            c.read_holding(0, 1, soon()),
+            Err(ClientError::Resolving)
+        ));
+        assert!(matches!(
+            c.read_holding(0, 1, soon()),
+            Err(ClientError::Resolving)
+        ));
+        assert!(!timed_out.load(std::sync::atomic::Ordering::SeqCst));
+        release_tx.send(()).unwrap();
+        let server = thread::spawn(move || l.accept().map(|_| ()));
+        let mut connected = false;
+        for _ in 0..1000 {
+            match c.read_holding(0, 1, Instant::now() + Duration::from_millis(50)) {
+                Err(ClientError::Resolving) => thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    connected = c.stats().connects == 1;
+                    break;
+                }
+            }
+        }
+        assert!(connected, "connected once the name resolved");
+        server.join().unwrap().unwrap();
+        assert!(!timed_out.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

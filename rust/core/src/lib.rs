@@ -7,6 +7,7 @@
 pub mod allocation;
 pub mod client;
 pub mod controller;
+pub mod engine;
 pub mod measurements;
 pub mod metering;
 pub mod modbus;

@@ -19,6 +19,11 @@
 //! - Link: with no valid answer for `pcs_timeout_ms` the controller is stepped with `None` (sessions
 //!   suspended, setpoint 0); nothing is written while the link is down, and the controller makes
 //!   the first write after it comes back a 0.
+//! - The cycle itself (reads, step, writes, the first-write, write-fault and reversion rules) is
+//!   `engine::Engine`, which tests also run without a thread or a socket.
+//! - A panic in the thread is caught: the engine makes a best-effort 0 W write, the snapshot says
+//!   `running = false` with the panic's message in `Health::failure`, and `Event::ControlFailed`
+//!   goes out, so the process can mark everything Faulted and exit for systemd to restart it.
 //! - Out: the snapshot sits behind a mutex, replaced after each cycle; then the cycle's events go
 //!   to a bounded queue and one byte goes down a non-blocking socketpair when the queue turns
 //!   non-empty, so a reader polling the other end (asyncio `add_reader`) wakes once per batch and
@@ -30,18 +35,19 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use crate::client::{Client, ClientStats};
-use crate::controller::{Command, CommandError, Controller, Event, Input, StepOutput};
+use crate::client::Client;
+use crate::controller::{Command, CommandError, Event, StepOutput};
+pub use crate::engine::Health;
+use crate::engine::{Cycle, Engine, SystemClock};
 use crate::params::ControlParams;
-use crate::profile::{PcsMap, PcsProfile};
-use crate::sunspec;
 
 /// An event with the epoch time of the cycle that raised it.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,31 +60,9 @@ pub struct TimedEvent {
 const MAX_QUEUED_EVENTS: usize = 10_000;
 /// Periodic-cycle start delays kept for the jitter percentiles.
 const JITTER_WINDOW: usize = 1024;
-/// Even at a 10 ms period a request may take this long before the loop gives up on it.
 /// SCHED_FIFO priority of the control thread: above normal threads, below the kernel's own
 /// real-time threads (50 for threaded IRQs) and anything an operator ranks higher.
 pub const RT_PRIORITY: i32 = 10;
-const MIN_REQUEST_BUDGET: Duration = Duration::from_millis(50);
-
-/// Loop health, as published with each snapshot.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Health {
-    pub running: bool,
-    pub cycles: u64,
-    pub overruns: u64,
-    pub jitter_us_p99: u64,
-    pub jitter_us_max: u64,
-    pub last_cycle_us: u64,
-    pub writes: u64,
-    /// The last block written (run, setpoint W, watchdog, fault reset).
-    pub last_write: Option<(bool, i32, u16, bool)>,
-    pub pcs: ClientStats,
-    pub events_dropped: u64,
-    /// The last discovery or decode problem of the PCS profile, cleared by a good reading.
-    pub pcs_error: Option<String>,
-    /// How the control thread is scheduled: "SCHED_FIFO 10", or "normal (...why...)".
-    pub scheduling: String,
-}
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
@@ -110,6 +94,8 @@ impl std::error::Error for RuntimeError {}
 enum Msg {
     Command(Command),
     Stop,
+    /// Fault injection for tests: the control thread panics in its next cycle.
+    Panic,
 }
 
 struct Shared {
@@ -118,6 +104,8 @@ struct Shared {
     events: Mutex<VecDeque<TimedEvent>>,
     /// The thread's end of the wake socketpair (non-blocking).
     wake: UnixStream,
+    /// False once the thread has ended (stopped, or failed on its own).
+    alive: AtomicBool,
 }
 
 /// A lock that survives a panicked holder: the data are plain values, always consistent.
@@ -216,6 +204,7 @@ impl Runtime {
                 jitter: Mutex::new(JitterRing::default()),
                 events: Mutex::new(VecDeque::new()),
                 wake,
+                alive: AtomicBool::new(false),
             }),
             handle: Mutex::new(None),
             state: AtomicU8::new(NEW),
@@ -241,11 +230,19 @@ impl Runtime {
             return Err(RuntimeError::AlreadyStarted);
         };
         let mut worker = Worker::new(self.params.clone(), rx, Arc::clone(&self.shared));
+        self.shared.alive.store(true, Ordering::Release);
         let handle = thread::Builder::new()
             .name("bess-control".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| worker.run()));
+                if let Err(payload) = outcome {
+                    worker.failed(&panic_message(payload.as_ref()));
+                }
+                worker.shared.alive.store(false, Ordering::Release);
+            })
             .map_err(|e| {
                 self.state.store(STOPPED, Ordering::Release);
+                self.shared.alive.store(false, Ordering::Release);
                 RuntimeError::Spawn(e)
             })?;
         *lock(&self.handle) = Some(handle);
@@ -280,8 +277,16 @@ impl Runtime {
         let (p99, max) = lock(&self.shared.jitter).stats();
         s.health.jitter_us_p99 = p99;
         s.health.jitter_us_max = max;
-        s.health.running = self.state.load(Ordering::Acquire) == RUNNING;
+        s.health.running = self.state.load(Ordering::Acquire) == RUNNING
+            && self.shared.alive.load(Ordering::Acquire);
         s
+    }
+
+    /// Fault injection for tests: makes the control thread panic, to exercise what a real panic
+    /// does (0 W, `running = false`, `Event::ControlFailed`).
+    #[doc(hidden)]
+    pub fn inject_panic(&self) -> Result<(), RuntimeError> {
+        self.tx.send(Msg::Panic).map_err(|_| RuntimeError::Stopped)
     }
 
     /// Reads the last step's output under the snapshot lock without copying all of it; `f`
@@ -326,122 +331,36 @@ enum Wake {
 }
 
 struct Worker {
-    ctl: Controller,
-    client: Client,
+    engine: Engine<Client, SystemClock>,
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     period: Duration,
-    pcs_timeout: Duration,
-    request_budget: Duration,
-    start: Instant,
-    start_epoch_s: f64,
-    last_ok: Instant,
-    watchdog: u16,
-    health: Health,
-    profile: PcsProfile,
-    /// `None` until a sunspec layout is discovered on the current connection.
-    map: Option<PcsMap>,
-    /// WSetRvrtTms for sunspec, in whole seconds.
-    revert_s: u32,
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".to_string())
 }
 
 impl Worker {
     fn new(params: ControlParams, rx: Receiver<Msg>, shared: Arc<Shared>) -> Self {
         let period = Duration::from_millis(u64::from(params.period_ms));
-        let pcs_timeout = Duration::from_millis(u64::from(params.pcs_timeout_ms));
-        let now = Instant::now();
         let client = Client::new(params.pcs_host.clone(), params.pcs_port, params.pcs_unit_id);
-        let profile = params.pcs_profile;
-        let map = match profile {
-            PcsProfile::Generic => Some(PcsMap::Generic(params.register_map.clone())),
-            PcsProfile::SunSpec => None,
-        };
-        // Twice the gateway's own link timeout: the PCS holds its setpoint through a hiccup the
-        // gateway rides out, and reverts to 0 W on its own well before anyone would notice a
-        // dead gateway otherwise.
-        let revert_s = (2 * params.pcs_timeout_ms).div_ceil(1000).max(1);
         Self {
-            ctl: Controller::new(params),
-            client,
+            engine: Engine::new(params, client, SystemClock),
             rx,
             shared,
             period,
-            pcs_timeout,
-            request_budget: pcs_timeout.min(period.max(MIN_REQUEST_BUDGET)),
-            start: now,
-            start_epoch_s: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-            last_ok: now,
-            watchdog: 0,
-            health: Health {
-                running: true,
-                ..Health::default()
-            },
-            profile,
-            map,
-            revert_s,
         }
-    }
-
-    /// Discovers the sunspec layout and writes its reversion settings; a no-op once known.
-    fn ensure_map(&mut self) -> Result<PcsMap, String> {
-        // Every transport error closes the socket: a new connection may be a different (or
-        // reconfigured) device, so its layout and scale factors are read again.
-        if self.profile == PcsProfile::SunSpec && !self.client.is_connected() {
-            self.map = None;
-        }
-        if let Some(map) = &self.map {
-            return Ok(map.clone());
-        }
-        let budget = self.request_budget;
-        let client = &mut self.client;
-        let found = sunspec::discover(|address, count| {
-            client
-                .read_holding(address, count, Instant::now() + budget)
-                .map_err(|e| e.to_string())
-        })
-        .map_err(|e| e.to_string())?;
-        let map = PcsMap::SunSpec(found);
-        for (address, words) in map.connect_writes(self.revert_s) {
-            self.client
-                .write_multiple(address, &words, Instant::now() + budget)
-                .map_err(|e| format!("writing the SunSpec reversion settings: {e}"))?;
-        }
-        self.map = Some(map.clone());
-        Ok(map)
-    }
-
-    /// The cycle's reads; `Err` when the PCS did not answer them all.
-    fn read_blocks(&mut self) -> Result<(PcsMap, Vec<Vec<u16>>), String> {
-        let map = self.ensure_map().inspect_err(|e| {
-            // Only a device that answers but does not fit is a profile problem; a link that
-            // fails is reported as such (`pcs_link_lost`), not as a missing marker.
-            if self.client.is_connected() {
-                self.health.pcs_error = Some(e.clone());
-            }
-        })?;
-        let mut blocks = Vec::new();
-        for (address, count) in map.reads() {
-            let deadline = Instant::now() + self.request_budget;
-            let regs = self
-                .client
-                .read_holding(address, count, deadline)
-                .map_err(|e| e.to_string())?;
-            blocks.push(regs);
-        }
-        Ok((map, blocks))
-    }
-
-    /// Epoch seconds on the monotonic clock: anchored once, so a wall-clock step (NTP) never
-    /// shows up as a jump in dt or in schedule evaluation.
-    fn now_s(&self, at: Instant) -> f64 {
-        self.start_epoch_s + at.duration_since(self.start).as_secs_f64()
     }
 
     fn run(&mut self) {
-        self.health.scheduling = real_time();
-        lock(&self.shared.snapshot).health.scheduling = self.health.scheduling.clone();
+        self.engine.health.scheduling = real_time();
+        lock(&self.shared.snapshot).health.scheduling = self.engine.health.scheduling.clone();
         let mut next_tick = Instant::now();
         loop {
             let wake = if Instant::now() >= next_tick {
@@ -449,9 +368,10 @@ impl Worker {
             } else {
                 match self.rx.recv_deadline(next_tick) {
                     Ok(Msg::Command(c)) => {
-                        let _ = self.ctl.apply(c);
+                        let _ = self.engine.ctl.apply(c);
                         Wake::Command
                     }
+                    Ok(Msg::Panic) => panic!("injected panic (fault injection for tests)"),
                     Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => Wake::Stop,
                     Err(RecvTimeoutError::Timeout) => Wake::Tick,
                 }
@@ -473,7 +393,7 @@ impl Worker {
                 if next_tick <= now {
                     let behind = now.duration_since(next_tick).as_nanos() / self.period.as_nanos();
                     let missed = behind as u64 + 1;
-                    self.health.overruns += missed;
+                    self.engine.health.overruns += missed;
                     next_tick += self.period * u32::try_from(missed).unwrap_or(u32::MAX);
                 }
             }
@@ -486,8 +406,9 @@ impl Worker {
         loop {
             match self.rx.try_recv() {
                 Ok(Msg::Command(c)) => {
-                    let _ = self.ctl.apply(c);
+                    let _ = self.engine.ctl.apply(c);
                 }
+                Ok(Msg::Panic) => panic!("injected panic (fault injection for tests)"),
                 Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => return true,
                 Err(TryRecvError::Empty) => return false,
             }
@@ -495,100 +416,60 @@ impl Worker {
     }
 
     fn cycle(&mut self, started: Instant) {
-        let read = self.read_blocks();
-        let read_at = Instant::now();
-        let (map, input) = match read {
-            Ok((map, blocks)) => {
-                self.last_ok = read_at;
-                let input = match map.decode(&blocks) {
-                    Ok(m) => {
-                        self.health.pcs_error = None;
-                        Input::Reading(m)
-                    }
-                    Err(e) => {
-                        self.health.pcs_error = Some(e.to_string());
-                        Input::Invalid
-                    }
-                };
-                (Some(map), input)
-            }
-            // Silence shorter than the timeout: hold the last write, try again next cycle.
-            Err(_) if read_at.duration_since(self.last_ok) < self.pcs_timeout => {
-                self.publish(None, started);
-                return;
-            }
-            Err(_) => (None, Input::LinkLost),
-        };
-        let mut out = self.ctl.step_input(self.now_s(read_at), input);
-        if let Some(map) = map {
-            self.watchdog = self.watchdog.wrapping_add(1);
-            // |setpoint| is bounded by the site limits (<= 1e8 W), well inside i32.
-            let sp = out
-                .setpoint_w
-                .round()
-                .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32;
-            if self.write_all(&map, out.run, sp, out.fault_reset) {
-                self.last_ok = Instant::now();
-                self.health.writes += 1;
-                self.health.last_write = Some((out.run, sp, self.watchdog, out.fault_reset));
+        match self.engine.cycle() {
+            Cycle::Held => self.publish(None, started),
+            Cycle::Stepped(mut out) => {
+                let (time_s, events) = (out.now_s, std::mem::take(&mut out.events));
+                // Snapshot first: a reader woken by an event must find a snapshot at least that
+                // new.
+                self.publish(Some(*out), started);
+                self.shared.push_events(time_s, &events);
             }
         }
-        let (time_s, events) = (out.now_s, std::mem::take(&mut out.events));
-        // Snapshot first: a reader woken by an event must find a snapshot at least that new.
-        self.publish(Some(out), started);
-        self.shared.push_events(time_s, &events);
     }
 
     fn publish(&mut self, out: Option<StepOutput>, started: Instant) {
-        self.health.cycles += 1;
-        self.health.last_cycle_us = started.elapsed().as_micros() as u64;
-        self.health.pcs = self.client.stats();
+        let h = &mut self.engine.health;
+        h.cycles += 1;
+        h.last_cycle_us = started.elapsed().as_micros() as u64;
         let mut snap = lock(&self.shared.snapshot);
         // events_dropped is counted on the shared copy by push_events.
         let dropped = snap.health.events_dropped;
-        snap.health = self.health.clone();
+        snap.health = h.clone();
         snap.health.events_dropped = dropped;
         if let Some(out) = out {
             snap.step = out;
         }
     }
 
-    /// The profile's writes in order; stops at the first failure. True if all went through.
-    fn write_all(&mut self, map: &PcsMap, run: bool, setpoint_w: i32, fault_reset: bool) -> bool {
-        for (address, words) in map.writes(run, setpoint_w, self.watchdog, fault_reset) {
-            let deadline = Instant::now() + self.request_budget;
-            if self
-                .client
-                .write_multiple(address, &words, deadline)
-                .is_err()
-            {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Best effort: setpoint 0 and standby, so the PCS does not wait for its watchdog (or, for
-    /// sunspec, its WSetRvrtTms). Without a discovered layout there is nothing safe to write.
     fn final_write(&mut self) {
-        self.watchdog = self.watchdog.wrapping_add(1);
-        self.client.skip_backoff();
-        let written = match self.map.clone() {
-            Some(map) => self.write_all(&map, false, 0, false),
-            None => false,
-        };
-        if written {
-            self.health.writes += 1;
-            self.health.last_write = Some((false, 0, self.watchdog, false));
-        }
-        self.client.close();
-        self.health.running = false;
+        self.engine.final_write();
+        self.engine.health.running = false;
         let mut snap = lock(&self.shared.snapshot);
         let dropped = snap.health.events_dropped;
-        snap.health = self.health.clone();
+        snap.health = self.engine.health.clone();
         snap.health.events_dropped = dropped;
         snap.step.setpoint_w = 0.0;
         snap.step.run = false;
+    }
+
+    /// After a panic: the best-effort 0 W write, then the failure for the reader.
+    fn failed(&mut self, message: &str) {
+        // The engine's state may be half-updated; the final write only needs its layout.
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| self.engine.final_write()));
+        self.engine.health.failure = Some(message.to_string());
+        self.engine.health.running = false;
+        let time_s = crate::engine::Clock::wall_s(&SystemClock);
+        {
+            let mut snap = lock(&self.shared.snapshot);
+            let dropped = snap.health.events_dropped;
+            snap.health = self.engine.health.clone();
+            snap.health.events_dropped = dropped;
+            snap.step.setpoint_w = 0.0;
+            snap.step.run = false;
+        }
+        self.shared
+            .push_events(time_s, &[Event::ControlFailed(message.to_string())]);
     }
 }
 
