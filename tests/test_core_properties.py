@@ -28,7 +28,8 @@ PARAMS = {
 RAMP_W_PER_S = 300_000.0
 SESSION_MAX_W = 150_000.0
 SITE_W = {1: 600_000.0, -1: 400_000.0}
-MAX_DT_S = 1.0  # the core ignores longer gaps for ramping (a stalled loop must not jump)
+# The core ramps over at most two periods (100 ms by default): a stalled loop must not jump.
+MAX_DT_S = 0.2
 EPS_W = 1.0
 START_S = 1_750_000_000.0
 
@@ -75,7 +76,7 @@ def block(
 # Anything the wire can carry, mostly nonsense: trips of every kind.
 WILD_READINGS = st.fixed_dictionaries(
     {
-        "state": st.sampled_from([0, 1, 2, 3]),
+        "state": st.sampled_from([0, 1, 2, 3, 4, 7]),
         "soc": st.integers(0, 1100),
         "soh": st.one_of(st.just(1000), st.integers(0, 1100)),
         "dc_v": st.one_of(st.integers(5500, 9500), st.just(0)),
@@ -104,7 +105,17 @@ HEALTHY_READINGS = st.fixed_dictionaries(
         "d_chg": st.integers(0, 50),
     }
 )
-READINGS = st.one_of(st.none(), WILD_READINGS, HEALTHY_READINGS, HEALTHY_READINGS)
+# The generic map's "not available" values (design.md section 4, SunSpec's convention) in one
+# field of an otherwise healthy reading: never a reading, always `invalid_measurement`.
+SENTINELS = {
+    "state": 0xFFFF, "soc": 0xFFFF, "soh": 0xFFFF, "dc_v": 0xFFFF, "t_max": -0x8000,
+    "t_min": -0x8000, "bms_dis": 0xFFFFFFFF, "bms_chg": 0xFFFFFFFF, "alarms": 0xFFFFFFFF,
+    "measured_w": -0x80000000,
+}
+SENTINEL_READINGS = st.tuples(HEALTHY_READINGS, st.sampled_from(sorted(SENTINELS))).map(
+    lambda t: {**t[0], t[1]: SENTINELS[t[1]]})
+READINGS = st.one_of(st.none(), WILD_READINGS, HEALTHY_READINGS, HEALTHY_READINGS,
+                     SENTINEL_READINGS)
 
 
 def clamp01(x: float) -> float:
@@ -119,7 +130,9 @@ def reference_limits(rd: dict[str, int]) -> tuple[float, float, bool]:
     dis = min(SITE_W[1], rd["bms_dis"], SITE_W[1] * clamp01((soc - 5.0) / 5), SITE_W[1] * temp)
     chg = min(SITE_W[-1], rd["bms_chg"], SITE_W[-1] * clamp01((95.0 - soc) / 5), SITE_W[-1] * temp)
     trip = (
-        rd["alarms"] & 0x7FF != 0
+        any(rd.get(k) == v for k, v in SENTINELS.items())
+        or rd["state"] > 3
+        or rd["alarms"] & 0x7FF != 0
         or rd["state"] == 3
         or (dc != 0 and not 600.0 <= dc <= 900.0)
         or t_max > 55.0
@@ -255,6 +268,17 @@ class ControllerMachine(RuleBasedStateMachine):
         for dt in dts:
             self.check_step(dt, reading)
 
+    def in_force(self, schedule: list[tuple[float, float]]) -> float | None:
+        """A schedule's limit now: its last period started, or its first before any has (a
+        clock before the first period keeps the limit handed over)."""
+        started = [lim for start, lim in schedule if start <= self.now]
+        return started[-1] if started else (schedule[0][1] if schedule else None)
+
+    def reference_cap(self, meter: int, cap: float) -> float:
+        cap = min(cap, SESSION_MAX_W)
+        scheduled = self.in_force(self.schedules.get(meter, []))
+        return cap if scheduled is None else min(cap, scheduled)
+
     def check_step(self, dt: float, reading: dict[str, int] | None) -> None:
         prev_now = self.now
         self.now += dt
@@ -263,6 +287,7 @@ class ControllerMachine(RuleBasedStateMachine):
             self.energy[0] += reading["d_dis"]
             self.energy[1] += reading["d_chg"]
             fields = {k: v for k, v in reading.items() if not k.startswith("d_")}
+            fields.setdefault("measured_w", 0)
             regs = block(**fields, e_dis=self.energy[0], e_chg=self.energy[1])
         out = self.ctl.step(self.now, regs)
         self.steps += 1
@@ -288,15 +313,26 @@ class ControllerMachine(RuleBasedStateMachine):
         assert lim_dis <= min(sub[k] for k in sub if k.endswith("_discharge")) + EPS_W
         assert lim_chg <= min(sub[k] for k in sub if k.endswith("_charge")) + EPS_W
 
-        # Slew: at most ramp * dt from the previous setpoint clamped into the new limits, except
-        # a trip or lost link (straight to 0) and the first step after the link is back (0).
+        # The OCPP limits hold from this step on, whatever the ramp (docs/control.md, "Ramps"):
+        # the setpoint is within what the sessions of its direction may have now, each capped
+        # by its cap, session_max and its schedule, all tracked here from the commands.
+        may = {1: 0.0, -1: 0.0}
+        for meter, (direction, cap) in self.sessions.items():
+            may[direction] += self.reference_cap(meter, cap)
+        assert sp <= may[1] + EPS_W, ("discharge beyond the sessions' limits", sp, may)
+        assert -sp <= may[-1] + EPS_W, ("charge beyond the sessions' limits", sp, may)
+
+        # Slew: |setpoint| grows by at most ramp * dt (two periods at most) over what the previous
+        # setpoint, clamped into the new limits, kept in the same direction (0 after a reversal);
+        # a trip or lost link goes straight to 0, and so does the first step after the link is back.
         restored = reading is not None and self.link_was_down
         if out["tripped"] or restored:
             assert sp == 0.0
         else:
             start = min(max(self.setpoint, -lim_chg), lim_dis)
+            kept = 0.0 if start * sp < 0 else abs(start)
             core_dt = 0.0 if self.steps == 1 else min(self.now - prev_now, MAX_DT_S)
-            assert abs(sp - start) <= RAMP_W_PER_S * core_dt + EPS_W, (self.setpoint, sp, dt)
+            assert abs(sp) <= kept + RAMP_W_PER_S * core_dt + EPS_W, (self.setpoint, sp, dt)
         self.setpoint = sp
         self.link_was_down = not out["link_up"]
 
@@ -305,10 +341,7 @@ class ControllerMachine(RuleBasedStateMachine):
         assert set(out["allocations"]) == set(self.sessions)
         for meter, alloc in out["allocations"].items():
             direction, cap = self.sessions[meter]
-            cap = min(cap, SESSION_MAX_W)
-            sched = [lim for start, lim in self.schedules.get(meter, []) if start <= self.now]
-            if sched:
-                cap = min(cap, sched[-1])
+            cap = self.reference_cap(meter, cap)
             assert 0.0 <= alloc <= cap + 1e-6, (meter, alloc, cap)
             totals[direction] += alloc
         # Holds come off each direction's limit first; a group caps both directions together.
@@ -322,9 +355,9 @@ class ControllerMachine(RuleBasedStateMachine):
                 group = self.member[meter]
                 group_totals[group] = group_totals.get(group, 0.0) + alloc
         for group, total in group_totals.items():
-            in_force = [lim for start, lim in self.groups.get(group, []) if start <= self.now]
-            if in_force:
-                assert total <= in_force[-1] + 1e-6, (group, total, in_force[-1])
+            in_force = self.in_force(self.groups.get(group, []))
+            if in_force is not None:
+                assert total <= in_force + 1e-6, (group, total, in_force)
 
         assert out["unattributed_wh"]["discharge"] >= 0.0
         assert out["unattributed_wh"]["charge"] >= 0.0
@@ -353,7 +386,26 @@ def test_ramp_from_zero_at_the_configured_rate() -> None:
     c.start_session(0, 1, 150_000.0)
     assert c.step(START_S, regs_ok())["setpoint_w"] == 0.0
     assert c.step(START_S + 0.1, regs_ok())["setpoint_w"] == pytest.approx(30_000.0)
-    assert c.step(START_S + 1.0, regs_ok())["setpoint_w"] == pytest.approx(150_000.0)
+    # A 0.9 s gap (a stall) counts as two periods: 60 kW more, not 270.
+    assert c.step(START_S + 1.0, regs_ok())["setpoint_w"] == pytest.approx(90_000.0)
+
+
+def test_a_lowered_cap_holds_from_the_next_step() -> None:
+    c = Controller(PARAMS)
+    c.start_session(0, 1, 150_000.0)
+    for i in range(10):
+        out = c.step(START_S + 0.1 * i, regs_ok())
+    assert out["setpoint_w"] == pytest.approx(150_000.0)
+    c.set_session_cap(0, 15_000.0)
+    assert c.step(START_S + 1.0, regs_ok())["setpoint_w"] == pytest.approx(15_000.0)
+
+
+def test_a_sentinel_bms_limit_trips_instead_of_lifting_the_limit() -> None:
+    c = Controller(PARAMS)
+    c.start_session(0, 1, 150_000.0)
+    out = c.step(START_S, regs_ok(bms_dis=0xFFFFFFFF))
+    assert out["trip_causes"] == ["invalid_measurement"]
+    assert c.step(START_S + 0.1, regs_ok(bms_dis=0xFFFFFFFF))["setpoint_w"] == 0.0
 
 
 def test_trip_reports_causes_and_clears() -> None:
@@ -382,12 +434,16 @@ def test_metering_splits_by_previous_allocation() -> None:
     assert out["unattributed_wh"] == {"discharge": 0.0, "charge": 0.0}
 
 
-def test_schedule_before_its_first_period_does_not_limit() -> None:
+def test_schedule_before_its_first_period_keeps_its_first_limit() -> None:
+    # A wall clock stepped back to before the schedule's start must not lift the limit.
     c = Controller(PARAMS)
     c.start_session(0, 1, 100_000.0)
-    c.set_session_schedule(0, [(START_S + 10, 20_000.0)])
-    assert c.step(START_S, regs_ok())["allocations"] == {0: 100_000.0}
-    assert c.step(START_S + 10, regs_ok())["allocations"] == {0: 20_000.0}
+    c.set_session_schedule(0, [(START_S + 10, 20_000.0), (START_S + 20, 50_000.0)])
+    assert c.step(START_S, regs_ok())["allocations"] == {0: 20_000.0}
+    assert c.step(START_S + 20, regs_ok())["allocations"] == {0: 50_000.0}
+    # The wall clock steps back 300 s; the monotonic clock goes on.
+    out = c.step(START_S + 20.1, regs_ok(), wall_s=START_S - 280)
+    assert out["allocations"] == {0: 20_000.0}
 
 
 @pytest.mark.parametrize(
@@ -446,7 +502,8 @@ def test_group_schedule_caps_the_group_sum() -> None:
     c.start_session(0, 1, 150_000.0, group=3)
     c.start_session(1, -1, 150_000.0, group=3)
     c.start_session(4, 1, 150_000.0)
-    c.set_group_schedule(3, [(START_S + 10, 100_000.0)])
+    # Unlimited (a large number, as the gateway hands "no limit" over) until the period at +10 s.
+    c.set_group_schedule(3, [(START_S, 1e9), (START_S + 10, 100_000.0)])
     assert c.step(START_S, regs_ok())["allocations"] == {0: 150_000.0, 1: 150_000.0, 4: 150_000.0}
     # Discharge and charge of one group count together.
     out = c.step(START_S + 10, regs_ok())

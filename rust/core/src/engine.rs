@@ -153,7 +153,10 @@ pub struct Engine<P: Pcs, C: Clock> {
     last_ok: Instant,
     /// Since when writes have been failing while reads succeed.
     write_failing_since: Option<Instant>,
-    connects_seen: u64,
+    /// The connection (by `ClientStats::connects`) that has taken a write. Until the current
+    /// one has, every step is told the connection is new, so the first setpoint the PCS takes
+    /// on it is 0 W even if the first write attempts failed.
+    confirmed_connection: u64,
     watchdog: u16,
 }
 
@@ -183,7 +186,7 @@ impl<P: Pcs, C: Clock> Engine<P, C> {
             origin: now,
             last_ok: now,
             write_failing_since: None,
-            connects_seen: 0,
+            confirmed_connection: 0,
             watchdog: 0,
         }
     }
@@ -254,9 +257,7 @@ impl<P: Pcs, C: Clock> Engine<P, C> {
         let (map, input) = match read {
             Ok((map, blocks)) => {
                 self.last_ok = read_at;
-                let connects = self.pcs.stats().connects;
-                if connects != self.connects_seen {
-                    self.connects_seen = connects;
+                if self.pcs.stats().connects != self.confirmed_connection {
                     self.ctl.note_new_connection();
                 }
                 let input = match map.decode(&blocks) {
@@ -291,6 +292,7 @@ impl<P: Pcs, C: Clock> Engine<P, C> {
             self.watchdog = self.watchdog.wrapping_add(1);
             match self.write_all(&map, out.run, out.setpoint_w, out.fault_reset) {
                 Ok(()) => {
+                    self.confirmed_connection = self.pcs.stats().connects;
                     let now = self.clock.now();
                     self.last_ok = now;
                     self.write_failing_since = None;
