@@ -33,6 +33,7 @@ from bess_gateway.pacing import TokenBucket
 from bess_gateway.security.certificates import CertificateStore
 from bess_gateway.v16.endpoint import Endpoint16
 from bess_gateway.v201.endpoint import Endpoint201
+from bess_gateway.wall_clock import StepDetector
 
 log = logging.getLogger("bess_gateway")
 
@@ -244,9 +245,15 @@ class Gateway:
                 station.changed()
 
     async def _refresh_view(self) -> None:
+        clock = StepDetector()
         while True:
             await asyncio.sleep(VIEW_REFRESH_S)
             self._refresh_now()
+            step = clock.check()
+            if step is not None:
+                log.warning("wall clock stepped by %+.1f s: rebuilding every charging schedule "
+                            "for the new time", step)
+                self._refresh_all_schedules()
 
     def _persist_meters(self) -> None:
         """Save the meters with the PCS registers and allocations of the same control step."""
@@ -424,11 +431,14 @@ class Gateway:
         """Charging profiles limit power offline too: renew the core's schedules either way."""
         while True:
             await asyncio.sleep(SCHEDULE_REFRESH_S)
-            for endpoint in self.endpoints.values():
-                try:
-                    endpoint.refresh_schedules()
-                except Exception:
-                    log.exception("%s: schedule refresh failed", endpoint.id)
+            self._refresh_all_schedules()
+
+    def _refresh_all_schedules(self) -> None:
+        for endpoint in self.endpoints.values():
+            try:
+                endpoint.refresh_schedules()
+            except Exception:
+                log.exception("%s: schedule refresh failed", endpoint.id)
 
 
 async def run_gateway(config: Config, *, stop: asyncio.Event | None = None) -> int:

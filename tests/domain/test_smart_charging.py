@@ -207,9 +207,9 @@ def test_amps_become_watts_with_phases() -> None:
     assert EL.from_w(22_080.0, RateUnit.A) == pytest.approx(32.0)
 
 
-def test_to_core_starts_early_and_fills_gaps() -> None:
+def test_to_core_starts_now_and_fills_gaps() -> None:
     segs = [Segment(T0, None), Segment(T0 + timedelta(seconds=10), 5_000.0)]
-    assert to_core(segs, 1e9) == [(T0.timestamp() - 60, 1e9), (T0.timestamp() + 10, 5_000.0)]
+    assert to_core(segs, 1e9) == [(T0.timestamp(), 1e9), (T0.timestamp() + 10, 5_000.0)]
     assert to_core([Segment(T0, None)], 1e9) == []
 
 
@@ -329,9 +329,9 @@ def test_tx_profile_needs_a_session_and_ends_with_it(station_sc: StationSC) -> N
         smart.set_profile(tx_prof)
     smart.set_profile(prof(2, periods=((0, 40_000.0),)))
     st.begin(1, "TAG")
-    assert smart.start_schedule(1) == [(T0.timestamp() - 60, 40_000.0)]
+    assert smart.start_schedule(1) == [(T0.timestamp(), 40_000.0)]
     smart.set_profile(tx_prof)
-    assert smart.start_schedule(1) == [(T0.timestamp() - 60, 5_000.0)]
+    assert smart.start_schedule(1) == [(T0.timestamp(), 5_000.0)]
     st.end(1, StopReason.REMOTE)
     assert sorted(p.profile_id for p in smart.installed) == [2]
     assert [d["id"] for d, _ in journal.charging_profiles("CP-1")] == [2]

@@ -523,21 +523,20 @@ def _first(layers: list[Stack], now: datetime, electrical: Electrical) -> float 
     return value
 
 
-def to_core(segments: list[Segment], unlimited_w: float,
-            lead_s: float = 60.0) -> list[tuple[float, float]]:
-    """Segments -> the control core's `[(start_epoch_s, limit_w), ...]`.
+def to_core(segments: list[Segment], unlimited_w: float) -> list[tuple[float, float]]:
+    """Segments -> the control core's `[(start_epoch_s, limit_w), ...]`, in wall-clock time.
 
     "No limit" becomes `unlimited_w` (the core's schedules always carry a number), and a schedule
-    that never limits becomes [] (the core's "no schedule"). The first period starts `lead_s`
-    early: the core's clock and ours may differ by a little, and a schedule that starts a moment
-    after the core's now would leave that moment unlimited.
+    that never limits becomes [] (the core's "no schedule"). The core evaluates a schedule at its
+    live wall clock and applies the first period to any time before it too, so a schedule built
+    "from now" needs no lead, and a wall clock stepped back keeps the limit in force
+    (docs/control.md, "Time base").
     """
     out: list[tuple[float, float]] = []
     if all(s.limit_w is None for s in segments):
         return out
-    for i, s in enumerate(segments):
-        start = s.start.timestamp() - (lead_s if i == 0 else 0.0)
-        out.append((start, unlimited_w if s.limit_w is None else max(0.0, s.limit_w)))
+    for s in segments:
+        out.append((s.start.timestamp(), unlimited_w if s.limit_w is None else max(0.0, s.limit_w)))
     return out
 
 
