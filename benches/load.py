@@ -11,6 +11,12 @@ driven by exactly the same traffic. Every endpoint runs a session and sends Mete
 interval; the CSMS keeps sending RemoteStop/RemoteStart, SetChargingProfile (when the build
 supports it) and TriggerMessage(MeterValues) to random endpoints, one command at a time so each
 PCS write can be attributed to its command (design.md section 5).
+
+The gateway ramps at a realistic 300 kW/s, and the tester waits for the PCS to settle on the
+expected total (the sum of the open sessions' limits) after each command. Two latencies are
+reported: cmd->PCS, to the first write that changes the setpoint, and for decreases (a lower
+TxProfile, a RemoteStop) cmd->limit, to the first write at or under the new total, with the
+number of writes that took (docs/control.md: a decrease holds from the first write).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from bess_gateway.demo.csms import CsmsServer
 
 HERE = Path(__file__).resolve().parent
 CMD_TIMEOUT_S = 5.0
+SESSION_MAX_W = 90_000  # [control] session_max_kw below
+SETTLE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -46,6 +54,8 @@ class Row:
     n: int
     cmd_ms: list[float] = field(default_factory=list)
     cmd_by_kind: dict[str, list[float]] = field(default_factory=dict)  # stop, start, profile
+    limit_ms: list[float] = field(default_factory=list)  # decreases: command -> limit reached
+    limit_writes: list[int] = field(default_factory=list)  # writes from the command to it
     trig_ms: list[float] = field(default_factory=list)
     jitter_p99_ms: float | None = None
     jitter_max_ms: float | None = None
@@ -105,6 +115,7 @@ class Traffic:
         self.open: dict[str, int] = {}
         self.limits: dict[str, int] = {}  # the TxProfile limit last set on a running session
         self.sent = 0  # CALLs the CSMS sent
+        self.last_limit: tuple[float, int] | None = None  # the last decrease's (ms, writes)
 
     def _scan(self) -> list[Any]:
         new = self.csms.received[self.cursor:]
@@ -135,6 +146,38 @@ class Traffic:
                     return m
             await asyncio.sleep(0.001)
         raise TimeoutError(f"{station}: no {action}")
+
+    def expected_w(self) -> int:
+        """The PCS setpoint every open session at its limit adds up to (the site and the BMS
+        limits are far above it)."""
+        return sum(self.limits.get(sid, SESSION_MAX_W) for sid in self.open)
+
+    async def _limit(self, idx0: int, t0: float, limit_w: int) -> tuple[float, int]:
+        """Command -> the first PCS write at or under `limit_w`, and how many writes since t0."""
+        assert self.pcs is not None
+        t_end = time.monotonic() + CMD_TIMEOUT_S
+        while time.monotonic() < t_end:
+            n = 0
+            for t, sp in self.pcs.writes[idx0:]:
+                if t < t0:
+                    continue
+                n += 1
+                if sp <= limit_w:
+                    return (t - t0) * 1000, n
+            await asyncio.sleep(0.0005)
+        raise TimeoutError(f"the PCS did not reach {limit_w} W")
+
+    async def settle(self, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+        """Waits until the PCS setpoint is the expected total, so the next command's writes are
+        its own; False if it did not within `timeout_s`."""
+        if self.pcs is None:
+            return True
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            if abs(self.pcs.setpoint - self.expected_w()) <= len(self.open):
+                return True
+            await asyncio.sleep(0.002)
+        return False
 
     async def _pcs_change(self, idx0: int, before: int, t0: float) -> float:
         assert self.pcs is not None
@@ -172,6 +215,8 @@ class Traffic:
         await self.csms.call(sid, "RemoteStopTransaction", {"transactionId": self.open.pop(sid)})
         self.limits.pop(sid, None)  # its TxProfile ends with the transaction
         lat = await self._pcs_change(idx0, before, t0) if self.pcs else None
+        if self.pcs is not None:
+            self.last_limit = await self._limit(idx0, t0, self.expected_w())
         await self._effect(sid, "StopTransaction")
         return lat
 
@@ -182,6 +227,7 @@ class Traffic:
         # the command would time out as an error.
         limit = self.rng.choice([w for w in range(20_000, 80_001, 1000)
                                  if w != self.limits.get(sid)])
+        decrease = limit < self.limits.get(sid, SESSION_MAX_W)
         self.limits[sid] = limit
         t0 = time.monotonic()
         self.sent += 1
@@ -193,7 +239,10 @@ class Traffic:
                 {"startPeriod": 0, "limit": limit}]}}})
         if r["status"] != "Accepted":
             raise RuntimeError(f"{sid}: SetChargingProfile {r['status']}")
-        return await self._pcs_change(idx0, before, t0) if self.pcs else None
+        lat = await self._pcs_change(idx0, before, t0) if self.pcs else None
+        if self.pcs is not None and decrease:
+            self.last_limit = await self._limit(idx0, t0, self.expected_w())
+        return lat
 
     async def trigger(self, sid: str) -> float:
         self.cursor = len(self.csms.received)
@@ -214,6 +263,7 @@ class Traffic:
             sid = self.rng.choice(self.ids)
             kind = self.rng.choice(["restart", "trigger", "profile"] if self.profiles
                                    else ["restart", "trigger"])
+            self.last_limit = None
             try:
                 if kind == "trigger":
                     row.trig_ms.append(await self.trigger(sid))
@@ -234,10 +284,15 @@ class Traffic:
                         if lat is not None:
                             row.cmd_ms.append(lat)
                             row.cmd_by_kind.setdefault(what, []).append(lat)
+                if self.last_limit is not None:
+                    row.limit_ms.append(self.last_limit[0])
+                    row.limit_writes.append(self.last_limit[1])
             except Exception as exc:
                 row.errors += 1
                 row.notes.append(f"{kind} {sid}: {exc!r}"[:120])
                 self.open.setdefault(sid, 0)
+            if not await self.settle():
+                row.notes.append(f"PCS not settled on the expected total after {kind}")
             await asyncio.sleep(self.rng.uniform(0.01, 0.05))
 
 
@@ -252,7 +307,7 @@ metrics_listen = ""
 replay_rate_per_s = 0
 
 [control]
-ramp_kw_per_s = 100000   # every change lands in one write, so writes map to commands
+ramp_kw_per_s = 300      # the default: increases ramp over writes, decreases hold at once
 site_max_discharge_kw = 100000
 site_max_charge_kw = 100000
 # 1000 sessions x 90 kW stay under the site limit (at 150 kW the site saturated from session 667
@@ -305,6 +360,8 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
         for i in range(0, n, 25):
             await asyncio.gather(*(traffic.start(s) for s in ids[i:i + 25]))
         await asyncio.sleep(2 * interval)  # let the periodic MeterValues settle in
+        # The ramp up to every session's limit (N x 90 kW at 300 kW/s).
+        await traffic.settle(traffic.expected_w() / 300_000 + 10)
         cpu0, msg0, t0 = thread_cpu(proc.pid), len(csms.received), time.monotonic()
         sent0 = traffic.sent
         if os.environ.get("BESS_LOAD_PROFILE") and not baseline:
@@ -397,6 +454,11 @@ async def main(argv: list[str] | None = None) -> int:
     for r in rows:
         for note in dict.fromkeys(r.notes):
             print(f"note ({r.label} N={r.n}): {note}")
+    for r in rows:
+        if r.limit_ms:
+            print(f"decrease->limit reached ({r.label} N={r.n}): {fmt3(r.limit_ms)} ms, writes "
+                  f"to reach it p50/max {pct([float(w) for w in r.limit_writes], 50):.0f} / "
+                  f"{max(r.limit_writes)} (n={len(r.limit_ms)})")
     print(f"measured commands: {sum(len(r.cmd_ms) for r in rows)}, "
           f"triggers: {sum(len(r.trig_ms) for r in rows)}; "
           f"median of all cmd->PCS: "

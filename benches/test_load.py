@@ -23,9 +23,13 @@ def test_load_short(benchmark) -> None:
 
     ours, base = benchmark.pedantic(run, rounds=1, iterations=1)
     print("\n" + load.table([ours, base], {n: base}))
+    if ours.limit_ms:
+        print(f"decrease->limit reached ms p50/p99/max: {load.fmt3(ours.limit_ms)}, writes to "
+              f"reach it max {max(ours.limit_writes)} (n={len(ours.limit_ms)})")
     benchmark.extra_info.update(
         cmd_p50_ms=load.pct(ours.cmd_ms, 50), cmd_p99_ms=load.pct(ours.cmd_ms, 99),
         trigger_p99_ms=load.pct(ours.trig_ms, 99), cpu_per_1000=ours.cpu_per_1000,
+        limit_p99_ms=load.pct(ours.limit_ms, 99) if ours.limit_ms else None,
         baseline_cpu_per_1000=base.cpu_per_1000, jitter_p99_ms=ours.jitter_p99_ms)
     # Correctness, not timing: under load nothing may fail and every command must show effect.
     assert ours.errors == 0, ours.notes
