@@ -521,9 +521,13 @@ A discovery failure is reported as `pcs_error` in the core snapshot; the link co
 
 **Each cycle** reads 701 from ID to TotWhAbs (27 registers), 802 from ID to A_SF (62) and all
 of 713 (9),
-then writes 704.WSetEna..WSet = [run, WSetMod = 1 (watts), WSet high, WSet low] and
+then writes 704.WSetEna..WSet = [WSetEna = 1, WSetMod = 1 (watts), WSet high, WSet low] and
 802.CtrlHb..AlmRst = [heartbeat, fault reset]. WSet is rewritten every cycle, which keeps the
-reversion timer from expiring while the gateway is alive.
+reversion timer from expiring while the gateway is alive. "Not running" (no session, a trip, the
+final write at stop) is WSet = 0 W with WSetEna = 1, never WSetEna = 0: on a model-704 device
+disabling the function hands control back to the inverter's own mode, which keeps running at its
+local setting. Writes the PCS refuses (a Modbus exception, e.g. in local mode) or leaves
+unanswered for `pcs.timeout_ms` while it still answers reads trip `pcs_write_fault`.
 
 **Missing values.** Points the control decision needs must be implemented, or the reading trips
 `invalid_measurement`: 701.W, 701.TotWhInj, 701.TotWhAbs, 802.V, 802.WChaRteMax,
@@ -549,6 +553,18 @@ are inactive; thermal protection is the BMS's: its temperature derating arrives 
 802.WChaRteMax/WDisChaRteMax (the `bms` sub-limit) and its temperature alarms through 802.Evt1
 bits 1 and 3 (`over_temperature`, `under_temperature` trips). DC voltage, SoC and the BMS limits
 are protected exactly as with the generic map.
+
+### What the simulator's SunSpec device does on its own
+
+`bess-gateway sim --profile sunspec` (`sim/server.py`) starts with WSetEna = 1 and WSet = 0 W and
+idles in standby until commanded. WSetEna = 0 is the inverter's own mode: it runs at its *local
+setting* (`Simulator(local_power_w=...)`, default 20 kW discharge, clamped by the BMS limits),
+whatever WSet says and with no heartbeat needed. WSet not rewritten within WSetRvrtTms reverts to
+WSetRvrt; WMaxLimPct (when WMaxLimPctEna = 1) caps |W|. Fault injection for tests besides alarm
+bits, temperature, SoC, raw points and silence: `set_local_mode(True)`, a PCS switched to local
+mode at its panel, answers every write (either profile) with Modbus exception 04
+(SERVER_DEVICE_FAILURE), still serves reads, and runs at its local setting (`set_local_power`)
+until local mode ends.
 """
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.client import AsyncModbusTcpClient
 from waiting import until
 
 from bess_gateway.config import PcsConfig
@@ -21,7 +22,7 @@ from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.demo.run import demo_config
 from bess_gateway.gateway import Gateway
 from bess_gateway.sim import sunspec
-from bess_gateway.sim.server import SimulatorThread
+from bess_gateway.sim.server import DEFAULT_LOCAL_POWER_W, SimulatorThread
 
 
 @pytest.fixture
@@ -99,7 +100,10 @@ async def test_remote_start_drives_wset_and_meter_values_carry_soc(
                            ("cell_v_max_mv", 1.0), ("cell_v_min_mv", 1.0),
                            ("bms_max_charge_w", 100)):
         assert snap[key] == pytest.approx(getattr(state, key), abs=tolerance), key
-    assert snap["pcs_state"] == 1  # standby, from 701.InvSt STANDBY
+    # Running at 0 W (701.InvSt RUNNING) once the first writes are in: with no session the
+    # gateway holds WSet = 0 with WSetEna = 1, never WSetEna = 0, the inverter's own mode.
+    await until(lambda: gw.core.snapshot()["pcs_state"] == 2)
+    assert point(sunspec_sim, "704.WSetEna") == 1 and point(sunspec_sim, "704.WSet") == 0
     # Cell temperatures are not in these models: absent, never a made-up value.
     assert "cell_temp_max_c" not in snap and "cell_temp_min_c" not in snap
     # The PCS-side reversion was set up at connect: 0 W after WSetRvrtTms without a new WSet.
@@ -204,6 +208,40 @@ async def test_link_loss_faults_pcs_reverts_then_rediscovers(
     assert gw.core.snapshot()["pcs_connects"] > connects
     assert sunspec_sim.setpoint_writes()[0][1] == 0
     assert not sunspec_sim.reverted
+
+
+async def test_gateway_holds_zero_with_wsetena_on_where_wsetena_off_runs_the_local_setting(
+        sunspec_gateway: SunSpecGateway, csms: CsmsServer, sunspec_sim: SimulatorThread) -> None:
+    """The difference issue 11 is about: "not running" written as WSetEna = 0 would leave a real
+    model-704 inverter running at its own local setting; the gateway holds WSet = 0 instead."""
+    gw = await sunspec_gateway()
+    await booted(gw, csms)
+    # Long enough for a PCS in its own mode to show it (time constant 0.2 s): 20 cycles.
+    writes = gw.core.snapshot()["writes"]
+    await until(lambda: gw.core.snapshot()["writes"] >= writes + 20)
+    assert point(sunspec_sim, "704.WSetEna") == 1 and point(sunspec_sim, "704.WSet") == 0
+    assert not sunspec_sim.local_control
+    assert abs(sunspec_sim.state.measured_w) < 1.0
+    assert abs(gw.core.snapshot()["measured_w"]) < 100  # 701.W, W_SF = 2
+
+    # The gateway's final write at stop is "not running" too: still WSetEna = 1, WSet = 0.
+    await gw.stop(drain_s=0)
+    assert not gw.core.snapshot()["running"]
+    assert point(sunspec_sim, "704.WSetEna") == 1 and point(sunspec_sim, "704.WSet") == 0
+    assert abs(sunspec_sim.state.measured_w) < 1.0
+
+    # What WSetEna = 0 does to the same device: it runs at its local setting, WSet = 0 or not.
+    enable = sunspec.layout()[704] + sunspec.models()[704].point("WSetEna").offset
+    client = AsyncModbusTcpClient("127.0.0.1", port=sunspec_sim.port)
+    assert await client.connect()
+    try:
+        wr = await client.write_registers(enable, [0], device_id=1)
+        assert not wr.isError(), wr
+    finally:
+        client.close()
+    assert point(sunspec_sim, "704.WSet") == 0
+    await until(lambda: sunspec_sim.state.measured_w > 0.95 * DEFAULT_LOCAL_POWER_W, 5)
+    assert sunspec_sim.local_control
 
 
 async def test_device_without_sunspec_marker_is_a_lost_link_with_a_reason(

@@ -8,9 +8,10 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 
+from bess_gateway.sim import sunspec
 from bess_gateway.sim.battery import Alarm, PcsState
 from bess_gateway.sim.regmap import RegisterMapError, load_profile
-from bess_gateway.sim.server import Simulator, SimulatorThread, serve
+from bess_gateway.sim.server import DEFAULT_LOCAL_POWER_W, Simulator, SimulatorThread, serve
 
 from .helpers import eventually, eventually_sync
 
@@ -265,3 +266,65 @@ def _async(fn):
         return fn()
 
     return probe
+
+
+async def test_local_mode_refuses_writes_serves_reads_and_runs_the_local_setting():
+    # autotick off: the test owns time, so "the PCS keeps running for minutes" needs no waiting.
+    async with Simulator(autotick=False, local_power_w=30_000) as sim:
+        c = AsyncModbusTcpClient("127.0.0.1", port=sim.port, timeout=0.5, retries=0)
+        assert await c.connect()
+        try:
+            await c.write_registers(0, command_words(1, 100_000, 1), device_id=1)
+            assert sim.step(2.0).measured_w == pytest.approx(100_000, rel=0.01)
+
+            sim.set_local_mode(True)
+            wr = await c.write_registers(0, command_words(1, -50_000, 2), device_id=1)
+            assert wr.isError() and wr.exception_code == 4  # SERVER_DEVICE_FAILURE
+            assert sim.refused_writes == 1
+            assert sim.written.setpoint_w == 100_000 and sim.written.write_count == 1
+            # The local setting, not the last command, and no heartbeat keeps it or stops it.
+            s = sim.step(120.0)
+            assert s.pcs_state is PcsState.RUNNING and s.target_w == 30_000
+            assert s.measured_w == pytest.approx(30_000, rel=0.01)
+            assert sim.local_control
+            m = await read_block(c)  # reads are served as usual
+            assert m["measured_w"] == pytest.approx(30_000, abs=100)
+
+            sim.set_local_mode(False)
+            wr = await c.write_registers(0, command_words(1, -50_000, 3), device_id=1)
+            assert not wr.isError(), wr
+            assert sim.step(2.0).measured_w == pytest.approx(-50_000, rel=0.01)
+            assert not sim.local_control
+        finally:
+            c.close()
+
+
+async def test_sunspec_wsetena_0_hands_the_pcs_to_its_own_mode():
+    where = sunspec.layout()
+    m704, m802 = sunspec.models()[704], sunspec.models()[802]
+
+    def at(model: sunspec.ModelDef, name: str) -> int:
+        return where[model.id] + model.point(name).offset
+
+    async with Simulator(profile="sunspec", autotick=False) as sim:
+        c = AsyncModbusTcpClient("127.0.0.1", port=sim.port, timeout=0.5, retries=0)
+        assert await c.connect()
+        try:
+            # Idle as shipped: WSet control on at 0 W, no heartbeat, so standby.
+            assert sim.registers(at(m704, "WSetEna"), 1) == [1]
+            assert sim.step(5.0).measured_w == 0 and not sim.local_control
+            # WSetEna = 1, WSet = 0 with a live heartbeat: running, at 0 W.
+            await c.write_registers(at(m704, "WSet"), [0, 0], device_id=1)
+            await c.write_registers(at(m802, "CtrlHb"), [1], device_id=1)
+            s = sim.step(1.0)
+            assert s.pcs_state is PcsState.RUNNING and s.measured_w == 0
+            # WSetEna = 0: the inverter's own mode, at its local setting, WSet = 0 or not.
+            await c.write_registers(at(m704, "WSetEna"), [0], device_id=1)
+            s = sim.step(60.0)
+            assert sim.local_control and s.target_w == DEFAULT_LOCAL_POWER_W
+            assert s.measured_w == pytest.approx(DEFAULT_LOCAL_POWER_W, rel=0.01)
+            await c.write_registers(at(m704, "WSetEna"), [1], device_id=1)
+            await c.write_registers(at(m802, "CtrlHb"), [2], device_id=1)
+            assert sim.step(2.0).measured_w == pytest.approx(0, abs=50)
+        finally:
+            c.close()

@@ -184,6 +184,9 @@ class PcsCommand:
     setpoint_w: float = 0.0  # + discharge, - charge
     watchdog: int = 0
     fault_reset: bool = False
+    # False: the PCS runs under its own control (local mode, SunSpec WSetEna = 0), where no
+    # controller heartbeat applies, so the watchdog neither runs nor stops it.
+    supervised: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +290,7 @@ class BatteryModel:
         remaining = dt_s
         while remaining > 0:
             h = min(remaining, self._p.max_substep_s)
-            if command.run and not self._watchdog_expired:
+            if command.run and command.supervised and not self._watchdog_expired:
                 # End a sub-step at the expiry instant so the revert starts exactly on time.
                 h = min(h, self._p.watchdog_timeout_s - self._watchdog_age_s)
             self._substep(h, command)
@@ -343,7 +346,7 @@ class BatteryModel:
     def _observe_watchdog(self, command: PcsCommand) -> None:
         # The timer only runs while the gateway asks for power: a standby PCS has nothing to
         # revert, and a fresh run command must not inherit the time spent idle.
-        if not command.run or command.watchdog != self._watchdog_value:
+        if not command.run or not command.supervised or command.watchdog != self._watchdog_value:
             self._watchdog_age_s = 0.0
             self._watchdog_expired = False
         self._watchdog_value = command.watchdog
@@ -394,7 +397,7 @@ class BatteryModel:
         t_ss = p.ambient_c + loss_w * p.thermal_resistance_c_per_w
         self._temp_c = t_ss + (self._temp_c - t_ss) * math.exp(-h / p.thermal_time_constant_s)
 
-        if command.run and not self._watchdog_expired:
+        if command.run and command.supervised and not self._watchdog_expired:
             self._watchdog_age_s += h
             # The tolerance stops float residue from producing an endless run of tiny steps.
             if self._watchdog_age_s >= p.watchdog_timeout_s - 1e-9:

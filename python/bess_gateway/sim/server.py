@@ -30,6 +30,7 @@ from .battery import BatteryModel, BatteryParams, BatteryState, PcsCommand, PcsS
 from .regmap import Direction, RegisterMap, RegisterMapError, resolve_profile
 
 __all__ = [
+    "DEFAULT_LOCAL_POWER_W",
     "SetpointWrite",
     "Simulator",
     "SimulatorThread",
@@ -41,6 +42,13 @@ log = logging.getLogger(__name__)
 
 #: Registers the gateway writes; a map without them cannot command the model.
 WRITE_REGISTERS: Final[tuple[str, ...]] = ("run", "setpoint_w", "watchdog", "fault_reset")
+
+#: What the simulated PCS runs at under its own control (local mode; a SunSpec device with
+#: 704.WSetEna = 0): a steady 20 kW discharge, so a test sees at once that nobody commands it.
+DEFAULT_LOCAL_POWER_W: Final = 20_000.0
+
+#: Function codes that write holding registers: refused in local mode.
+_WRITE_FUNCTIONS: Final[frozenset[int]] = frozenset({6, 16, 22, 23})
 
 #: Function codes that address holding registers. Anything else (coils, input registers) would
 #: alias the same shared block in pymodbus's SimDevice, which no real PCS does.
@@ -74,8 +82,15 @@ class Simulator:
         tick_s: float = 0.02,
         autotick: bool = True,
         setpoint_log_size: int = 4096,
+        local_power_w: float = DEFAULT_LOCAL_POWER_W,
     ) -> None:
-        """``autotick=False`` leaves time to the caller: nothing moves until ``step(dt)``."""
+        """``autotick=False`` leaves time to the caller: nothing moves until ``step(dt)``.
+
+        ``local_power_w`` (+ discharge, - charge) is the PCS's local setting, what it runs at
+        under its own control: in local mode (``set_local_mode``) and, with the ``sunspec``
+        profile, while 704.WSetEna = 0 (SunSpec: WSet control disabled, the inverter follows
+        its own mode). The BMS limits still clamp it.
+        """
         if tick_s <= 0:
             raise ValueError("tick_s must be > 0")
         self._map = profile if isinstance(profile, RegisterMap) else resolve_profile(profile)
@@ -102,6 +117,15 @@ class Simulator:
         self._setpoint_written_t = 0.0  # model time of the last setpoint write
         self._reverted = False
         self._raw: dict[str, list[int]] = {}  # read points pinned to raw words (force_raw)
+        self._local_power_w = float(local_power_w)
+        self._local_mode = False
+        self._refused_writes = 0
+        # On a SunSpec device 704.WSetEna = 0 hands control back to the inverter's own mode.
+        # The image starts at WSetEna = 1 with WSet = 0: an idle device that no heartbeat keeps
+        # running, so it stays in standby until commanded, as with the generic map.
+        self._own_mode_when_disabled = self._map.name == "sunspec"
+        if self._own_mode_when_disabled:
+            self._map.encode_into(self._image, "run", 1, base=self._base)
 
         self._server: ModbusTcpServer | None = None
         self._tick_task: asyncio.Task[None] | None = None
@@ -259,6 +283,36 @@ class Simulator:
         TCP connections stay open and new ones are still accepted."""
         self._silent = on
 
+    def set_local_mode(self, on: bool) -> None:
+        """A PCS switched to local mode at its panel: while on, every write is answered with a
+        Modbus exception (04 SERVER_DEVICE_FAILURE) and not applied, reads are served as usual,
+        and the PCS runs at its local setting (``set_local_power``) whatever was written before.
+        Off: it follows the written command again (the next write, or the last one applied)."""
+        self._local_mode = on
+
+    def set_local_power(self, watts: float) -> None:
+        """The local setting (+ discharge, - charge) the PCS runs at under its own control."""
+        self._local_power_w = float(watts)
+
+    @property
+    def local_mode(self) -> bool:
+        return self._local_mode
+
+    @property
+    def local_power_w(self) -> float:
+        return self._local_power_w
+
+    @property
+    def local_control(self) -> bool:
+        """True while the PCS follows its local setting, not the gateway: local mode, or (sunspec
+        profile) 704.WSetEna = 0."""
+        return self._local_mode or (self._own_mode_when_disabled and self._word("run") == 0)
+
+    @property
+    def refused_writes(self) -> int:
+        """Write requests answered with an exception because of local mode."""
+        return self._refused_writes
+
     @property
     def silent(self) -> bool:
         return self._silent
@@ -314,6 +368,7 @@ class Simulator:
             f"temp={s.cell_temp_max_c:5.1f} C "
             f"alarms=0x{s.alarm_bits:04x} "
             f"writes={written.write_count}" + (" SILENT" if self._silent else "")
+            + (" LOCAL" if self.local_control else "")
         )
 
     # -- pymodbus hooks (run inside the event loop) ---------------------------------------------
@@ -356,6 +411,10 @@ class Simulator:
     ) -> ExcCodes | None:
         if func_code not in _HOLDING_FUNCTIONS:
             return ExcCodes.ILLEGAL_FUNCTION
+        if self._local_mode and (set_values is not None or func_code in _WRITE_FUNCTIONS):
+            # pymodbus sends the exception response and leaves the registers as they were.
+            self._refused_writes += 1
+            return ExcCodes.DEVICE_FAILURE
         if set_values is None:
             # pymodbus answers from its own copy of the block: refresh the requested slice.
             lo = address - start_address
@@ -410,14 +469,18 @@ class Simulator:
         return reg.decode(self._image[reg.address - self._base : reg.end - self._base])
 
     def _pcs_side_limits(self, command: PcsCommand) -> PcsCommand:
-        """What a SunSpec PCS does on its own (model 704): revert WSet to WSetRvrt when it is not
-        rewritten within WSetRvrtTms, and cap |W| at WMaxLimPct of the rating when enabled.
-        Maps without these points (generic) are unaffected."""
+        """What the PCS does on its own. Under local control (local mode; a SunSpec device with
+        WSetEna = 0) it runs at its local setting, not the written command. A SunSpec PCS
+        (model 704) also reverts WSet to WSetRvrt when it is not rewritten within WSetRvrtTms,
+        and caps |W| at WMaxLimPct of the rating when enabled. Maps without these points
+        (generic) are unaffected by the SunSpec rules."""
         timeout = self._word("704.WSetRvrtTms")
         self._reverted = bool(timeout) and (
             self._state.t_s - self._setpoint_written_t >= float(timeout or 0))
         if self._reverted:
             command = replace(command, setpoint_w=float(self._word("704.WSetRvrt") or 0.0))
+        if self.local_control:
+            command = replace(command, run=True, setpoint_w=self._local_power_w, supervised=False)
         if self._word("704.WMaxLimPctEna") == 1:
             cap = self._model.params.pcs_rating_w * float(self._word("704.WMaxLimPct") or 0) / 100
             command = replace(command, setpoint_w=max(-cap, min(cap, command.setpoint_w)))
@@ -477,12 +540,14 @@ class SimulatorThread:
         params: BatteryParams | None = None,
         tick_s: float = 0.02,
         setpoint_log_size: int = 4096,
+        local_power_w: float = DEFAULT_LOCAL_POWER_W,
     ) -> None:
         self._kwargs: dict[str, Any] = {
             "profile": profile,
             "params": params,
             "tick_s": tick_s,
             "setpoint_log_size": setpoint_log_size,
+            "local_power_w": local_power_w,
         }
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -605,6 +670,20 @@ class SimulatorThread:
 
     def set_silent(self, on: bool) -> None:
         self._call(lambda s: s.set_silent(on))
+
+    def set_local_mode(self, on: bool) -> None:
+        self._call(lambda s: s.set_local_mode(on))
+
+    def set_local_power(self, watts: float) -> None:
+        self._call(lambda s: s.set_local_power(watts))
+
+    @property
+    def local_control(self) -> bool:
+        return self._call(lambda s: s.local_control)
+
+    @property
+    def refused_writes(self) -> int:
+        return self._call(lambda s: s.refused_writes)
 
     @property
     def written(self) -> WrittenCommands:
