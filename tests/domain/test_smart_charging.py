@@ -344,3 +344,35 @@ def test_a_profile_that_cannot_be_stored_is_not_installed(station_sc: StationSC)
     with pytest.raises(JournalError):
         smart.set_profile(prof(1, stack=2, periods=((0, 1.0),)))
     assert [(p.profile_id, p.stack_level) for p in smart.installed] == [(1, 1)]
+
+
+def test_a_wall_clock_step_back_keeps_a_running_sessions_relative_profile(
+        tmp_path: Path) -> None:
+    # The wall clock steps back 600 s while a session with a Relative TxProfile (10 kW, then
+    # 40 kW from +120 s) runs 60 s in: the schedule rebuilt for the stepped clock still limits
+    # it to 10 kW now, and the 40 kW period comes 60 s later, by the monotonic clock.
+    journal = Journal(tmp_path / "j.sqlite")
+    wall = [T0]
+    mono = [1000.0]
+    core = ControlCore()
+    st = Station("CP-1", 3, core=core, view=CoreView(), settings=Settings({}),
+                 session_max_w=150_000.0, tx_store=journal, make_record=tx_record,
+                 hash_id_tag=journal.hash_id_tag, clock=lambda: wall[0])
+    smart = SmartCharging(st, core, store=journal, limits=lambda: Limits(max_installed=3),
+                          electrical=lambda: EL, clock=lambda: wall[0], mono=lambda: mono[0])
+    st.start_schedule = smart.start_schedule
+    st.on_change(smart.sessions_changed)
+    try:
+        st.begin(1, "TAG")
+        smart.set_profile(prof(5, purpose=Purpose.TX, kind=Kind.RELATIVE, start=None,
+                               periods=((0, 10_000.0), (120, 40_000.0))))
+        wall[0] += timedelta(seconds=60)
+        mono[0] += 60.0
+        wall[0] -= timedelta(seconds=600)  # the step
+        segs = session_schedule(smart.snapshot(), 1, wall[0], timedelta(hours=1), EL,
+                                tx_start=smart.tx_start(1))
+        assert segs[0].start == wall[0] and segs[0].limit_w == 10_000.0
+        assert segs[1].start == wall[0] + timedelta(seconds=60)
+        assert segs[1].limit_w == 40_000.0
+    finally:
+        journal.close()

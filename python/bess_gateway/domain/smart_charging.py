@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -578,13 +579,18 @@ class SmartCharging:
 
     def __init__(self, station: Station, core: ScheduleCore, *, store: ProfileStore | None,
                  limits: Callable[[], Limits], electrical: Callable[[], Electrical],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime],
+                 mono: Callable[[], float] = time.monotonic) -> None:
         self.station = station
         self.core = core
         self.store = store
         self.limits = limits
         self.electrical = electrical
         self.clock = clock
+        self.mono = mono
+        # Local wall-clock anchors (a session's start, an Absolute profile's install time) ->
+        # the monotonic time they stand for, so they keep their age across a wall-clock step.
+        self._anchors: dict[tuple[str, int], tuple[datetime, float]] = {}
         self.installed = ProfileSet()
         self.installed_at: dict[int, datetime] = {}
         self._sessions: dict[int, str] = {}  # connector -> local id of the session we know
@@ -616,11 +622,29 @@ class SmartCharging:
 
     # -- the view the composite needs ---------------------------------------------------------
     def snapshot(self) -> StationProfiles:
-        return StationProfiles(tuple(self.installed), dict(self.installed_at))
+        for key in [k for k in self._anchors
+                    if k[0] == "installed" and k[1] not in self.installed_at]:
+            del self._anchors[key]  # a removed profile's anchor (ids come and go for ever)
+        installed_at = {pid: self._carried(("installed", pid), at)
+                        for pid, at in self.installed_at.items()}
+        return StationProfiles(tuple(self.installed), installed_at)
+
+    def _carried(self, key: tuple[str, int], anchor: datetime) -> datetime:
+        """`anchor`, a time this process read from its own wall clock, carried over wall-clock
+        steps since: the time as far before the wall clock now as it is on the monotonic clock.
+        Without a step it is `anchor` itself; after an NTP step a session's Relative profile
+        keeps its elapsed time instead of looking like it has not started (docs/control.md,
+        "Time base"). Times a CSMS sent (startSchedule, validFrom) are not anchors: they stay."""
+        seen = self._anchors.get(key)
+        if seen is None or seen[0] != anchor:
+            ago = (self.clock() - anchor).total_seconds()
+            seen = (anchor, self.mono() - ago)
+            self._anchors[key] = seen
+        return self.clock() - timedelta(seconds=self.mono() - seen[1])
 
     def tx_start(self, connector: int) -> datetime | None:
         tx = self.station.transactions.get(connector)
-        return None if tx is None else utc(tx.started_at)
+        return None if tx is None else self._carried(("tx", connector), utc(tx.started_at))
 
     # -- changes ------------------------------------------------------------------------------
     def set_profile(self, p: ChargingProfile) -> list[ChargingProfile]:
