@@ -59,6 +59,8 @@ class ControlLoop:
         """Readable while events are queued (register with `loop.add_reader`)."""
     def drain_events(self) -> list[CoreEvent]:
         """Takes all queued events and empties the wake socket."""
+    def _inject_panic(self) -> None:
+        """Fault injection for tests: the control thread panics in its next cycle."""
 
 class Controller:
     """The pure control step: no thread, no socket, no clock."""

@@ -60,6 +60,9 @@ _TABLE: tuple[AlarmReport, ...] = (
                 "PowerConverter", "Problem", "implausible PCS/BMS reading"),
     AlarmReport("pcs_link_lost", None, "InternalError", "PcsLinkLost",
                 "PowerConverter", "Problem", "no answer from the PCS over Modbus"),
+    AlarmReport("pcs_write_fault", None, "InternalError", "PcsWriteFault",
+                "PowerConverter", "Problem",
+                "PCS refuses or does not acknowledge setpoint writes (local mode?)"),
 )
 
 ALARMS: dict[str, AlarmReport] = {a.cause: a for a in _TABLE}

@@ -44,15 +44,19 @@ class ControlParams(TypedDict, total=False):
 
 
 class CoreEvent(TypedDict):
-    """`kind` is link_lost, link_restored, trip (with `causes`) or trip_cleared.
+    """`kind` is link_lost, link_restored, trip (with `causes`), trip_cleared or control_failed
+    (with `message`).
 
     link_restored also announces the first answer after start; link_lost also the PCS never
     answering within `pcs_timeout_ms` of start. A lost link also trips with `pcs_link_lost`.
+    control_failed is the control thread's last word: it panicked, wrote 0 W (best effort) and
+    runs no more cycles.
     """
 
     kind: str
     time_s: float
     causes: NotRequired[list[str]]
+    message: NotRequired[str]
 
 
 class SubLimits(TypedDict):
@@ -143,6 +147,9 @@ class Snapshot(CoreState):
     pcs_stale_replies: int
     events_dropped: int
     pcs_error: str | None  # last PCS discovery/decode problem (sunspec), None after a good read
+    pcs_write_failures: int  # cycles whose PCS writes were refused or unanswered
+    pcs_write_error: str | None  # why the last failed write failed
+    failure: str | None  # the control thread's panic message once it died (running is False)
 
 
 class MeterReading(TypedDict):

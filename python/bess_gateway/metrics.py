@@ -249,6 +249,9 @@ class _GatewayCollector(Collector):
         yield from counter("bess_pcs_requests", "Modbus requests to the PCS",
                            snap.get("pcs_requests"))
         yield from counter("bess_pcs_errors", "failed Modbus requests", snap.get("pcs_errors"))
+        yield from counter("bess_pcs_write_failures",
+                           "control cycles whose PCS writes were refused or unanswered",
+                           snap.get("pcs_write_failures"))
         yield from counter("bess_pcs_connects", "Modbus TCP connections opened",
                            snap.get("pcs_connects"))
         yield from counter("bess_core_events_dropped", "core events lost to a full queue",
@@ -393,12 +396,13 @@ class MetricsServer:
             "dc_current_a", "ac_voltage_v", "ac_frequency_hz", "cell_temp_max_c",
             "cell_temp_min_c", "alarm_bits", "tripped", "trip_causes", "limit_discharge_w",
             "limit_charge_w", "sub_limits", "bms_max_discharge_w", "bms_max_charge_w",
-            "pcs_error")}
+            "pcs_error", "pcs_write_error")}
         pcs["state"] = _PCS_STATES.get(snap.get("pcs_state", -1), "unknown")
         pcs["written"] = snap.get("last_write")
         control = {k: snap.get(k) for k in (
             "running", "cycles", "overruns", "jitter_us_p99", "jitter_us_max", "last_cycle_us",
-            "writes", "pcs_requests", "pcs_errors", "pcs_connects", "scheduling")}
+            "writes", "pcs_requests", "pcs_errors", "pcs_write_failures", "pcs_connects",
+            "scheduling", "failure")}
         control["period_ms"] = gw.config.control.period_ms
         allocations = snap.get("allocations") or {}
         endpoints = []
