@@ -28,6 +28,11 @@ class AlarmReport:
 
 
 _TABLE: tuple[AlarmReport, ...] = (
+    # Not a core trip: the gateway's own verdict when the control thread died (gateway.py). It
+    # outranks every trip, since no trip can be acted on any more; the process then restarts.
+    AlarmReport("control_failed", None, "InternalError", "ControlLoopFailed",
+                "ChargingStation", "Problem",
+                "the gateway's control thread failed; the gateway restarts"),
     AlarmReport("cell_over_voltage", 0, "OverVoltage", "CellOverVoltage",
                 "BatteryBank", "Voltage", "BMS: cell over-voltage"),
     AlarmReport("cell_under_voltage", 1, "UnderVoltage", "CellUnderVoltage",

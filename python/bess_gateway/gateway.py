@@ -45,6 +45,10 @@ METER_SAVE_AFTER_CHANGE_S = 0.2
 OUTAGE_SETTLE_S = 3.0  # at a restart, how long to wait for the PCS to stop before the books close
 OUTAGE_QUIET_W = 1000.0  # below this the PCS counts as stopped
 SCHEDULE_REFRESH_S = sc.REFRESH.total_seconds()  # bound on energy a crash can leave unattributed
+# The control thread died: exit with sysexits' EX_SOFTWARE, so the supervisor (systemd,
+# Restart=on-failure) starts a fresh process, whose start-up recovers the open sessions.
+EXIT_SOFTWARE = 70
+FAILURE_REPORT_S = 3.0  # how long the Faulted statuses get to reach the CSMSs before that exit
 
 
 def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
@@ -75,6 +79,9 @@ class Gateway:
         self.maintenance: Maintenance | None = None
         self.restart_requested = asyncio.Event()  # set after a firmware install: exit, restart
         self.on_restart: Callable[[], None] | None = None  # run_gateway's stop
+        # The control thread's panic message once it died; then the process must exit.
+        self.control_failure: str | None = None
+        self.on_failure: Callable[[], None] | None = None  # run_gateway's stop
         self.metrics: MetricsServer | None = None
         self._view_keys: dict[str, tuple[Any, ...]] = {}  # Station.view_key() at the last wake
         self._saved_meters: dict[int, float] = {}  # meter id -> value last saved
@@ -188,13 +195,20 @@ class Gateway:
             tx_store=journal, make_record=tx_record, hash_id_tag=journal.hash_id_tag,
         )
 
-    async def stop(self, reason: StopReason = StopReason.REBOOT, *, drain_s: float = 3.0) -> None:
-        """End sessions, give queued messages a moment to leave, then hold the PCS at 0 W."""
+    async def stop(self, reason: StopReason = StopReason.REBOOT, *, drain_s: float = 3.0,
+                   end_sessions: bool = True) -> None:
+        """End sessions, give queued messages a moment to leave, then hold the PCS at 0 W.
+
+        `end_sessions=False` leaves them open in the journal, as a crash would: after a control
+        thread failure the core takes no command any more, and the next start's recovery ends
+        them with the energy that flowed until the PCS stopped.
+        """
         if self._stopped:
             return
         self._stopped = True
-        for endpoint in self.endpoints.values():
-            endpoint.stop_all(reason)
+        if end_sessions:
+            for endpoint in self.endpoints.values():
+                endpoint.stop_all(reason)
         if self.journal is not None and drain_s > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_s):
@@ -227,14 +241,66 @@ class Gateway:
     # -- housekeeping ----------------------------------------------------------------------
     def _on_core_event(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
+        if kind == "control_failed":
+            self._control_failed(str(event.get("message") or "control thread failed"))
+            return
         level = logging.WARNING if kind in ("link_lost", "trip") else logging.INFO
         log.log(level, "control core: %s %s", kind, event.get("causes", ""))
         self._refresh_now()
 
+    def _control_failed(self, message: str) -> None:
+        """The control thread is dead (it wrote 0 W on its way out): nothing protects or meters
+        the battery any more, so every connector goes Faulted and the process exits."""
+        if self.control_failure is not None or self._stopped:
+            return
+        self.control_failure = message
+        log.critical("control thread failed: %s; every connector reports Faulted and the gateway "
+                     "exits with %d so that its supervisor restarts it", message, EXIT_SOFTWARE)
+        sdnotify.notify(f"STATUS=control thread failed: {message}"[:200])
+        self.view.control_failure = message
+        if self.core is not None:
+            self.view.snapshot = self.core.snapshot()
+        for station in self.stations.values():
+            station.changed()
+        if self.on_failure is not None:
+            self.on_failure()
+
+    async def report_failure(self, timeout_s: float = FAILURE_REPORT_S) -> bool:
+        """After a control failure: wait (at most `timeout_s`) until every connected CSMS has
+        answered the Faulted statuses and taken the queued messages (2.0.1 NotifyEvent); True
+        when all did. An offline endpoint is not waited for: it reports at its next boot."""
+        journal = self.journal
+
+        def reported() -> bool:
+            for endpoint in self.endpoints.values():
+                if not endpoint.ctx.online:
+                    continue
+                station = endpoint.ctx.station
+                if any(endpoint.confirmed_status.get(t) != station.status(t)
+                       for t in endpoint.STATUS_TARGETS):
+                    return False
+                if journal is not None and journal.depth(endpoint.id) > 0:
+                    return False
+            return True
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Confirmations come from many endpoints' replies; a bounded poll is enough here.
+                while not reported():  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            log.error("not every CSMS confirmed the Faulted statuses within %.1f s", timeout_s)
+            return False
+        return True
+
     def _refresh_now(self) -> None:
         if self.core is None:
             return
-        self.view.snapshot = self.core.snapshot()
+        snap = self.core.snapshot()
+        if not snap.get("running", True) and not self._stopped:
+            # The control_failed event may have been lost (full queue); the snapshot still says.
+            self._control_failed(str(snap.get("failure") or "control thread not running"))
+        self.view.snapshot = snap
         # Wake only the stations whose status inputs moved: waking all of them every second
         # had every endpoint's reporter recompute its three statuses for nothing.
         keys = self._view_keys
@@ -442,7 +508,8 @@ class Gateway:
 
 
 async def run_gateway(config: Config, *, stop: asyncio.Event | None = None) -> int:
-    """Run until SIGINT/SIGTERM (or `stop` is set); exit code 0 on a clean stop.
+    """Run until SIGINT/SIGTERM (or `stop` is set); exit code 0 on a clean stop, EXIT_SOFTWARE
+    (70) after the control thread died.
 
     Under systemd (Type=notify) it reports READY=1 once every endpoint task runs, pings the
     watchdog while the control thread keeps cycling, and reports STOPPING=1 on the way out.
@@ -450,6 +517,7 @@ async def run_gateway(config: Config, *, stop: asyncio.Event | None = None) -> i
     gateway = Gateway(config)
     stop = stop if stop is not None else asyncio.Event()
     gateway.on_restart = stop.set
+    gateway.on_failure = stop.set
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -469,6 +537,10 @@ async def run_gateway(config: Config, *, stop: asyncio.Event | None = None) -> i
         watchdog = loop.create_task(sdnotify.watchdog(_cycling(gateway)), name="watchdog")
         await stop.wait()
         sdnotify.notify("STOPPING=1")
+        if gateway.control_failure is not None:
+            await gateway.report_failure()
+            await gateway.stop(drain_s=0, end_sessions=False)
+            return EXIT_SOFTWARE
         await gateway.stop()
         # A distinct code after a firmware install, so the supervisor starts the new version.
         return EXIT_RESTART if gateway.restart_requested.is_set() else 0

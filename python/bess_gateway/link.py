@@ -180,6 +180,9 @@ class EndpointBase:
         self.booted = asyncio.Event()
         self.connects = 0
         self._last_status: dict[Any, Any] = {}
+        # What the CSMS has answered for each status target (send_status): the gateway's last
+        # report before an exit waits on this, not on what was merely sent.
+        self.confirmed_status: dict[Any, Any] = {}
         # When the last accepted connection ended (loop time); None: none has ended since the
         # statuses were last sent in full. A deliberate reconnect (reset, new credentials) sets
         # _status_all_next instead: it is no outage, the CSMS gets everything.

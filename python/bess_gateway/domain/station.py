@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 DISCHARGE_CONNECTOR = 1
 CHARGE_CONNECTOR = 2
 CONNECTORS = (DISCHARGE_CONNECTOR, CHARGE_CONNECTOR)
+CONTROL_FAILED = "control_failed"  # the cause of every status once the control thread died
 
 
 class Direction(IntEnum):
@@ -151,6 +152,9 @@ class CoreView:
 
     def __init__(self) -> None:
         self.snapshot: dict[str, Any] = {}
+        # Set once by the gateway when the control thread died (CONTROL_FAILED): from then on
+        # every connector is Faulted, whatever the last snapshot said, until the process exits.
+        self.control_failure: str | None = None
 
     @property
     def link_up(self) -> bool:
@@ -264,7 +268,8 @@ class Station:
             return StartRefusal.BUSY
         if not (self.operative[0] and self.operative[connector]):
             return StartRefusal.UNAVAILABLE
-        if not self.view.link_up or self.view.trip_causes:
+        if (self.view.control_failure is not None or not self.view.link_up
+                or self.view.trip_causes):
             return StartRefusal.FAULTED
         if self.reservations.on(connector) is not None and not self._admitted(connector, id_tag):
             return StartRefusal.RESERVED
@@ -544,9 +549,12 @@ class Station:
         suspended = tuple(
             (alloc := view.allocation(self.meter_id(c))) is not None and alloc <= 0.0
             for c in self.transactions)
-        return view.link_up, tuple(view.trip_causes), tuple(self.transactions), suspended
+        return (view.control_failure, view.link_up, tuple(view.trip_causes),
+                tuple(self.transactions), suspended)
 
     def status(self, connector: int) -> StatusReport:
+        if self.view.control_failure is not None:
+            return StatusReport(ConnectorStatus.FAULTED, CONTROL_FAILED)
         if not self.view.link_up:
             return StatusReport(ConnectorStatus.FAULTED, "pcs_link_lost")
         primary = alarms.primary(self.view.trip_causes)

@@ -103,6 +103,7 @@ class Endpoint16(EndpointBase):
         self._last_status[connector] = report
         try:
             await self.ctx.call("StatusNotification", payload)
+            self.confirmed_status[connector] = report
         except (CallErrorReceived, TimeoutError) as exc:
             self._last_status.pop(connector, None)  # send it again next time
             log.warning("%s: StatusNotification failed: %s", self.id, exc)

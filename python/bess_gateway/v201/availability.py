@@ -4,11 +4,12 @@ StatusNotification is the endpoint's (``Endpoint201.send_status``, shared report
 Availability itself is the domain's (``Station.set_availability``: Accepted, Scheduled while a
 session runs, Rejected); this module only maps EVSEs onto it.
 
-Trips: every trip cause the control core reports (and a lost PCS link) is a device-model event
-on the component/variable ``alarms.py`` names for it, the same table 1.6 takes its error codes
-from. A cause that appears is sent as trigger Alerting; when it goes, the same component/variable
-is sent again with ``cleared: true``. The notifications are queued in the journal's outbox, so
-they reach the CSMS in order with the transaction messages, after an outage too.
+Trips: every trip cause the control core reports (and a lost PCS link, and a dead control thread) is
+a device-model event on the component/variable ``alarms.py`` names for it, the same table 1.6 takes
+its error codes from. A cause that appears is sent as trigger Alerting; when it goes, the same
+component/variable is sent again with ``cleared: true``. The notifications are queued in the
+journal's outbox, so they reach the CSMS in order with the transaction messages, after an outage
+too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from typing import Any, Final
 
 from bess_gateway import alarms
+from bess_gateway.domain.station import CONTROL_FAILED
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import JournalError
 from bess_gateway.link import Context
@@ -43,11 +45,14 @@ _READINGS: Final[dict[str, tuple[str, float]]] = {
 
 
 def active_causes(ctx: Context) -> set[str]:
-    """The trip causes in force now (a lost PCS link is one even when the core says no trip)."""
+    """The trip causes in force now (a lost PCS link is one even when the core says no trip, and
+    so is a dead control thread)."""
     view = ctx.station.view
     causes = set(view.trip_causes)
     if not view.link_up:
         causes.add(LINK_LOST)
+    if view.control_failure is not None:
+        causes.add(CONTROL_FAILED)
     return causes
 
 

@@ -126,6 +126,7 @@ class Endpoint201(EndpointBase):
         self._last_status[evse] = report
         try:
             await self.ctx.call("StatusNotification", payload)
+            self.confirmed_status[evse] = report
         except (CallErrorReceived, TimeoutError) as exc:
             self._last_status.pop(evse, None)  # send it again next time
             log.warning("%s: StatusNotification failed: %s", self.id, exc)
