@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from scripted_csms import booted as scripted_booted
+from scripted_csms import scripted_csms
 from waiting import booted, until
 
 from bess_gateway import gateway as gateway_module
@@ -42,20 +44,24 @@ async def discharging_on_both(csms: CsmsServer, sim: SimulatorThread) -> None:
     await until(lambda: sim.written.setpoint_w == 300_000)
 
 
-@pytest.mark.parametrize("seen_by", ["event", "snapshot"])
-async def test_control_thread_panic_faults_every_connector_then_exits_70(
-        tmp_path: Path, csms: CsmsServer, sim: SimulatorThread,
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, seen_by: str) -> None:
-    made: list[Gateway] = []
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[Gateway]:
+    """The Gateways run_gateway builds (it makes its own): to reach the core's test hook."""
+    out: list[Gateway] = []
 
     class Recorded(Gateway):
-        """run_gateway builds its own Gateway: keep it, to reach the core's test hook."""
-
         def __init__(self, cfg: Config) -> None:
             super().__init__(cfg)
-            made.append(self)
+            out.append(self)
 
     monkeypatch.setattr(gateway_module, "Gateway", Recorded)
+    return out
+
+
+@pytest.mark.parametrize("seen_by", ["event", "snapshot"])
+async def test_control_thread_panic_faults_every_connector_then_exits_70(
+        tmp_path: Path, csms: CsmsServer, sim: SimulatorThread, made: list[Gateway],
+        caplog: pytest.LogCaptureFixture, seen_by: str) -> None:
     cfg = config(tmp_path, csms, sim)
     stop = asyncio.Event()
     run = asyncio.create_task(gateway_module.run_gateway(cfg, stop=stop))
@@ -119,3 +125,35 @@ async def test_control_thread_panic_faults_every_connector_then_exits_70(
     finally:
         async with asyncio.timeout(10):
             await again.stop(drain_s=0)
+
+
+async def test_exit_is_not_held_up_by_a_csms_that_never_confirms(
+        tmp_path: Path, sim: SimulatorThread, made: list[Gateway],
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with scripted_csms() as csms:
+        cfg = demo_config(tmp_path / "var", csms.url, sim.port, 1, sample_s=1)
+        cfg = dataclasses.replace(cfg, pcs=dataclasses.replace(PcsConfig(), port=sim.port,
+                                                                timeout_ms=400))
+        stop = asyncio.Event()
+        run = asyncio.create_task(gateway_module.run_gateway(cfg, stop=stop))
+        try:
+            gw = await until(lambda: made and len(made[0].endpoints) == 1 and made[0])
+            await scripted_booted(gw)
+            # Every StatusNotification from now on gets a CALLERROR: none is ever confirmed,
+            # and the reporter would try again forever.
+            csms.script["StatusNotification"] = ["error"] * 1000
+            after = len(csms.received)
+            assert gw.core is not None
+            gw.core._core._inject_panic()
+            async with asyncio.timeout(20):
+                code = await asyncio.shield(run)
+        finally:
+            if not run.done():
+                stop.set()
+                async with asyncio.timeout(20):
+                    await asyncio.gather(run, return_exceptions=True)
+        assert code == EXIT_SOFTWARE
+        tried = [g.payload for g in csms.received[after:] if g.action == "StatusNotification"]
+        assert any(p["status"] == "Faulted" and p["vendorErrorCode"] == "ControlLoopFailed"
+                   for p in tried), tried
+        assert any("not every CSMS confirmed" in r.getMessage() for r in caplog.records)
