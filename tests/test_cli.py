@@ -145,11 +145,14 @@ def test_demo_passes_its_options(monkeypatch):
 def test_sim_passes_its_options_and_exits_quietly_on_ctrl_c(monkeypatch):
     seen = {}
 
-    async def serve(host, port, profile):
-        seen.update(host=host, port=port, profile=profile)
+    async def serve(host, port, profile, *, local_power_w):
+        seen.update(host=host, port=port, profile=profile, local_power_w=local_power_w)
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(10)
 
     fake_module(monkeypatch, "bess_gateway.sim.server", serve=serve)
     assert main(["sim", "--port", "1502", "--profile", "sunspec"]) == 0
-    assert seen == {"host": "127.0.0.1", "port": 1502, "profile": "sunspec"}
+    assert seen == {"host": "127.0.0.1", "port": 1502, "profile": "sunspec",
+                    "local_power_w": 20_000.0}
+    assert main(["sim", "--profile", "sunspec", "--local-power-kw", "-35"]) == 0
+    assert seen["local_power_w"] == -35_000.0

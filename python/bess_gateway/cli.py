@@ -153,7 +153,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     if serve is None:
         return EXIT_FAILED
     try:
-        run_async(serve(args.host, args.port, args.profile))
+        run_async(serve(args.host, args.port, args.profile,
+                        local_power_w=args.local_power_kw * 1000.0))
     except KeyboardInterrupt:
         pass
     except OSError as e:  # e.g. the port is taken
@@ -366,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="generic",
         metavar="{generic,sunspec,PATH.toml}",
         help="register map: a built-in profile or a register-map TOML file (default: %(default)s)",
+    )
+    p.add_argument(
+        "--local-power-kw",
+        type=_int_range(-600, 600),
+        default=20,
+        help="what the PCS runs at under its own control, + discharge (SunSpec 704.WSetEna = 0, "
+        "or local mode in tests) (default: %(default)s)",
     )
     _add_log_level(p, "INFO")
     p.set_defaults(func=_cmd_sim)

@@ -558,13 +558,13 @@ are protected exactly as with the generic map.
 
 `bess-gateway sim --profile sunspec` (`sim/server.py`) starts with WSetEna = 1 and WSet = 0 W and
 idles in standby until commanded. WSetEna = 0 is the inverter's own mode: it runs at its *local
-setting* (`Simulator(local_power_w=...)`, default 20 kW discharge, clamped by the BMS limits),
-whatever WSet says and with no heartbeat needed. WSet not rewritten within WSetRvrtTms reverts to
-WSetRvrt; WMaxLimPct (when WMaxLimPctEna = 1) caps |W|. Fault injection for tests besides alarm
-bits, temperature, SoC, raw points and silence: `set_local_mode(True)`, a PCS switched to local
-mode at its panel, answers every write (either profile) with Modbus exception 04
-(SERVER_DEVICE_FAILURE), still serves reads, and runs at its local setting (`set_local_power`)
-until local mode ends.
+setting* (`--local-power-kw`, `Simulator(local_power_w=...)`, default 20 kW discharge, clamped
+by the BMS limits), whatever WSet says and with no heartbeat needed. WSet not rewritten within
+WSetRvrtTms reverts to WSetRvrt; WMaxLimPct (when WMaxLimPctEna = 1) caps |W|. Fault injection
+for tests besides alarm bits, temperature, SoC, raw points and silence: `set_local_mode(True)`,
+a PCS switched to local mode at its panel, answers every write (either profile) with Modbus
+exception 04 (SERVER_DEVICE_FAILURE), still serves reads, and runs at its local setting
+(`set_local_power`) until local mode ends.
 """
 
 

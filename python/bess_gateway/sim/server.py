@@ -713,13 +713,15 @@ async def serve(
     *,
     status_interval_s: float = 5.0,
     out: TextIO | None = None,
+    local_power_w: float = DEFAULT_LOCAL_POWER_W,
 ) -> None:
     """Run the simulator until cancelled, printing a status line every ``status_interval_s``.
 
     ``profile`` is a shipped profile name or a path to a register-map TOML file; anything else
-    raises RegisterMapError (a ValueError) naming the supported profiles.
+    raises RegisterMapError (a ValueError) naming the supported profiles. ``local_power_w`` is
+    the PCS's local setting (``Simulator``).
     """
-    sim = Simulator(profile=profile)
+    sim = Simulator(profile=profile, local_power_w=local_power_w)
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
