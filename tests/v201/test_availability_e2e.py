@@ -122,6 +122,35 @@ async def test_trip_raises_and_clears_notify_event(
     await status_of(csms, 1, "Available", after, sid201)
 
 
+async def test_pcs_in_local_mode_is_a_power_converter_problem_until_writes_go_through(
+        gateway_factory: GatewayFactory, csms: CsmsServer, sim: SimulatorThread) -> None:
+    gw = await gateway_factory(1, ocpp="2.0.1")
+    await booted(gw, csms)
+    r = await csms.call(SID, "RequestStartTransaction", {
+        "idToken": {"idToken": "TAG-A", "type": "ISO14443"}, "remoteStartId": 1, "evseId": 1})
+    assert r["status"] == "Accepted"
+    await until(lambda: sim.written.setpoint_w == 150_000)
+
+    after = csms.last_seq()
+    sim.set_local_mode(True)  # the PCS refuses every write (Modbus exception), reads are served
+    raised = await csms.wait_for(SID, "NotifyEvent", after=after, timeout=20)
+    report = alarms.ALARMS["pcs_write_fault"]
+    (event,) = raised.payload["eventData"]
+    assert event["techCode"] == report.vendor_error_code == "PcsWriteFault"
+    assert event["component"] == {"name": "PowerConverter"}
+    assert event["variable"] == {"name": "Problem"} and event["actualValue"] == "true"
+    await status_of(csms, 1, "Faulted", after)
+
+    after = csms.last_seq()
+    sim.set_local_mode(False)
+    cleared = await csms.wait_for(SID, "NotifyEvent", after=after, timeout=20)
+    (event2,) = cleared.payload["eventData"]
+    assert event2["cleared"] is True and event2["techCode"] == "PcsWriteFault"
+    await status_of(csms, 1, "Occupied", after)
+    await until(lambda: sim.written.setpoint_w == 150_000)
+    assert not [m for m in csms.of(SID, "TransactionEvent") if m.payload["eventType"] == "Ended"]
+
+
 async def test_pcs_link_lost_while_offline_is_delivered_after_reconnect(
         gateway_factory: GatewayFactory, csms: CsmsServer, sim: SimulatorThread) -> None:
     gw = await gateway_factory(1, ocpp="2.0.1", pcs_timeout_ms=300)
