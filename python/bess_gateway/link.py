@@ -364,21 +364,36 @@ class EndpointBase:
                 tg.create_task(job)
 
     async def _boot_until_accepted(self) -> None:
-        while True:
+        while not self.ctx.accepted:
             resp = await self.ctx.call("BootNotification", self._boot_payload())
-            self.registration = self.ctx.registration = resp["status"]
-            interval = int(resp.get("interval", 0))
-            if resp["status"] == "Accepted":
-                if interval > 0:
-                    self._apply_heartbeat_interval(interval)
-                self.ctx.accepted = True
-                self.booted.set()
-                log.info("%s: boot accepted (heartbeat %ss)", self.id, interval)
+            if self._boot_answered(resp):
                 return
+            interval = int(resp.get("interval", 0)) or 30
             # Pending or Rejected: no other request of ours until the interval passes (1.6 4.2,
-            # 2.0.1 B02/B03); the CSMS may still talk to us meanwhile (Pending).
-            log.info("%s: boot %s; retrying in %ss", self.id, resp["status"], interval or 30)
-            await asyncio.sleep(interval if interval > 0 else 30)
+            # 2.0.1 B02/B03); the CSMS may still talk to us meanwhile (Pending), and when it
+            # accepts a BootNotification it triggered, the wait ends there (`_boot_answered`).
+            log.info("%s: boot %s; retrying in %ss", self.id, resp["status"], interval)
+            await wait_event(self.booted, interval)
+
+    def _boot_answered(self, resp: dict[str, Any]) -> bool:
+        """Any BootNotification's answer, ours or one the CSMS triggered; True if Accepted.
+
+        The CSMS accepts the station whichever boot it answers Accepted (a Pending station is
+        typically accepted through TriggerMessage(BootNotification)): registration, statuses
+        and the heartbeat interval of that answer take effect at once, not at our next retry.
+        """
+        status = resp["status"]
+        self.registration = self.ctx.registration = status
+        if status != "Accepted":
+            return False
+        interval = int(resp.get("interval", 0))
+        if interval > 0:
+            self._apply_heartbeat_interval(interval)
+        if not self.ctx.accepted:
+            self.ctx.accepted = True
+            self.booted.set()
+            log.info("%s: boot accepted (heartbeat %ss)", self.id, interval)
+        return True
 
     def _report_all_statuses(self) -> bool:
         """After this boot, every status (True) or only those changed while offline (False).
@@ -424,8 +439,8 @@ class EndpointBase:
             log.warning("%s: Heartbeat failed: %s", self.id, exc)
 
     async def send_boot(self) -> None:
-        resp = await self.ctx.call("BootNotification", self._boot_payload())
-        self.registration = self.ctx.registration = resp["status"]
+        """A BootNotification the CSMS triggered (TriggerMessage)."""
+        self._boot_answered(await self.ctx.call("BootNotification", self._boot_payload()))
 
     async def _status_reporter(self) -> None:
         while True:
