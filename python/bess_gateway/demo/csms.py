@@ -93,6 +93,9 @@ class Policy:
     # the OCSP result to GetCertificateStatus (None: no OCSP responder, NotImplemented).
     ev_certificate_exi: str | None = None
     ocsp_result: str | None = None
+    # action -> the CALLERROR code every CALL of it is answered with (a CSMS that does not
+    # support a message: {"StatusNotification": "NotSupported"}); recorded like any CALL.
+    call_errors: dict[str, str] = field(default_factory=dict)
 
 
 class _Station16(RecordsFrames, CP16):
