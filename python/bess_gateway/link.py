@@ -38,7 +38,7 @@ log = logging.getLogger("bess_gateway.link")
 
 RECONNECT_GRACE_S = 2.0  # how long a reconnect waits for our CALL in flight to be answered
 MAX_FRAME = 256 * 1024  # no legitimate frame comes near; bigger ones close the socket (1009)
-STATUS_RETRY_S = 1.0  # a StatusNotification that failed is sent again this soon
+STATUS_RETRY_S = 1.0  # a StatusNotification lost (timeout, link gone) is sent again this soon
 # Set to "1" (the test suite does), every CALL and CALLRESULT we send is schema-checked first: it
 # catches our own bugs; in production what we build is trusted, which saves ~15 us per message.
 VALIDATE_OUTGOING_ENV = "BESS_GATEWAY_VALIDATE_OUTGOING"
@@ -180,6 +180,8 @@ class EndpointBase:
         self.booted = asyncio.Event()
         self.connects = 0
         self._last_status: dict[Any, Any] = {}
+        # CALLERROR codes the CSMS refused a StatusNotification with, each logged once.
+        self._status_refusals: set[str] = set()
         # When the last accepted connection ended (loop time); None: none has ended since the
         # statuses were last sent in full. A deliberate reconnect (reset, new credentials) sets
         # _status_all_next instead: it is no outage, the CSMS gets everything.
@@ -442,12 +444,42 @@ class EndpointBase:
         """A BootNotification the CSMS triggered (TriggerMessage)."""
         self._boot_answered(await self.ctx.call("BootNotification", self._boot_payload()))
 
+    async def _notify_status(self, target: Any, report: Any, payload: dict[str, Any]) -> None:
+        """Send the StatusNotification `payload` telling the CSMS `report` for `target`.
+
+        A CALLERROR is the CSMS's final answer (a CSMS that does not support the message, or
+        this status): the status counts as reported, so the next change goes out and this one
+        is not repeated. One that got no answer (timeout, link gone) is sent again.
+        """
+        self._last_status[target] = report
+        try:
+            await self.ctx.call("StatusNotification", payload)
+        except CallErrorReceived as exc:
+            if exc.code not in self._status_refusals:
+                self._status_refusals.add(exc.code)
+                log.warning("%s: %s; statuses it refuses so are not sent again (logged once "
+                            "per error code)", self.id, exc)
+            else:
+                log.debug("%s: %s", self.id, exc)
+        except TimeoutError as exc:
+            self._forget_status(target, report)
+            log.warning("%s: StatusNotification unanswered, sending it again: %s", self.id, exc)
+        except BaseException:
+            # Lost with the link: a reconnect within OfflineThreshold must still send it.
+            self._forget_status(target, report)
+            raise
+
+    def _forget_status(self, target: Any, report: Any) -> None:
+        # Only if no later status of the target was sent meanwhile (a trigger runs alongside).
+        if self._last_status.get(target) is report:
+            del self._last_status[target]
+
     async def _status_reporter(self) -> None:
         while True:
             self.ctx.status_wake.clear()
             for target in self.STATUS_TARGETS:
                 await self.send_status(target)
-            # Wakes come on changes only; a notification that failed is tried again in 1 s.
+            # Wakes come on changes only; a notification that was lost is tried again in 1 s.
             unsent = any(t not in self._last_status for t in self.STATUS_TARGETS)
             await wait_event(self.ctx.status_wake, STATUS_RETRY_S if unsent else None)
 
