@@ -45,6 +45,7 @@ METER_SAVE_AFTER_CHANGE_S = 0.2
 OUTAGE_SETTLE_S = 3.0  # at a restart, how long to wait for the PCS to stop before the books close
 OUTAGE_QUIET_W = 1000.0  # below this the PCS counts as stopped
 SCHEDULE_REFRESH_S = sc.REFRESH.total_seconds()  # bound on energy a crash can leave unattributed
+GOING_AWAY_S = 3.0  # at a stop, how long the CSMSs get to answer our close frames
 
 
 def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
@@ -202,6 +203,12 @@ class Gateway:
                     while self.journal.depth() > 0 and any(  # noqa: ASYNC110
                             e.ctx.online for e in self.endpoints.values()):
                         await asyncio.sleep(0.05)
+        # Every CSMS hears a normal departure (1001 Going Away) before the endpoints' tasks
+        # are cancelled; a CSMS that does not answer the close in time gets the cancellation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GOING_AWAY_S):
+                await asyncio.gather(*(e.go_away() for e in self.endpoints.values()),
+                                     return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

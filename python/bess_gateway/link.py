@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
 from bess_gateway.aio import wait_event
@@ -38,6 +39,7 @@ log = logging.getLogger("bess_gateway.link")
 
 RECONNECT_GRACE_S = 2.0  # how long a reconnect waits for our CALL in flight to be answered
 MAX_FRAME = 256 * 1024  # no legitimate frame comes near; bigger ones close the socket (1009)
+GOING_AWAY_REASON = "gateway shutting down"
 STATUS_RETRY_S = 1.0  # a StatusNotification lost (timeout, link gone) is sent again this soon
 # Set to "1" (the test suite does), every CALL and CALLRESULT we send is schema-checked first: it
 # catches our own bugs; in production what we build is trusted, which saves ~15 us per message.
@@ -189,6 +191,7 @@ class EndpointBase:
         self._status_all_next = True
         self._ws: ClientConnection | None = None
         self._reconnect_now = False
+        self._going_away = False  # the gateway stops: no connection after the current one
         # How long an opening handshake may take; None = the message_timeout_s setting.
         self.open_timeout_s: float | None = None
         # The gateway swaps in a metered RpcConnection when metrics are on.
@@ -280,9 +283,19 @@ class EndpointBase:
                 log.exception("%s: a lifelong job failed; restarting it", self.id)
             await asyncio.sleep(STATUS_RETRY_S)
 
+    async def go_away(self) -> None:
+        """Gateway shutdown: close the link with 1001 Going Away and connect no more.
+
+        Before the endpoint's task is cancelled: a cancellation ends the `connect` block with
+        an exception, and websockets closes a connection left by an exception with 1011
+        Internal Error, which a CSMS logs as a station failure."""
+        self._going_away = True
+        if self._ws is not None:
+            await self._ws.close(CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+
     async def _connect_forever(self) -> None:
         settings = self.ctx.station.settings
-        while True:
+        while not self._going_away:
             try:
                 ping = settings.int("websocket_ping_interval_s") or None
                 async with connect(
@@ -296,7 +309,9 @@ class EndpointBase:
                     max_size=MAX_FRAME,
                     compression=None,
                 ) as ws:
-                    if ws.subprotocol != self.SUBPROTOCOL:
+                    if self._going_away:  # connected as the gateway stops
+                        await ws.close(CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+                    elif ws.subprotocol != self.SUBPROTOCOL:
                         log.error("%s: CSMS did not agree to %s (got %r); closing", self.id,
                                   self.SUBPROTOCOL, ws.subprotocol)
                         await ws.close(1002, f"{self.SUBPROTOCOL} required")
@@ -310,6 +325,8 @@ class EndpointBase:
                 log.warning("%s: connection to %s failed: %s", self.id, self._url(), exc)
             except Exception:
                 log.exception("%s: endpoint error; reconnecting", self.id)
+            if self._going_away:
+                return
             if self._reconnect_now:
                 self._reconnect_now = False
                 continue
