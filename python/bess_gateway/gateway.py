@@ -49,6 +49,7 @@ SCHEDULE_REFRESH_S = sc.REFRESH.total_seconds()  # bound on energy a crash can l
 # Restart=on-failure) starts a fresh process, whose start-up recovers the open sessions.
 EXIT_SOFTWARE = 70
 FAILURE_REPORT_S = 3.0  # how long the Faulted statuses get to reach the CSMSs before that exit
+GOING_AWAY_S = 3.0  # at a stop, how long the CSMSs get to answer our close frames
 
 
 def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
@@ -216,6 +217,12 @@ class Gateway:
                     while self.journal.depth() > 0 and any(  # noqa: ASYNC110
                             e.ctx.online for e in self.endpoints.values()):
                         await asyncio.sleep(0.05)
+        # Every CSMS hears a normal departure (1001 Going Away) before the endpoints' tasks
+        # are cancelled; a CSMS that does not answer the close in time gets the cancellation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GOING_AWAY_S):
+                await asyncio.gather(*(e.go_away() for e in self.endpoints.values()),
+                                     return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
 from bess_gateway.aio import wait_event
@@ -38,7 +39,8 @@ log = logging.getLogger("bess_gateway.link")
 
 RECONNECT_GRACE_S = 2.0  # how long a reconnect waits for our CALL in flight to be answered
 MAX_FRAME = 256 * 1024  # no legitimate frame comes near; bigger ones close the socket (1009)
-STATUS_RETRY_S = 1.0  # a StatusNotification that failed is sent again this soon
+GOING_AWAY_REASON = "gateway shutting down"
+STATUS_RETRY_S = 1.0  # a StatusNotification lost (timeout, link gone) is sent again this soon
 # Set to "1" (the test suite does), every CALL and CALLRESULT we send is schema-checked first: it
 # catches our own bugs; in production what we build is trusted, which saves ~15 us per message.
 VALIDATE_OUTGOING_ENV = "BESS_GATEWAY_VALIDATE_OUTGOING"
@@ -183,6 +185,8 @@ class EndpointBase:
         # What the CSMS has answered for each status target (send_status): the gateway's last
         # report before an exit waits on this, not on what was merely sent.
         self.confirmed_status: dict[Any, Any] = {}
+        # CALLERROR codes the CSMS refused a StatusNotification with, each logged once.
+        self._status_refusals: set[str] = set()
         # When the last accepted connection ended (loop time); None: none has ended since the
         # statuses were last sent in full. A deliberate reconnect (reset, new credentials) sets
         # _status_all_next instead: it is no outage, the CSMS gets everything.
@@ -190,6 +194,7 @@ class EndpointBase:
         self._status_all_next = True
         self._ws: ClientConnection | None = None
         self._reconnect_now = False
+        self._going_away = False  # the gateway stops: no connection after the current one
         # How long an opening handshake may take; None = the message_timeout_s setting.
         self.open_timeout_s: float | None = None
         # The gateway swaps in a metered RpcConnection when metrics are on.
@@ -281,9 +286,19 @@ class EndpointBase:
                 log.exception("%s: a lifelong job failed; restarting it", self.id)
             await asyncio.sleep(STATUS_RETRY_S)
 
+    async def go_away(self) -> None:
+        """Gateway shutdown: close the link with 1001 Going Away and connect no more.
+
+        Before the endpoint's task is cancelled: a cancellation ends the `connect` block with
+        an exception, and websockets closes a connection left by an exception with 1011
+        Internal Error, which a CSMS logs as a station failure."""
+        self._going_away = True
+        if self._ws is not None:
+            await self._ws.close(CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+
     async def _connect_forever(self) -> None:
         settings = self.ctx.station.settings
-        while True:
+        while not self._going_away:
             try:
                 ping = settings.int("websocket_ping_interval_s") or None
                 async with connect(
@@ -297,7 +312,9 @@ class EndpointBase:
                     max_size=MAX_FRAME,
                     compression=None,
                 ) as ws:
-                    if ws.subprotocol != self.SUBPROTOCOL:
+                    if self._going_away:  # connected as the gateway stops
+                        await ws.close(CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+                    elif ws.subprotocol != self.SUBPROTOCOL:
                         log.error("%s: CSMS did not agree to %s (got %r); closing", self.id,
                                   self.SUBPROTOCOL, ws.subprotocol)
                         await ws.close(1002, f"{self.SUBPROTOCOL} required")
@@ -311,6 +328,8 @@ class EndpointBase:
                 log.warning("%s: connection to %s failed: %s", self.id, self._url(), exc)
             except Exception:
                 log.exception("%s: endpoint error; reconnecting", self.id)
+            if self._going_away:
+                return
             if self._reconnect_now:
                 self._reconnect_now = False
                 continue
@@ -367,21 +386,36 @@ class EndpointBase:
                 tg.create_task(job)
 
     async def _boot_until_accepted(self) -> None:
-        while True:
+        while not self.ctx.accepted:
             resp = await self.ctx.call("BootNotification", self._boot_payload())
-            self.registration = self.ctx.registration = resp["status"]
-            interval = int(resp.get("interval", 0))
-            if resp["status"] == "Accepted":
-                if interval > 0:
-                    self._apply_heartbeat_interval(interval)
-                self.ctx.accepted = True
-                self.booted.set()
-                log.info("%s: boot accepted (heartbeat %ss)", self.id, interval)
+            if self._boot_answered(resp):
                 return
+            interval = int(resp.get("interval", 0)) or 30
             # Pending or Rejected: no other request of ours until the interval passes (1.6 4.2,
-            # 2.0.1 B02/B03); the CSMS may still talk to us meanwhile (Pending).
-            log.info("%s: boot %s; retrying in %ss", self.id, resp["status"], interval or 30)
-            await asyncio.sleep(interval if interval > 0 else 30)
+            # 2.0.1 B02/B03); the CSMS may still talk to us meanwhile (Pending), and when it
+            # accepts a BootNotification it triggered, the wait ends there (`_boot_answered`).
+            log.info("%s: boot %s; retrying in %ss", self.id, resp["status"], interval)
+            await wait_event(self.booted, interval)
+
+    def _boot_answered(self, resp: dict[str, Any]) -> bool:
+        """Any BootNotification's answer, ours or one the CSMS triggered; True if Accepted.
+
+        The CSMS accepts the station whichever boot it answers Accepted (a Pending station is
+        typically accepted through TriggerMessage(BootNotification)): registration, statuses
+        and the heartbeat interval of that answer take effect at once, not at our next retry.
+        """
+        status = resp["status"]
+        self.registration = self.ctx.registration = status
+        if status != "Accepted":
+            return False
+        interval = int(resp.get("interval", 0))
+        if interval > 0:
+            self._apply_heartbeat_interval(interval)
+        if not self.ctx.accepted:
+            self.ctx.accepted = True
+            self.booted.set()
+            log.info("%s: boot accepted (heartbeat %ss)", self.id, interval)
+        return True
 
     def _report_all_statuses(self) -> bool:
         """After this boot, every status (True) or only those changed while offline (False).
@@ -427,15 +461,48 @@ class EndpointBase:
             log.warning("%s: Heartbeat failed: %s", self.id, exc)
 
     async def send_boot(self) -> None:
-        resp = await self.ctx.call("BootNotification", self._boot_payload())
-        self.registration = self.ctx.registration = resp["status"]
+        """A BootNotification the CSMS triggered (TriggerMessage)."""
+        self._boot_answered(await self.ctx.call("BootNotification", self._boot_payload()))
+
+    async def _notify_status(self, target: Any, report: Any, payload: dict[str, Any]) -> None:
+        """Send the StatusNotification `payload` telling the CSMS `report` for `target`.
+
+        A CALLERROR is the CSMS's final answer (a CSMS that does not support the message, or
+        this status): the status counts as reported, so the next change goes out and this one
+        is not repeated. One that got no answer (timeout, link gone) is sent again.
+        """
+        self._last_status[target] = report
+        try:
+            await self.ctx.call("StatusNotification", payload)
+            self.confirmed_status[target] = report
+        except CallErrorReceived as exc:
+            # A final answer too: the gateway's last report before an exit need not wait for it.
+            self.confirmed_status[target] = report
+            if exc.code not in self._status_refusals:
+                self._status_refusals.add(exc.code)
+                log.warning("%s: %s; statuses it refuses so are not sent again (logged once "
+                            "per error code)", self.id, exc)
+            else:
+                log.debug("%s: %s", self.id, exc)
+        except TimeoutError as exc:
+            self._forget_status(target, report)
+            log.warning("%s: StatusNotification unanswered, sending it again: %s", self.id, exc)
+        except BaseException:
+            # Lost with the link: a reconnect within OfflineThreshold must still send it.
+            self._forget_status(target, report)
+            raise
+
+    def _forget_status(self, target: Any, report: Any) -> None:
+        # Only if no later status of the target was sent meanwhile (a trigger runs alongside).
+        if self._last_status.get(target) is report:
+            del self._last_status[target]
 
     async def _status_reporter(self) -> None:
         while True:
             self.ctx.status_wake.clear()
             for target in self.STATUS_TARGETS:
                 await self.send_status(target)
-            # Wakes come on changes only; a notification that failed is tried again in 1 s.
+            # Wakes come on changes only; a notification that was lost is tried again in 1 s.
             unsent = any(t not in self._last_status for t in self.STATUS_TARGETS)
             await wait_event(self.ctx.status_wake, STATUS_RETRY_S if unsent else None)
 

@@ -38,6 +38,7 @@ from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
 from ocpp.v201 import call as call201
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from bess_gateway.demo.recording import RecordsFrames
@@ -93,6 +94,9 @@ class Policy:
     # the OCSP result to GetCertificateStatus (None: no OCSP responder, NotImplemented).
     ev_certificate_exi: str | None = None
     ocsp_result: str | None = None
+    # action -> the CALLERROR code every CALL of it is answered with (a CSMS that does not
+    # support a message: {"StatusNotification": "NotSupported"}); recorded like any CALL.
+    call_errors: dict[str, str] = field(default_factory=dict)
 
 
 class _Station16(RecordsFrames, CP16):
@@ -189,6 +193,9 @@ class CsmsServer:
         self.transactions: dict[int | str, Transaction] = {}
         self.connections = 0
         self.refused = 0  # handshakes answered 401/403
+        # station id -> the close code of each of its connections, as the station sent it
+        # (None: the socket ended without a close frame)
+        self.close_codes: dict[str, list[int | None]] = {}
         self.peer_certs: dict[str, bytes] = {}  # station id -> DER of its last client cert
         self._tx_ids = itertools.count(1)
         self._seq = itertools.count()
@@ -263,9 +270,11 @@ class CsmsServer:
         await self._notify()
         try:
             await cp.start()
-        except Exception as exc:  # ConnectionClosed ends every session; others are logged
-            if "ConnectionClosed" not in type(exc).__name__:
-                log.exception("csms: %s handler failed", station_id)
+        except ConnectionClosed as exc:  # how every session ends
+            self.close_codes.setdefault(station_id, []).append(
+                None if exc.rcvd is None else exc.rcvd.code)
+        except Exception:
+            log.exception("csms: %s handler failed", station_id)
         finally:
             if self.stations.get(station_id) is cp:
                 del self.stations[station_id]

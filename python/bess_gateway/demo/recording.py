@@ -1,6 +1,7 @@
 """What the demo CSMS's station classes (1.6 and 2.0.1, on the `ocpp` library's ChargePoint)
 share: every frame is recorded before the library routes it, CALLs for the CSMS's log and
-answers by unique id for `CsmsServer.call_raw`."""
+answers by unique id for `CsmsServer.call_raw`; CALLs of an action in `Policy.call_errors` get
+their CALLERROR here, the library never sees them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class RecordsFrames:
 
     id: str
     server: Any  # the CsmsServer (bess_gateway.demo.csms imports this module)
+    _connection: Any  # the ChargePoint's ServerConnection
 
     def _start_recording(self, server: Any) -> None:
         self.server = server
@@ -32,6 +34,11 @@ class RecordsFrames:
         if isinstance(msg, list) and len(msg) >= 3:
             if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
                 self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
+                code = self.server.policy.call_errors.get(str(msg[2]))
+                if code is not None:
+                    await self._connection.send(orjson.dumps(
+                        [4, msg[1], code, "refused by the CSMS's policy", {}]).decode())
+                    return
                 self._on_call(str(msg[2]), msg[3])
             elif msg[0] in (3, 4):
                 self.raw_replies[str(msg[1])] = msg

@@ -19,7 +19,6 @@ from bess_gateway.domain.station import CONNECTORS, Station, StopReason
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import Journal, TxRecord
 from bess_gateway.link import VALIDATE_OUTGOING_ENV, Backoff, EndpointBase
-from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.ocppj.framing import new_unique_id
 from bess_gateway.security.certificates import CertificateStore
 from bess_gateway.v16 import (
@@ -100,13 +99,7 @@ class Endpoint16(EndpointBase):
             payload["vendorErrorCode"] = alarm.vendor_error_code
             payload["vendorId"] = provisioning.VENDOR_ID
             payload["info"] = alarm.description[:50]
-        self._last_status[connector] = report
-        try:
-            await self.ctx.call("StatusNotification", payload)
-            self.confirmed_status[connector] = report
-        except (CallErrorReceived, TimeoutError) as exc:
-            self._last_status.pop(connector, None)  # send it again next time
-            log.warning("%s: StatusNotification failed: %s", self.id, exc)
+        await self._notify_status(connector, report, payload)
 
     async def send_meter_values(self, connector: int, context: str) -> None:
         await transactions.send_meter_values(self.ctx, connector, context)

@@ -19,7 +19,6 @@ from bess_gateway.domain.station import Station, StopReason
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import Journal, TxRecord
 from bess_gateway.link import Backoff, EndpointBase
-from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.security import connection
 from bess_gateway.security.certificates import CertificateStore
 from bess_gateway.v201 import (
@@ -123,17 +122,7 @@ class Endpoint201(EndpointBase):
         payload = {"timestamp": iso(self.ctx.station._clock()),
                    "connectorStatus": connector_status(report.status),
                    "evseId": evse, "connectorId": CONNECTOR_ID}
-        self._last_status[evse] = report
-        try:
-            await self.ctx.call("StatusNotification", payload)
-            self.confirmed_status[evse] = report
-        except (CallErrorReceived, TimeoutError) as exc:
-            self._last_status.pop(evse, None)  # send it again next time
-            log.warning("%s: StatusNotification failed: %s", self.id, exc)
-        except BaseException:
-            # Lost with the link: a reconnect within OfflineThreshold must still send it.
-            self._last_status.pop(evse, None)
-            raise
+        await self._notify_status(evse, report, payload)
 
     def _offline_threshold_s(self) -> float | None:
         return float(self.ctx.station.settings.int("offline_threshold_s"))
