@@ -29,9 +29,9 @@ from bess_gateway.link import Backoff
 from bess_gateway.ocppj.schemas import validator
 
 # What the CSMS does with the next CALL of an action: answer; answer with a CALLERROR; go down
-# without answering ("outage": every socket cut, no new connection until start() again); or
-# answer, then go down ("answer_then_outage").
-Step = Literal["answer", "error", "outage", "answer_then_outage"]
+# without answering ("outage": every socket cut, no new connection until start() again); answer,
+# then go down ("answer_then_outage"); or never answer it, the link staying up ("silent").
+Step = Literal["answer", "error", "outage", "answer_then_outage", "silent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +137,8 @@ class ScriptedCsms:
         if step == "error":
             await ws.send(orjson.dumps(
                 [4, uid, "InternalError", "scripted failure", {}]).decode())
+            return False
+        if step == "silent":
             return False
         await ws.send(orjson.dumps([3, uid, self._answer(uid, action)]).decode())
         if step == "answer_then_outage":
