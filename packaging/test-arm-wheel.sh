@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The aarch64 wheel, built and run on this x86_64 machine with Debian's packages alone:
 #   1. cross-build it with Debian's rustc-web/cargo-web and its aarch64 standard library, linked by
-#      gcc-aarch64-linux-gnu (the machine's rustup toolchain stays the default everywhere else);
+#      gcc-aarch64-linux-gnu against Debian 11's glibc 2.31, so the wheel is manylinux_2_31 (Debian
+#      11+, Ubuntu 20.04+) rather than 2_34; the machine's rustup toolchain stays the default
+#      everywhere else;
 #   2. check it is what an ARM controller needs: abi3, an aarch64 ELF inside, and a manylinux tag
-#      no lower than the newest glibc symbol the extension needs;
+#      no lower than the newest glibc symbol the extension needs and no higher than 2_31;
 #   3. install it with its dependencies (PyPI's aarch64 wheels) into a venv of an aarch64 CPython
 #      taken from Debian's arm64 packages and run by qemu-aarch64-static, import it and run the
 #      demo until "demo OK";
 #   4. run the load benchmark's periodic path (MeterValues only) on the emulated gateway and on
 #      the x86 one and print CPU per message of each: a rough guide for sizing, not asserted.
-# Run by .ci/run; about 4-5 minutes on 2 cores. Installs its Debian packages itself (root, once).
+# Run by .ci/run; 3.5-5 minutes on 2 shared cores. Installs its Debian packages itself (root, once).
 # Everything else lives in $BESS_ARM_CACHE (default target/arm64-check); delete it to start clean.
 # The x86 side of step 4 is the interpreter in $BESS_X86_PYTHON (default .venv/bin/python, the
 # README's set-up).
@@ -61,12 +63,57 @@ printf '%s\n1.83.0\n' "$rust_version" | sort -V -C -r ||
         "bookworm-security rustc-web cargo-web libstd-rust-web-dev:arm64"
 lap "Debian packages (rustc $rust_version)"
 
+# --- glibc to link against -------------------------------------------------------------------
+# Linked against bookworm's libc (libc6-dev-arm64-cross, 2.36) the extension needs GLIBC_2.34
+# (pthread_* moved into libc.so.6 in 2.34) and the wheel is manylinux_2_34: no Debian 11,
+# Ubuntu 20.04 or Raspberry Pi OS 11 controller could install it. Debian 11's arm64 libc6-dev
+# (glibc 2.31, still on deb.debian.org) as the linker's sysroot brings that down to 2.31. It is
+# fetched with a private apt configuration, so the machine's sources and lists stay untouched.
+glibc_suite=${BESS_ARM_GLIBC_SUITE:-bullseye}
+mirror=${BESS_ARM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+sysroot=$cache/sysroot-$glibc_suite
+if [ ! -e "$sysroot/usr/lib/aarch64-linux-gnu/libc.so" ]; then
+    aptdir=$cache/apt-$glibc_suite
+    rm -rf "$aptdir" "$sysroot" && mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial"
+    echo "deb $mirror $glibc_suite main" >"$aptdir/sources.list"
+    # DEP-11 off: the AppStream metadata apt.conf.d asks for is 4 MB nobody reads here.
+    cat >"$aptdir/apt.conf" <<END
+Dir::Etc::SourceList "$aptdir/sources.list";
+Dir::Etc::SourceParts "/dev/null";
+Dir::State::Lists "$aptdir/lists";
+Dir::State::status "/dev/null";
+Dir::Cache "$aptdir";
+APT::Architecture "arm64";
+APT::Architectures { "arm64"; };
+APT::Sandbox::User "root";
+Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";
+Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
+Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled "false";
+END
+    { APT_CONFIG=$aptdir/apt.conf apt-get update -q &&
+      (cd "$aptdir/archives" && APT_CONFIG=$aptdir/apt.conf apt-get download -q libc6 libc6-dev libgcc-s1)
+    } || die "could not fetch $glibc_suite's arm64 libc6-dev from $mirror; if $glibc_suite has" \
+        "moved to archive.debian.org, set BESS_ARM_DEBIAN_MIRROR to a mirror that has it"
+    for deb in "$aptdir"/archives/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
+fi
+lap "$glibc_suite glibc sysroot for the linker"
+
 # --- 1. cross-build --------------------------------------------------------------------------
 # Debian's cargo and rustc go first on PATH only here, through a directory of links (putting
 # /usr/bin first would also swap python3 and friends); RUSTC so cargo cannot pick rustup's.
 # A target directory of its own: no rebuilds of the main target/ when the compilers alternate.
 mkdir -p "$cache/debian-rust"
 ln -sf /usr/bin/cargo /usr/bin/rustc /usr/bin/rustdoc "$cache/debian-rust/"
+# The linker: the cross gcc with the old glibc first. --sysroot alone is not enough, as Debian's
+# cross gcc searches /usr/aarch64-linux-gnu/lib (bookworm's libc) before the sysroot; -B and -L
+# put the sysroot's crt files and libraries ahead of it. A wrapper rather than RUSTFLAGS, which
+# a RUSTFLAGS in the environment would silently replace.
+cat >"$cache/debian-rust/aarch64-linker" <<END
+#!/bin/sh
+exec aarch64-linux-gnu-gcc --sysroot="$sysroot" -B"$sysroot/usr/lib/aarch64-linux-gnu/" \\
+    -L"$sysroot/usr/lib/aarch64-linux-gnu" -L"$sysroot/lib/aarch64-linux-gnu" "\$@"
+END
+chmod +x "$cache/debian-rust/aarch64-linker"
 [ -x "$cache/tools/bin/maturin" ] || {
     python3 -m venv "$cache/tools"
     "$cache/tools/bin/pip" install -q 'maturin>=1.9.4,<2'
@@ -74,7 +121,7 @@ ln -sf /usr/bin/cargo /usr/bin/rustc /usr/bin/rustdoc "$cache/debian-rust/"
 rm -rf "$cache/dist"
 env PATH="$cache/debian-rust:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
     CARGO_TARGET_DIR="$cache/cargo-target" \
-    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$cache/debian-rust/aarch64-linker" \
     "$cache/tools/bin/maturin" build --release --target aarch64-unknown-linux-gnu \
     --out "$cache/dist"
 wheel=$(ls "$cache"/dist/*.whl)
@@ -106,6 +153,9 @@ tag_glibc = (int(m[3]), int(m[4]))
 need = tuple(int(x) for x in glibc_needed.split("."))
 if need > tag_glibc:
     sys.exit(f"{m[2]} but the extension needs glibc {glibc_needed}: the tag is too low")
+if tag_glibc > (2, 31):
+    sys.exit(f"{m[2]}: Debian 11 / Ubuntu 20.04 controllers (glibc 2.31) cannot install it; was "
+             "it linked against the old glibc sysroot (the aarch64-linker wrapper)?")
 print(f"wheel ok: {Path(wheel).name}: {m[1]}-abi3, {so.name} is an aarch64 ELF, needs glibc "
       f"{glibc_needed}, tag {m[2]} (glibc {tag_glibc[0]}.{tag_glibc[1]}+ on the controller)")
 PY
