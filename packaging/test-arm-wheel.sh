@@ -47,7 +47,8 @@ packages=(rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu
           binutils-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
 missing=()
 for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+        missing+=("$p")
 done
 if ((${#missing[@]})); then
     [ "$(id -u)" = 0 ] || die "needs root to install: ${missing[*]} (or install them first)"
@@ -91,7 +92,8 @@ Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled "false";
 Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled "false";
 END
     { APT_CONFIG=$aptdir/apt.conf apt-get update -q &&
-      (cd "$aptdir/archives" && APT_CONFIG=$aptdir/apt.conf apt-get download -q libc6 libc6-dev libgcc-s1)
+      (cd "$aptdir/archives" &&
+       APT_CONFIG=$aptdir/apt.conf apt-get download -q libc6 libc6-dev libgcc-s1)
     } || die "could not fetch $glibc_suite's arm64 libc6-dev from $mirror; if $glibc_suite has" \
         "moved to archive.debian.org, set BESS_ARM_DEBIAN_MIRROR to a mirror that has it"
     for deb in "$aptdir"/archives/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
@@ -167,8 +169,10 @@ lap "check tag, ELF machine and glibc"
 # version is Debian's default python3 for arm64 (3.11 in bookworm), so wheels match a controller
 # running this release. The library list is bookworm's; on another release adjust it to what
 # `apt-cache depends python3.X:arm64 libpython3.X-stdlib:arm64` names.
-py=$(apt-cache show --no-all-versions python3:arm64 | sed -n 's/^Depends:.*\(python3\.[0-9]*\) .*/\1/p')
-[ -n "$py" ] || die "no python3:arm64 in the apt lists: dpkg --add-architecture arm64 && apt-get update"
+py=$(apt-cache show --no-all-versions python3:arm64 |
+     sed -n 's/^Depends:.*\(python3\.[0-9]*\) .*/\1/p')
+[ -n "$py" ] ||
+    die "no python3:arm64 in the apt lists: dpkg --add-architecture arm64 && apt-get update"
 root=$cache/root-$py
 if [ ! -x "$root/usr/bin/$py" ]; then
     rm -rf "$cache/debs" "$root" && mkdir -p "$cache/debs" "$root"
@@ -197,7 +201,8 @@ chmod +x "$venv/bin/python"
 ln -s python "$venv/bin/python3" && ln -s python "$venv/bin/$py"
 # Debian's CPython has no ensurepip (python3.X-venv), so pip's own wheel is unpacked into the
 # venv: a wheel is a zip of what gets installed. Downloaded by the native pip (pure Python).
-rm -rf "$cache/pip" && python3 -m pip download -q --no-deps --only-binary=:all: -d "$cache/pip" 'pip>=24'
+rm -rf "$cache/pip"
+python3 -m pip download -q --no-deps --only-binary=:all: -d "$cache/pip" 'pip>=24'
 python3 -m zipfile -e "$cache"/pip/pip-*.whl "$venv/lib/$py/site-packages"
 "$venv/bin/python" -m pip install -q "$wheel"
 lap "emulated venv + pip install of the wheel and its dependencies"
@@ -211,11 +216,12 @@ lap "import bess_gateway._core under qemu"
 
 # 15 s: short demos end before the charge sessions move energy both ways, and exit 1.
 demo_ok=1
-(cd "$cache" && "$venv/bin/bess-gateway" demo --duration 15 --endpoints 4) >"$cache/demo.log" 2>&1 ||
-    demo_ok=0
+(cd "$cache" && "$venv/bin/bess-gateway" demo --duration 15 --endpoints 4) \
+    >"$cache/demo.log" 2>&1 || demo_ok=0
 tail -12 "$cache/demo.log"
-((demo_ok)) && grep -qx 'demo OK' "$cache/demo.log" ||
+if ((!demo_ok)) || ! grep -qx 'demo OK' "$cache/demo.log"; then
     die "the demo under qemu did not end with 'demo OK'; its output is in $cache/demo.log"
+fi
 lap "bess-gateway demo under qemu"
 
 # --- 4. CPU per message, emulated aarch64 vs native x86 ------------------------------------------
