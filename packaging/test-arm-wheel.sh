@@ -199,12 +199,15 @@ exec qemu-aarch64-static -L "$root" -0 "\$0" "$root/usr/bin/$py" "\$@"
 EOF
 chmod +x "$venv/bin/python"
 ln -s python "$venv/bin/python3" && ln -s python "$venv/bin/$py"
-# Debian's CPython has no ensurepip (python3.X-venv), so pip's own wheel is unpacked into the
-# venv: a wheel is a zip of what gets installed. Downloaded by the native pip (pure Python).
+# pip itself: Debian's ensurepip lives in python3.X-venv and installs setuptools too (45 s under
+# qemu); unpacking pip's wheel into site-packages is what installing it does, in a second. The
+# native pip fetches it (pure Python).
 rm -rf "$cache/pip"
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$cache/pip" 'pip>=24'
 python3 -m zipfile -e "$cache"/pip/pip-*.whl "$venv/lib/$py/site-packages"
-"$venv/bin/python" -m pip install -q "$wheel"
+# Wheels only: a controller has no compilers, so every dependency must have an aarch64 wheel on
+# PyPI; a missing one fails here, quickly and by name, instead of a build from source under qemu.
+"$venv/bin/python" -m pip install -q --only-binary=:all: "$wheel"
 lap "emulated venv + pip install of the wheel and its dependencies"
 
 # Outside the source tree, so only the installed wheel can be imported.
