@@ -161,6 +161,15 @@ if tag_glibc > (2, 31):
 print(f"wheel ok: {Path(wheel).name}: {m[1]}-abi3, {so.name} is an aarch64 ELF, needs glibc "
       f"{glibc_needed}, tag {m[2]} (glibc {tag_glibc[0]}.{tag_glibc[1]}+ on the controller)")
 PY
+# And on Debian 11's own loader and libc (the sysroot), in ldd mode under qemu: it names every
+# symbol version the libc lacks ("version `GLIBC_2.34' not found"), as a controller would.
+ldd_out=$(qemu-aarch64-static -L "$sysroot" "$sysroot/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1" \
+          --list "$so" 2>&1)
+if grep -q 'not found' <<<"$ldd_out"; then
+    printf '%s\n' "$ldd_out"
+    die "$(basename "$so") does not load with $glibc_suite's glibc; see the missing versions above"
+fi
+echo "loads with $glibc_suite's glibc $(basename "$sysroot"/lib/aarch64-linux-gnu/libc-*.so .so)"
 lap "check tag, ELF machine and glibc"
 
 # --- 3. an aarch64 CPython from Debian, run by qemu ---------------------------------------------
