@@ -238,8 +238,8 @@ lap "bess-gateway demo under qemu"
 
 # --- 4. CPU per message, emulated aarch64 vs native x86 ------------------------------------------
 # The same tester (native) drives both gateways through the periodic MeterValues path; only the
-# gateway process differs. Under qemu every aarch64 instruction is translated, so the ratio is
-# an upper bound for a real ARM core of similar clock, not a measurement of one.
+# gateway process differs. Under qemu every aarch64 instruction is translated, so the ratio
+# mixes qemu's cost into the gateway's: a rough guide for sizing, not any real ARM core's number.
 "$x86_python" - "$venv/bin/python" <<'PY'
 import asyncio, sys
 sys.path.insert(0, "benches")
