@@ -3,6 +3,7 @@
     python benches/load.py --endpoints 50 --duration 20            # one row
     python benches/load.py --endpoints 50 200 1000 --duration 60   # the full table
     python benches/load.py --endpoints 200 --meter-values-only     # the periodic path alone
+    python benches/load.py --gateway-python arm-venv/bin/python ... # the gateway on another Python
 
 On loopback, in three processes so the numbers are the gateway's own: this tester (a CSMS on the
 `ocpp` library + a minimal PCS that timestamps every setpoint write), the gateway
@@ -330,7 +331,9 @@ meter_sample_interval_s = {interval}
 
 
 async def run_one(n: int, duration: float, interval: int, baseline: bool,
-                  seed: int = 1, commands: bool = True) -> Row:
+                  seed: int = 1, commands: bool = True, python: str = sys.executable) -> Row:
+    """One row; `python` runs the gateway (e.g. an emulated aarch64 venv, packaging/
+    test-arm-wheel.sh), while the tester, the PCS stub and the baseline stay on this one."""
     label = "ocpp baseline" if baseline else "bess-gateway"
     if not commands:
         label += " (MeterValues only)"
@@ -350,7 +353,7 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
         # BESS_LOAD_PROFILE=out.prof profiles the gateway's measured window (benches/
         # profile_gateway.py); such a run's numbers are not comparable with a normal one.
         prof = os.environ.get("BESS_LOAD_PROFILE")
-        cmd = [sys.executable, *([str(HERE / "profile_gateway.py"), prof] if prof
+        cmd = [python, *([str(HERE / "profile_gateway.py"), prof] if prof
                                  else ["-m", "bess_gateway"]), "run", "--config",
                str(gateway_config(tmp, n, csms.url, pcs.port, interval)), "--log-level", "WARNING"]
         ids = [f"LOAD-{i:04d}" for i in range(1, n + 1)]
@@ -436,6 +439,8 @@ async def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain-ocpp baseline")
     ap.add_argument("--meter-values-only", action="store_true",
                     help="no CSMS commands: the periodic MeterValues path alone")
+    ap.add_argument("--gateway-python", default=sys.executable, metavar="PYTHON",
+                    help="interpreter that runs the gateway (default: this one)")
     args = ap.parse_args(argv)
     rows: list[Row] = []
     baselines: dict[int, Row] = {}
@@ -443,7 +448,7 @@ async def main(argv: list[str] | None = None) -> int:
         interval = 1 if n <= 200 else 10
         commands = not args.meter_values_only
         rows.append(await run_one(n, args.duration, interval, baseline=False,
-                                  commands=commands))
+                                  commands=commands, python=args.gateway_python))
         if not args.no_baseline:
             baselines[n] = await run_one(n, args.duration, interval, baseline=True,
                                          commands=commands)
