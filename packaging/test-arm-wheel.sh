@@ -68,10 +68,18 @@ lap "Debian packages (rustc $rust_version)"
 # Linked against bookworm's libc (libc6-dev-arm64-cross, 2.36) the extension needs GLIBC_2.34
 # (pthread_* moved into libc.so.6 in 2.34) and the wheel is manylinux_2_34: no Debian 11,
 # Ubuntu 20.04 or Raspberry Pi OS 11 controller could install it. Debian 11's arm64 libc6-dev
-# (glibc 2.31, still on deb.debian.org) as the linker's sysroot brings that down to 2.31. It is
-# fetched with a private apt configuration, so the machine's sources and lists stay untouched.
+# (glibc 2.31, still on Debian's main archive) as the linker's sysroot brings that down to 2.31.
+# It is fetched from the mirror this machine's apt already uses, with a private apt
+# configuration, so the machine's sources and lists stay untouched.
 glibc_suite=${BESS_ARM_GLIBC_SUITE:-bullseye}
-mirror=${BESS_ARM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+system_mirror() {
+    # The first non-security Debian archive in the machine's sources (deb822 or one-line form).
+    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'
+    } | grep -v security | head -n1
+}
+mirror=${BESS_ARM_DEBIAN_MIRROR:-$(system_mirror)}
+[ -n "$mirror" ] || die "no Debian archive in /etc/apt/sources*; set BESS_ARM_DEBIAN_MIRROR"
 sysroot=$cache/sysroot-$glibc_suite
 if [ ! -e "$sysroot/usr/lib/aarch64-linux-gnu/libc.so" ]; then
     aptdir=$cache/apt-$glibc_suite
@@ -95,7 +103,7 @@ END
       (cd "$aptdir/archives" &&
        APT_CONFIG=$aptdir/apt.conf apt-get download -q libc6 libc6-dev libgcc-s1)
     } || die "could not fetch $glibc_suite's arm64 libc6-dev from $mirror; if $glibc_suite has" \
-        "moved to archive.debian.org, set BESS_ARM_DEBIAN_MIRROR to a mirror that has it"
+        "moved to Debian's archive of old releases, set BESS_ARM_DEBIAN_MIRROR to a mirror that has it"
     for deb in "$aptdir"/archives/*.deb; do dpkg-deb -x "$deb" "$sysroot"; done
 fi
 lap "$glibc_suite glibc sysroot for the linker"
