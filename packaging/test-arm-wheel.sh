@@ -74,9 +74,11 @@ lap "Debian packages (rustc $rust_version)"
 glibc_suite=${BESS_ARM_GLIBC_SUITE:-bullseye}
 system_mirror() {
     # The first non-security Debian archive in the machine's sources (deb822 or one-line form).
-    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
-      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'
-    } | grep -v security | head -n1
+    # grep exits non-zero where a form is absent: not an error here (set -e, pipefail).
+    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' || true
+      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+          awk '{print $2}' || true
+    } | { grep -v security || true; } | head -n1
 }
 mirror=${BESS_ARM_DEBIAN_MIRROR:-$(system_mirror)}
 [ -n "$mirror" ] || die "no Debian archive in /etc/apt/sources*; set BESS_ARM_DEBIAN_MIRROR"
