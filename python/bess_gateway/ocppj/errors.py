@@ -326,6 +326,19 @@ class CallErrorReceived(OcppError):
         return f"{prefix}peer answered CALLERROR {self.code}: {self.description}"
 
 
+class InvalidAnswer(OcppError):
+    """Raised to a `call()` caller when the peer's CALLRESULT breaks the action's schema.
+
+    Keeps the validation error's kind, description and details; `action` is our CALL's. Its own
+    class because the answer is a fact about the peer, not about our CALL: a notification whose
+    answer carries nothing we use (Heartbeat, StatusNotification) was still received.
+    """
+
+    def __init__(self, error: OcppError, *, action: str) -> None:
+        super().__init__(error.kind, error.description, error.details)
+        self.action = action
+
+
 class ConnectionLost(ConnectionError):
     """The WebSocket closed (or was never usable) while a CALL was queued or outstanding.
 

@@ -41,6 +41,7 @@ from .errors import (
     ConnectionLost,
     GenericError,
     InternalError,
+    InvalidAnswer,
     OcppError,
     check_version,
 )
@@ -95,6 +96,7 @@ class RpcStats:
     results_out: Counter[str] = field(default_factory=Counter)  # CALLRESULTs sent
     errors_in: Counter[str] = field(default_factory=Counter)  # CALLERRORs received, per code
     errors_out: Counter[str] = field(default_factory=Counter)  # CALLERRORs sent, per code
+    answers_invalid: Counter[str] = field(default_factory=Counter)  # CALLRESULTs off schema
     malformed_in: int = 0  # frames that failed to decode
     replies_dropped: int = 0  # replies with an unknown or stale message id
     timeouts: int = 0  # our CALLs that got no reply in time
@@ -107,6 +109,7 @@ class RpcStats:
             "results_out": dict(self.results_out),
             "errors_in": dict(self.errors_in),
             "errors_out": dict(self.errors_out),
+            "answers_invalid": dict(self.answers_invalid),
             "malformed_in": self.malformed_in,
             "replies_dropped": self.replies_dropped,
             "timeouts": self.timeouts,
@@ -170,6 +173,9 @@ class RpcConnection:
         self._send_lock = asyncio.Lock()
         self._pending: _Pending | None = None
         self._after_tasks: set[asyncio.Task[None]] = set()
+        # (action, error kind) of invalid answers already logged at WARNING: a CSMS that answers
+        # one message wrongly does so every time, once a heartbeat interval for Heartbeat.
+        self._invalid_logged: set[tuple[str, str]] = set()
         self._started = False
         self._closed = False
 
@@ -376,8 +382,10 @@ class RpcConnection:
         `unique_id` (default: a fresh UUID4) lets a journaled message be re-sent with the id it
         was first sent with, so a CSMS can recognise the repeat; at most 36 characters.
 
-        Raises CallErrorReceived (peer answered CALLERROR), OcppError (our payload, with
-        `validate_outgoing`, or the peer's response failed validation; or the action is unknown),
+        Raises CallErrorReceived (peer answered CALLERROR), InvalidAnswer (the peer's response
+        failed validation; counted in `stats.answers_invalid`, logged once per action and error
+        kind at WARNING), OcppError (our payload, with `validate_outgoing`, failed validation;
+        or the action is unknown),
         TimeoutError (no reply in time; the slot is freed and a late reply is dropped),
         ConnectionLost (the socket closed before the reply came).
         """
@@ -412,8 +420,13 @@ class RpcConnection:
         try:
             self._validator.response(action, result)
         except OcppError as exc:
-            log.warning("%s: invalid %s response from peer: %s", self.name, action, exc)
-            raise
+            self.stats.answers_invalid[action] += 1
+            first = (action, exc.kind.value) not in self._invalid_logged
+            self._invalid_logged.add((action, exc.kind.value))
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "%s: invalid %s response from peer: %s%s", self.name, action, exc,
+                    " (further ones of this kind are logged at DEBUG)" if first else "")
+            raise InvalidAnswer(exc, action=action) from exc
         return result
 
     # ---------------------------------------------------------------- plumbing
