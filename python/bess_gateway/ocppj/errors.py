@@ -144,6 +144,11 @@ def code_for(kind: ErrorKind | str, version: str) -> str:
     return row[0] if check_version(version) == V16 else row[1]
 
 
+def is_known_code(code: str) -> bool:
+    """Whether `code` is a spelling of an error code in either version (or the `ocpp` library's)."""
+    return code in _BY_CODE
+
+
 def kind_for_code(code: str) -> ErrorKind:
     """Map a received error code (any version's spelling) to its kind; unknown -> GenericError."""
     return _BY_CODE.get(code, ErrorKind.GENERIC_ERROR)

@@ -44,6 +44,7 @@ from .errors import (
     InvalidAnswer,
     OcppError,
     check_version,
+    is_known_code,
 )
 from .framing import (
     CALLERROR,
@@ -61,6 +62,13 @@ from .framing import (
 from .schemas import Validator, validator
 
 log = logging.getLogger(__name__)
+
+# What an incoming CALL of an action not in the version's schema set is counted under (stats,
+# metric labels), and a received CALLERROR with a code no version defines: the text is the
+# peer's, and keying counters on it would let a peer grow every table (and every scrape) without
+# bound.
+UNKNOWN_ACTION: Final = "unknown"
+UNKNOWN_CODE: Final = "unknown"
 
 Payload = dict[str, Any]
 After = Callable[[], Awaitable[Any]]
@@ -226,13 +234,14 @@ class RpcConnection:
             await self._on_bad_frame(exc, data)
             return
         if isinstance(msg, Call):
-            self.stats.calls_in[msg.action] += 1
-            self._hook(self.on_call_received, msg.action)
+            label = self.action_label(msg.action)
+            self.stats.calls_in[label] += 1
+            self._hook(self.on_call_received, label)
             if self._queue.qsize() >= self.MAX_QUEUED_CALLS:
-                log.warning("%s: %s CALL refused, too many queued", self.name, msg.action)
+                log.warning("%s: %s CALL refused, too many queued", self.name, label)
                 busy = GenericError("too many CALLs outstanding")
                 err = call_error_for(busy, msg.unique_id, self.version)
-                await self._send_quietly(err, msg.action)
+                await self._send_quietly(err, label)
                 return
             self._queue.put_nowait(msg)
         else:
@@ -250,7 +259,7 @@ class RpcConnection:
             self.stats.results_in[pending.action] += 1
             pending.future.set_result(msg.payload)
         else:
-            self.stats.errors_in[msg.code] += 1
+            self.stats.errors_in[msg.code if is_known_code(msg.code) else UNKNOWN_CODE] += 1
             pending.future.set_exception(
                 CallErrorReceived(msg.code, msg.description, msg.details, action=pending.action)
             )
@@ -311,7 +320,7 @@ class RpcConnection:
         except ConnectionLost:
             log.debug("%s: %s answer not sent, connection lost", self.name, call.action)
             return
-        self._count_answer(answer, call.action)
+        self._count_answer(answer, self.action_label(call.action))
         if after is not None and not self._closed:
             task = asyncio.create_task(
                 self._run_after(after, call.action), name=f"{self.name}-after-{call.action}"
@@ -431,6 +440,10 @@ class RpcConnection:
 
     # ---------------------------------------------------------------- plumbing
 
+    def action_label(self, action: str) -> str:
+        """`action` if the version defines it, else UNKNOWN_ACTION: what counters may key on."""
+        return action if self._validator.knows(action) else UNKNOWN_ACTION
+
     async def _send(self, text: str) -> None:
         # The lock keeps the reader's error answers, the worker's answers and call()'s CALLs from
         # interleaving inside a duck-typed socket; websockets itself would cope.
@@ -459,4 +472,5 @@ class RpcConnection:
             log.exception("%s: metrics hook failed", self.name)
 
 
-__all__ = ["After", "Handler", "Hook", "Reply", "RpcConnection", "RpcStats", "WebSocketLike"]
+__all__ = ["UNKNOWN_ACTION", "UNKNOWN_CODE", "After", "Handler", "Hook", "Reply", "RpcConnection",
+           "RpcStats", "WebSocketLike"]
