@@ -17,6 +17,7 @@ from waiting import booted, until
 
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.gateway import Gateway
+from bess_gateway.sim.server import SimulatorThread
 
 HEARTBEATS = 4  # the window: this many heartbeats, one a second, answered wrongly
 
@@ -77,3 +78,26 @@ async def test_answers_off_the_schema_keep_the_link_and_are_counted(
               and "response from peer" in r.getMessage()]
     assert len([w for w in warned if "Heartbeat" in w]) == 1, warned
     assert len([w for w in warned if "StatusNotification" in w]) == 1, warned
+
+
+async def test_an_off_schema_answer_to_a_charging_limit_report_keeps_the_link(
+        gateway_factory: GatewayFactory, csms: CsmsServer, sim: SimulatorThread) -> None:
+    # 2.0.1 NotifyChargingLimit comes from a connection-long job like the heartbeat's.
+    csms.policy.heartbeat_interval = 1
+    csms.policy.answers = {"NotifyChargingLimit": {"status": "Accepted"}}
+    gw = await gateway_factory(1, ocpp="2.0.1", metrics_listen="127.0.0.1:0")
+    (sid,) = await booted(gw, csms)
+    after = csms.last_seq()
+    sim.force_temperature(54.0)  # the BMS derates both EVSEs below the session maximum
+
+    def window_over() -> bool:
+        notes = [m for m in csms.of(sid, "NotifyChargingLimit") if m.seq > after]
+        return len({m.payload["evseId"] for m in notes}) == 2 and len(
+            [m for m in csms.of(sid, "Heartbeat") if m.seq > notes[-1].seq]) >= HEARTBEATS
+
+    await csms.wait_until(lambda: csms.connections > 1 or window_over(),
+                          timeout=HEARTBEATS * 5 + 20)
+    assert csms.connections == 1 and gw.endpoints[sid].connects == 1
+    # Each EVSE's limit was reported once: the answer, off the schema as it is, was an answer.
+    assert sorted(m.payload["evseId"] for m in csms.of(sid, "NotifyChargingLimit")) == [1, 2]
+    assert invalid(gw, sid, "NotifyChargingLimit") == 2
