@@ -13,8 +13,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from waiting import until
+from conftest import GatewayFactory
+from waiting import booted, until
 
+from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.journal import Journal, JournalError, TxRecord
 
 
@@ -112,6 +114,78 @@ async def test_writes_lost_with_a_failed_group_stop_each_endpoint_once(path: Pat
         await j.durable("E1")
         assert on_disk(path, "SELECT key FROM settings") == [("k2",)]
         assert on_disk(path, "SELECT COUNT(*) FROM outbox") == [(0,)]
+
+
+
+def refuse_next_commit(j: Journal) -> None:
+    """The journal's next COMMIT fails with a real SQLite error (an authorizer refuses it), as
+    a full disk or an I/O error would; the ones after it are allowed again."""
+
+    def authorize(action: int, arg1: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT":
+            j._db().set_authorizer(None)
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    j._db().set_authorizer(authorize)
+
+
+async def test_a_lost_write_for_every_endpoint_is_reported_once_to_each_then_forgotten(
+        path: Path) -> None:
+    facts = "SELECT key FROM meta WHERE key LIKE 'fact:%'"
+    with Journal(path) as j:
+        j.group_commits(max_delay_s=60)
+        j.put_fact("rebooting", "1")  # committed at once
+        j.drop_fact("rebooting")  # a write no one endpoint owns: every endpoint's frames wait
+        j.enqueue("E1", "StopTransaction", {}, None, "u1")
+        refuse_next_commit(j)
+        with pytest.raises(JournalError):
+            await j.durable("E1")  # the commit fails: E1 must not send what it promised
+        with pytest.raises(JournalError):
+            await j.durable("E2")  # the drop was E2's to rely on too: told once
+        await j.durable("E1")  # told: it may send again
+        await j.durable("E2")
+        with pytest.raises(JournalError):
+            await j.durable()  # a caller for all is told once as well
+        await j.durable()
+        assert on_disk(path, facts) == [("fact:rebooting",)]  # lost indeed
+        assert on_disk(path, "SELECT COUNT(*) FROM outbox") == [(0,)]
+        # Later groups commit, for every endpoint, and nothing stays refused.
+        j.drop_fact("rebooting")
+        j.enqueue("E2", "StopTransaction", {}, None, "u2")
+        await j.durable("E2")
+        assert on_disk(path, facts) == []
+        assert on_disk(path, "SELECT unique_id FROM outbox") == [("u2",)]
+        j.put_fact("next", "1")
+        assert on_disk(path, facts) == [("fact:next",)]
+        # An endpoint that sent nothing since is told at its next frame, once, like the others.
+        with pytest.raises(JournalError):
+            await j.durable("E3")
+        await j.durable("E3")
+        await j.durable("E1")
+
+
+
+async def test_endpoints_send_again_after_a_lost_write_for_every_endpoint(
+        gateway_factory: GatewayFactory, csms: CsmsServer) -> None:
+    csms.policy.heartbeat_interval = 1  # every endpoint sends, so each meets the lost write
+    gw = await gateway_factory(2)
+    ids = await booted(gw, csms)
+    assert gw.journal is not None
+    refuse_next_commit(gw.journal)
+    gw.journal.drop_fact("nothing")  # a write for every endpoint; its group's commit fails
+    failed = csms.last_seq()
+    # Each endpoint is told (its next frame is not sent) and then goes on: it sends again, and
+    # what it writes from then on is committed before it is sent.
+    for sid in ids:
+        await csms.wait_for(sid, "Heartbeat", after=failed, timeout=30)
+    r = await csms.call(ids[0], "RemoteStartTransaction", {"idTag": "TAG-1", "connectorId": 1})
+    assert r == {"status": "Accepted"}
+    start = await csms.wait_for(ids[0], "StartTransaction", after=failed, timeout=20)
+    assert start.payload["idTag"] == "TAG-1"
+    # Its record was committed before the message left (another connection reads it).
+    assert on_disk(gw.journal.path, "SELECT endpoint_id, connector FROM transactions") == [
+        (ids[0], 1)]
 
 
 WRITER = textwrap.dedent("""

@@ -251,7 +251,13 @@ class Journal:
         self._flush_after_block = False  # flush() was called inside an atomic() block
         self._waits: set[str] = set()  # endpoints whose frames wait for the open group
         self._waits_all = False  # every endpoint's frames wait for it
-        self._lost: set[str | None] = set()  # whose writes a failed group lost (None: all)
+        self._lost: set[str] = set()  # endpoints whose writes a failed group lost
+        # Failed groups that held a write for every endpoint, and how many of them each caller
+        # of durable() (an endpoint id; None: a caller for all) has been told of: each is told
+        # once, then goes on (a set of endpoints left to tell cannot be made, the journal does
+        # not know them).
+        self._lost_all = 0
+        self._lost_all_told: dict[str | None, int] = {}
         memory = str(path) == ":memory:"
         try:
             if not memory:
@@ -335,10 +341,10 @@ class Journal:
         such writes (everything else written so far shares that commit).
 
         Raises JournalError when such writes were lost (a failed commit, or SQLite rolled the
-        group back): what they recorded must not be acted on. Reported once per endpoint.
+        group back): what they recorded must not be acted on. Reported once per endpoint (a
+        lost write for every endpoint: once to each caller), after which it goes on.
         """
-        if self._lost and (None in self._lost or endpoint_id is None
-                           or endpoint_id in self._lost):
+        if self._loss_unreported(endpoint_id):
             self._loss_reported(endpoint_id)
             raise JournalError(f"journal {self.path}: earlier writes were lost")
         if not self._group_open:
@@ -354,11 +360,17 @@ class Journal:
             self._loss_reported(endpoint_id)
             raise
 
+    def _loss_unreported(self, endpoint_id: str | None) -> bool:
+        if self._lost_all_told.get(endpoint_id, 0) < self._lost_all:
+            return True
+        return bool(self._lost) and (endpoint_id is None or endpoint_id in self._lost)
+
     def _loss_reported(self, endpoint_id: str | None) -> None:
         if endpoint_id is None:
             self._lost.clear()
         else:
             self._lost.discard(endpoint_id)
+        self._lost_all_told[endpoint_id] = self._lost_all
 
     def flush(self) -> None:
         """Commit the open group now (inside an atomic() block: at the end of the outermost one).
@@ -395,7 +407,7 @@ class Journal:
         log.error("%s", err)
         self._lost.update(self._waits)
         if self._waits_all:
-            self._lost.add(None)
+            self._lost_all += 1
         self._close_group()
 
     def _flush_quietly(self) -> None:

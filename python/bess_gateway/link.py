@@ -30,7 +30,7 @@ from bess_gateway.domain.settings import SettingError, Settings
 from bess_gateway.domain.station import Station
 from bess_gateway.journal import Journal
 from bess_gateway.maintenance.service import Maintenance
-from bess_gateway.ocppj.errors import CallErrorReceived
+from bess_gateway.ocppj.errors import CallErrorReceived, InvalidAnswer
 from bess_gateway.ocppj.rpc import RpcConnection
 from bess_gateway.pacing import TokenBucket
 from bess_gateway.security.certificates import CertificateStore
@@ -137,6 +137,19 @@ class Context:
         if self.rpc is None:
             raise ConnectionError(f"{self.cfg.id}: not connected")
         return await self.rpc.call(action, payload)
+
+    async def notify(self, action: str, payload: dict[str, Any]) -> None:
+        """Send a CALL whose answer we do not use (Heartbeat, StatusNotification, ...).
+
+        An answer that breaks the schema still says the CSMS got the message; the RPC layer has
+        logged and counted it. Raising would end the connection's jobs, and the reconnect would
+        resend into the same answer every few seconds for ever. CALLERRORs, timeouts and a lost
+        link still raise: those are the caller's to judge.
+        """
+        try:
+            await self.call(action, payload)
+        except InvalidAnswer:
+            pass
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         """Run a background job that outlives a handler; failures are logged, never lost."""
@@ -456,7 +469,7 @@ class EndpointBase:
 
     async def send_heartbeat(self) -> None:
         try:
-            await self.ctx.call("Heartbeat", {})
+            await self.ctx.notify("Heartbeat", {})
         except (CallErrorReceived, TimeoutError) as exc:
             log.warning("%s: Heartbeat failed: %s", self.id, exc)
 
@@ -469,11 +482,13 @@ class EndpointBase:
 
         A CALLERROR is the CSMS's final answer (a CSMS that does not support the message, or
         this status): the status counts as reported, so the next change goes out and this one
-        is not repeated. One that got no answer (timeout, link gone) is sent again.
+        is not repeated. So is an answer that breaks the schema (the RPC layer logs and counts
+        it): the CSMS got the status, and the answer carries nothing we use. One that got no
+        answer (timeout, link gone) is sent again.
         """
         self._last_status[target] = report
         try:
-            await self.ctx.call("StatusNotification", payload)
+            await self.ctx.notify("StatusNotification", payload)
             self.confirmed_status[target] = report
         except CallErrorReceived as exc:
             # A final answer too: the gateway's last report before an exit need not wait for it.

@@ -36,6 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from bess_gateway import __version__
+from bess_gateway.ocppj.errors import InvalidAnswer
 from bess_gateway.ocppj.rpc import Payload, RpcConnection
 
 if TYPE_CHECKING:
@@ -122,6 +123,9 @@ class MeteredRpc(RpcConnection):
             return result
         except TimeoutError:
             outcome = "timeout"
+            raise
+        except InvalidAnswer:
+            outcome = "invalid"
             raise
         finally:
             if outcome != "timeout":
@@ -290,8 +294,9 @@ class MetricsServer:
                                      "CALLs and CALLRESULTs sent to the CSMS",
                                      ["endpoint", "action"], registry=self.registry)
         self.call_outcomes = Counter("bess_ocpp_calls_sent_outcome",
-                                     "our CALLs by outcome: result, error (CALLERROR or lost), "
-                                     "timeout", ["endpoint", "action", "outcome"],
+                                     "our CALLs by outcome: result, invalid (a CALLRESULT that "
+                                     "breaks the schema), error (CALLERROR or lost), timeout",
+                                     ["endpoint", "action", "outcome"],
                                      registry=self.registry)
         self.round_trip = Histogram("bess_ocpp_call_round_trip_seconds",
                                     "our CALL to its answer (includes waiting for the slot)",

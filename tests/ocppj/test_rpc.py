@@ -321,6 +321,21 @@ async def test_callerror_raises_call_error_received():
         assert conn.stats.errors_in == {"OccurenceConstraintViolation": 1}
 
 
+async def test_callerror_codes_no_version_defines_count_as_unknown():
+    # The code is the peer's text: keyed as it came, made-up codes would grow errors_in for ever.
+    async with ws_pair() as (client, srv):
+        conn = RpcConnection(srv, "2.0.1", {})
+        async with running(conn):
+            for code in ("NoSuchCode-1", "NoSuchCode-2", "GenericError", "NoSuchCode-3"):
+                task = asyncio.create_task(conn.call("Heartbeat", {}))
+                frame = await recv_json(client)
+                await send_json(client, [4, frame[1], code, "", {}])
+                with pytest.raises(CallErrorReceived) as info:
+                    await task
+                assert info.value.code == code  # the caller still sees what was sent
+        assert conn.stats.errors_in == {"unknown": 3, "GenericError": 1}
+
+
 async def test_invalid_response_payload_raises_ocpp_error():
     async with ws_pair() as (client, srv):
         conn = RpcConnection(srv, "1.6", {})

@@ -97,6 +97,9 @@ class Policy:
     # action -> the CALLERROR code every CALL of it is answered with (a CSMS that does not
     # support a message: {"StatusNotification": "NotSupported"}); recorded like any CALL.
     call_errors: dict[str, str] = field(default_factory=dict)
+    # action -> the CALLRESULT payload every CALL of it is answered with, sent as it is (a CSMS
+    # whose answers break the schema: {"Heartbeat": {}}); recorded like any CALL.
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Station16(RecordsFrames, CP16):

@@ -1,7 +1,8 @@
 """What the demo CSMS's station classes (1.6 and 2.0.1, on the `ocpp` library's ChargePoint)
 share: every frame is recorded before the library routes it, CALLs for the CSMS's log and
 answers by unique id for `CsmsServer.call_raw`; CALLs of an action in `Policy.call_errors` get
-their CALLERROR here, the library never sees them."""
+their CALLERROR here, those in `Policy.answers` their scripted CALLRESULT: the library never sees
+them."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ class RecordsFrames:
                 if code is not None:
                     await self._connection.send(orjson.dumps(
                         [4, msg[1], code, "refused by the CSMS's policy", {}]).decode())
+                    return
+                answer = self.server.policy.answers.get(str(msg[2]))
+                if answer is not None:
+                    await self._connection.send(orjson.dumps([3, msg[1], answer]).decode())
                     return
                 self._on_call(str(msg[2]), msg[3])
             elif msg[0] in (3, 4):

@@ -144,6 +144,11 @@ def code_for(kind: ErrorKind | str, version: str) -> str:
     return row[0] if check_version(version) == V16 else row[1]
 
 
+def is_known_code(code: str) -> bool:
+    """Whether `code` is a spelling of an error code in either version (or the `ocpp` library's)."""
+    return code in _BY_CODE
+
+
 def kind_for_code(code: str) -> ErrorKind:
     """Map a received error code (any version's spelling) to its kind; unknown -> GenericError."""
     return _BY_CODE.get(code, ErrorKind.GENERIC_ERROR)
@@ -324,6 +329,19 @@ class CallErrorReceived(OcppError):
     def __str__(self) -> str:
         prefix = f"{self.action}: " if self.action else ""
         return f"{prefix}peer answered CALLERROR {self.code}: {self.description}"
+
+
+class InvalidAnswer(OcppError):
+    """Raised to a `call()` caller when the peer's CALLRESULT breaks the action's schema.
+
+    Keeps the validation error's kind, description and details; `action` is our CALL's. Its own
+    class because the answer is a fact about the peer, not about our CALL: a notification whose
+    answer carries nothing we use (Heartbeat, StatusNotification) was still received.
+    """
+
+    def __init__(self, error: OcppError, *, action: str) -> None:
+        super().__init__(error.kind, error.description, error.details)
+        self.action = action
 
 
 class ConnectionLost(ConnectionError):

@@ -41,8 +41,10 @@ from .errors import (
     ConnectionLost,
     GenericError,
     InternalError,
+    InvalidAnswer,
     OcppError,
     check_version,
+    is_known_code,
 )
 from .framing import (
     CALLERROR,
@@ -60,6 +62,13 @@ from .framing import (
 from .schemas import Validator, validator
 
 log = logging.getLogger(__name__)
+
+# What an incoming CALL of an action not in the version's schema set is counted under (stats,
+# metric labels), and a received CALLERROR with a code no version defines: the text is the
+# peer's, and keying counters on it would let a peer grow every table (and every scrape) without
+# bound.
+UNKNOWN_ACTION: Final = "unknown"
+UNKNOWN_CODE: Final = "unknown"
 
 Payload = dict[str, Any]
 After = Callable[[], Awaitable[Any]]
@@ -95,6 +104,7 @@ class RpcStats:
     results_out: Counter[str] = field(default_factory=Counter)  # CALLRESULTs sent
     errors_in: Counter[str] = field(default_factory=Counter)  # CALLERRORs received, per code
     errors_out: Counter[str] = field(default_factory=Counter)  # CALLERRORs sent, per code
+    answers_invalid: Counter[str] = field(default_factory=Counter)  # CALLRESULTs off schema
     malformed_in: int = 0  # frames that failed to decode
     replies_dropped: int = 0  # replies with an unknown or stale message id
     timeouts: int = 0  # our CALLs that got no reply in time
@@ -107,6 +117,7 @@ class RpcStats:
             "results_out": dict(self.results_out),
             "errors_in": dict(self.errors_in),
             "errors_out": dict(self.errors_out),
+            "answers_invalid": dict(self.answers_invalid),
             "malformed_in": self.malformed_in,
             "replies_dropped": self.replies_dropped,
             "timeouts": self.timeouts,
@@ -170,6 +181,9 @@ class RpcConnection:
         self._send_lock = asyncio.Lock()
         self._pending: _Pending | None = None
         self._after_tasks: set[asyncio.Task[None]] = set()
+        # (action, error kind) of invalid answers already logged at WARNING: a CSMS that answers
+        # one message wrongly does so every time, once a heartbeat interval for Heartbeat.
+        self._invalid_logged: set[tuple[str, str]] = set()
         self._started = False
         self._closed = False
 
@@ -220,13 +234,14 @@ class RpcConnection:
             await self._on_bad_frame(exc, data)
             return
         if isinstance(msg, Call):
-            self.stats.calls_in[msg.action] += 1
-            self._hook(self.on_call_received, msg.action)
+            label = self.action_label(msg.action)
+            self.stats.calls_in[label] += 1
+            self._hook(self.on_call_received, label)
             if self._queue.qsize() >= self.MAX_QUEUED_CALLS:
-                log.warning("%s: %s CALL refused, too many queued", self.name, msg.action)
+                log.warning("%s: %s CALL refused, too many queued", self.name, label)
                 busy = GenericError("too many CALLs outstanding")
                 err = call_error_for(busy, msg.unique_id, self.version)
-                await self._send_quietly(err, msg.action)
+                await self._send_quietly(err, label)
                 return
             self._queue.put_nowait(msg)
         else:
@@ -244,7 +259,7 @@ class RpcConnection:
             self.stats.results_in[pending.action] += 1
             pending.future.set_result(msg.payload)
         else:
-            self.stats.errors_in[msg.code] += 1
+            self.stats.errors_in[msg.code if is_known_code(msg.code) else UNKNOWN_CODE] += 1
             pending.future.set_exception(
                 CallErrorReceived(msg.code, msg.description, msg.details, action=pending.action)
             )
@@ -305,7 +320,7 @@ class RpcConnection:
         except ConnectionLost:
             log.debug("%s: %s answer not sent, connection lost", self.name, call.action)
             return
-        self._count_answer(answer, call.action)
+        self._count_answer(answer, self.action_label(call.action))
         if after is not None and not self._closed:
             task = asyncio.create_task(
                 self._run_after(after, call.action), name=f"{self.name}-after-{call.action}"
@@ -376,8 +391,10 @@ class RpcConnection:
         `unique_id` (default: a fresh UUID4) lets a journaled message be re-sent with the id it
         was first sent with, so a CSMS can recognise the repeat; at most 36 characters.
 
-        Raises CallErrorReceived (peer answered CALLERROR), OcppError (our payload, with
-        `validate_outgoing`, or the peer's response failed validation; or the action is unknown),
+        Raises CallErrorReceived (peer answered CALLERROR), InvalidAnswer (the peer's response
+        failed validation; counted in `stats.answers_invalid`, logged once per action and error
+        kind at WARNING), OcppError (our payload, with `validate_outgoing`, failed validation;
+        or the action is unknown),
         TimeoutError (no reply in time; the slot is freed and a late reply is dropped),
         ConnectionLost (the socket closed before the reply came).
         """
@@ -412,11 +429,20 @@ class RpcConnection:
         try:
             self._validator.response(action, result)
         except OcppError as exc:
-            log.warning("%s: invalid %s response from peer: %s", self.name, action, exc)
-            raise
+            self.stats.answers_invalid[action] += 1
+            first = (action, exc.kind.value) not in self._invalid_logged
+            self._invalid_logged.add((action, exc.kind.value))
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "%s: invalid %s response from peer: %s%s", self.name, action, exc,
+                    " (further ones of this kind are logged at DEBUG)" if first else "")
+            raise InvalidAnswer(exc, action=action) from exc
         return result
 
     # ---------------------------------------------------------------- plumbing
+
+    def action_label(self, action: str) -> str:
+        """`action` if the version defines it, else UNKNOWN_ACTION: what counters may key on."""
+        return action if self._validator.knows(action) else UNKNOWN_ACTION
 
     async def _send(self, text: str) -> None:
         # The lock keeps the reader's error answers, the worker's answers and call()'s CALLs from
@@ -446,4 +472,5 @@ class RpcConnection:
             log.exception("%s: metrics hook failed", self.name)
 
 
-__all__ = ["After", "Handler", "Hook", "Reply", "RpcConnection", "RpcStats", "WebSocketLike"]
+__all__ = ["UNKNOWN_ACTION", "UNKNOWN_CODE", "After", "Handler", "Hook", "Reply", "RpcConnection",
+           "RpcStats", "WebSocketLike"]

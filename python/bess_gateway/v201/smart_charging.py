@@ -361,13 +361,13 @@ async def limit_watch(ctx: Context) -> None:
                 continue
             try:
                 if change.cleared:
-                    await ctx.call("ClearedChargingLimit", {
+                    await ctx.notify("ClearedChargingLimit", {
                         "chargingLimitSource": BATTERY_SOURCE, "evseId": evse})
                     reported.pop(evse, None)
                 else:
                     assert change.notify_w is not None
-                    await ctx.call("NotifyChargingLimit", _notify_payload(ctx, evse,
-                                                                          change.notify_w))
+                    await ctx.notify("NotifyChargingLimit",
+                                     _notify_payload(ctx, evse, change.notify_w))
                     reported[evse] = change.notify_w
             except (CallErrorReceived, TimeoutError) as exc:
                 log.warning("%s: charging limit report failed: %s", ctx.endpoint_id, exc)
