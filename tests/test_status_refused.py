@@ -24,8 +24,10 @@ def statuses(csms: CsmsServer, sid: str, key: str) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("ocpp", ["1.6", "2.0.1"])
 async def test_a_status_refused_with_a_callerror_is_not_sent_again(
-        gateway_factory: GatewayFactory, csms: CsmsServer, caplog: pytest.LogCaptureFixture,
+        caplog: pytest.LogCaptureFixture, gateway_factory: GatewayFactory, csms: CsmsServer,
         ocpp: str) -> None:
+    # caplog first: fixtures tear down in reverse, so the gateway's file logs restore the
+    # logger level they found before caplog restores its own (else the level leaks on).
     caplog.set_level(logging.WARNING, logger="bess_gateway")
     csms.policy.call_errors = {"StatusNotification": "NotSupported"}
     csms.policy.heartbeat_interval = 1  # the heartbeats are the test's clock (below)
