@@ -194,14 +194,18 @@ async def test_configuration_rules_and_persistence(gateway_factory, csms: CsmsSe
         return (await csms.call(sid, "ChangeConfiguration", {"key": key, "value": value}))[
             "status"]
 
-    assert await change("HeartbeatInterval", "29") == "Rejected"
-    assert await change("HeartbeatInterval", "3601") == "Rejected"
-    assert await change("MeterValueSampleInterval", "0") == "Rejected"
+    assert await change("HeartbeatInterval", "0") == "Rejected"
+    assert await change("HeartbeatInterval", "86401") == "Rejected"
     assert await change("MeterValueSampleInterval", "301") == "Rejected"
     assert await change("MeterValueSampleInterval", "abc") == "Rejected"
     assert await change("NumberOfConnectors", "3") == "Rejected"
     assert await change("NoSuchKey", "1") == "NotSupported"
     assert await change("MeterValuesSampledData", "SoC,Bogus") == "Rejected"
+    # The spec's ranges, not the datasheet's: a day's heartbeat, and 0 = no sampled data.
+    assert await change("HeartbeatInterval", "900") == "Accepted"
+    assert await change("HeartbeatInterval", "86400") == "Accepted"
+    assert gw.endpoints[sid].heartbeat_s == 86400
+    assert await change("MeterValueSampleInterval", "0") == "Accepted"
     assert await change("HeartbeatInterval", "45") == "Accepted"
     assert await change("MeterValueSampleInterval", "7") == "Accepted"
     assert await change("AuthorizeRemoteTxRequests", "true") == "Accepted"

@@ -1,7 +1,8 @@
 """Version-agnostic station settings: what a CSMS may read and change.
 
 OCPP 1.6 configuration keys and 2.0.1 device-model variables are both translations of these. Each
-setting validates its own value, so the range rules (HeartbeatInterval 30-3600 s, ...) live once.
+setting validates its own value, so the range rules (MeterValueSampleInterval 0-300 s, ...) live
+once.
 """
 
 from __future__ import annotations
@@ -92,8 +93,11 @@ class SettingSpec:
 SPECS: dict[str, SettingSpec] = {
     s.name: s
     for s in (
-        SettingSpec("heartbeat_interval_s", "int", 300, 30, 3600),
-        SettingSpec("meter_sample_interval_s", "int", 10, 1, 300),
+        # 1.6 and 2.0.1 give HeartbeatInterval no range; a CSMS may ask for a heartbeat a day
+        # (the datasheet's 30-3600 s is what an operator configures, config.py). 0 would spin.
+        SettingSpec("heartbeat_interval_s", "int", 300, 1, 86_400),
+        # 0 = no sampled data (1.6 MeterValueSampleInterval, 2.0.1 TxUpdatedInterval).
+        SettingSpec("meter_sample_interval_s", "int", 10, 0, 300),
         SettingSpec("clock_aligned_interval_s", "int", 0, 0, 86400),
         # 1.6 ConnectionTimeOut / 2.0.1 TxCtrlr.EVConnectionTimeOut: how long a prepared
         # connector waits for the EV's cable. Our connectors are virtual (no cable: a session
