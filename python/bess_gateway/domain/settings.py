@@ -32,10 +32,11 @@ TX_POINTS: tuple[str, ...] = ("Authorized", "PowerPathClosed", "EnergyTransfer")
 
 
 class SettingError(ValueError):
-    """A value a setting refuses; ``reason`` is 'unknown', 'readonly' or 'invalid'."""
+    """A value a setting refuses; ``reason`` is 'unknown', 'readonly', 'invalid' or 'unstored'
+    (valid, but the store failed: the old value stays)."""
 
     def __init__(
-        self, name: str, reason: Literal["unknown", "readonly", "invalid"], msg: str
+        self, name: str, reason: Literal["unknown", "readonly", "invalid", "unstored"], msg: str
     ) -> None:
         super().__init__(f"{name}: {msg}")
         self.name = name
@@ -201,8 +202,9 @@ SPECS: dict[str, SettingSpec] = {
 class Settings:
     """One station's settings: defaults, then persisted values, then what the CSMS changes.
 
-    ``persist`` is called with (name, text) for every accepted change so values survive restarts;
-    the caller decides where (the journal).
+    ``persist`` is called with (name, text) for every accepted change, before it applies, so
+    values survive restarts; the caller decides where (the journal). If it raises, the change is
+    refused (SettingError 'unstored').
     """
 
     def __init__(
@@ -245,16 +247,21 @@ class Settings:
         return SPECS[name].render(self._values[name])
 
     def set(self, name: str, raw: str) -> None:
-        """Validate and apply a change; raises SettingError with the reason to report."""
+        """Validate, store, then apply a change; raises SettingError with the reason to report."""
         spec = SPECS.get(name)
         if spec is None:
             raise SettingError(name, "unknown", "no such setting")
         if spec.readonly:
             raise SettingError(name, "readonly", "read-only")
         value = spec.parse(raw)
-        self._values[name] = value
         if self._persist is not None:
-            self._persist(name, spec.render(value))
+            # Durable before it is live: a value the CSMS was told is Accepted must survive a
+            # restart, and one that cannot be stored must not quietly run until the next one.
+            try:
+                self._persist(name, spec.render(value))
+            except Exception as exc:
+                raise SettingError(name, "unstored", f"not stored: {exc}") from exc
+        self._values[name] = value
         for listener in list(self._listeners):
             listener(name)
 
