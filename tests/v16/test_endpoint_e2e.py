@@ -6,6 +6,7 @@ import asyncio
 import math
 from typing import Any
 
+import orjson
 import pytest
 from waiting import booted, until
 
@@ -13,6 +14,7 @@ from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.gateway import Gateway
 from bess_gateway.link import Backoff
 from bess_gateway.sim.server import SimulatorThread
+from bess_gateway.v16 import config_keys
 
 
 def energy_of(payload: dict[str, Any], measurand: str) -> int:
@@ -477,3 +479,27 @@ async def test_data_transfer_and_clear_cache(gateway_factory, csms: CsmsServer) 
                                               "messageId": "Nope"})
     assert r["status"] == "UnknownMessageId"
     assert (await csms.call(sid, "ClearCache", {}))["status"] == "Accepted"
+
+
+async def test_get_configuration_beyond_max_keys_is_refused_not_cut(
+        gateway_factory, csms: CsmsServer) -> None:
+    """GetConfigurationMaxKeys (64): a request naming more is an OccurenceConstraintViolation,
+    not an answer that silently leaves keys out; one naming none gets every key."""
+    gw = await gateway_factory(1)
+    (sid,) = await booted(gw, csms)
+    limit = await csms.call(sid, "GetConfiguration", {"key": ["GetConfigurationMaxKeys"]})
+    assert limit["configurationKey"][0]["value"] == "64"
+
+    readable = [k for k, v in config_keys.KEYS.items() if not v.write_only]
+    wanted = (readable + [f"Vendor{i}" for i in range(64)])[:64]
+    at_limit = await csms.call(sid, "GetConfiguration", {"key": wanted})
+    answered = [k["key"] for k in at_limit["configurationKey"]] + at_limit.get("unknownKey", [])
+    assert answered == wanted
+
+    over = orjson.dumps([2, "gc-65", "GetConfiguration", {"key": [*wanted, "HeartbeatInterval"]}])
+    reply = await csms.send_raw(sid, over.decode(), "gc-65")
+    assert reply[0] == 4 and reply[2] == "OccurenceConstraintViolation"
+
+    everything = await csms.call(sid, "GetConfiguration", {})
+    assert [k["key"] for k in everything["configurationKey"]] == readable
+    assert "unknownKey" not in everything
