@@ -105,14 +105,22 @@ def composite(ctx: Context, connector: int, duration_s: int,
     el = b.electrical()
     segs = b.composite(connector, timedelta(seconds=duration_s),
                        physical_w=physical_w(ctx.station, connector))
+    return segs[0].start, duration_s, composite_periods(segs, unit, el)
+
+
+def composite_periods(segs: list[sc.Segment], unit: sc.RateUnit,
+                      el: sc.Electrical) -> list[CompositePeriod]:
+    """A composite's segments (the first at its start) as periods in `unit`. An A period says
+    the numberPhases its W were converted with: the profile period's, else the station's
+    default."""
     start = segs[0].start
-    periods = []
+    out: list[CompositePeriod] = []
     for s in segs:
         assert s.limit_w is not None
-        periods.append(CompositePeriod(
-            int((s.start - start).total_seconds()), round(el.from_w(s.limit_w, unit), 1),
-            el.default_phases if unit == sc.RateUnit.A else None))
-    return start, duration_s, periods
+        phases = (s.phases or el.default_phases) if unit == sc.RateUnit.A else None
+        out.append(CompositePeriod(int((s.start - start).total_seconds()),
+                                   round(el.from_w(s.limit_w, unit, phases), 1), phases))
+    return out
 
 
 # -- a remote start's profile -------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bess_gateway.charging_limits import CompositePeriod, composite_periods
 from bess_gateway.control import ControlCore
 from bess_gateway.domain.settings import Settings
 from bess_gateway.domain.smart_charging import (
@@ -376,3 +377,22 @@ def test_a_wall_clock_step_back_keeps_a_running_sessions_relative_profile(
         assert segs[1].limit_w == 40_000.0
     finally:
         journal.close()
+
+
+# -- GetCompositeSchedule periods (charging_limits.composite_periods, both versions) -----------
+def test_an_amp_composite_takes_its_number_of_phases_from_the_profile() -> None:
+    one_phase = prof(1, unit=RateUnit.A, periods=((0, 16.0), (600, 10.0)), phases=1)
+    segs = composite(sp(one_phase), 1, T0, timedelta(hours=1), EL, tx_start=None,
+                     physical_w=1e6)
+    assert segs == [Segment(T0, 16 * 230.0, 1), Segment(T0 + timedelta(seconds=600), 2300.0, 1)]
+    assert composite_periods(segs, RateUnit.A, EL) == [
+        CompositePeriod(0, 16.0, 1), CompositePeriod(600, 10.0, 1)]
+    # No numberPhases in the profile, or the battery's own limit: the station's default (3).
+    three = prof(2, unit=RateUnit.A, periods=((0, 16.0),))
+    segs = composite(sp(three), 1, T0, timedelta(hours=1), EL, tx_start=None, physical_w=1e6)
+    assert composite_periods(segs, RateUnit.A, EL) == [CompositePeriod(0, 16.0, 3)]
+    segs = composite(sp(one_phase), 1, T0, timedelta(hours=1), EL, tx_start=None,
+                     physical_w=2000.0)
+    assert composite_periods(segs, RateUnit.A, EL) == [CompositePeriod(0, 2.9, 3)]
+    # In W no numberPhases is reported.
+    assert composite_periods(segs, RateUnit.W, EL) == [CompositePeriod(0, 2000.0, None)]

@@ -218,6 +218,15 @@ async def test_get_composite_schedule_in_w_and_a(
     r = await csms.call(sid, "GetCompositeSchedule", {"connectorId": 1, "duration": 2**31 - 1})
     assert r["chargingSchedule"]["duration"] == 7 * 86_400
 
+    # A single-phase profile (16 A on 1 phase = 3 680 W) is reported on 1 phase, not 3.
+    single = profile(5, 16.0, unit="A", stack=1)
+    single["chargingSchedule"]["chargingSchedulePeriod"][0]["numberPhases"] = 1
+    assert await set_profile(csms, sid, 1, single) == "Accepted"
+    r = await csms.call(sid, "GetCompositeSchedule",
+                        {"connectorId": 1, "duration": 60, "chargingRateUnit": "A"})
+    assert r["chargingSchedule"]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 16.0, "numberPhases": 1}]
+
 
 async def test_stack_level_and_installed_limits(gateway_factory, csms: CsmsServer) -> None:
     gw = await gateway_factory(1)

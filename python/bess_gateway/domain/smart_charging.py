@@ -354,6 +354,15 @@ def limit_w_at(p: ChargingProfile, at: datetime, electrical: Electrical, *,
                tx_start: datetime | None = None,
                installed_at: datetime | None = None) -> float | None:
     """`p`'s limit in W at `at`, or None when it has no period in force then."""
+    current = _period_at(p, at, tx_start, installed_at)
+    if current is None:
+        return None
+    return electrical.to_w(current.limit, p.schedule.unit, current.phases)
+
+
+def _period_at(p: ChargingProfile, at: datetime, tx_start: datetime | None,
+               installed_at: datetime | None) -> Period | None:
+    """`p`'s period in force at `at`, or None."""
     if p.valid_from is not None and at < p.valid_from:
         return None
     if p.valid_to is not None and at >= p.valid_to:
@@ -367,10 +376,7 @@ def limit_w_at(p: ChargingProfile, at: datetime, electrical: Electrical, *,
         return None
     periods = p.schedule.periods
     i = bisect.bisect_right(periods, offset, key=lambda q: q.start_s) - 1
-    if i < 0:
-        return None
-    current = periods[i]
-    return electrical.to_w(current.limit, p.schedule.unit, current.phases)
+    return None if i < 0 else periods[i]
 
 
 def _boundaries(p: ChargingProfile, lo: datetime, hi: datetime, tx_start: datetime | None,
@@ -407,12 +413,15 @@ class Stack:
     installed_at: dict[int, datetime]
 
     def limit_w_at(self, at: datetime, electrical: Electrical) -> float | None:
+        return self.value_at(at, electrical)[0]
+
+    def value_at(self, at: datetime, electrical: Electrical) -> tuple[float | None, int | None]:
+        """The leading profile's limit in W at `at` and the numberPhases of its period."""
         for p in self.profiles:
-            value = limit_w_at(p, at, electrical, tx_start=self.tx_start,
-                               installed_at=self.installed_at.get(p.profile_id))
-            if value is not None:
-                return value
-        return None
+            q = _period_at(p, at, self.tx_start, self.installed_at.get(p.profile_id))
+            if q is not None:
+                return electrical.to_w(q.limit, p.schedule.unit, q.phases), q.phases
+        return None, None
 
     def boundaries(self, lo: datetime, hi: datetime) -> Iterator[datetime]:
         for p in self.profiles:
@@ -424,20 +433,26 @@ def _ordered(profiles: Iterable[ChargingProfile]) -> tuple[ChargingProfile, ...]
     return tuple(sorted(profiles, key=lambda p: (-p.stack_level, p.connector == 0)))
 
 
-def _min(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
+def _lowest(layers: list[Stack], at: datetime,
+            electrical: Electrical) -> tuple[float | None, int | None]:
+    """The minimum over `layers` at `at`, with the numberPhases of the layer that sets it."""
+    value: float | None = None
+    phases: int | None = None
+    for layer in layers:
+        w, n = layer.value_at(at, electrical)
+        if w is not None and (value is None or w < value):
+            value, phases = w, n
+    return value, phases
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A piece of a composite schedule: from `start` on, `limit_w` (None = no profile limits)."""
+    """A piece of a composite schedule: from `start` on, `limit_w` (None = no profile limits),
+    over the numberPhases of the period that sets it (None: not given, the default)."""
 
     start: datetime
     limit_w: float | None
+    phases: int | None = None
 
 
 def piecewise(layers: list[Stack], now: datetime, horizon: timedelta,
@@ -450,11 +465,9 @@ def piecewise(layers: list[Stack], now: datetime, horizon: timedelta,
         times.update(t for t in layer.boundaries(now, end) if now < t < end)
     out: list[Segment] = []
     for t in sorted(times):
-        value: float | None = None
-        for layer in layers:
-            value = _min(value, layer.limit_w_at(t, electrical))
-        if not out or out[-1].limit_w != value:
-            out.append(Segment(t, value))
+        value, phases = _lowest(layers, t, electrical)
+        if not out or (out[-1].limit_w, out[-1].phases) != (value, phases):
+            out.append(Segment(t, value, phases))
     return out
 
 
@@ -508,20 +521,16 @@ def composite(sp: StationProfiles, connector: int, now: datetime, duration: time
     if connector != 0:
         layers += sp.session_stack(connector, tx_start)
     segs = piecewise(layers, now, duration, electrical) if duration > timedelta(0) else \
-        [Segment(now, _first(layers, now, electrical))]
+        [Segment(now, *_lowest(layers, now, electrical))]
     out: list[Segment] = []
     for s in segs:
-        value = physical_w if s.limit_w is None else min(s.limit_w, physical_w)
-        if not out or out[-1].limit_w != value:
-            out.append(Segment(s.start, value))
+        # Where the battery's own limit is lower, no period's numberPhases applies.
+        limited = s.limit_w is not None and s.limit_w <= physical_w
+        value = s.limit_w if limited and s.limit_w is not None else physical_w
+        phases = s.phases if limited else None
+        if not out or (out[-1].limit_w, out[-1].phases) != (value, phases):
+            out.append(Segment(s.start, value, phases))
     return out
-
-
-def _first(layers: list[Stack], now: datetime, electrical: Electrical) -> float | None:
-    value: float | None = None
-    for layer in layers:
-        value = _min(value, layer.limit_w_at(now, electrical))
-    return value
 
 
 def to_core(segments: list[Segment], unlimited_w: float) -> list[tuple[float, float]]:
