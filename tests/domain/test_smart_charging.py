@@ -396,3 +396,21 @@ def test_an_amp_composite_takes_its_number_of_phases_from_the_profile() -> None:
     assert composite_periods(segs, RateUnit.A, EL) == [CompositePeriod(0, 2.9, 3)]
     # In W no numberPhases is reported.
     assert composite_periods(segs, RateUnit.W, EL) == [CompositePeriod(0, 2000.0, None)]
+
+
+def test_sub_second_offsets_give_one_period_at_0_and_whole_second_starts() -> None:
+    """The composite starts "now", mid-second; boundaries 0.4 s and 9.4 s later become periods
+    at 0 and 9, never two periods at 0."""
+    p = prof(1, periods=((0, 20_000.0), (1, 10_000.0), (10, 5_000.0)))
+    now = T0 + timedelta(milliseconds=600)
+    segs = composite(sp(p), 1, now, timedelta(minutes=1), EL, tx_start=None, physical_w=1e6)
+    assert [s.start for s in segs] == [now, T0 + timedelta(seconds=1),
+                                       T0 + timedelta(seconds=10)]
+    periods = composite_periods(segs, RateUnit.W, EL)
+    assert periods == [CompositePeriod(0, 10_000.0, None), CompositePeriod(9, 5_000.0, None)]
+    # A boundary in the second half of a second rounds up, not onto the period before it.
+    segs = composite(sp(p), 1, T0 + timedelta(milliseconds=400), timedelta(minutes=1), EL,
+                     tx_start=None, physical_w=1e6)
+    assert composite_periods(segs, RateUnit.W, EL) == [
+        CompositePeriod(0, 20_000.0, None), CompositePeriod(1, 10_000.0, None),
+        CompositePeriod(10, 5_000.0, None)]
