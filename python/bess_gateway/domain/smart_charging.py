@@ -23,7 +23,11 @@ Rules (OCPP 1.6 section 3.13, the same in 2.0.1 K01-K08):
   transaction.
 - Kinds: Absolute (from startSchedule; without one, from when it was installed), Recurring (Daily
   or Weekly, anchored at startSchedule, repeating before and after it; a duration longer than the
-  recurrence is cut to it), Relative (from the transaction start; with no transaction, from now).
+  recurrence is cut to it), Relative (from the transaction start; with no transaction, from when
+  it was installed: OCPP 1.6 leaves the start point of a Relative schedule to the station, "such
+  as the start of a Transaction", and one that runs from its installation limits power on a
+  clock that advances, like an Absolute profile without startSchedule. A 1.6 ChargePointMaxProfile
+  may so be Relative; 2.0.1 forbids it for the ChargingStationMaxProfile).
 - A duration of 0 is a schedule of no length: it never limits. No duration: the last period runs
   until validTo.
 - A: W = A x phase voltage x numberPhases (default 3), with the phase voltage a station setting.
@@ -172,10 +176,13 @@ class Limits:
     # installed one. 2.0.1 (K01.FR.05/06/39/52/53) replaces by id only and refuses a profile
     # that would compete at the same level (overlapping validity): see ProfileSet.conflicts.
     replace_same_stack: bool = True
+    # 1.6 allows a Relative ChargePointMaxProfile (it runs from its installation); 2.0.1 does
+    # not allow a Relative ChargingStationMaxProfile.
+    relative_station_max: bool = True
 
 
 STATION_LIMITS = Limits()  # what this station accepts (1.6 keys, 2.0.1 variables show it)
-LIMITS_201 = replace(STATION_LIMITS, replace_same_stack=False)
+LIMITS_201 = replace(STATION_LIMITS, replace_same_stack=False, relative_station_max=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +219,9 @@ def validate(p: ChargingProfile, limits: Limits, connectors: Iterable[int]) -> N
                            "InvalidStackLevel")
     if p.kind == Kind.RECURRING and (p.recurrency is None or p.schedule.start is None):
         raise ProfileError("a Recurring profile needs a recurrency kind and a startSchedule")
-    if p.purpose == Purpose.CHARGE_POINT_MAX and p.kind == Kind.RELATIVE:
-        raise ProfileError("a ChargePointMaxProfile cannot be Relative (no transaction)")
+    if p.purpose == Purpose.CHARGE_POINT_MAX and p.kind == Kind.RELATIVE \
+            and not limits.relative_station_max:
+        raise ProfileError("a ChargingStationMaxProfile cannot be Relative")
     if p.valid_from is not None and p.valid_to is not None and p.valid_to <= p.valid_from:
         raise ProfileError("validTo is not after validFrom")
     s = p.schedule
@@ -333,7 +341,8 @@ def _schedule_start(p: ChargingProfile, at: datetime, tx_start: datetime | None,
     """When the occurrence of `p`'s schedule that covers `at` starts (None: none does)."""
     s = p.schedule
     if p.kind == Kind.RELATIVE:
-        return tx_start
+        # Without a transaction, from the profile's installation: see the module docstring.
+        return tx_start if tx_start is not None else installed_at
     if p.kind == Kind.ABSOLUTE:
         return s.start or installed_at
     assert s.start is not None and p.recurrency is not None
