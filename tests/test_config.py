@@ -413,3 +413,32 @@ def test_example_file_is_valid():
     assert cfg.version_counts() == {"1.6": 50, "2.0.1": 0}
     assert cfg.endpoints[-1].id == "HUB-050" and cfg.endpoints[-1].index == 49
     assert cfg.warnings == ()
+
+
+def test_an_id_with_a_colon_is_refused_for_basic_auth_profiles(tmp_path):
+    """RFC 7617: a Basic auth user-id cannot contain ':' (the CSMS would split the id there)."""
+    errors = errors_of(
+        {
+            "endpoint": [
+                {"id": "HUB:01", "csms_url": "ws://h", "security_profile": 1, "password": "pw"},
+                {"id": "HUB:{n}", "count": 2, "csms_url": "wss://h", "security_profile": 2,
+                 "password": "pw"},
+            ]
+        },
+        tmp_path,
+    )
+    assert errors == [
+        "endpoint[0] (HUB:01).id: 'HUB:01' contains ':', which Basic auth (RFC 7617) cannot "
+        "carry in a user-id; security_profile 1 sends the id as the Basic auth user: use an id "
+        "without ':' or security_profile 3",
+        "endpoint[1] (HUB:1..HUB:2).id: 'HUB:1' contains ':', which Basic auth (RFC 7617) "
+        "cannot carry in a user-id; security_profile 2 sends the id as the Basic auth user: use "
+        "an id without ':' or security_profile 3",
+    ]
+    # Without Basic auth the id is only a URL path segment, where ':' is fine.
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("unused: only its existence is checked here")
+    cfg = parse({"endpoint": [{"id": "HUB:01", "csms_url": "ws://h"},
+                              {"id": "HUB:02", "csms_url": "wss://h", "security_profile": 3,
+                               "cert_file": "c.pem", "key_file": "k.pem"}]}, tmp_path)
+    assert [e.id for e in cfg.endpoints] == ["HUB:01", "HUB:02"]

@@ -1,9 +1,17 @@
-"""The version-free session timing (bess_gateway.sessions): pure, time as a parameter."""
+"""The version-free session timing (bess_gateway.sessions): pure, time as a parameter, and the
+sample loop over a stand-in station."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
+from waiting import until
+
+from bess_gateway import sessions
+from bess_gateway.domain.settings import Settings
 from bess_gateway.sessions import DueTimes, next_aligned
 
 
@@ -38,3 +46,38 @@ def test_due_times_per_session() -> None:
     assert due.due(["b"], 300.0, 10.0) == ["b"]
     assert due.timeout(300.0) == 5.0
     assert due.due([], 301.0, 10.0) == [] and due.timeout(301.0) is None
+
+
+async def test_sample_interval_0_sends_no_sampled_values_until_an_interval_is_set() -> None:
+    """1.6 MeterValueSampleInterval / 2.0.1 TxUpdatedInterval 0 = no sampled data; a later
+    non-zero value starts sampling one interval after it is set."""
+    settings = Settings({})
+    settings.set("meter_sample_interval_s", "0")
+    tx = SimpleNamespace(local_id="L1", connector=1)
+    station = SimpleNamespace(settings=settings, transactions={1: tx},
+                              enforce_energy_limits=lambda: None,
+                              energy_limits_pending=lambda: False)
+    ctx = SimpleNamespace(station=station, tx_wake=asyncio.Event(), extra={}, endpoint_id="E")
+    turns: list[int] = []  # the interval each loop turn saw
+    sent: list[int] = []  # the interval in force at each send
+
+    def interval() -> int:
+        turns.append(settings.int("meter_sample_interval_s"))
+        return turns[-1]
+
+    async def send(_tx: object) -> None:
+        sent.append(settings.int("meter_sample_interval_s"))
+
+    task = asyncio.create_task(sessions.sample_loop(ctx, interval, send))  # type: ignore[arg-type]
+    try:
+        await until(lambda: turns)
+        ctx.tx_wake.set()  # a session event: still nothing to send at 0
+        await until(lambda: len(turns) >= 2)
+        assert sent == []
+        settings.set("meter_sample_interval_s", "1")
+        await until(lambda: sent, timeout=5)
+        assert sent[0] == 1 and 0 not in sent
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

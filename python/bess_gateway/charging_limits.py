@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -105,14 +105,33 @@ def composite(ctx: Context, connector: int, duration_s: int,
     el = b.electrical()
     segs = b.composite(connector, timedelta(seconds=duration_s),
                        physical_w=physical_w(ctx.station, connector))
+    return segs[0].start, duration_s, composite_periods(segs, unit, el)
+
+
+def composite_periods(segs: list[sc.Segment], unit: sc.RateUnit,
+                      el: sc.Electrical) -> list[CompositePeriod]:
+    """A composite's segments (the first at its start) as periods in `unit` on whole seconds.
+
+    The start is "now", with its fraction of a second, while profile boundaries mostly fall on
+    whole seconds: offsets are rounded, and a period rounding onto the previous one's second
+    replaces it (what holds from within that second on), so startPeriod 0 comes once and starts
+    always increase. An A period says the numberPhases its W were converted with: the profile
+    period's, else the station's default.
+    """
     start = segs[0].start
-    periods = []
+    out: list[CompositePeriod] = []
     for s in segs:
         assert s.limit_w is not None
-        periods.append(CompositePeriod(
-            int((s.start - start).total_seconds()), round(el.from_w(s.limit_w, unit), 1),
-            el.default_phases if unit == sc.RateUnit.A else None))
-    return start, duration_s, periods
+        offset = round((s.start - start).total_seconds()) if out else 0
+        phases = (s.phases or el.default_phases) if unit == sc.RateUnit.A else None
+        period = CompositePeriod(offset, round(el.from_w(s.limit_w, unit, phases), 1), phases)
+        if out and offset <= out[-1].start_s:
+            out[-1] = replace(period, start_s=out[-1].start_s)
+        else:
+            out.append(period)
+        if len(out) > 1 and (out[-1].limit, out[-1].phases) == (out[-2].limit, out[-2].phases):
+            out.pop()  # the same as before once rounded: one period
+    return out
 
 
 # -- a remote start's profile -------------------------------------------------------------------

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from bess_gateway.security.profiles import basic_auth_id_problem
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -717,6 +719,13 @@ def _endpoint_block(
             f"{_many([_show(i) for i in bad_ids])}: an id is 1 to 48 characters of "
             "A-Z a-z 0-9 . _ : - (it becomes a URL path segment)",
         )
+    if profile in (1, 2) and "security_profile" not in t.bad:
+        for i in ids:
+            problem = basic_auth_id_problem(i)
+            if problem is not None:
+                t.error("id", f"{problem}; security_profile {profile} sends the id as the Basic "
+                        "auth user: use an id without ':' or security_profile 3")
+                break
     dups: list[str] = []
     for i in ids:
         previous = seen.get(i.lower())

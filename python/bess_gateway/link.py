@@ -441,9 +441,9 @@ class EndpointBase:
         return asyncio.get_running_loop().time() - self._offline_since > threshold
 
     def _apply_heartbeat_interval(self, interval: int) -> None:
-        """The CSMS owns the heartbeat interval it sends at boot, even outside 30..3600 s.
+        """The CSMS owns the heartbeat interval it sends at boot, even outside the setting's range.
 
-        It is stored as the heartbeat setting when in range; outside it only runs.
+        It is stored as the heartbeat setting when in range (or storable); otherwise it only runs.
         """
         try:
             self.ctx.station.settings.set("heartbeat_interval_s", str(interval))

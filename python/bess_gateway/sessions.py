@@ -167,18 +167,27 @@ class DueTimes:
 async def sample_loop(ctx: Context, interval: Callable[[], int],
                       send: Callable[[Transaction], Awaitable[None]],
                       each_turn: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Call `send(tx)` every `interval()` s for each running session; `each_turn` runs on every
-    wake of ctx.tx_wake (sessions started or stopped, statuses changed). Sessions under an
-    energy allowance (id_invalidated) have their meter checked every ENERGY_CHECK_S until held."""
+    """Call `send(tx)` every `interval()` s (0: never) for each running session; `each_turn` runs
+    on every wake of ctx.tx_wake (sessions started or stopped, statuses changed, settings changed).
+    Sessions under an energy allowance (id_invalidated) have their meter checked every
+    ENERGY_CHECK_S until held."""
     loop = asyncio.get_running_loop()
     due = DueTimes()
+    if not ctx.extra.get("sample_wake"):
+        ctx.extra["sample_wake"] = True
+        # With an interval of 0 the wait below has no end of its own: a new one must end it.
+        ctx.station.settings.on_change(lambda _name: ctx.tx_wake.set())
     while True:
         ctx.tx_wake.clear()
         ctx.station.enforce_energy_limits()
         if each_turn is not None:
             await each_turn()
-        txs = {tx.local_id: tx for tx in list(ctx.station.transactions.values())}
-        for local_id in due.due(txs, loop.time(), interval()):
+        every = interval()
+        # 0 = no sampled data (1.6 MeterValueSampleInterval, 2.0.1 TxUpdatedInterval): no session
+        # is tracked, so each is first due one interval after a non-zero value is set.
+        txs = {tx.local_id: tx for tx in list(ctx.station.transactions.values())} \
+            if every > 0 else {}
+        for local_id in due.due(txs, loop.time(), every):
             try:
                 await send(txs[local_id])
             except SEND_ERRORS as exc:

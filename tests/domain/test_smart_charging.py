@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from bess_gateway.charging_limits import CompositePeriod, composite_periods
 from bess_gateway.control import ControlCore
 from bess_gateway.domain.settings import Settings
 from bess_gateway.domain.smart_charging import (
+    LIMITS_201,
     ChargingProfile,
     Electrical,
     Kind,
@@ -180,7 +182,18 @@ def test_relative_runs_from_the_transaction_start() -> None:
     tx_start = T0 - timedelta(seconds=200)
     assert at(T0, p, tx_start=tx_start) == 30_000.0
     assert at(T0 + timedelta(seconds=100), p, tx_start=tx_start) == 10_000.0
-    assert at(T0, p, tx_start=None) is None
+
+
+def test_relative_without_a_transaction_runs_from_its_installation() -> None:
+    """OCPP 1.6: a Relative schedule's start point is "situation-specific (such as the start of
+    a Transaction)" and the station's to choose; with no transaction it is the installation."""
+    p = prof(1, kind=Kind.RELATIVE, start=None, periods=((0, 30_000.0), (300, 10_000.0)))
+    installed = StationProfiles((p,), {1: T0 - timedelta(seconds=200)})
+    segs = composite(installed, 1, T0, timedelta(hours=1), EL, tx_start=None, physical_w=1e6)
+    assert segs == [Segment(T0, 30_000.0), Segment(T0 + timedelta(seconds=100), 10_000.0)]
+    # A transaction restarts it from its own start.
+    segs = composite(installed, 1, T0, timedelta(hours=1), EL, tx_start=T0, physical_w=1e6)
+    assert segs == [Segment(T0, 30_000.0), Segment(T0 + timedelta(seconds=300), 10_000.0)]
 
 
 def test_absolute_without_start_runs_from_installation() -> None:
@@ -225,7 +238,6 @@ def test_to_core_starts_now_and_fills_gaps() -> None:
     (prof(1, connector=3), "no connector"),
     (prof(1, periods=tuple((i, 1.0) for i in range(49))), "at most 48"),
     (prof(1, valid_from=T0, valid_to=T0), "validTo"),
-    (prof(1, purpose=Purpose.CHARGE_POINT_MAX, connector=0, kind=Kind.RELATIVE), "Relative"),
 ])
 def test_validation_refuses(profile: ChargingProfile, words: str) -> None:
     with pytest.raises(ProfileError, match=words):
@@ -376,3 +388,85 @@ def test_a_wall_clock_step_back_keeps_a_running_sessions_relative_profile(
         assert segs[1].limit_w == 40_000.0
     finally:
         journal.close()
+
+
+# -- GetCompositeSchedule periods (charging_limits.composite_periods, both versions) -----------
+def test_an_amp_composite_takes_its_number_of_phases_from_the_profile() -> None:
+    one_phase = prof(1, unit=RateUnit.A, periods=((0, 16.0), (600, 10.0)), phases=1)
+    segs = composite(sp(one_phase), 1, T0, timedelta(hours=1), EL, tx_start=None,
+                     physical_w=1e6)
+    assert segs == [Segment(T0, 16 * 230.0, 1), Segment(T0 + timedelta(seconds=600), 2300.0, 1)]
+    assert composite_periods(segs, RateUnit.A, EL) == [
+        CompositePeriod(0, 16.0, 1), CompositePeriod(600, 10.0, 1)]
+    # No numberPhases in the profile, or the battery's own limit: the station's default (3).
+    three = prof(2, unit=RateUnit.A, periods=((0, 16.0),))
+    segs = composite(sp(three), 1, T0, timedelta(hours=1), EL, tx_start=None, physical_w=1e6)
+    assert composite_periods(segs, RateUnit.A, EL) == [CompositePeriod(0, 16.0, 3)]
+    segs = composite(sp(one_phase), 1, T0, timedelta(hours=1), EL, tx_start=None,
+                     physical_w=2000.0)
+    assert composite_periods(segs, RateUnit.A, EL) == [CompositePeriod(0, 2.9, 3)]
+    # In W no numberPhases is reported.
+    assert composite_periods(segs, RateUnit.W, EL) == [CompositePeriod(0, 2000.0, None)]
+
+
+def test_sub_second_offsets_give_one_period_at_0_and_whole_second_starts() -> None:
+    """The composite starts "now", mid-second; boundaries 0.4 s and 9.4 s later become periods
+    at 0 and 9, never two periods at 0."""
+    p = prof(1, periods=((0, 20_000.0), (1, 10_000.0), (10, 5_000.0)))
+    now = T0 + timedelta(milliseconds=600)
+    segs = composite(sp(p), 1, now, timedelta(minutes=1), EL, tx_start=None, physical_w=1e6)
+    assert [s.start for s in segs] == [now, T0 + timedelta(seconds=1),
+                                       T0 + timedelta(seconds=10)]
+    periods = composite_periods(segs, RateUnit.W, EL)
+    assert periods == [CompositePeriod(0, 10_000.0, None), CompositePeriod(9, 5_000.0, None)]
+    # A boundary in the second half of a second rounds up, not onto the period before it.
+    segs = composite(sp(p), 1, T0 + timedelta(milliseconds=400), timedelta(minutes=1), EL,
+                     tx_start=None, physical_w=1e6)
+    assert composite_periods(segs, RateUnit.W, EL) == [
+        CompositePeriod(0, 20_000.0, None), CompositePeriod(1, 10_000.0, None),
+        CompositePeriod(10, 5_000.0, None)]
+
+
+class RecordingCore:
+    """A ScheduleCore that keeps what it was handed."""
+
+    def __init__(self) -> None:
+        self.groups: dict[int, list[tuple[float, float]]] = {}
+        self.sessions: dict[int, list[tuple[float, float]]] = {}
+
+    def set_session_schedule(self, meter_id: int, schedule: list[tuple[float, float]]) -> None:
+        self.sessions[meter_id] = schedule
+
+    def set_session_group(self, meter_id: int, group_id: int | None) -> None:
+        pass
+
+    def set_group_schedule(self, group_id: int, schedule: list[tuple[float, float]]) -> None:
+        self.groups[group_id] = schedule
+
+    def clear_group(self, group_id: int) -> None:
+        self.groups.pop(group_id, None)
+
+
+def test_a_relative_charge_point_max_profile_caps_the_endpoint_without_a_transaction(
+        tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    core = RecordingCore()
+    st = Station("CP-1", 3, core=ControlCore(), view=CoreView(), settings=Settings({}),
+                 session_max_w=150_000.0, tx_store=journal, make_record=tx_record,
+                 hash_id_tag=journal.hash_id_tag, clock=lambda: T0)
+    smart = SmartCharging(st, core, store=journal, limits=lambda: Limits(),
+                          electrical=lambda: EL, clock=lambda: T0, mono=lambda: 1000.0)
+    cap = prof(1, purpose=Purpose.CHARGE_POINT_MAX, connector=0, kind=Kind.RELATIVE,
+               start=None, periods=((0, 50_000.0), (600, 20_000.0)))
+    try:
+        assert not st.transactions
+        smart.set_profile(cap)
+        assert core.groups[3] == [(T0.timestamp(), 50_000.0), (T0.timestamp() + 600, 20_000.0)]
+        segs = smart.composite(0, timedelta(hours=1), physical_w=1e6)
+        assert [(s.start, s.limit_w) for s in segs] == [
+            (T0, 50_000.0), (T0 + timedelta(seconds=600), 20_000.0)]
+    finally:
+        journal.close()
+    # 2.0.1 K01: a ChargingStationMaxProfile is never Relative.
+    with pytest.raises(ProfileError, match="Relative"):
+        validate(cap, LIMITS_201, (1, 2))

@@ -146,6 +146,15 @@ def test_profile_rules() -> None:
     assert profiles.check_change(2, 3, no_cert) is not None
 
 
+def test_a_csms_cannot_raise_a_station_with_a_colon_in_its_id_to_basic_auth() -> None:
+    colon = profiles.Credentials(has_password=True, has_ca=True, has_client_cert=True,
+                                 basic_auth_id=profiles.basic_auth_id_problem("HUB:01"))
+    assert "RFC 7617" in (profiles.check_change(0, 1, colon) or "")
+    assert "RFC 7617" in (profiles.check_change(0, 2, colon) or "")
+    assert profiles.check_change(0, 3, colon) is None  # no Basic auth: the id is fine
+    assert profiles.basic_auth_id_problem("HUB-01") is None
+
+
 def test_basic_auth_password_is_the_key_bytes() -> None:
     key = "00ff" * 10
     assert profiles.basic_auth_password(key, "configured") == bytes.fromhex(key)

@@ -6,6 +6,7 @@ import asyncio
 import math
 from typing import Any
 
+import orjson
 import pytest
 from waiting import booted, until
 
@@ -13,6 +14,7 @@ from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.gateway import Gateway
 from bess_gateway.link import Backoff
 from bess_gateway.sim.server import SimulatorThread
+from bess_gateway.v16 import config_keys
 
 
 def energy_of(payload: dict[str, Any], measurand: str) -> int:
@@ -194,14 +196,18 @@ async def test_configuration_rules_and_persistence(gateway_factory, csms: CsmsSe
         return (await csms.call(sid, "ChangeConfiguration", {"key": key, "value": value}))[
             "status"]
 
-    assert await change("HeartbeatInterval", "29") == "Rejected"
-    assert await change("HeartbeatInterval", "3601") == "Rejected"
-    assert await change("MeterValueSampleInterval", "0") == "Rejected"
+    assert await change("HeartbeatInterval", "0") == "Rejected"
+    assert await change("HeartbeatInterval", "86401") == "Rejected"
     assert await change("MeterValueSampleInterval", "301") == "Rejected"
     assert await change("MeterValueSampleInterval", "abc") == "Rejected"
     assert await change("NumberOfConnectors", "3") == "Rejected"
     assert await change("NoSuchKey", "1") == "NotSupported"
     assert await change("MeterValuesSampledData", "SoC,Bogus") == "Rejected"
+    # The spec's ranges, not the datasheet's: a day's heartbeat, and 0 = no sampled data.
+    assert await change("HeartbeatInterval", "900") == "Accepted"
+    assert await change("HeartbeatInterval", "86400") == "Accepted"
+    assert gw.endpoints[sid].heartbeat_s == 86400
+    assert await change("MeterValueSampleInterval", "0") == "Accepted"
     assert await change("HeartbeatInterval", "45") == "Accepted"
     assert await change("MeterValueSampleInterval", "7") == "Accepted"
     assert await change("AuthorizeRemoteTxRequests", "true") == "Accepted"
@@ -473,3 +479,27 @@ async def test_data_transfer_and_clear_cache(gateway_factory, csms: CsmsServer) 
                                               "messageId": "Nope"})
     assert r["status"] == "UnknownMessageId"
     assert (await csms.call(sid, "ClearCache", {}))["status"] == "Accepted"
+
+
+async def test_get_configuration_beyond_max_keys_is_refused_not_cut(
+        gateway_factory, csms: CsmsServer) -> None:
+    """GetConfigurationMaxKeys (64): a request naming more is an OccurenceConstraintViolation,
+    not an answer that silently leaves keys out; one naming none gets every key."""
+    gw = await gateway_factory(1)
+    (sid,) = await booted(gw, csms)
+    limit = await csms.call(sid, "GetConfiguration", {"key": ["GetConfigurationMaxKeys"]})
+    assert limit["configurationKey"][0]["value"] == "64"
+
+    readable = [k for k, v in config_keys.KEYS.items() if not v.write_only]
+    wanted = (readable + [f"Vendor{i}" for i in range(64)])[:64]
+    at_limit = await csms.call(sid, "GetConfiguration", {"key": wanted})
+    answered = [k["key"] for k in at_limit["configurationKey"]] + at_limit.get("unknownKey", [])
+    assert answered == wanted
+
+    over = orjson.dumps([2, "gc-65", "GetConfiguration", {"key": [*wanted, "HeartbeatInterval"]}])
+    reply = await csms.send_raw(sid, over.decode(), "gc-65")
+    assert reply[0] == 4 and reply[2] == "OccurenceConstraintViolation"
+
+    everything = await csms.call(sid, "GetConfiguration", {})
+    assert [k["key"] for k in everything["configurationKey"]] == readable
+    assert "unknownKey" not in everything

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from waiting import booted, until
 
 from bess_gateway.demo.csms import CsmsServer
@@ -273,3 +275,24 @@ async def test_reservations_survive_a_restart(gateway_factory, csms: CsmsServer,
     start = await csms.wait_for(sid, "StartTransaction", after=after)
     assert start.payload["reservationId"] == 21
     assert gw2.journal is not None and gw2.journal.reservations(sid) == []
+
+
+async def test_a_zone_less_expiry_date_is_utc_whatever_the_local_zone(
+        gateway_factory, csms: CsmsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSMS's expiryDate without a zone is UTC, as the schema layer takes it: in a gateway
+    running at UTC+5 it is neither five hours early (already past: Rejected) nor late."""
+    monkeypatch.setenv("TZ", "XST-05:00")  # POSIX: local time is UTC+5
+    time.tzset()
+    try:
+        gw = await gateway_factory(1)
+        (sid,) = await booted(gw, csms)
+        expiry = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+        r = await csms.call(sid, "ReserveNow", {
+            "connectorId": 1, "idTag": "ALICE", "reservationId": 7,
+            "expiryDate": expiry.replace(tzinfo=None).isoformat()})
+        assert r == {"status": "Accepted"}
+        held = gw.stations[sid].reservations.on(1)
+        assert held is not None and held.expiry == expiry
+    finally:
+        monkeypatch.undo()
+        time.tzset()

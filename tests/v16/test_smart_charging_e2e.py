@@ -218,6 +218,15 @@ async def test_get_composite_schedule_in_w_and_a(
     r = await csms.call(sid, "GetCompositeSchedule", {"connectorId": 1, "duration": 2**31 - 1})
     assert r["chargingSchedule"]["duration"] == 7 * 86_400
 
+    # A single-phase profile (16 A on 1 phase = 3 680 W) is reported on 1 phase, not 3.
+    single = profile(5, 16.0, unit="A", stack=1)
+    single["chargingSchedule"]["chargingSchedulePeriod"][0]["numberPhases"] = 1
+    assert await set_profile(csms, sid, 1, single) == "Accepted"
+    r = await csms.call(sid, "GetCompositeSchedule",
+                        {"connectorId": 1, "duration": 60, "chargingRateUnit": "A"})
+    assert r["chargingSchedule"]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 16.0, "numberPhases": 1}]
+
 
 async def test_stack_level_and_installed_limits(gateway_factory, csms: CsmsServer) -> None:
     gw = await gateway_factory(1)
@@ -285,3 +294,27 @@ async def test_profiles_survive_a_restart(gateway_factory, csms: CsmsServer,
     # The TxProfile ended with its transaction at the stop; it does not come back.
     assert await csms.call(sid, "ClearChargingProfile", {"id": 3}) == {"status": "Unknown"}
     assert [d["id"] for d, _ in gw2.journal.charging_profiles(sid)] == [1]
+
+
+async def test_relative_profiles_limit_without_a_transaction(
+        gateway_factory, csms: CsmsServer) -> None:
+    """1.6: a Relative schedule starts at a point the station chooses, "such as the start of a
+    Transaction"; with none it runs from its installation, for a TxDefaultProfile and for the
+    endpoint's ChargePointMaxProfile alike."""
+    gw = await gateway_factory(1)
+    (sid,) = await booted(gw, csms)
+    await until(lambda: "limit_discharge_w" in gw.stations[sid].view.snapshot)
+    default = profile(1, 0.0, kind="Relative", periods=[(0, 30_000.0), (3600, 10_000.0)])
+    assert await set_profile(csms, sid, 1, default) == "Accepted"
+    cap = profile(2, 0.0, purpose="ChargePointMaxProfile", kind="Relative",
+                  periods=[(0, 40_000.0), (3600, 20_000.0)])
+    assert await set_profile(csms, sid, 0, cap) == "Accepted"
+    assert not gw.stations[sid].transactions
+
+    r = await csms.call(sid, "GetCompositeSchedule", {"connectorId": 1, "duration": 7200})
+    periods = r["chargingSchedule"]["chargingSchedulePeriod"]
+    assert [p["limit"] for p in periods] == [30_000.0, 10_000.0]
+    assert 3590 <= periods[1]["startPeriod"] <= 3600
+    r = await csms.call(sid, "GetCompositeSchedule", {"connectorId": 0, "duration": 7200})
+    periods = r["chargingSchedule"]["chargingSchedulePeriod"]
+    assert [p["limit"] for p in periods] == [40_000.0, 20_000.0]

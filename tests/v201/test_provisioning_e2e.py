@@ -105,7 +105,7 @@ async def test_set_variables_every_status_and_persistence(
     r = await set_(
         csms,
         (comp("OCPPCommCtrlr"), var("HeartbeatInterval"), "120"),
-        (comp("OCPPCommCtrlr"), var("HeartbeatInterval"), "5"),  # below 30 s: refused
+        (comp("OCPPCommCtrlr"), var("HeartbeatInterval"), "0"),  # would spin: refused
         (comp("ClockCtrlr"), var("DateTime"), "2020-01-01T00:00:00Z"),  # ReadOnly
         (comp("NoSuchCtrlr"), var("Enabled"), "true"),
         (comp("AuthCtrlr"), var("NoSuchVariable"), "true"),
@@ -201,7 +201,7 @@ async def test_base_reports_in_parts(gateway_factory: GatewayFactory, csms: Csms
     assert hb["variableAttribute"][0]["value"] == "60"
     assert hb["variableAttribute"][0]["mutability"] == "ReadWrite"
     assert hb["variableCharacteristics"] == {"dataType": "integer", "unit": "s",
-                                             "minLimit": 30, "maxLimit": 3600,
+                                             "minLimit": 1, "maxLimit": 86400,
                                              "supportsMonitoring": False}
     power = by_name[("EVSE", "Power", 1, None)]
     assert power["variableCharacteristics"]["maxLimit"] <= 150_000

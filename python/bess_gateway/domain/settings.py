@@ -1,7 +1,8 @@
 """Version-agnostic station settings: what a CSMS may read and change.
 
 OCPP 1.6 configuration keys and 2.0.1 device-model variables are both translations of these. Each
-setting validates its own value, so the range rules (HeartbeatInterval 30-3600 s, ...) live once.
+setting validates its own value, so the range rules (MeterValueSampleInterval 0-300 s, ...) live
+once.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ TX_POINTS: tuple[str, ...] = ("Authorized", "PowerPathClosed", "EnergyTransfer")
 
 
 class SettingError(ValueError):
-    """A value a setting refuses; ``reason`` is 'unknown', 'readonly' or 'invalid'."""
+    """A value a setting refuses; ``reason`` is 'unknown', 'readonly', 'invalid' or 'unstored'
+    (valid, but the store failed: the old value stays)."""
 
     def __init__(
-        self, name: str, reason: Literal["unknown", "readonly", "invalid"], msg: str
+        self, name: str, reason: Literal["unknown", "readonly", "invalid", "unstored"], msg: str
     ) -> None:
         super().__init__(f"{name}: {msg}")
         self.name = name
@@ -92,8 +94,11 @@ class SettingSpec:
 SPECS: dict[str, SettingSpec] = {
     s.name: s
     for s in (
-        SettingSpec("heartbeat_interval_s", "int", 300, 30, 3600),
-        SettingSpec("meter_sample_interval_s", "int", 10, 1, 300),
+        # 1.6 and 2.0.1 give HeartbeatInterval no range; a CSMS may ask for a heartbeat a day
+        # (the datasheet's 30-3600 s is what an operator configures, config.py). 0 would spin.
+        SettingSpec("heartbeat_interval_s", "int", 300, 1, 86_400),
+        # 0 = no sampled data (1.6 MeterValueSampleInterval, 2.0.1 TxUpdatedInterval).
+        SettingSpec("meter_sample_interval_s", "int", 10, 0, 300),
         SettingSpec("clock_aligned_interval_s", "int", 0, 0, 86400),
         # 1.6 ConnectionTimeOut / 2.0.1 TxCtrlr.EVConnectionTimeOut: how long a prepared
         # connector waits for the EV's cable. Our connectors are virtual (no cable: a session
@@ -197,8 +202,9 @@ SPECS: dict[str, SettingSpec] = {
 class Settings:
     """One station's settings: defaults, then persisted values, then what the CSMS changes.
 
-    ``persist`` is called with (name, text) for every accepted change so values survive restarts;
-    the caller decides where (the journal).
+    ``persist`` is called with (name, text) for every accepted change, before it applies, so
+    values survive restarts; the caller decides where (the journal). If it raises, the change is
+    refused (SettingError 'unstored').
     """
 
     def __init__(
@@ -241,16 +247,21 @@ class Settings:
         return SPECS[name].render(self._values[name])
 
     def set(self, name: str, raw: str) -> None:
-        """Validate and apply a change; raises SettingError with the reason to report."""
+        """Validate, store, then apply a change; raises SettingError with the reason to report."""
         spec = SPECS.get(name)
         if spec is None:
             raise SettingError(name, "unknown", "no such setting")
         if spec.readonly:
             raise SettingError(name, "readonly", "read-only")
         value = spec.parse(raw)
-        self._values[name] = value
         if self._persist is not None:
-            self._persist(name, spec.render(value))
+            # Durable before it is live: a value the CSMS was told is Accepted must survive a
+            # restart, and one that cannot be stored must not quietly run until the next one.
+            try:
+                self._persist(name, spec.render(value))
+            except Exception as exc:
+                raise SettingError(name, "unstored", f"not stored: {exc}") from exc
+        self._values[name] = value
         for listener in list(self._listeners):
             listener(name)
 

@@ -23,7 +23,11 @@ Rules (OCPP 1.6 section 3.13, the same in 2.0.1 K01-K08):
   transaction.
 - Kinds: Absolute (from startSchedule; without one, from when it was installed), Recurring (Daily
   or Weekly, anchored at startSchedule, repeating before and after it; a duration longer than the
-  recurrence is cut to it), Relative (from the transaction start; with no transaction, from now).
+  recurrence is cut to it), Relative (from the transaction start; with no transaction, from when
+  it was installed: OCPP 1.6 leaves the start point of a Relative schedule to the station, "such
+  as the start of a Transaction", and one that runs from its installation limits power on a
+  clock that advances, like an Absolute profile without startSchedule. A 1.6 ChargePointMaxProfile
+  may so be Relative; 2.0.1 forbids it for the ChargingStationMaxProfile).
 - A duration of 0 is a schedule of no length: it never limits. No duration: the last period runs
   until validTo.
 - A: W = A x phase voltage x numberPhases (default 3), with the phase voltage a station setting.
@@ -172,10 +176,13 @@ class Limits:
     # installed one. 2.0.1 (K01.FR.05/06/39/52/53) replaces by id only and refuses a profile
     # that would compete at the same level (overlapping validity): see ProfileSet.conflicts.
     replace_same_stack: bool = True
+    # 1.6 allows a Relative ChargePointMaxProfile (it runs from its installation); 2.0.1 does
+    # not allow a Relative ChargingStationMaxProfile.
+    relative_station_max: bool = True
 
 
 STATION_LIMITS = Limits()  # what this station accepts (1.6 keys, 2.0.1 variables show it)
-LIMITS_201 = replace(STATION_LIMITS, replace_same_stack=False)
+LIMITS_201 = replace(STATION_LIMITS, replace_same_stack=False, relative_station_max=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +219,9 @@ def validate(p: ChargingProfile, limits: Limits, connectors: Iterable[int]) -> N
                            "InvalidStackLevel")
     if p.kind == Kind.RECURRING and (p.recurrency is None or p.schedule.start is None):
         raise ProfileError("a Recurring profile needs a recurrency kind and a startSchedule")
-    if p.purpose == Purpose.CHARGE_POINT_MAX and p.kind == Kind.RELATIVE:
-        raise ProfileError("a ChargePointMaxProfile cannot be Relative (no transaction)")
+    if p.purpose == Purpose.CHARGE_POINT_MAX and p.kind == Kind.RELATIVE \
+            and not limits.relative_station_max:
+        raise ProfileError("a ChargingStationMaxProfile cannot be Relative")
     if p.valid_from is not None and p.valid_to is not None and p.valid_to <= p.valid_from:
         raise ProfileError("validTo is not after validFrom")
     s = p.schedule
@@ -333,7 +341,8 @@ def _schedule_start(p: ChargingProfile, at: datetime, tx_start: datetime | None,
     """When the occurrence of `p`'s schedule that covers `at` starts (None: none does)."""
     s = p.schedule
     if p.kind == Kind.RELATIVE:
-        return tx_start
+        # Without a transaction, from the profile's installation: see the module docstring.
+        return tx_start if tx_start is not None else installed_at
     if p.kind == Kind.ABSOLUTE:
         return s.start or installed_at
     assert s.start is not None and p.recurrency is not None
@@ -354,6 +363,15 @@ def limit_w_at(p: ChargingProfile, at: datetime, electrical: Electrical, *,
                tx_start: datetime | None = None,
                installed_at: datetime | None = None) -> float | None:
     """`p`'s limit in W at `at`, or None when it has no period in force then."""
+    current = _period_at(p, at, tx_start, installed_at)
+    if current is None:
+        return None
+    return electrical.to_w(current.limit, p.schedule.unit, current.phases)
+
+
+def _period_at(p: ChargingProfile, at: datetime, tx_start: datetime | None,
+               installed_at: datetime | None) -> Period | None:
+    """`p`'s period in force at `at`, or None."""
     if p.valid_from is not None and at < p.valid_from:
         return None
     if p.valid_to is not None and at >= p.valid_to:
@@ -367,10 +385,7 @@ def limit_w_at(p: ChargingProfile, at: datetime, electrical: Electrical, *,
         return None
     periods = p.schedule.periods
     i = bisect.bisect_right(periods, offset, key=lambda q: q.start_s) - 1
-    if i < 0:
-        return None
-    current = periods[i]
-    return electrical.to_w(current.limit, p.schedule.unit, current.phases)
+    return None if i < 0 else periods[i]
 
 
 def _boundaries(p: ChargingProfile, lo: datetime, hi: datetime, tx_start: datetime | None,
@@ -407,12 +422,15 @@ class Stack:
     installed_at: dict[int, datetime]
 
     def limit_w_at(self, at: datetime, electrical: Electrical) -> float | None:
+        return self.value_at(at, electrical)[0]
+
+    def value_at(self, at: datetime, electrical: Electrical) -> tuple[float | None, int | None]:
+        """The leading profile's limit in W at `at` and the numberPhases of its period."""
         for p in self.profiles:
-            value = limit_w_at(p, at, electrical, tx_start=self.tx_start,
-                               installed_at=self.installed_at.get(p.profile_id))
-            if value is not None:
-                return value
-        return None
+            q = _period_at(p, at, self.tx_start, self.installed_at.get(p.profile_id))
+            if q is not None:
+                return electrical.to_w(q.limit, p.schedule.unit, q.phases), q.phases
+        return None, None
 
     def boundaries(self, lo: datetime, hi: datetime) -> Iterator[datetime]:
         for p in self.profiles:
@@ -424,20 +442,26 @@ def _ordered(profiles: Iterable[ChargingProfile]) -> tuple[ChargingProfile, ...]
     return tuple(sorted(profiles, key=lambda p: (-p.stack_level, p.connector == 0)))
 
 
-def _min(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
+def _lowest(layers: list[Stack], at: datetime,
+            electrical: Electrical) -> tuple[float | None, int | None]:
+    """The minimum over `layers` at `at`, with the numberPhases of the layer that sets it."""
+    value: float | None = None
+    phases: int | None = None
+    for layer in layers:
+        w, n = layer.value_at(at, electrical)
+        if w is not None and (value is None or w < value):
+            value, phases = w, n
+    return value, phases
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A piece of a composite schedule: from `start` on, `limit_w` (None = no profile limits)."""
+    """A piece of a composite schedule: from `start` on, `limit_w` (None = no profile limits),
+    over the numberPhases of the period that sets it (None: not given, the default)."""
 
     start: datetime
     limit_w: float | None
+    phases: int | None = None
 
 
 def piecewise(layers: list[Stack], now: datetime, horizon: timedelta,
@@ -450,11 +474,9 @@ def piecewise(layers: list[Stack], now: datetime, horizon: timedelta,
         times.update(t for t in layer.boundaries(now, end) if now < t < end)
     out: list[Segment] = []
     for t in sorted(times):
-        value: float | None = None
-        for layer in layers:
-            value = _min(value, layer.limit_w_at(t, electrical))
-        if not out or out[-1].limit_w != value:
-            out.append(Segment(t, value))
+        value, phases = _lowest(layers, t, electrical)
+        if not out or (out[-1].limit_w, out[-1].phases) != (value, phases):
+            out.append(Segment(t, value, phases))
     return out
 
 
@@ -508,20 +530,16 @@ def composite(sp: StationProfiles, connector: int, now: datetime, duration: time
     if connector != 0:
         layers += sp.session_stack(connector, tx_start)
     segs = piecewise(layers, now, duration, electrical) if duration > timedelta(0) else \
-        [Segment(now, _first(layers, now, electrical))]
+        [Segment(now, *_lowest(layers, now, electrical))]
     out: list[Segment] = []
     for s in segs:
-        value = physical_w if s.limit_w is None else min(s.limit_w, physical_w)
-        if not out or out[-1].limit_w != value:
-            out.append(Segment(s.start, value))
+        # Where the battery's own limit is lower, no period's numberPhases applies.
+        limited = s.limit_w is not None and s.limit_w <= physical_w
+        value = s.limit_w if limited and s.limit_w is not None else physical_w
+        phases = s.phases if limited else None
+        if not out or (out[-1].limit_w, out[-1].phases) != (value, phases):
+            out.append(Segment(s.start, value, phases))
     return out
-
-
-def _first(layers: list[Stack], now: datetime, electrical: Electrical) -> float | None:
-    value: float | None = None
-    for layer in layers:
-        value = _min(value, layer.limit_w_at(now, electrical))
-    return value
 
 
 def to_core(segments: list[Segment], unlimited_w: float) -> list[tuple[float, float]]:

@@ -10,4 +10,11 @@ def iso(ts: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    """A CSMS's dateTime as an aware UTC datetime; ValueError when unreadable.
+
+    One without a zone is UTC, as the schema layer (ocppj/schemas.py) takes it: `astimezone` on a
+    naive datetime would read it in the gateway's local zone and shift every expiry, start and
+    retrieve time by the machine's UTC offset.
+    """
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

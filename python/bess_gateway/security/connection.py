@@ -47,6 +47,7 @@ def credentials(ctx: Context) -> profiles.Credentials:
         has_ca=cfg.ca_file is not None or bool(ctx.certificates.installed(CENTRAL_SYSTEM_ROOT)),
         has_client_cert=station_keys(ctx).identity() is not None
         or (cfg.cert_file is not None and cfg.key_file is not None),
+        basic_auth_id=profiles.basic_auth_id_problem(ctx.endpoint_id),
     )
 
 

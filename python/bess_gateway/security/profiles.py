@@ -17,6 +17,18 @@ class Credentials:
     has_password: bool
     has_ca: bool  # a configured ca_file or an installed CentralSystemRootCertificate
     has_client_cert: bool
+    basic_auth_id: str | None = None  # why the station id cannot be a Basic auth user, if so
+
+
+def basic_auth_id_problem(identity: str) -> str | None:
+    """Why `identity` cannot be the Basic auth user-id of profiles 1 and 2, or None.
+
+    RFC 7617: the user-id ends at the first colon of "user-id:password", so a CSMS would read
+    the part after a colon as the password and check the wrong station, or none.
+    """
+    if ":" in identity:
+        return f"{identity!r} contains ':', which Basic auth (RFC 7617) cannot carry in a user-id"
+    return None
 
 
 def check_change(current: int, new: int, have: Credentials) -> str | None:
@@ -29,6 +41,8 @@ def check_change(current: int, new: int, have: Credentials) -> str | None:
         return None
     if new in (1, 2) and not have.has_password:
         return f"profile {new} needs an AuthorizationKey or configured password"
+    if new in (1, 2) and have.basic_auth_id is not None:
+        return f"profile {new} uses Basic auth: the station id {have.basic_auth_id}"
     if new >= 2 and not have.has_ca:
         return f"profile {new} needs a CA for the CSMS certificate (ca_file or an installed " \
                "CentralSystemRootCertificate)"

@@ -11,9 +11,13 @@ from typing import Any, Literal
 from bess_gateway.domain.authorization import LOCAL_LIST_MAX_LENGTH, SEND_LOCAL_LIST_MAX_LENGTH
 from bess_gateway.domain.settings import MEASURANDS, SettingError, Settings
 from bess_gateway.domain.smart_charging import STATION_LIMITS
+from bess_gateway.ocppj.errors import OccurrenceConstraintViolationError
 from bess_gateway.security.certificates import MAX_CERTIFICATES
 
 CERTIFICATE_SIGNED_MAX_CHAIN_SIZE = 10000  # the schema's maxLength of certificateChain
+# GetConfigurationMaxKeys: the most keys one GetConfiguration.req may name (a request naming none
+# gets every key, however many there are).
+MAX_KEYS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +48,7 @@ KEYS: dict[str, Key] = {
     "ConnectorPhaseRotation": Key("connector_phase_rotation"),
     "ConnectorPhaseRotationMaxLength": Key(fixed="3"),
     "CpoName": Key("cpo_name"),
-    "GetConfigurationMaxKeys": Key(fixed="64"),
+    "GetConfigurationMaxKeys": Key(fixed=str(MAX_KEYS)),
     "HeartbeatInterval": Key("heartbeat_interval_s"),
     "LocalAuthListEnabled": Key("local_auth_list_enabled"),
     "LocalAuthListMaxLength": Key(fixed=str(LOCAL_LIST_MAX_LENGTH)),
@@ -89,15 +93,24 @@ KEYS: dict[str, Key] = {
     "UnlockConnectorOnEVSideDisconnect": Key("unlock_on_ev_side_disconnect"),
     "WebSocketPingInterval": Key("websocket_ping_interval_s"),
 }
-MAX_KEYS = 64
 
 
 def get_configuration(settings: Settings, keys: list[str] | None) -> dict[str, Any]:
-    """GetConfiguration.conf payload; unknown keys are listed, never an error."""
+    """GetConfiguration.conf payload; unknown keys are listed, never an error.
+
+    More keys than GetConfigurationMaxKeys is an OccurenceConstraintViolation CALLERROR: 1.6
+    (5.8) lets the station limit the count but says no more, and answering only the first ones
+    would look like a complete answer (the rest neither known nor unknown), while listing them
+    as unknown would be false. The CSMS can read the limit and ask again in parts; 2.0.1
+    answers GetVariables beyond ItemsPerMessage the same way (B06.FR.16).
+    """
+    if keys and len(keys) > MAX_KEYS:
+        raise OccurrenceConstraintViolationError(
+            f"{len(keys)} keys requested; GetConfigurationMaxKeys is {MAX_KEYS}")
     wanted = list(KEYS) if not keys else keys
     known: list[dict[str, Any]] = []
     unknown: list[str] = []
-    for name in wanted[:MAX_KEYS] if keys else wanted:
+    for name in wanted:
         key = KEYS.get(name)
         if key is None:
             unknown.append(name)

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bess_gateway.domain.settings import SettingError
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.security import operations, profiles
 from bess_gateway.security.connection import (
@@ -64,7 +65,11 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
             return {"status": "Rejected"}
         if new == current:
             return {"status": "Accepted"}
-        settings.set("security_profile", str(new))  # persisted before we act on it
+        try:
+            settings.set("security_profile", str(new))  # persisted before we act on it
+        except SettingError as exc:
+            log.error("%s: SecurityProfile %s refused: %s", ctx.endpoint_id, value, exc)
+            return {"status": "Rejected"}
         security_event(ctx, "ReconfigurationOfSecurityParameters",
                        f"SecurityProfile {current} -> {new}")
         return Reply({"status": "Accepted"}, lambda: reconnect(f"SecurityProfile {new}"))
@@ -73,7 +78,11 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         if not profiles.valid_authorization_key(value.strip()):
             log.warning("%s: AuthorizationKey refused: not hex of 16..20 bytes", ctx.endpoint_id)
             return {"status": "Rejected"}
-        settings.set("basic_auth_password", value.strip().lower())
+        try:
+            settings.set("basic_auth_password", value.strip().lower())
+        except SettingError as exc:
+            log.error("%s: AuthorizationKey refused: %s", ctx.endpoint_id, exc)
+            return {"status": "Rejected"}
         security_event(ctx, "ReconfigurationOfSecurityParameters", "AuthorizationKey changed")
         if effective_profile(ctx) in (1, 2):
             return Reply({"status": "Accepted"}, lambda: reconnect("AuthorizationKey changed"))

@@ -13,7 +13,7 @@ from typing import Any
 from bess_gateway import charging_limits
 from bess_gateway.charging_limits import block
 from bess_gateway.domain import smart_charging as sc
-from bess_gateway.domain.timefmt import iso
+from bess_gateway.domain.timefmt import iso, parse_iso
 from bess_gateway.journal import JournalError
 from bess_gateway.v16.context import Context
 
@@ -24,7 +24,7 @@ __all__ = ["accept_start_profile", "block", "handlers", "refresh", "start_failed
 
 # -- translation ----------------------------------------------------------------------------
 def _time(text: str | None) -> datetime | None:
-    return None if text is None else sc.utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    return None if text is None else parse_iso(text)
 
 
 def profile_from_16(connector: int, p: dict[str, Any]) -> sc.ChargingProfile:

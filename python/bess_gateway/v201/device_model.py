@@ -414,19 +414,20 @@ def value(ctx: Context, v: Variable) -> str | None:
     return None if text is None else text[:VALUE_SIZE]
 
 
-def set_value(ctx: Context, v: Variable, text: str) -> str:
-    """Apply a SetVariables value: 'Accepted', 'RebootRequired' or 'Rejected'."""
+def set_value(ctx: Context, v: Variable, text: str) -> tuple[str, str | None]:
+    """Apply a SetVariables value: ('Accepted' | 'RebootRequired', None) or ('Rejected', the
+    reasonCode)."""
     if v.mutability == "ReadOnly" or v.setting is None:
-        return "Rejected"
+        return "Rejected", "ReadOnly" if v.mutability == "ReadOnly" else "InvalidValue"
     if len(text) > VALUE_SIZE:
-        return "Rejected"
+        return "Rejected", "InvalidValue"
     try:
         raw = v.to_setting(text) if v.to_setting is not None else text
         ctx.station.settings.set(v.setting, raw)
     except SettingError as exc:
         log.info("%s: SetVariables %s.%s refused: %s", ctx.endpoint_id, v.component, v.name, exc)
-        return "Rejected"
-    return "RebootRequired" if v.reboot_required else "Accepted"
+        return "Rejected", "WriteError" if exc.reason == "unstored" else "InvalidValue"
+    return ("RebootRequired" if v.reboot_required else "Accepted"), None
 
 
 def characteristics(ctx: Context, v: Variable) -> dict[str, Any]:

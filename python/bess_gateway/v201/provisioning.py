@@ -77,10 +77,9 @@ def set_variable(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
     out, found = _lookup(item)
     if found is None:
         return out
-    status = dm.set_value(ctx, found, str(item["attributeValue"]))
+    status, reason = dm.set_value(ctx, found, str(item["attributeValue"]))
     out["attributeStatus"] = status
-    if status == "Rejected":
-        reason = "ReadOnly" if found.mutability == "ReadOnly" else "InvalidValue"
+    if reason is not None:
         out["attributeStatusInfo"] = {"reasonCode": reason}
     return out
 

@@ -37,7 +37,7 @@ from bess_gateway import charging_limits
 from bess_gateway.charging_limits import block
 from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.station import DIRECTION
-from bess_gateway.domain.timefmt import iso
+from bess_gateway.domain.timefmt import iso, parse_iso
 from bess_gateway.journal import JournalError
 from bess_gateway.link import Context
 from bess_gateway.ocppj.errors import CallErrorReceived
@@ -71,7 +71,7 @@ VARIABLES: list[Variable] = [
 
 # -- translation ----------------------------------------------------------------------------
 def _time(text: str | None) -> datetime | None:
-    return None if text is None else sc.utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    return None if text is None else parse_iso(text)
 
 
 def profile_from_201(evse: int, p: dict[str, Any], *, start: bool = False) -> sc.ChargingProfile:
