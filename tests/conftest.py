@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,22 @@ from bess_gateway.sim.server import SimulatorThread
 
 # What the gateway sends is schema-checked in every test (gateway subprocesses inherit it).
 os.environ[VALIDATE_OUTGOING_ENV] = "1"
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """Logging is process-wide: what a test sets up (the CLI's ``setup_logging``: the root
+    logger at ERROR or DEBUG, a handler on stderr) must not decide what a later test's caplog
+    sees. Levels come back, and the handlers ``setup_logging`` added go (pytest's own stay)."""
+    root, ws = logging.getLogger(), logging.getLogger("websockets")
+    levels, handlers = (root.level, ws.level), list(root.handlers)
+    yield
+    root.setLevel(levels[0])
+    ws.setLevel(levels[1])
+    for handler in [h for h in root.handlers if h not in handlers]:
+        if type(handler).__module__ == "bess_gateway.logs":
+            root.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture
