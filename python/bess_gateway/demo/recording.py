@@ -1,6 +1,7 @@
 """What the demo CSMS's station classes (1.6 and 2.0.1, on the `ocpp` library's ChargePoint)
 share: every frame is recorded before the library routes it, CALLs for the CSMS's log and
-answers by unique id for `CsmsServer.call_raw`."""
+answers by unique id for `CsmsServer.call_raw`; a CALL is marked done once its handler has run
+(`CsmsServer.wait_for` returns only those)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,16 @@ class RecordsFrames:
             msg = orjson.loads(raw_msg)
         except orjson.JSONDecodeError:
             msg = None
+        received = None
         if isinstance(msg, list) and len(msg) >= 3:
             if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
-                self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
+                received = self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
                 self._on_call(str(msg[2]), msg[3])
             elif msg[0] in (3, 4):
                 self.raw_replies[str(msg[1])] = msg
                 self.reply_event.set()
-        await super().route_message(raw_msg)  # type: ignore[misc]
+        try:
+            await super().route_message(raw_msg)  # type: ignore[misc]
+        finally:
+            if received is not None:
+                self.server._done(received)
