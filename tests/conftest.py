@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,54 @@ from bess_gateway.sim.server import SimulatorThread
 
 # What the gateway sends is schema-checked in every test (gateway subprocesses inherit it).
 os.environ[VALIDATE_OUTGOING_ENV] = "1"
+
+
+class _AsyncioErrors(logging.Handler):
+    """What asyncio's default exception handler logs: a task's exception nobody retrieved, a
+    pending task destroyed, a callback that raised. Logged, not raised, so a test would pass."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+_asyncio_errors = _AsyncioErrors()
+logging.getLogger("asyncio").addHandler(_asyncio_errors)
+
+
+@pytest.fixture(autouse=True)
+def no_unhandled_asyncio_errors() -> Iterator[None]:
+    """Fail the test during which asyncio reported an error no code handled.
+
+    Sync and autouse, so it is torn down after the test's event loop is closed; the garbage
+    collection then brings out the tasks the test dropped while it is still this test's.
+    """
+    _asyncio_errors.records.clear()
+    yield
+    gc.collect()
+    found, _asyncio_errors.records[:] = list(_asyncio_errors.records), []
+    if found:
+        text = "\n".join(logging.Formatter().format(r) for r in found)
+        pytest.fail(f"asyncio reported errors nobody handled:\n{text}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """Logging is process-wide: what a test sets up (the CLI's ``setup_logging``: the root
+    logger at ERROR or DEBUG, a handler on stderr) must not decide what a later test's caplog
+    sees. Levels come back, and the handlers ``setup_logging`` added go (pytest's own stay)."""
+    root, ws = logging.getLogger(), logging.getLogger("websockets")
+    levels, handlers = (root.level, ws.level), list(root.handlers)
+    yield
+    root.setLevel(levels[0])
+    ws.setLevel(levels[1])
+    for handler in [h for h in root.handlers if h not in handlers]:
+        if type(handler).__module__ == "bess_gateway.logs":
+            root.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture

@@ -54,6 +54,9 @@ class ScriptedCsms:
     tx_ids: dict[str, int] = field(default_factory=dict)
     invalid: list[str] = field(default_factory=list)  # CALLs that broke their schema
     connected_at: list[tuple[str, float]] = field(default_factory=list)
+    # Set: BootNotifications are answered only once it is set (stations that reconnected one
+    # by one all start their work at the same moment).
+    boot_gate: asyncio.Event | None = None
     _server: Server | None = None
     _conns: dict[str, ServerConnection] = field(default_factory=dict)
     _pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
@@ -131,6 +134,8 @@ class ScriptedCsms:
         steps = self.script.get(action)
         step: Step = steps.pop(0) if steps else "answer"
         self.received.append(Got(station, action, payload, uid, time.monotonic(), step))
+        if action == "BootNotification" and self.boot_gate is not None:
+            await self.boot_gate.wait()
         if step == "outage":
             self._go_down()
             return True

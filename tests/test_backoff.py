@@ -211,6 +211,29 @@ def _pace(gw: Gateway, minimum: int, random_range: int, repeat_times: int) -> No
         station.settings.set("retry_backoff_repeat_times", str(repeat_times))
 
 
+def _record_delays(gw: Gateway) -> dict[str, list[float]]:
+    """The back-off waits each endpoint draws from now on (its Backoff, as the link uses it).
+
+    What the schedule says is checked on these; the wall clock only shows that an endpoint
+    waited at least that long (on a busy machine it may wait longer, never shorter)."""
+    delays: dict[str, list[float]] = {}
+    for sid, endpoint in gw.endpoints.items():
+        drawn = delays[sid] = []
+        draw = endpoint.backoff.next_delay
+
+        def recorded(draw: Callable[[], float] = draw, drawn: list[float] = drawn) -> float:
+            delay = draw()
+            drawn.append(delay)
+            return delay
+
+        endpoint.backoff.next_delay = recorded  # type: ignore[method-assign]
+    return delays
+
+
+# How much earlier than asked a loop timer may fire (clock granularity), in s.
+TIMER_SLACK_S = 0.01
+
+
 async def _stopping(gw: Gateway, body: Callable[[], Awaitable[None]]) -> None:
     try:
         await body()
@@ -253,18 +276,25 @@ async def test_every_failure_class_is_retried_with_the_configured_pacing(
         gw = await _gateway(tmp_path, sim, urls, ca_file=ca_file)
         ids = dict(zip(urls, gw.endpoints, strict=True))  # failure class -> endpoint id
         _pace(gw, minimum=1, random_range=1, repeat_times=1)  # waits 1..2 s, then 2..3 s
+        delays = _record_delays(gw)
         gw.endpoints[ids["timeout"]].open_timeout_s = OPEN_TIMEOUT_S
 
         async def body() -> None:
             await until(lambda: all(len(failures.times[i]) >= 4 for i in ids.values()), 25)
             for kind, sid in ids.items():
+                # The waits drawn: minimum * 2**min(n, repeat_times) + 0..random_range.
+                drawn = delays[sid][:3]
+                lows = [1.0, 2.0, 2.0]
+                assert len(drawn) == 3
+                assert all(low <= d <= low + 1.0 for d, low in zip(drawn, lows, strict=True)), (
+                    kind, drawn)
+                # ... and waited: attempt k+1 fails at least wait k after attempt k failed (a
+                # timeout attempt lasts OPEN_TIMEOUT_S besides).
                 t = failures.times[sid]
-                # Attempt k+1 starts after wait k; a timeout attempt itself lasts OPEN_TIMEOUT_S.
                 took = OPEN_TIMEOUT_S if kind == "timeout" else 0.0
-                gaps = [b - a - took for a, b in itertools.pairwise(t)][:3]
-                lows = [1.0, 2.0, 2.0]  # minimum * 2**min(n, repeat_times)
-                for gap, low in zip(gaps, lows, strict=False):
-                    assert low * 0.95 <= gap <= low + 1.0 + 1.5, (kind, gaps)
+                gaps = [b - a for a, b in itertools.pairwise(t)][:3]
+                for gap, wait in zip(gaps, drawn, strict=True):
+                    assert gap >= wait + took - TIMER_SLACK_S, (kind, gaps, drawn)
                 assert not gw.endpoints[sid].booted.is_set()
             # The attempts really reached the servers (the refused port has no server).
             for code, server in refusals.items():
@@ -287,19 +317,24 @@ async def test_twenty_endpoints_failing_together_do_not_retry_in_lockstep(
         url = f"ws://127.0.0.1:{s503.sockets[0].getsockname()[1]}/ocpp"
         gw = await _gateway(tmp_path, sim, {f"e{i}": url for i in range(20)})
         _pace(gw, minimum=1, random_range=4, repeat_times=0)
+        delays = _record_delays(gw)
 
         async def body() -> None:
             await until(lambda: len(server.seen) == 20
                         and all(len(t) >= 3 for t in server.seen.values()), 20)
-            # All 20 started together; each later attempt is 1 s + its own random 0..4 s.
-            first = [t[0] for t in server.seen.values()]
-            assert max(first) - min(first) < 1.0
-            for k in (1, 2):
-                kth = sorted(t[k] for t in server.seen.values())
+            # All 20 failed together; each waits 1 s + its own random 0..4 s before the next
+            # attempt, so the attempts spread out instead of coming in lockstep.
+            for k in (0, 1):
+                kth = sorted(d[k] for d in delays.values())
+                assert all(1.0 <= d <= 5.0 for d in kth), kth
                 spread = kth[-1] - kth[0]
                 assert spread > 1.5, (k, spread)  # uniform 0..4 s: 20 draws almost never < 1.5
                 assert len({int(x * 5) for x in kth}) >= 8  # >= 8 distinct 200 ms slots
                 assert statistics.pstdev(kth) > 0.5
+            # ... and each endpoint waited what it drew before its next attempt.
+            for sid, t in server.seen.items():
+                for gap, wait in zip(itertools.pairwise(t), delays[sid][:2], strict=False):
+                    assert gap[1] - gap[0] >= wait - TIMER_SLACK_S, (sid, t, delays[sid])
             # No endpoint gave up: every one keeps coming.
             counts = {sid: len(t) for sid, t in server.seen.items()}
             await until(lambda: all(len(server.seen[s]) > counts[s] for s in counts), 15)
@@ -314,12 +349,16 @@ async def test_a_2_0_1_endpoint_backs_off_the_same_way(
         url = f"ws://127.0.0.1:{s503.sockets[0].getsockname()[1]}/ocpp"
         gw = await _gateway(tmp_path, sim, {"a": url, "b": url}, ocpp="2.0.1")
         _pace(gw, minimum=1, random_range=1, repeat_times=1)
+        delays = _record_delays(gw)
 
         async def body() -> None:
             await until(lambda: len(server.seen) == 2
                         and all(len(t) >= 3 for t in server.seen.values()), 20)
-            for t in server.seen.values():
+            for sid, t in server.seen.items():
+                drawn = delays[sid][:2]
+                assert 1.0 <= drawn[0] <= 2.0 and 2.0 <= drawn[1] <= 3.0, drawn
                 gaps = [b - a for a, b in itertools.pairwise(t)][:2]
-                assert 0.95 <= gaps[0] <= 2.0 + 1.5 and 1.9 <= gaps[1] <= 3.0 + 1.5, gaps
+                assert all(gap >= wait - TIMER_SLACK_S
+                           for gap, wait in zip(gaps, drawn, strict=True)), (gaps, drawn)
 
         await _stopping(gw, body)

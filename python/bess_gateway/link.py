@@ -118,7 +118,8 @@ class Context:
     maintenance: Maintenance | None = None
     # Paces queued messages gateway-wide (bess_gateway.pacing); None: unpaced (set by the gateway).
     pacer: TokenBucket | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # spawned jobs, see spawn()
+    closing: bool = False  # the jobs are being cancelled (link lost, endpoint stopping)
     # Trigger senders by requested message, for messages a block owns (e.g.
     # "LogStatusNotification"); a block registers its sender here when building its handlers.
     triggers: dict[str, Callable[[int | None], Awaitable[None]]] = field(default_factory=dict)
@@ -151,20 +152,46 @@ class Context:
         except InvalidAnswer:
             pass
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> None:
-        """Run a background job that outlives a handler; failures are logged, never lost."""
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        """Run a background job that outlives a handler; failures are logged, never lost.
 
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s: %s failed", self.cfg.id, name)
-
-        task = asyncio.get_running_loop().create_task(guarded(), name=f"{self.cfg.id}:{name}")
+        The job belongs to the endpoint: it is cancelled when the connection ends or the
+        endpoint stops. Once that has begun (``closing``) nothing new may start: the coroutine
+        is closed unrun (None is returned) rather than left to a task nobody would cancel.
+        """
+        if self.closing:
+            coro.close()
+            log.info("%s: %s not started: the endpoint is stopping", self.cfg.id, name)
+            return None
+        # The task runs the coroutine itself: cancelled before its first step, the coroutine is
+        # still closed by the task (a wrapper coroutine would leave it never awaited).
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.cfg.id}:{name}")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self.tasks.discard(task)
+            if task.cancelled():
+                return
+            exc = task.exception()  # retrieved here, so asyncio never reports it as lost
+            if exc is not None:
+                log.error("%s: %s failed", self.cfg.id, name, exc_info=exc)
+
+        task.add_done_callback(done)
+        return task
+
+    async def cancel_jobs(self, *, for_good: bool = False) -> None:
+        """Cancel the spawned jobs and wait until they have ended; none starts meanwhile, and
+        with ``for_good`` (the endpoint stops) none ever again."""
+        self.closing = True
+        try:
+            while self.tasks:
+                jobs = list(self.tasks)
+                for task in jobs:
+                    task.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+                self.tasks.difference_update(jobs)
+        finally:
+            self.closing = for_good
 
 
 class EndpointBase:
@@ -288,6 +315,8 @@ class EndpointBase:
             for task in jobs:
                 task.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
+            # Jobs spawned between connections (an OnIdle reset) end with the endpoint too.
+            await self.ctx.cancel_jobs(for_good=True)
 
     async def _keep_running(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         while True:
@@ -379,9 +408,10 @@ class EndpointBase:
             self.connected.clear()
             self.booted.clear()
             self._ws = None
-            for task in (reader, worker, *ctx.tasks):
+            for task in (reader, worker):
                 task.cancel()
-            await asyncio.gather(reader, worker, *ctx.tasks, return_exceptions=True)
+            await asyncio.gather(reader, worker, return_exceptions=True)
+            await ctx.cancel_jobs()
             log.info("%s: disconnected", self.id)
 
     async def _operate(self) -> None:

@@ -21,6 +21,7 @@ from waiting import until
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.gateway import Gateway
+from bess_gateway.v201.firmware import boot_reason
 from tests.conftest import GatewayFactory
 
 SID = "DEMO-01"
@@ -108,7 +109,9 @@ async def test_unsigned_update_installs_with_request_id(
     await wait_status(csms, "Installed", before)
     assert [p["status"] for p in notifications(csms, before)] == ["Installed"]
     assert notifications(csms, before)[0]["requestId"] == 11
-    # Reported: a later restart is an ordinary power-up with nothing more to report.
+    # Reported: a later restart is an ordinary power-up with nothing more to report. (Once the
+    # gateway has taken the CSMS's answer: stopped before, it reports Installed again.)
+    await until(lambda: boot_reason(gw2.endpoints[SID].ctx) is None)
     await gw2.stop(drain_s=0)
     before = csms.last_seq()
     await gateway_factory(1, ocpp="2.0.1", data_dir=gw.config.gateway.data_dir)

@@ -202,7 +202,7 @@ class CsmsServer:
         self.peer_certs: dict[str, bytes] = {}  # station id -> DER of its last client cert
         self._tx_ids = itertools.count(1)
         self._seq = itertools.count()
-        self._changed = asyncio.Condition()
+        self._handled: set[int] = set()  # seq of the CALLs whose handler has run
         self._server: Server | None = None
         self._tls = False
         self.port = 0
@@ -270,7 +270,6 @@ class CsmsServer:
             cp = _Station16(station_id, ws, self)
         self.stations[station_id] = cp
         self.connections += 1
-        await self._notify()
         try:
             await cp.start()
         except ConnectionClosed as exc:  # how every session ends
@@ -281,18 +280,20 @@ class CsmsServer:
         finally:
             if self.stations.get(station_id) is cp:
                 del self.stations[station_id]
-            await self._notify()
 
     # -- what stations send ----------------------------------------------------------------
     def _record(self, station: str, action: str, payload: dict[str, Any],
-                unique_id: str = "") -> None:
-        self.received.append(Received(station, action, payload, time.monotonic(),
-                                      next(self._seq), unique_id))
-        asyncio.get_running_loop().create_task(self._notify())
+                unique_id: str = "") -> Received:
+        """A CALL as it arrives, before its handler runs (`received` keeps the arrival order)."""
+        received = Received(station, action, payload, time.monotonic(), next(self._seq),
+                            unique_id)
+        self.received.append(received)
+        return received
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _done(self, received: Received) -> None:
+        """The CALL's handler has run (answered, refused or failed): the state it changes, e.g.
+        `transactions`, is up to date."""
+        self._handled.add(received.seq)
 
     def _tag_status(self, id_tag: str) -> str:
         return "Blocked" if id_tag in self.policy.blocked_id_tags else "Accepted"
@@ -336,13 +337,14 @@ class CsmsServer:
     async def wait_for(self, station: str, action: str,
                        where: Callable[[dict[str, Any]], bool] = lambda p: True,
                        *, after: int = -1, timeout: float = 10.0) -> Received:
-        """The first CALL ``action`` from ``station`` with seq > ``after`` matching ``where``."""
+        """The first CALL ``action`` from ``station`` with seq > ``after`` matching ``where``,
+        once its handler has run: what it changes (a transaction's meterStop) can be read."""
 
         def find() -> Received | None:
             for m in self.received:
                 if m.seq > after and m.station == station and m.action == action and where(
                         m.payload):
-                    return m
+                    return m if m.seq in self._handled else None
             return None
 
         return await self.wait_until(find, timeout)

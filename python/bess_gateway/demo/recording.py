@@ -2,7 +2,8 @@
 share: every frame is recorded before the library routes it, CALLs for the CSMS's log and
 answers by unique id for `CsmsServer.call_raw`; CALLs of an action in `Policy.call_errors` get
 their CALLERROR here, those in `Policy.answers` their scripted CALLRESULT: the library never sees
-them."""
+them. A CALL is marked done once its handler (or that answer) has run (`CsmsServer.wait_for`
+returns only those)."""
 
 from __future__ import annotations
 
@@ -32,20 +33,27 @@ class RecordsFrames:
             msg = orjson.loads(raw_msg)
         except orjson.JSONDecodeError:
             msg = None
+        received = None
         if isinstance(msg, list) and len(msg) >= 3:
             if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
-                self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
+                received = self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
                 code = self.server.policy.call_errors.get(str(msg[2]))
                 if code is not None:
                     await self._connection.send(orjson.dumps(
                         [4, msg[1], code, "refused by the CSMS's policy", {}]).decode())
+                    self.server._done(received)
                     return
                 answer = self.server.policy.answers.get(str(msg[2]))
                 if answer is not None:
                     await self._connection.send(orjson.dumps([3, msg[1], answer]).decode())
+                    self.server._done(received)
                     return
                 self._on_call(str(msg[2]), msg[3])
             elif msg[0] in (3, 4):
                 self.raw_replies[str(msg[1])] = msg
                 self.reply_event.set()
-        await super().route_message(raw_msg)  # type: ignore[misc]
+        try:
+            await super().route_message(raw_msg)  # type: ignore[misc]
+        finally:
+            if received is not None:
+                self.server._done(received)
