@@ -444,13 +444,7 @@ impl Worker {
 
     fn final_write(&mut self) {
         self.engine.final_write();
-        self.engine.health.running = false;
-        let mut snap = lock(&self.shared.snapshot);
-        let dropped = snap.health.events_dropped;
-        snap.health = self.engine.health.clone();
-        snap.health.events_dropped = dropped;
-        snap.step.setpoint_w = 0.0;
-        snap.step.run = false;
+        self.publish_stopped();
     }
 
     /// After a panic: the best-effort 0 W write, then the failure for the reader.
@@ -458,18 +452,21 @@ impl Worker {
         // The engine's state may be half-updated; the final write only needs its layout.
         let _ = panic::catch_unwind(AssertUnwindSafe(|| self.engine.final_write()));
         self.engine.health.failure = Some(message.to_string());
-        self.engine.health.running = false;
+        self.publish_stopped();
         let time_s = crate::engine::Clock::wall_s(&SystemClock);
-        {
-            let mut snap = lock(&self.shared.snapshot);
-            let dropped = snap.health.events_dropped;
-            snap.health = self.engine.health.clone();
-            snap.health.events_dropped = dropped;
-            snap.step.setpoint_w = 0.0;
-            snap.step.run = false;
-        }
         self.shared
             .push_events(time_s, &[Event::ControlFailed(message.to_string())]);
+    }
+
+    /// The last snapshot of a thread that ends: not running, 0 W.
+    fn publish_stopped(&mut self) {
+        self.engine.health.running = false;
+        let mut snap = lock(&self.shared.snapshot);
+        let dropped = snap.health.events_dropped;
+        snap.health = self.engine.health.clone();
+        snap.health.events_dropped = dropped;
+        snap.step.setpoint_w = 0.0;
+        snap.step.run = false;
     }
 }
 
