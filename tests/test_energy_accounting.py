@@ -60,7 +60,9 @@ async def test_a_stopped_session_owns_its_ramp_down(
     # miss ~18 Wh.
     assert abs(billed - flowed) <= ROUNDING_WH, (billed, flowed)
     snap = gw.core.snapshot()  # type: ignore[union-attr]
-    assert snap["unattributed_wh"]["discharge"] < 1.0
+    # The registers count whole Wh: the last one can tick after the flow it completes has
+    # ended, with no session left to own it (seen once in 20 loaded runs: exactly 1.0).
+    assert snap["unattributed_wh"]["discharge"] <= 1.0
 
 
 async def test_energy_during_a_lost_pcs_link_goes_to_the_session(
@@ -84,7 +86,8 @@ async def test_energy_during_a_lost_pcs_link_goes_to_the_session(
     billed = stop.payload["meterStop"] - start.payload["meterStart"]
     assert flowed > silent_wh > 20.0
     assert abs(billed - flowed) <= ROUNDING_WH, (billed, flowed)
-    assert gw.core.snapshot()["unattributed_wh"]["discharge"] < 1.0  # type: ignore[union-attr]
+    # Whole-Wh registers, as above.
+    assert gw.core.snapshot()["unattributed_wh"]["discharge"] <= 1.0  # type: ignore[union-attr]
 
 
 async def test_each_direction_owns_its_own_register(
@@ -147,7 +150,8 @@ async def test_a_stopped_201_transaction_owns_its_ramp_down(
     sv = ended[0].payload["meterValue"][0]["sampledValue"]
     assert [s["value"] for s in sv if s["measurand"] == "Energy.Active.Export.Register"] == [
         float(tx.meter_stop)]
-    assert gw.core.snapshot()["unattributed_wh"]["discharge"] < 1.0  # type: ignore[union-attr]
+    # Whole-Wh registers, as above.
+    assert gw.core.snapshot()["unattributed_wh"]["discharge"] <= 1.0  # type: ignore[union-attr]
 
 
 def _saved_as_settling(journal: Path) -> list[list[object]]:
