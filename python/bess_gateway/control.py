@@ -134,6 +134,7 @@ class Snapshot(CoreState):
     # loop health
     running: bool
     cycles: int
+    command_cycles: int  # cycles run at once for a command, not at a tick
     overruns: int
     jitter_us_p99: int
     jitter_us_max: int

@@ -280,6 +280,7 @@ fn measurements(d: &Bound<'_, PyDict>, m: Option<&Measurements>) -> PyResult<()>
 fn health(d: &Bound<'_, PyDict>, h: &Health) -> PyResult<()> {
     d.set_item("running", h.running)?;
     d.set_item("cycles", h.cycles)?;
+    d.set_item("command_cycles", h.command_cycles)?;
     d.set_item("overruns", h.overruns)?;
     d.set_item("jitter_us_p99", h.jitter_us_p99)?;
     d.set_item("jitter_us_max", h.jitter_us_max)?;

@@ -104,6 +104,8 @@ impl Clock for SystemClock {
 pub struct Health {
     pub running: bool,
     pub cycles: u64,
+    /// Cycles run at once for a command rather than at a tick.
+    pub command_cycles: u64,
     pub overruns: u64,
     pub jitter_us_p99: u64,
     pub jitter_us_max: u64,

@@ -386,6 +386,9 @@ impl Worker {
                 let late = started.saturating_duration_since(next_tick);
                 lock(&self.shared.jitter).record(late.as_micros() as u64);
             }
+            if matches!(wake, Wake::Command) {
+                self.engine.health.command_cycles += 1;
+            }
             self.cycle(started);
             if matches!(wake, Wake::Tick) {
                 next_tick += self.period;
