@@ -66,11 +66,14 @@ def logging_restored() -> Iterator[None]:
     """Logging is process-wide: what a test sets up (the CLI's ``setup_logging``: the root
     logger at ERROR or DEBUG, a handler on stderr) must not decide what a later test's caplog
     sees. Levels come back, and the handlers ``setup_logging`` added go (pytest's own stay)."""
-    root, ws = logging.getLogger(), logging.getLogger("websockets")
-    levels, handlers = (root.level, ws.level), list(root.handlers)
+    # bess_gateway too: the gateway's file logs set it while open and put back what they found,
+    # which is a level caplog set if its fixture was torn down first.
+    loggers = [logging.getLogger(name) for name in ("", "websockets", "bess_gateway")]
+    levels, handlers = [lg.level for lg in loggers], list(loggers[0].handlers)
     yield
-    root.setLevel(levels[0])
-    ws.setLevel(levels[1])
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.setLevel(level)
+    root = loggers[0]
     for handler in [h for h in root.handlers if h not in handlers]:
         if type(handler).__module__ == "bess_gateway.logs":
             root.removeHandler(handler)
