@@ -455,3 +455,41 @@ async def test_one_endpoint_refused_does_not_hold_back_another(env: Env) -> None
     assert gw.journal is not None
     assert any(p["type"] == "FailedToAuthenticateAtCentralSystem"
                for p in gw.journal.queued_payloads("DEMO-02", "SecurityEventNotification"))
+
+
+async def test_without_tls_only_the_csms_root_is_installed_and_no_station_certificate(
+        env: Env) -> None:
+    """The 2.0.1 rules (A02/A03, M03) on 1.6: on profiles 0 and 1 the CSMS is not authenticated,
+    so it may install its own root (what a raise to profile 2 needs) but no other trust anchor,
+    and may neither request nor hand over a station certificate."""
+    csms = await env.csms(Policy(passwords={SID: "pw-no-tls-123"}))
+    gw = await env.gateway(csms.url, security_profile=1, password="pw-no-tls-123")
+    await booted(gw, csms)
+    manufacturer = trustme.CA().cert_pem.bytes().decode()
+    r = await csms.call(SID, "InstallCertificate", {
+        "certificateType": "ManufacturerRootCertificate", "certificate": manufacturer})
+    assert r == {"status": "Rejected"}
+    r = await csms.call(SID, "GetInstalledCertificateIds",
+                        {"certificateType": "ManufacturerRootCertificate"})
+    assert r == {"status": "NotFound"}
+    r = await csms.call(SID, "InstallCertificate", {
+        "certificateType": "CentralSystemRootCertificate",
+        "certificate": trustme.CA().cert_pem.bytes().decode()})
+    assert r == {"status": "Accepted"}
+
+    after = csms.last_seq()
+    r = await csms.call(SID, "ExtendedTriggerMessage",
+                        {"requestedMessage": "SignChargePointCertificate"})
+    assert r == {"status": "Rejected"}
+    # A chain that would fit our key, had a CSR been made: refused all the same.
+    client_ca = trustme.CA()
+    chain = client_ca.issue_cert("bess.example", common_name=SID)
+    r = await csms.call(SID, "CertificateSigned", {"certificateChain": b"".join(
+        b.bytes() for b in chain.cert_chain_pems).decode()})
+    assert r == {"status": "Rejected"}
+    # A Heartbeat round trip: anything the trigger had sent would be in by now.
+    assert await csms.call(SID, "TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
+        "status": "Accepted"}
+    await csms.wait_for(SID, "Heartbeat", after=after)
+    assert csms.of(SID, "SignCertificate") == []
+    assert not (gw.endpoints[SID].ctx.certificates.directory / "stations" / SID).exists()
