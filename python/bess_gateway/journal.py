@@ -42,7 +42,7 @@ import hmac
 import logging
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -995,6 +995,13 @@ class Journal:
         rows = self._read("SELECT endpoint_id, COUNT(*) FROM outbox GROUP BY endpoint_id")
         return {str(eid): int(n) for eid, n in rows}
 
+    def known_endpoints(self) -> set[str]:
+        """Every endpoint id the journal holds anything of (settings, transactions, queue),
+        configured or not any more."""
+        rows = self._read("SELECT endpoint_id FROM settings UNION SELECT endpoint_id FROM "
+                          "transactions UNION SELECT endpoint_id FROM outbox")
+        return {str(r[0]) for r in rows}
+
     def summary(self, since: str | None = None, until: str | None = None) -> dict[str, Any]:
         """What a diagnostics bundle says about the journal: per endpoint, queued messages,
         open transactions and those started in [since, until] (ISO-8601 strings compare in
@@ -1126,8 +1133,10 @@ class Journal:
             cur = c.execute("DELETE FROM auth_cache WHERE endpoint_id = ?", (endpoint_id,))
         return int(cur.rowcount)
 
-    def forget_id_tag(self, id_tag: str, *, drop_undelivered: bool = False) -> dict[str, int]:
-        """Remove what the journal holds about one idTag, across all endpoints.
+    def forget_id_tag(self, id_tag: str, *, drop_undelivered: bool = False,
+                      endpoints: Collection[str] | None = None) -> dict[str, int]:
+        """Remove what the journal holds about one idTag, across all endpoints (or only across
+        ``endpoints``: one operator's, when its CSMS asks, docs/security.md).
 
         Deletes its local-list, cache and reservation entries, unlinks it from transaction
         records (their hash is overwritten) and from entries it is the parent of. Queued
@@ -1137,26 +1146,36 @@ class Journal:
         those transactions). Returns counts.
         """
         h = self.hash_id_tag(id_tag)
+        # The endpoint restriction as SQL: the ids are bound parameters, in chunks below
+        # SQLite's limit of bound parameters.
+        chunks: list[list[str]] = [[]] if endpoints is None else [
+            sorted(endpoints)[i:i + 500] for i in range(0, len(endpoints), 500)]
+
+        def only(chunk: list[str]) -> str:
+            return "" if endpoints is None else \
+                f" AND endpoint_id IN ({','.join('?' * len(chunk))})"
+
+        def run(c: sqlite3.Connection, sql: str) -> int:
+            return sum(c.execute(sql + only(chunk), (h, *chunk)).rowcount for chunk in chunks)
+
         with self._write() as c:
             out = {
-                "local_list": c.execute("DELETE FROM auth_list WHERE id_tag_hash = ?",
-                                        (h,)).rowcount,
-                "cache": c.execute("DELETE FROM auth_cache WHERE id_tag_hash = ?", (h,)).rowcount,
-                "reservations": c.execute("DELETE FROM reservations WHERE id_tag_hash = ?",
-                                          (h,)).rowcount,
+                "local_list": run(c, "DELETE FROM auth_list WHERE id_tag_hash = ?"),
+                "cache": run(c, "DELETE FROM auth_cache WHERE id_tag_hash = ?"),
+                "reservations": run(c, "DELETE FROM reservations WHERE id_tag_hash = ?"),
                 # A transaction record needs no idTag to be finished: keep it, unlinked.
-                "transactions": c.execute(
-                    "UPDATE transactions SET id_tag_hash = 'forgotten' WHERE id_tag_hash = ?",
-                    (h,)).rowcount,
+                "transactions": run(
+                    c, "UPDATE transactions SET id_tag_hash = 'forgotten' WHERE id_tag_hash = ?"),
             }
             # Where it is another identifier's parent, the link goes (group rights are lost).
             out["parent_links"] = sum(
-                c.execute(f"UPDATE {table} SET parent_hash = NULL WHERE parent_hash = ?",
-                          (h,)).rowcount
+                run(c, f"UPDATE {table} SET parent_hash = NULL WHERE parent_hash = ?")
                 for table in ("auth_list", "auth_cache", "reservations"))
             carrying: list[tuple[int, str, str | None]] = []
             for seq, endpoint_id, text, ltx in c.execute(
                     "SELECT seq, endpoint_id, payload, local_tx_id FROM outbox").fetchall():
+                if endpoints is not None and endpoint_id not in endpoints:
+                    continue
                 payload = _loads(text)
                 slots = _id_slots(payload) if isinstance(payload, dict) else []
                 if any(isinstance(holder[key], dict) and holder[key].get("hash") == h

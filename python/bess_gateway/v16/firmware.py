@@ -14,8 +14,9 @@ from bess_gateway.maintenance.firmware import (
     retry_policy,
 )
 from bess_gateway.maintenance.transfer import check_url, safe_url
-from bess_gateway.ocppj.errors import ActionNotSupportedError
+from bess_gateway.ocppj.errors import ActionNotSupportedError, SecurityError
 from bess_gateway.ocppj.rpc import After, Reply
+from bess_gateway.security.domains import may_maintain
 from bess_gateway.v16.context import Context
 from bess_gateway.v16.security import security_event
 
@@ -50,6 +51,9 @@ def handlers(ctx: Context) -> dict[str, Any]:
         m = ctx.maintenance
         if m is None:
             raise ActionNotSupportedError("firmware management is not available")
+        if not may_maintain(ctx, "UpdateFirmware"):
+            # UpdateFirmware.conf has no status to refuse with: the CALLERROR is the refusal.
+            raise SecurityError("firmware is updated by the gateway's maintenance operator only")
         problem = check_url(p["location"])
         retries, interval = retry_policy(p)
         req = FirmwareRequest(location=p["location"], retrieve_at=parse_iso(p["retrieveDate"]),
@@ -77,6 +81,8 @@ def handlers(ctx: Context) -> dict[str, Any]:
         m = ctx.maintenance
         fw = p["firmware"]
         if m is None or check_url(fw["location"]) is not None:
+            return {"status": "Rejected"}
+        if not may_maintain(ctx, "SignedUpdateFirmware"):
             return {"status": "Rejected"}
         roots = ctx.certificates.installed(MANUFACTURER_ROOT)
         status, signed = check_signed(fw["signingCertificate"], fw["signature"], roots)

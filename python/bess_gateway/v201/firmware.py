@@ -33,6 +33,7 @@ from bess_gateway.maintenance.transfer import check_url, safe_url
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.security.certificates import MANUFACTURER_ROOT
 from bess_gateway.security.connection import security_event
+from bess_gateway.security.domains import may_maintain
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -82,6 +83,8 @@ def handlers(ctx: Context) -> dict[str, Any]:
         request_id = p["requestId"]
         if m is None:
             return _refused("NotAvailable")
+        if not may_maintain(ctx, "UpdateFirmware"):
+            return _refused("NotMaintainer")
         problem = check_url(fw["location"])
         if problem:
             log.warning("%s: UpdateFirmware %s refused: %s", ctx.endpoint_id,
