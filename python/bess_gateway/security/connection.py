@@ -61,8 +61,10 @@ def url(ctx: Context) -> str:
 
 
 def ssl_context(ctx: Context, target: str) -> ssl.SSLContext | None:
-    """TLS 1.2 or newer; the CSMS certificate must chain to the configured ca_file or an
-    installed CentralSystemRootCertificate (the system store only when neither exists)."""
+    """TLS 1.2 or newer; the CSMS certificate must chain to the configured ca_file or a
+    CentralSystemRootCertificate installed by the endpoint's operator (``ctx.certificates`` is
+    that operator's store: another operator's roots are never trusted here); the system store
+    only when neither exists."""
     if not target.startswith("wss://"):
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer and its hostname

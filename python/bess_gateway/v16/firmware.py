@@ -115,8 +115,9 @@ def handlers(ctx: Context) -> dict[str, Any]:
         # ExtendedTriggerMessage(FirmwareStatusNotification) -> the signed flow's message.
         fw = ctx.maintenance.firmware if ctx.maintenance is not None else None
         payload: dict[str, Any] = {"status": "Idle" if fw is None else fw.status}
+        # The requestId is the ordering CSMS's number: told to its own operator only.
         if fw is not None and fw.busy and fw.request is not None and (
-                fw.request.request_id is not None):
+                fw.request.request_id is not None) and fw.owner in ctx.operator_endpoints:
             payload["requestId"] = fw.request.request_id
         await ctx.call("SignedFirmwareStatusNotification", payload)
 
