@@ -26,10 +26,10 @@ from transfer_servers import ftp_server, http_server
 from waiting import until
 
 from bess_gateway.config import Config
-from bess_gateway.demo.csms import CsmsServer
+from bess_gateway.demo.csms import CsmsServer, Policy
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.gateway import Gateway
-from bess_gateway.security.certificates import hash_data
+from bess_gateway.security.certificates import CertificateStore, hash_data
 from bess_gateway.security.connection import ssl_context
 from bess_gateway.sim.server import SimulatorThread
 
@@ -312,3 +312,35 @@ async def test_customer_information_clears_only_the_requesting_operators_data(
     assert "Cleared: 1 stored item(s) removed." in msg.payload["data"]
     assert journal.auth_list_entry(BETA_201, h) is None
     assert journal.auth_list_entry(ACME_201, h) is not None  # ACME's customer record stays
+
+
+async def test_a_single_operators_shared_store_still_serves_its_tls_after_the_upgrade(
+        tmp_path: Path, sim: SimulatorThread) -> None:
+    """A gateway from before trust domains left its one store in certs/: with one operator, the
+    root its CSMS installed still authenticates that CSMS (migrate_shared_store)."""
+    ca = trustme.CA()
+    data_dir = tmp_path / "var"
+    assert CertificateStore(data_dir / "certs").install(
+        ROOT, ca.cert_pem.bytes().decode()) == "Accepted"
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    csms = CsmsServer(Policy(passwords={"SOLO-01": "pw-solo-12345"}))
+    await csms.start(ssl_context=server)
+    cfg = Config.with_endpoints(
+        [{"id": "SOLO-01", "csms_url": csms.url, "security_profile": 2,
+          "password": "pw-solo-12345"}],  # no ca_file: the installed root is the only trust
+        gateway={"data_dir": data_dir, "metrics_listen": ""},
+        pcs={"port": sim.port, "timeout_ms": 400})
+    gw = Gateway(cfg)
+    await gw.start()
+    try:
+        await csms.wait_for("SOLO-01", "BootNotification", timeout=20)
+        r = await csms.call("SOLO-01", "GetInstalledCertificateIds", {"certificateType": ROOT})
+        assert r["certificateHashData"] == [
+            hash_data(x509.load_pem_x509_certificate(ca.cert_pem.bytes()))]
+        assert not list((data_dir / "certs").glob(f"{ROOT}/*.pem"))  # moved to the operator
+    finally:
+        async with asyncio.timeout(10):
+            await gw.stop(drain_s=0)
+        async with asyncio.timeout(10):
+            await csms.stop()
