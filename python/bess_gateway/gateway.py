@@ -141,6 +141,9 @@ class Gateway:
         for endpoint in self.endpoints.values():
             endpoint.ctx.maintenance = self.maintenance
             endpoint.ctx.pacer = pacer
+        # A 1.6 UpdateFirmware kept before the restart (an install was running) starts now.
+        self.maintenance.firmware.resume(
+            lambda eid: e.firmware_notify() if (e := self.endpoints.get(eid)) else None)
         loop = asyncio.get_running_loop()
         address = cfg.gateway.metrics_address
         if address is not None:
@@ -173,7 +176,7 @@ class Gateway:
             # a stop whose register is not final yet is still a session for the installer
             sessions_open=lambda: any(s.transactions for s in self.stations.values()) or any(
                 settling.pending(e.ctx) for e in self.endpoints.values()),
-            request_restart=self._request_restart)
+            request_restart=self._request_restart, facts=journal)
         return Maintenance(firmware, Uploads(data_dir / "diagnostics", sources))
 
     def _request_restart(self) -> None:

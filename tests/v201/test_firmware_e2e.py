@@ -233,7 +233,9 @@ async def test_download_failed_then_scheduled_update_replaced_and_triggered(
     await csms.call(sid, "TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"})
     got = await csms.wait_for(sid, "FirmwareStatusNotification", after=trig)
     assert got.payload == {"status": "DownloadScheduled", "requestId": 43}
-    # The 1.6 endpoint's own update request is refused while this one waits.
+    # The 1.6 endpoint's own request is kept (its answer has no status): it runs after this one.
     assert await csms.call("DEMO-01", "UpdateFirmware", {
         "location": refused_url("http"), "retrieveDate": now()}) == {}
     assert gw.maintenance.firmware.owner == sid
+    assert [owner for owner, _ in gw.maintenance.firmware.pending] == ["DEMO-01"]
+    assert gw.journal is not None and "DEMO-01" in (gw.journal.get_fact("firmware_pending") or "")
