@@ -197,6 +197,7 @@ class Gateway:
             ep.id, ep.index, core=core, view=self.view, settings=settings,
             session_max_w=self.config.control.session_max_kw * 1000.0,
             tx_store=journal, make_record=tx_record, hash_id_tag=journal.hash_id_tag,
+            discharge_as=ep.discharge_as,
         )
 
     async def stop(self, reason: StopReason = StopReason.REBOOT, *, drain_s: float = 3.0,

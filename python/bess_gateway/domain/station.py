@@ -114,6 +114,10 @@ class MeterSample:
     voltage_v: float | None
     soc_pct: float | None
     temperature_c: float | None
+    # The measurand word of this connector's own energy and power, "Import" or "Export"; None:
+    # by direction (connector 1 discharge Export, connector 2 charge Import). See
+    # domain.metering and EndpointConfig.discharge_as.
+    flow: str | None = None
 
 
 class CorePort(Protocol):
@@ -199,8 +203,11 @@ class Station:
         make_record: Callable[[str, Transaction], Any],
         hash_id_tag: Callable[[str], str],
         clock: Callable[[], datetime] = utcnow,
+        discharge_as: str = "import",
     ) -> None:
         self.endpoint_id = endpoint_id
+        # How connector 1 (discharge) names its own energy and power (EndpointConfig).
+        self.discharge_as = discharge_as
         self.index = index
         self.core = core
         self.view = view
@@ -578,9 +585,16 @@ class Station:
             return StatusReport(ConnectorStatus.RESERVED)
         return StatusReport(ConnectorStatus.AVAILABLE)
 
+    def flow(self, connector: int) -> str:
+        """The measurand word ("Import"/"Export") of `connector`'s own energy and power."""
+        if connector == DISCHARGE_CONNECTOR and self.discharge_as == "export":
+            return "Export"
+        return "Import"
+
     def sample(self, connector: int) -> MeterSample:
         m = self.core.meter(self.meter_id(connector))
         return MeterSample(
+            flow=self.flow(connector),
             timestamp=self._clock(),
             connector=connector,
             energy_wh=float(m["energy_wh"]),

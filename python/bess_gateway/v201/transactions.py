@@ -382,7 +382,7 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
             now = st._clock()
             sample = MeterSample(timestamp=now, connector=rec.connector, energy_wh=stop_wh,
                                  power_w=0.0, current_a=None, voltage_v=None, soc_pct=None,
-                                 temperature_c=None)
+                                 temperature_c=None, flow=st.flow(rec.connector))
             mv = metering.meter_value(sample, st.settings.items("stop_txn_sampled_data"),
                                       "Transaction.End")
             payload: dict[str, Any] = {
