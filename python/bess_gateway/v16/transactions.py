@@ -214,6 +214,7 @@ def _prepare(ctx: Context, item: OutboxItem) -> dict[str, Any] | None:
 
 def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
               resp: dict[str, Any]) -> None:
+    settling.delivered(ctx, item)
     if item.action == "StartTransaction":
         if isinstance(payload.get("idTag"), str):
             authorization.remember(ctx, ctx.journal.hash_id_tag(payload["idTag"]),

@@ -283,6 +283,7 @@ def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
               resp: dict[str, Any]) -> None:
     """TransactionEventResponse: cache the idTokenInfo; a token not Accepted ends the session
     or limits its energy (E05: StopTxOnInvalidId, MaxEnergyOnInvalidId; sessions.py)."""
+    settling.delivered(ctx, item)
     info = resp.get("idTokenInfo")
     token = payload.get("idToken")
     if item.action != "TransactionEvent" or not isinstance(info, dict):
