@@ -105,6 +105,7 @@ class Gateway:
         self.journal = journal = Journal(
             data_dir / "journal.sqlite",
             outbox_budget_bytes=int(cfg.gateway.queue_budget_mb * 1_000_000))
+        self._report_removed(journal.set_live_endpoints(ep.id for ep in cfg.endpoints))
         # One CA store per gateway: its endpoints trust the same roots (security.certificates).
         self.certificates = CertificateStore(data_dir / "certs")
         self.core = core = ControlCore(cfg.core_params())
@@ -160,6 +161,18 @@ class Gateway:
         self._tasks.append(loop.create_task(self._refresh_schedules(), name="schedules"))
         log.info("gateway started: %d endpoints, PCS %s:%d", len(self.endpoints),
                  cfg.pcs.host, cfg.pcs.port)
+
+    @staticmethod
+    def _report_removed(removed: list[dict[str, Any]]) -> None:
+        """Data of endpoints the configuration no longer names: kept, never silent."""
+        for r in removed:
+            log.warning(
+                "journal holds endpoint %s, which is not in the configuration: %d queued "
+                "messages (%d bytes), %d transaction records; kept as they are (not sent, not "
+                "in the queue budget, not waited for at shutdown) until the endpoint is "
+                "configured again or the data is purged: see `bess-gateway journal --help`",
+                r["endpoint_id"], r["queued_messages"], r["queued_bytes"],
+                r["open_transactions"])
 
     def _make_maintenance(self, journal: Journal) -> Maintenance:
         data_dir = self.config.gateway.data_dir
@@ -218,7 +231,8 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_s):
                     # The journal has no change signal; a bounded poll at shutdown is enough.
-                    while self.journal.depth() > 0 and any(  # noqa: ASYNC110
+                    # Removed endpoints' messages have nobody to send them: not waited for.
+                    while self.journal.live_depth() > 0 and any(  # noqa: ASYNC110
                             e.ctx.online for e in self.endpoints.values()):
                         await asyncio.sleep(0.05)
         # Every CSMS hears a normal departure (1001 Going Away) before the endpoints' tasks
