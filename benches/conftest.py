@@ -7,6 +7,16 @@ from pathlib import Path
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """One process, whatever pyproject's addopts say: the test suite runs on pytest-xdist
+    workers (``-n``), and pytest-benchmark switches itself off (a warning, no numbers, no
+    --benchmark-compare-fail) in a parallel run. Runs before xdist's own hook, which starts the
+    workers only when ``numprocesses`` is set (this conftest is loaded early, as the one of
+    the paths on the command line)."""
+    config.option.numprocesses = 0
+
+
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Module | None:
     # A file named on the command line is already collected by pytest itself.
     if parent.session.isinitpath(file_path):

@@ -41,6 +41,18 @@ _asyncio_errors = _AsyncioErrors()
 logging.getLogger("asyncio").addHandler(_asyncio_errors)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``starts_first`` go to the front, the rest keep their order.
+
+    The suite runs in parallel (pytest-xdist, ``-n`` in pyproject's addopts), and a test that
+    takes several times longer than any other, drawn near the end of the random order, would
+    run alone on one worker after the others are done. pytest-randomly shuffles before this
+    hook runs (its hook wraps the others), and the sort is stable: the order is still the one
+    the seed gives, so ``--randomly-seed`` replays it.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("starts_first") is None)
+
+
 @pytest.fixture(autouse=True)
 def no_unhandled_asyncio_errors(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail the test during which asyncio reported an error no code handled.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from chaos import Scenario
 
 # ~75 s of chaos: eight events, so each kind (kill included) happens twice.
@@ -13,6 +14,8 @@ DURATION_S = 75.0
 EVENTS = 8
 
 
+# The longest test by far: started first, it runs beside the rest of a parallel run.
+@pytest.mark.starts_first
 async def test_chaos_short(tmp_path: Path) -> None:
     result = await Scenario(tmp_path, endpoints=50, duration_s=DURATION_S, events=EVENTS).run()
     print("\n" + result.table())

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,6 +166,16 @@ def running(p: dict[str, object]) -> Iterator[ControlLoop]:
         loop.stop()
 
 
+def wait_snapshot(loop: ControlLoop, pred: Callable[[dict[str, Any]], bool],
+                  timeout: float = 5.0) -> dict[str, Any]:
+    """Polls the loop's snapshot (bounded) until `pred` holds; returns that snapshot."""
+    deadline = time.monotonic() + timeout
+    while not pred(snap := loop.snapshot()):
+        assert time.monotonic() < deadline, f"snapshot condition not met in {timeout} s: {snap}"
+        time.sleep(0.005)
+    return snap
+
+
 def wait_event(loop: ControlLoop, kind: str, timeout: float = 5.0) -> list[CoreEvent]:
     """Blocks on the event fd (bounded) until an event of `kind` arrives; returns all drained."""
     seen: list[CoreEvent] = []
@@ -205,10 +216,14 @@ def test_command_is_written_by_a_cycle_of_its_own(pcs: FakePcs) -> None:
     # tick. How fast is the load benchmark's business (cmd->PCS); this checks which cycle.
     with running(params(pcs, period_ms=1000, pcs_timeout_ms=1000)) as loop:
         pcs.wait_writes(lambda w: len(w) >= 1)
-        assert loop.snapshot()["command_cycles"] == 0
+        # A cycle publishes its snapshot once its write is answered: the server has the write
+        # first, so the snapshot is waited for (on a busy machine it came after the assert).
+        before = wait_snapshot(loop, lambda s: s["cycles"] >= 1)
+        assert before["command_cycles"] == 0
         loop.start_session(1, -1, 50_000.0)
         pcs.wait_writes(lambda w: any(x.run == 1 for x in w))
-        assert loop.snapshot()["command_cycles"] == 1
+        after = wait_snapshot(loop, lambda s: s["cycles"] > before["cycles"])
+        assert after["command_cycles"] == 1
 
 
 def test_trip_and_fault_reset(pcs: FakePcs) -> None:

@@ -93,11 +93,12 @@ async def test_invalid_id_delivers_its_allowance_then_suspends(
             after=after, timeout=15)
         assert upd.payload["triggerReason"] == "ChargingStateChanged"
     assert ended(csms, ocpp) == []
-    # No more energy flows to the suspended session: its register stops moving.
-    settled = await until(lambda: gw.core is not None
-                          and gw.core.meter(meter_id)["power_w"] < 1.0
-                          and gw.core.meter(meter_id)["energy_wh"], 15)
-    held_at = float(settled)
+    # No more energy flows to the suspended session: its register stops moving. Once the PCS
+    # has ramped down, that is: the meter's power_w is its share of the allocation, 0 from the
+    # suspension on, while the ramp-down's tail (~10 Wh from 150 kW) still counts as its energy.
+    await until(lambda: abs(sim.state.measured_w) < 1.0, 15)
+    await csms.call(SID, "TriggerMessage", {"requestedMessage": "Heartbeat"})  # a round trip
+    held_at = gw.core.meter(meter_id)["energy_wh"]  # read after the last of the tail
     await csms.call(SID, "TriggerMessage", {"requestedMessage": "Heartbeat"})  # a round trip
     assert gw.core.meter(meter_id)["energy_wh"] == pytest.approx(held_at, abs=1.0)
     # The CSMS ends it as usual.
