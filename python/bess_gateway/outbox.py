@@ -16,9 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bess_gateway import sessions
+from bess_gateway.domain.settings import Settings
 from bess_gateway.journal import OutboxItem
 from bess_gateway.link import Context
-from bess_gateway.ocppj.errors import CallErrorReceived, OcppError
+from bess_gateway.ocppj.errors import CallErrorReceived, InvalidAnswer, OcppError
 
 log = logging.getLogger("bess_gateway.outbox")
 
@@ -37,6 +39,18 @@ class Policy:
     # True while an item must wait (a StopTransaction until its meter has settled); it is read
     # again after the wait. A hold that rewrites the item does so in the journal and in `item`.
     hold: Callable[[Context, OutboxItem], bool] | None = None
+    # Whether an item is the start message of its transaction (1.6 StartTransaction, 2.0.1
+    # TransactionEvent Started): giving one up abandons the transaction (sessions.abandon).
+    is_start: Callable[[OutboxItem], bool] = lambda _item: False
+    # A start message's connector and the register it carries (1.6 meterStart, 2.0.1 its
+    # Transaction.Begin energy register); None for what it does not carry.
+    started: Callable[[OutboxItem], tuple[int | None, int | None]] = lambda _item: (None, None)
+    # Ends a connector's session locally (power off, its stop message queued as usual).
+    stop: Callable[[Context, int], object] | None = None
+    # An answer that breaks the schema is still an answer: the response to go on with
+    # (`answered` gets it), or None when the message cannot count as delivered (an answer
+    # without what the message needs back: then it is a failed attempt, like a CALLERROR).
+    salvage: Callable[[OutboxItem, Any], dict[str, Any] | None] = lambda _item, _payload: {}
     # 1.6 TransactionMessageAttempts / TransactionMessageRetryInterval and 2.0.1
     # OCPPCommCtrlr.MessageAttempts(TransactionEvent) / MessageAttemptInterval(TransactionEvent)
     # are both these domain settings.
@@ -44,9 +58,29 @@ class Policy:
     interval_setting: str = "transaction_message_retry_interval_s"
 
 
+def timeout_delay(settings: Settings, policy: Policy, timeouts: int) -> int:
+    """The wait before resending a message after its `timeouts`-th unanswered send in a row.
+
+    The attempts rule's schedule (interval x n), grown no further than its last step (interval x
+    attempts): a stalled CSMS gets the message again at a bounded pace, and never loses it.
+    """
+    interval = settings.int(policy.interval_setting)
+    return interval * max(1, min(timeouts, settings.int(policy.attempts_setting)))
+
+
 async def deliver(ctx: Context, policy: Policy) -> None:
-    """Send journaled messages in order, one at a time, until the link drops."""
+    """Send journaled messages in order, one at a time, until the link drops.
+
+    What counts as a failed attempt (1.6 3.7.1 / 2.0.1 E13: the CSMS reports a "failure to
+    process the message", which OCPP-J says it does with a CALLERROR): a CALLERROR, a reply that
+    is no OCPP-J frame, or an off-schema answer the message cannot do without (`salvage`). A
+    timeout is none: the CSMS has not said anything, so the message stays at the head of the
+    queue and is sent again (same message id) after a back-off (`timeout_delay`), for as long
+    as it takes; a lost link is none either (the message waits for the next connection).
+    """
     settings = ctx.station.settings
+    timeouts = 0  # unanswered sends in a row of the message at the head (this link)
+    head: int | None = None
     while True:
         items = ctx.journal.pending(ctx.endpoint_id, limit=1)
         if not items:
@@ -67,13 +101,31 @@ async def deliver(ctx: Context, policy: Policy) -> None:
             if not items or items[0].seq != item.seq:
                 continue
             item = items[0]
+        if item.seq != head:
+            head, timeouts = item.seq, 0
+        if sessions.drop_if_abandoned(ctx, item):
+            continue
         payload = policy.prepare(ctx, item)
         if payload is None:
             ctx.journal.ack(item.seq)
             continue
         try:
             resp = await ctx.rpc.call(item.action, payload, unique_id=item.unique_id)  # type: ignore[union-attr]
-        except (OcppError, TimeoutError) as exc:
+        except TimeoutError:
+            timeouts += 1
+            delay = timeout_delay(settings, policy, timeouts)
+            log.warning("%s: %s %s unanswered (%d in a row); not a failed attempt: sent again "
+                        "in %d s", ctx.endpoint_id, item.action, item.unique_id, timeouts, delay)
+            await asyncio.sleep(delay)
+            continue
+        except InvalidAnswer as exc:
+            salvaged = policy.salvage(item, exc.payload)
+            if salvaged is None:
+                await _failed(ctx, policy, item, exc)
+                continue
+            # Counted and logged by the RPC layer; the CSMS got the message.
+            resp = salvaged
+        except OcppError as exc:
             if item.action not in policy.tx_actions and isinstance(exc, CallErrorReceived):
                 # A non-transaction message the CSMS refuses (a CSMS without the Security
                 # extension answers SecurityEventNotification with NotImplemented): retrying
@@ -82,22 +134,7 @@ async def deliver(ctx: Context, policy: Policy) -> None:
                             item.action, exc)
                 ctx.journal.ack(item.seq)
                 continue
-            # A CALLERROR, no answer, or an answer that breaks the schema: the CSMS failed to
-            # process it, an attempt (a lost link is none: the message waits for the next one).
-            # 1.6 4.10 / 2.0.1 E13: after the n-th failure wait interval x n, then resend; after
-            # `attempts` failures discard it and go on with the next message.
-            ctx.journal.bump_attempts(item.seq)
-            attempts = item.attempts + 1
-            if attempts >= settings.int(policy.attempts_setting):
-                log.error("%s: %s %s discarded after %d failed attempts (last: %s); "
-                          "going on with the next queued message", ctx.endpoint_id,
-                          item.action, item.unique_id, attempts, exc)
-                ctx.journal.ack(item.seq)
-            else:
-                delay = settings.int(policy.interval_setting) * attempts
-                log.warning("%s: %s %s failed (attempt %d: %s); resent in %d s", ctx.endpoint_id,
-                            item.action, item.unique_id, attempts, exc, delay)
-                await asyncio.sleep(delay)
+            await _failed(ctx, policy, item, exc)
             continue
         # The ack and what the answer teaches (the CSMS's transaction id, the idTag's status)
         # in one commit: a crash between them could leave a queued stop without its id; and one
@@ -105,3 +142,24 @@ async def deliver(ctx: Context, policy: Policy) -> None:
         with ctx.journal.atomic():
             ctx.journal.ack(item.seq)
             policy.answered(ctx, item, payload, resp)
+
+
+async def _failed(ctx: Context, policy: Policy, item: OutboxItem, exc: Exception) -> None:
+    """The CSMS failed to process `item`: an attempt. 1.6 3.7.1 / 2.0.1 E13: after the n-th
+    failure wait interval x n, then resend; after `attempts` failures give the message up and
+    go on with the next one. A start message given up abandons its transaction."""
+    settings = ctx.station.settings
+    ctx.journal.bump_attempts(item.seq)
+    attempts = item.attempts + 1
+    if attempts < settings.int(policy.attempts_setting):
+        delay = settings.int(policy.interval_setting) * attempts
+        log.warning("%s: %s %s failed (attempt %d: %s); resent in %d s", ctx.endpoint_id,
+                    item.action, item.unique_id, attempts, exc, delay)
+        await asyncio.sleep(delay)
+        return
+    log.error("%s: %s %s discarded after %d failed attempts (last: %s); going on with the "
+              "next queued message", ctx.endpoint_id, item.action, item.unique_id, attempts, exc)
+    if policy.is_start(item):
+        sessions.abandon(ctx, item, *policy.started(item), policy.stop)
+    else:
+        ctx.journal.ack(item.seq)

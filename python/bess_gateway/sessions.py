@@ -21,10 +21,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from bess_gateway import settling
 from bess_gateway.aio import wait_event
 from bess_gateway.domain import metering
 from bess_gateway.domain.station import MeterSample, StopReason, Transaction
-from bess_gateway.journal import Retention
+from bess_gateway.journal import OutboxItem, Retention
 from bess_gateway.link import Context
 from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.ocppj.framing import new_unique_id
@@ -118,6 +119,66 @@ def stop(ctx: Context, connector: int, reason: StopReason,
         queue_stop(tx)
     ctx.tx_wake.set()
     return tx
+
+
+# -- transactions the CSMS never got -----------------------------------------------------------
+def abandon(ctx: Context, item: OutboxItem, connector: int | None, meter_start_wh: int | None,
+            stop: Callable[[Context, int], object] | None) -> None:
+    """The start message `item` was given up (the CSMS failed to process it as many times as
+    the attempts setting allows): the CSMS has no transaction to refer the rest to.
+
+    In one commit: the start leaves the queue, the transaction is marked abandoned (counted in
+    the endpoint's totals: metrics, /status) and, when its session still runs, the session ends
+    here (power off; its stop message queues as any other). The transaction's other messages
+    are then dropped as they come up, never sent (`drop_if_abandoned`): a MeterValues or
+    StopTransaction for a transaction the CSMS never got would only be refused, and a 2.0.1
+    Updated/Ended would start a transaction that has no Started. The energy the stop message
+    carries goes to the endpoint's unattributed energy: delivered, logged, counted, never billed.
+    """
+    st = ctx.station
+    local_id = item.local_tx_id
+    if local_id is None:  # no transaction to abandon (never so for a start message)
+        ctx.journal.ack(item.seq)
+        return
+    tx = next((t for t in st.transactions.values() if t.local_id == local_id), None)
+    if tx is not None:
+        connector, meter_start_wh = tx.connector, tx.meter_start_wh
+    with ctx.journal.atomic():
+        ctx.journal.ack(item.seq)
+        ctx.journal.abandon_transaction(ctx.endpoint_id, local_id, connector or 0,
+                                        meter_start_wh)
+        if tx is not None and stop is not None:
+            stop(ctx, tx.connector)
+    log.error("%s: transaction %s (connector %s) abandoned: the CSMS failed to process its "
+              "%s; %s its other queued messages are dropped and its energy is counted as "
+              "unattributed (bess_energy_unattributed_wh_total)", ctx.endpoint_id, local_id[:8],
+              connector, item.action,
+              "its session is ended here;" if tx is not None else "it had already ended;")
+
+
+def drop_if_abandoned(ctx: Context, item: OutboxItem) -> bool:
+    """Drop `item` if its transaction was abandoned (True); its stop message's energy is added
+    to the unattributed energy in the same commit (held until settled, as any stop)."""
+    marker = ctx.journal.abandoned_transaction(ctx.endpoint_id, item.local_tx_id)
+    if marker is None or item.local_tx_id is None:
+        return False
+    is_stop, register = settling.stop_register(item.action, item.payload)
+    if not is_stop:
+        log.debug("%s: %s of abandoned transaction %s dropped", ctx.endpoint_id, item.action,
+                  item.local_tx_id[:8])
+        ctx.journal.ack(item.seq)
+        return True
+    connector = int(marker.get("connector") or 0)
+    start = marker.get("meter_start_wh")
+    energy = None if register is None or start is None else max(0, register - int(start))
+    with ctx.journal.atomic():
+        ctx.journal.ack(item.seq)
+        ctx.journal.settle_abandoned(ctx.endpoint_id, item.local_tx_id, connector, energy)
+    log.error("%s: abandoned transaction %s: %s Wh delivered on connector %d, unattributed "
+              "(its %s is not sent: the CSMS never got its start)", ctx.endpoint_id,
+              item.local_tx_id[:8], "unknown" if energy is None else energy, connector,
+              item.action)
+    return True
 
 
 async def send_or_queue(ctx: Context, action: str, payload: dict[str, Any],

@@ -435,7 +435,7 @@ class RpcConnection:
             log.log(logging.WARNING if first else logging.DEBUG,
                     "%s: invalid %s response from peer: %s%s", self.name, action, exc,
                     " (further ones of this kind are logged at DEBUG)" if first else "")
-            raise InvalidAnswer(exc, action=action) from exc
+            raise InvalidAnswer(exc, action=action, payload=result) from exc
         return result
 
     # ---------------------------------------------------------------- plumbing
