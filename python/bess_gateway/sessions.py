@@ -50,20 +50,80 @@ def enqueue(ctx: Context, action: str, payload: dict[str, Any], tx: Transaction 
     ctx.outbox_wake.set()
 
 
+def _prepare_wake(ctx: Context) -> asyncio.Event:
+    wake = ctx.extra.get("prepare_wake")
+    if wake is None:
+        wake = ctx.extra["prepare_wake"] = asyncio.Event()
+    assert isinstance(wake, asyncio.Event)
+    return wake
+
+
+def prepare(ctx: Context, connector: int) -> None:
+    """A remote start was accepted: the connector is Preparing until its session begins, the
+    start fails, or ConnectionTimeOut (1.6; 2.0.1 TxCtrlr.EVConnectionTimeOut) passes without
+    a start (`preparing_watch`): whatever goes wrong in between (the answer not sent, the link
+    lost during Authorize, the journal failing), it never stays Preparing until a restart."""
+    until = asyncio.get_running_loop().time() + \
+        ctx.station.settings.int("connection_timeout_s")
+    ctx.station.prepare(connector, until)
+    _prepare_wake(ctx).set()
+
+
+async def preparing_watch(ctx: Context) -> None:
+    """Release preparations no start followed within ConnectionTimeOut (a lifelong job: it
+    runs with or without a link, as a lost link is one way the start never comes)."""
+    loop = asyncio.get_running_loop()
+    wake = _prepare_wake(ctx)
+    while True:
+        wake.clear()
+        for connector in ctx.station.expire_preparing(loop.time()):
+            log.warning("%s: connector %d: no session started within ConnectionTimeOut of the "
+                        "remote start; Available again", ctx.endpoint_id, connector)
+        deadline = ctx.station.next_preparing_deadline()
+        await wait_event(wake, None if deadline is None else max(0.0, deadline - loop.time()))
+
+
 async def start(ctx: Context, connector: int, id_tag: str, *,
                 authorized: Callable[[], Awaitable[bool]],
                 queue_start: Callable[[Transaction], None]) -> Transaction | None:
     """Authorize, then begin: `queue_start(tx)` journals the version's start message together
     with the record, before power flows (a record without its queued start would be ended after
-    a crash with nothing to refer to). The connector must have been prepared."""
+    a crash with nothing to refer to). The connector must have been prepared (`prepare`).
+
+    Whatever ends the start before its session begins (refused, the link lost during
+    Authorize, the journal failing) releases the connector's preparation, if it is still this
+    start's: one that lapsed meanwhile (ConnectionTimeOut) may belong to a newer start."""
+    st = ctx.station
+    mine = st.preparing.get(connector)
+    began = False
+    try:
+        if mine is None:
+            log.warning("%s: connector %d: the remote start's preparation lapsed before it "
+                        "could begin; not started", ctx.endpoint_id, connector)
+            return None
+        tx = await _start(ctx, connector, id_tag, authorized, queue_start, mine)
+        began = tx is not None
+        return tx
+    finally:
+        if not began and mine is not None and st.preparing.get(connector) == mine:
+            st.unprepare(connector)
+
+
+async def _start(ctx: Context, connector: int, id_tag: str,
+                 authorized: Callable[[], Awaitable[bool]],
+                 queue_start: Callable[[Transaction], None], mine: float) -> Transaction | None:
     st = ctx.station
     if not registration_allows_start(ctx):
         log.info("%s: connector %d: no start while the boot is %s (TxBeforeAcceptedEnabled "
                  "false)", ctx.endpoint_id, connector, ctx.registration)
-        st.unprepare(connector)
         return None
     if not await authorized():
-        st.unprepare(connector)
+        return None
+    if st.preparing.get(connector) != mine:
+        # ConnectionTimeOut passed while Authorize was on its way: the connector was released
+        # (and may have been prepared again for another start).
+        log.warning("%s: connector %d: authorized after the remote start's preparation "
+                    "lapsed; not started", ctx.endpoint_id, connector)
         return None
 
     def journal_with(tx: Transaction) -> None:

@@ -120,14 +120,19 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if profile is not None and not smart_charging.accept_start_profile(ctx, connector,
                                                                            profile):
             return {"status": "Rejected"}
-        st.prepare(connector)
+        sessions.prepare(ctx, connector)
 
         async def after() -> None:
             tx = await start_session(ctx, connector, id_tag)
             if tx is None and profile is not None:
                 smart_charging.start_failed(ctx, connector)
 
-        return Reply({"status": "Accepted"}, after)
+        def unsent() -> None:  # the CSMS never heard Accepted: no start follows
+            st.unprepare(connector)
+            if profile is not None:
+                smart_charging.start_failed(ctx, connector)
+
+        return Reply({"status": "Accepted"}, after, unsent)
 
     async def remote_stop(p: dict[str, Any]) -> Any:
         tx = st.find(str(p["transactionId"]))
