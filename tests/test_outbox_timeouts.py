@@ -16,6 +16,7 @@ whose lifetime energy register is the reference for the energy; a real SQLite jo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -148,7 +149,7 @@ async def test_a_start_left_unanswered_more_times_than_the_attempts_still_reache
     assert [g.answered for g in sent] == ["silent"] * STALLS + ["answer"]
     assert len({g.unique_id for g in sent}) == 1  # the same message, resent under its id
     # Not a flood either: resent after a back-off (interval x n, n capped at the attempts).
-    assert all(b.at - a.at >= CALL_TIMEOUT_S + 0.9 for a, b in zip(sent, sent[1:], strict=False))
+    assert all(b.at - a.at >= CALL_TIMEOUT_S + 0.9 for a, b in itertools.pairwise(sent))
 
     await until(lambda: journal.depth(sid) == 0, 15)  # what queued meanwhile went out
     if ocpp == "1.6":
