@@ -236,6 +236,10 @@ async def test_a_start_refused_as_often_as_the_attempts_is_given_up_openly(
     (status,) = gw.metrics.status()["endpoints"]
     assert status["abandoned_transactions"] == 1
     assert status["unattributed_energy_wh"] == {"1": int(energy)}
+    assert status["messages_given_up"] == {start_action: 1}
+    assert gw.metrics.registry.get_sample_value(
+        "bess_transaction_messages_given_up_total",
+        {"endpoint": sid, "action": start_action}) == 1.0
 
     # The queue goes on: the next session reaches the CSMS as usual.
     await remote_start(csms, sid, ocpp, 1)

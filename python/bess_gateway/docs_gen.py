@@ -332,9 +332,38 @@ def generate_ocpp_support() -> str:
         "decided for a battery behind virtual connectors: docs/ocpp201.md.",
         "",
     ]
+    lines += _retry_lines()
     lines += _device_model_lines()
     lines += _iso15118_lines()
     return "\n".join(lines)
+
+
+RETRY_MARKER = "The rules below are what docs/ocpp-support.md shows"
+
+
+def _retry_lines() -> list[str]:
+    """Timeouts and retries: the rules as python/bess_gateway/outbox.py's docstring states them
+    (the code that applies them), with the defaults of the settings they name."""
+    from bess_gateway import outbox
+    from bess_gateway.domain.settings import SPECS
+
+    text = (outbox.__doc__ or "").split(RETRY_MARKER, 1)[1].split("\n", 1)[1]
+    lines = ["## Timeouts and retries", "", "From python/bess_gateway/outbox.py.", ""]
+    items: list[str] = []
+    for raw in text.strip().splitlines():
+        line = raw.strip().replace("``", "`")
+        if not line or line.startswith("- ") or not items or items[-1] == "":
+            items.append(line)
+        else:
+            items[-1] += " " + line
+    lines += [*items, ""]
+    lines += ["| setting | default | range |", "|---|---|---|"]
+    for name in ("message_timeout_s", "transaction_message_attempts",
+                 "transaction_message_retry_interval_s", "connection_timeout_s"):
+        spec = SPECS[name]
+        lines.append(f"| `{name}` | {spec.default} | {spec.minimum}..{spec.maximum} |")
+    lines.append("")
+    return lines
 
 
 def _iso15118_lines() -> list[str]:

@@ -1021,9 +1021,19 @@ class Journal:
                 per[str(connector)] = int(per.get(str(connector), 0)) + max(0, int(energy_wh))
             self._put_totals(c, endpoint_id, totals)
 
+    def count_given_up(self, endpoint_id: str, action: str) -> None:
+        """A queued message was given up after its attempts (bess_gateway.outbox): counted per
+        endpoint and action in the same totals (the caller's commit, with the message's ack)."""
+        with self._write(endpoint_id) as c:
+            totals = self._totals(c, endpoint_id)
+            given_up = totals["given_up"]
+            given_up[action] = int(given_up.get(action, 0)) + 1
+            self._put_totals(c, endpoint_id, totals)
+
     def abandoned_totals(self) -> dict[str, dict[str, Any]]:
-        """Per endpoint: transactions abandoned, unattributed Wh per connector, and stops whose
-        energy could not be known (metrics, /status). Endpoints with none are absent."""
+        """Per endpoint: transactions abandoned, unattributed Wh per connector, stops whose
+        energy could not be known, and messages given up per action (metrics, /status).
+        Endpoints with none are absent."""
         rows = self._read("SELECT key, value FROM meta WHERE key LIKE 'unattributed:%'")
         out: dict[str, dict[str, Any]] = {}
         for key, value in rows:
@@ -1042,6 +1052,7 @@ class Journal:
         totals.setdefault("transactions", 0)
         totals.setdefault("energy_wh", {})
         totals.setdefault("energy_unknown", 0)
+        totals.setdefault("given_up", {})
         return totals
 
     @staticmethod

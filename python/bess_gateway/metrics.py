@@ -174,6 +174,10 @@ class _GatewayCollector(Collector):
             "bess_energy_unattributed_wh",
             "Wh delivered in abandoned transactions: metered, never billed to an idTag",
             labels=["endpoint", "connector"])
+        given_up = CounterMetricFamily(
+            "bess_transaction_messages_given_up",
+            "queued messages given up after TransactionMessageAttempts failures to process "
+            "(CALLERRORs; never for timeouts)", labels=["endpoint", "action"])
         depths: dict[str, int] | None = None
         totals: dict[str, dict[str, Any]] = {}
         if gw.journal is not None:
@@ -190,6 +194,8 @@ class _GatewayCollector(Collector):
             abandoned.add_metric([eid], float(mine.get("transactions", 0)))
             for c in ("1", "2"):
                 unattributed.add_metric([eid, c], float((mine.get("energy_wh") or {}).get(c, 0)))
+            for action, n in sorted((mine.get("given_up") or {}).items()):
+                given_up.add_metric([eid, str(action)], float(n))
             reconnects.add_metric([eid], float(max(0, ep.connects - 1)))
             if depths is not None:
                 depth.add_metric([eid], float(depths.get(eid, 0)))
@@ -200,7 +206,7 @@ class _GatewayCollector(Collector):
                     status.add_metric([eid, str(c), str(station.status(c).status)], 1.0)
         sessions.add_metric([], float(total_sessions))
         yield from (connected, online, boot, connects, reconnects, depth, status, sessions,
-                    abandoned, unattributed)
+                    abandoned, unattributed, given_up)
 
     def _core(self, gw: Gateway) -> Iterator[Any]:
         if gw.core is None:
@@ -465,6 +471,7 @@ class MetricsServer:
                 # connector: delivered, never billed (docs/ocpp-support.md, timeouts and retries).
                 "abandoned_transactions": int((totals.get(eid) or {}).get("transactions", 0)),
                 "unattributed_energy_wh": dict((totals.get(eid) or {}).get("energy_wh") or {}),
+                "messages_given_up": dict((totals.get(eid) or {}).get("given_up") or {}),
             })
         return {
             "version": __version__,
