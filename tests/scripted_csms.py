@@ -32,8 +32,12 @@ from bess_gateway.ocppj.schemas import validator
 
 # What the CSMS does with the next CALL of an action: answer; answer with a CALLERROR; go down
 # without answering ("outage": every socket cut, no new connection until start() again); answer,
-# then go down ("answer_then_outage"); or never answer it, the link staying up ("silent").
-Step = Literal["answer", "error", "outage", "answer_then_outage", "silent"]
+# then go down ("answer_then_outage"); never answer it, the link staying up ("silent"); answer
+# off the schema ("invalid": a property the schema forbids, or for a 1.6 StartTransaction an
+# idTagInfo status it does not know, its transactionId intact; "invalid_no_id": a 1.6
+# StartTransaction.conf without its transactionId).
+Step = Literal["answer", "error", "outage", "answer_then_outage", "silent", "invalid",
+               "invalid_no_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,13 @@ class ScriptedCsms:
         if step == "silent":
             return False
         answer = self._answer(uid, action) if version == "1.6" else self._answer201(action)
+        if step == "invalid":
+            if "idTagInfo" in answer and "transactionId" in answer:
+                answer = {**answer, "idTagInfo": {"status": "Bogus"}}
+            else:
+                answer = {**answer, "unexpected": True}
+        elif step == "invalid_no_id":
+            answer = {k: v for k, v in answer.items() if k != "transactionId"}
         await ws.send(orjson.dumps([3, uid, answer]).decode())
         if step == "answer_then_outage":
             # The answer reaches the gateway; nothing after it is read or answered.

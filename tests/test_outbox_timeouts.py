@@ -247,3 +247,43 @@ async def test_a_start_refused_as_often_as_the_attempts_is_given_up_openly(
                 and journal.depth(sid) == 0, 15)
     assert starts(csms, sid, ocpp)[-1].answered == "answer"
     assert unattributed(gw, sid) == (1.0, energy)
+
+
+@pytest.mark.parametrize("ocpp", ["1.6", "2.0.1"])
+async def test_off_schema_answers_to_transaction_messages(
+        gateways: Callable[..., Awaitable[Gateway]], csms: ScriptedCsms, ocpp: str) -> None:
+    """An off-schema answer is an answer (the CSMS got the message: no resend), except for a
+    1.6 StartTransaction.conf without the transactionId the rest of the transaction needs: that
+    one is a failed attempt. A readable transactionId is taken, an unreadable idTagInfo is no
+    verdict on the idTag (the session runs on)."""
+    gw = await gateways(ocpp)
+    (sid,) = await booted(gw)
+    await configure(gw, sid)
+    journal = gw.journal
+    assert journal is not None
+    if ocpp == "1.6":
+        csms.script["StartTransaction"] = ["invalid_no_id", "invalid"]
+        csms.script["MeterValues"] = ["invalid"] * 100
+        csms.script["StopTransaction"] = ["invalid"]
+    else:
+        csms.script["TransactionEvent"] = ["invalid"] * 100
+    await remote_start(csms, sid, ocpp, 1)
+    await until(lambda: len(values(csms, sid, ocpp)) >= 2 and journal.depth(sid) == 0, 15)
+    sent = starts(csms, sid, ocpp)
+    tx = gw.stations[sid].transactions[1]  # running: no verdict was read into the answer
+    if ocpp == "1.6":
+        assert [g.answered for g in sent] == ["invalid_no_id", "invalid"]
+        assert sent[0].unique_id == sent[1].unique_id
+        tx_id: int | str = csms.tx_ids[sent[0].unique_id]
+        assert tx.transaction_id == str(tx_id)
+    else:
+        assert [g.answered for g in sent] == ["invalid"]
+        tx_id = sent[0].payload["transactionInfo"]["transactionId"]
+    await remote_stop(csms, sid, ocpp, tx_id)
+    await until(lambda: stops(csms, sid, ocpp) and journal.depth(sid) == 0, 15)
+    # Answered off the schema, every other message went out once: none was resent.
+    rest = [g for g in csms.of(sid, "MeterValues", "StopTransaction", "TransactionEvent")
+            if g.unique_id != sent[0].unique_id]
+    assert all(g.answered == "invalid" for g in rest)
+    assert len({g.unique_id for g in rest}) == len(rest)
+    assert journal.abandoned_totals().get(sid, {}).get("given_up", {}) == {}
