@@ -334,6 +334,7 @@ def generate_ocpp_support() -> str:
     ]
     lines += _retry_lines()
     lines += _device_model_lines()
+    lines += _metering_lines()
     lines += _iso15118_lines()
     return "\n".join(lines)
 
@@ -347,16 +348,10 @@ def _retry_lines() -> list[str]:
     from bess_gateway import outbox
     from bess_gateway.domain.settings import SPECS
 
-    text = (outbox.__doc__ or "").split(RETRY_MARKER, 1)[1].split("\n", 1)[1]
-    lines = ["## Timeouts and retries", "", "From python/bess_gateway/outbox.py.", ""]
-    items: list[str] = []
-    for raw in text.strip().splitlines():
-        line = raw.strip().replace("``", "`")
-        if not line or line.startswith("- ") or not items or items[-1] == "":
-            items.append(line)
-        else:
-            items[-1] += " " + line
-    lines += [*items, ""]
+    # From the marker's line on: _docstring_lines drops that line as it drops a title.
+    text = RETRY_MARKER + (outbox.__doc__ or "").split(RETRY_MARKER, 1)[1]
+    lines = ["## Timeouts and retries", "", "From python/bess_gateway/outbox.py.", "",
+             *_docstring_lines(text), ""]
     lines += ["| setting | default | range |", "|---|---|---|"]
     for name in ("message_timeout_s", "transaction_message_attempts",
                  "transaction_message_retry_interval_s", "connection_timeout_s"):
@@ -366,20 +361,33 @@ def _retry_lines() -> list[str]:
     return lines
 
 
-def _iso15118_lines() -> list[str]:
-    """The ISO 15118 hook (v201/iso15118.py): its docstring and its functions' signatures."""
-    from bess_gateway.v201 import iso15118
-
-    lines = ["## ISO 15118 hook", "", "From python/bess_gateway/v201/iso15118.py.", ""]
-    # The module docstring after its title: paragraphs and "- " items, each on one line.
+def _docstring_lines(doc: str | None) -> list[str]:
+    """A module docstring after its title: paragraphs and "- " items, each on one line."""
     items: list[str] = []
-    for raw in (iso15118.__doc__ or "").split("\n", 1)[1].strip().splitlines():
+    for raw in (doc or "").split("\n", 1)[1].strip().splitlines():
         text = raw.strip().replace("``", "`")
         if not text or text.startswith("- ") or not items or items[-1] == "":
             items.append(text)
         else:
             items[-1] += " " + text
-    lines += [*items, ""]
+    return items
+
+
+def _metering_lines() -> list[str]:
+    """Which measurands each connector reports (domain/metering.py), `discharge_as` included."""
+    from bess_gateway.domain import metering
+
+    return ["## Metering: which measurands each connector reports (`discharge_as`)", "",
+            "From python/bess_gateway/domain/metering.py (both versions).", "",
+            *_docstring_lines(metering.__doc__), ""]
+
+
+def _iso15118_lines() -> list[str]:
+    """The ISO 15118 hook (v201/iso15118.py): its docstring and its functions' signatures."""
+    from bess_gateway.v201 import iso15118
+
+    lines = ["## ISO 15118 hook", "", "From python/bess_gateway/v201/iso15118.py.", ""]
+    lines += [*_docstring_lines(iso15118.__doc__), ""]
     for fn in (iso15118.get_ev_certificate, iso15118.get_certificate_status):
         signature = str(inspect.signature(fn)).replace("'", "")
         lines += [f"- `async def {fn.__name__}{signature}`: "

@@ -78,7 +78,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bess_gateway import sessions
+from bess_gateway import sessions, settling
 from bess_gateway.domain.settings import Settings
 from bess_gateway.journal import OutboxItem
 from bess_gateway.link import Context
@@ -113,6 +113,9 @@ class Policy:
     # (`answered` gets it), or None when the message cannot count as delivered (an answer
     # without what the message needs back: then it is a failed attempt, like a CALLERROR).
     salvage: Callable[[OutboxItem, Any], dict[str, Any] | None] = lambda _item, _payload: {}
+    # A non-transaction message refused with a CALLERROR (it is dropped either way): True when
+    # the version layer has said what it means (logged once), so the loop does not log it too.
+    refused: Callable[[Context, OutboxItem, CallErrorReceived], bool] | None = None
     # 1.6 TransactionMessageAttempts / TransactionMessageRetryInterval and 2.0.1
     # OCPPCommCtrlr.MessageAttempts(TransactionEvent) / MessageAttemptInterval(TransactionEvent)
     # are both these domain settings.
@@ -192,8 +195,9 @@ async def deliver(ctx: Context, policy: Policy) -> None:
                 # A non-transaction message the CSMS refuses (a CSMS without the Security
                 # extension answers SecurityEventNotification with NotImplemented): retrying
                 # would only hold the transaction messages queued behind it.
-                log.warning("%s: %s refused by the CSMS (%s); dropped", ctx.endpoint_id,
-                            item.action, exc)
+                if policy.refused is None or not policy.refused(ctx, item, exc):
+                    log.warning("%s: %s refused by the CSMS (%s); dropped", ctx.endpoint_id,
+                                item.action, exc)
                 ctx.journal.ack(item.seq)
                 continue
             await _failed(ctx, policy, item, exc)
@@ -227,3 +231,4 @@ async def _failed(ctx: Context, policy: Policy, item: OutboxItem, exc: Exception
             sessions.abandon(ctx, item, *policy.started(item), policy.stop)
         else:
             ctx.journal.ack(item.seq)
+            settling.delivered(ctx, item)  # a stop given up ends its Finishing all the same

@@ -234,6 +234,7 @@ def drop_if_abandoned(ctx: Context, item: OutboxItem) -> bool:
     with ctx.journal.atomic():
         ctx.journal.ack(item.seq)
         ctx.journal.settle_abandoned(ctx.endpoint_id, item.local_tx_id, connector, energy)
+    ctx.station.finished(item.local_tx_id)  # no stop will be confirmed: Finishing ends here
     log.error("%s: abandoned transaction %s: %s Wh delivered on connector %d, unattributed "
               "(its %s is not sent: the CSMS never got its start)", ctx.endpoint_id,
               item.local_tx_id[:8], "unknown" if energy is None else energy, connector,
@@ -457,7 +458,8 @@ def kept_meter_values(ctx: Context, extra: dict[str, Any], connector: int,
     settings = ctx.station.settings
     sampled, aligned = (settings.items("stop_txn_sampled_data"),
                         settings.items("stop_txn_aligned_data"))
-    values = [(context, mv) for context, sample in metering.kept(extra, connector)
+    values = [(context, mv) for context, sample in metering.kept(extra, connector,
+                                                                   ctx.station.flow(connector))
               if (mv := render(sample, aligned if context == metering.CLOCK else sampled,
                                context))["sampledValue"]]
     values = metering.fit(values, lambda vs: size([mv for _, mv in vs]),
