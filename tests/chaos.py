@@ -11,6 +11,13 @@ its records across its own restarts (as a real CSMS keeps its database).
 
     python tests/chaos.py --endpoints 50 --duration 300
 
+A stall (`csms_stall`, issue 13) is a CSMS that keeps its sockets but answers nothing for several
+times the gateway's MessageTimeout (set short by the CSMS at the start: MessageTimeout 5 s,
+transaction messages retried after 1 s x n, TransactionMessageAttempts 1): every CALL that arrives
+meanwhile is lost unanswered, as in a hung backend, so each transaction message waiting then is
+left unanswered more often than the attempts allow, and must still arrive once the CSMS answers
+again.
+
 `tests/test_chaos.py` runs a short form in the suite. The first half of the endpoints speak
 1.6J, the rest 2.0.1 (`--v201`: how many): the CSMS answers each by its subprotocol. A 2.0.1
 transaction is its TransactionEvents by transactionId: Started is its start, Ended its end, energy
@@ -51,6 +58,13 @@ TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues", "Transaction
 VERSIONS = ("1.6", "2.0.1")
 CHARGE_CAP_W = 3_000.0  # the lighter direction's sessions, so power flows (the net is metered)
 QUEUED_AFTER_S = 2.0  # a transaction message this much older than its receipt waited in a queue
+# What the CSMS sets at the start (real OCPP configuration): short enough for a stall of a few
+# MessageTimeouts to fit a test, and TransactionMessageAttempts below the unanswered sends a stall
+# causes.
+MESSAGE_TIMEOUT_S = 5  # the setting's minimum
+RETRY_INTERVAL_S = 1
+ATTEMPTS = 1  # every message a stall leaves unanswered has had as many unanswered sends
+STALL_S = 2.2 * MESSAGE_TIMEOUT_S  # a message sent as it begins is left unanswered twice
 
 
 def _now() -> str:
@@ -89,6 +103,8 @@ class Records:
     queued: int = 0  # of those, delivered QUEUED_AFTER_S or more after their timestamp
     duplicates: int = 0  # a message delivered again under a new unique id
     unknown_stops: int = 0
+    stalled: int = 0  # CALLs left unanswered (and unprocessed) during a stall
+    stalled_uids: dict[str, int] = field(default_factory=dict)  # tx message id -> times so
     txs: dict[int | str, Tx] = field(default_factory=dict)  # in the order their starts came
     start_keys: dict[tuple[str, int, str], int] = field(default_factory=dict)
     meter_keys: dict[tuple[str, Any, str], str] = field(default_factory=dict)  # -> unique id
@@ -123,6 +139,7 @@ class Csms:
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self.handlers: dict[str, Handler] = {"ocpp1.6": self._handle16,
                                              "ocpp2.0.1": self._handle201}
+        self.stalling = False  # a stall: CALLs are read and left unanswered, unprocessed
 
     async def start(self) -> None:
         self._server = await serve(self._serve, "127.0.0.1", self.port,
@@ -155,6 +172,11 @@ class Csms:
                 msg = orjson.loads(raw)
                 if msg[0] == 2:
                     _, uid, action, payload = msg
+                    if self.stalling:
+                        self.rec.stalled += 1
+                        if action in TX_ACTIONS:
+                            self.rec.stalled_uids[uid] = self.rec.stalled_uids.get(uid, 0) + 1
+                        continue
                     reply = self._record(station, uid, action, payload, handler)
                     if reply is None:
                         out = [4, uid, "NotImplemented", "", {}]
@@ -391,6 +413,11 @@ class Result:
     endpoints: int
     duration_s: float
     csms_outages: int = 0
+    csms_stalls: int = 0
+    stalled_calls: int = 0  # CALLs the stalled CSMS left unanswered
+    # transaction messages left unanswered more times than TransactionMessageAttempts during a
+    # stall, that still reached the CSMS afterwards (the old outbox gave them up)
+    outlived_attempts: int = 0
     socket_cuts: int = 0
     pcs_silences: int = 0
     kills: int = 0
@@ -424,7 +451,10 @@ class Result:
     def table(self) -> str:
         rows = [
             ("endpoints", self.endpoints), ("duration s", f"{self.duration_s:.0f}"),
-            ("CSMS outages", self.csms_outages), ("socket cuts", self.socket_cuts),
+            ("CSMS outages", self.csms_outages), ("CSMS stalls", self.csms_stalls),
+            ("  CALLs left unanswered", self.stalled_calls),
+            ("  tx messages unanswered >= attempts, delivered", self.outlived_attempts),
+            ("socket cuts", self.socket_cuts),
             ("PCS silences", self.pcs_silences), ("gateway kills", self.kills),
             ("transactions", self.transactions), ("  ended PowerLoss", self.power_loss_ends),
             ("tx messages delivered", self.tx_messages), ("  of them queued", self.queued),
@@ -544,6 +574,13 @@ class Scenario:
         await self.csms.start()
         self.result.csms_outages += 1
 
+    async def csms_stall(self) -> None:
+        """The CSMS keeps its sockets but answers nothing for several MessageTimeouts."""
+        self.csms.stalling = True
+        await asyncio.sleep(STALL_S)
+        self.csms.stalling = False
+        self.result.csms_stalls += 1
+
     async def socket_cuts(self) -> None:
         self.result.socket_cuts += self.csms.cut(max(1, self.n // 5), self.rng)
 
@@ -582,6 +619,8 @@ class Scenario:
         await self.gateway.start()
         await _until(lambda: len(self.csms.conns) == self.n, 60, "all endpoints connected")
         await _until(lambda: abs(self.sim.state.measured_w) < 1.0, 10, "PCS idle")
+        if "csms_stall" in self.kinds:
+            await self._configure_timeouts()
         e0 = self._registers()
         driver = asyncio.ensure_future(self.drive())
         chaos = [getattr(self, kind) for kind in self.kinds]
@@ -604,6 +643,40 @@ class Scenario:
             await asyncio.gather(driver, return_exceptions=True)
         await self._wind_down()
         self._tally(e0, self._registers())
+
+    async def _configure_timeouts(self) -> None:
+        """MessageTimeout, the retry interval and the attempts, as a CSMS sets them (stored in
+        the gateway's journal: they outlive its kills)."""
+        values = {"MessageTimeout": MESSAGE_TIMEOUT_S,
+                  "TransactionMessageRetryInterval": RETRY_INTERVAL_S,
+                  "TransactionMessageAttempts": ATTEMPTS}
+        variables = {"MessageTimeout": ("MessageTimeout", "Default"),
+                     "TransactionMessageRetryInterval": ("MessageAttemptInterval",
+                                                         "TransactionEvent"),
+                     "TransactionMessageAttempts": ("MessageAttempts", "TransactionEvent")}
+
+        async def configure(station: str) -> bool:
+            if self.version[station] == "1.6":
+                answers = [await self.csms.call(station, "ChangeConfiguration",
+                                                {"key": k, "value": str(v)})
+                           for k, v in values.items()]
+                return all(a == {"status": "Accepted"} for a in answers)
+            answer = await self.csms.call(station, "SetVariables", {"setVariableData": [
+                {"component": {"name": "OCPPCommCtrlr"},
+                 "variable": {"name": variables[k][0], "instance": variables[k][1]},
+                 "attributeValue": str(v)} for k, v in values.items()]})
+            return answer is not None and all(
+                r["attributeStatus"] == "Accepted" for r in answer["setVariableResult"])
+
+        todo = set(self.stations)
+        async with asyncio.timeout(60):
+            while todo:
+                done = await asyncio.gather(*(configure(s) for s in sorted(todo)))
+                todo -= {s for s, ok in zip(sorted(todo), done, strict=True) if ok}
+                if todo:
+                    await asyncio.sleep(0.5)  # not booted yet
+        log.info("ok: MessageTimeout %d s, retries %d s x n, %d attempts", MESSAGE_TIMEOUT_S,
+                 RETRY_INTERVAL_S, ATTEMPTS)
 
     def _registers(self) -> tuple[int, int]:
         """The PCS lifetime energy registers (whole Wh, as the gateway reads them)."""
@@ -632,6 +705,9 @@ class Scenario:
         r.tx_messages, r.queued = rec.tx_messages, rec.queued
         r.deliveries, r.resends, r.id_reuse = rec.deliveries, rec.resends, rec.id_reuse
         r.duplicates = rec.duplicates
+        r.stalled_calls = rec.stalled
+        r.outlived_attempts = sum(n >= ATTEMPTS and uid in rec.by_uid
+                                  for uid, n in rec.stalled_uids.items())
         r.bad_tx = sum(len(t.start_uids) != 1 or len(t.stop_uids) != 1 for t in txs)
         for version in VERSIONS:
             mine = [t for t in txs if t.version == version]
@@ -678,7 +754,8 @@ def main() -> int:
                         help="how many endpoints speak 2.0.1 (default: half)")
     parser.add_argument("--only", default=None,
                         help="comma-separated chaos kinds: csms_outage, socket_cuts, "
-                             "pcs_silence, gateway_kill (default: all, in turn)")
+                             "pcs_silence, gateway_kill, csms_stall (default: all but the "
+                             "stall, in turn)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -1,6 +1,8 @@
-"""A 1.6J CSMS on a real WebSocket whose answers a test scripts: outages, CALLERRORs, a socket cut
-right before or after an answer. Every CALL it gets is checked against the official schema and
-recorded with its arrival time, so tests can check order, ids and pacing from the CSMS's side.
+"""A 1.6J and 2.0.1 CSMS on a real WebSocket whose answers a test scripts: outages, CALLERRORs, a
+socket cut right before or after an answer, a CALL left unanswered on a live link. Each station is
+answered in the version its subprotocol names. Every CALL it gets is checked against the official
+schema of that version and recorded with its arrival time, so tests can check order, ids and
+pacing from the CSMS's side.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from bess_gateway.ocppj.schemas import validator
 
 # What the CSMS does with the next CALL of an action: answer; answer with a CALLERROR; go down
 # without answering ("outage": every socket cut, no new connection until start() again); answer,
-# then go down ("answer_then_outage"); or never answer it, the link staying up ("silent").
-Step = Literal["answer", "error", "outage", "answer_then_outage", "silent"]
+# then go down ("answer_then_outage"); never answer it, the link staying up ("silent"); answer
+# off the schema ("invalid": a property the schema forbids, or for a 1.6 StartTransaction an
+# idTagInfo status it does not know, its transactionId intact; "invalid_no_id": a 1.6
+# StartTransaction.conf without its transactionId).
+Step = Literal["answer", "error", "outage", "answer_then_outage", "silent", "invalid",
+               "invalid_no_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,7 @@ class Got:
     unique_id: str
     at: float  # time.monotonic()
     answered: Step
+    version: str = "1.6"
 
 
 @dataclass
@@ -69,7 +76,8 @@ class ScriptedCsms:
 
     async def start(self) -> None:
         self._server = await serve(self._handle, "127.0.0.1", self.port,
-                                   subprotocols=["ocpp1.6"], compression=None)  # type: ignore[list-item]
+                                   subprotocols=["ocpp1.6", "ocpp2.0.1"],  # type: ignore[list-item]
+                                   compression=None)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def _go_down(self) -> None:
@@ -127,13 +135,14 @@ class ScriptedCsms:
     async def _on_call(self, ws: ServerConnection, station: str, uid: str, action: str,
                        payload: dict[str, Any]) -> bool:
         """Answer one CALL; True when the socket was cut."""
+        version = "2.0.1" if ws.subprotocol == "ocpp2.0.1" else "1.6"
         try:
-            validator("1.6").request(action, payload)
+            validator(version).request(action, payload)
         except Exception as exc:
             self.invalid.append(f"{action} {payload}: {exc}")
         steps = self.script.get(action)
         step: Step = steps.pop(0) if steps else "answer"
-        self.received.append(Got(station, action, payload, uid, time.monotonic(), step))
+        self.received.append(Got(station, action, payload, uid, time.monotonic(), step, version))
         if action == "BootNotification" and self.boot_gate is not None:
             await self.boot_gate.wait()
         if step == "outage":
@@ -145,7 +154,15 @@ class ScriptedCsms:
             return False
         if step == "silent":
             return False
-        await ws.send(orjson.dumps([3, uid, self._answer(uid, action)]).decode())
+        answer = self._answer(uid, action) if version == "1.6" else self._answer201(action)
+        if step == "invalid":
+            if "idTagInfo" in answer and "transactionId" in answer:
+                answer = {**answer, "idTagInfo": {"status": "Bogus"}}
+            else:
+                answer = {**answer, "unexpected": True}
+        elif step == "invalid_no_id":
+            answer = {k: v for k, v in answer.items() if k != "transactionId"}
+        await ws.send(orjson.dumps([3, uid, answer]).decode())
         if step == "answer_then_outage":
             # The answer reaches the gateway; nothing after it is read or answered.
             await asyncio.sleep(0.2)
@@ -166,12 +183,26 @@ class ScriptedCsms:
             return {"transactionId": tx_id, "idTagInfo": {"status": "Accepted"}}
         return {}
 
+    @staticmethod
+    def _answer201(action: str) -> dict[str, Any]:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        if action == "BootNotification":
+            return {"status": "Accepted", "currentTime": now, "interval": 300}
+        if action == "Heartbeat":
+            return {"currentTime": now}
+        if action == "Authorize":
+            return {"idTokenInfo": {"status": "Accepted"}}
+        if action == "TransactionEvent":
+            return {"idTokenInfo": {"status": "Accepted"}}
+        return {}
+
 
 async def start_gateway(data_dir: Path, csms: ScriptedCsms, sim_port: int, n: int = 1, *,
-                        sample_s: int = 1, **gateway_keys: Any) -> Gateway:
-    """A gateway of `n` 1.6 endpoints against `csms` and the simulator; [gateway] keys as kwargs.
-    Reconnects are quick (the back-off rule is unchanged, only its parameters are shorter)."""
-    cfg = demo_config(data_dir, csms.url, sim_port, n, sample_s=sample_s)
+                        sample_s: int = 1, ocpp: str = "1.6", **gateway_keys: Any) -> Gateway:
+    """A gateway of `n` endpoints (`ocpp`: "1.6", "2.0.1" or "mixed") against `csms` and the
+    simulator; [gateway] keys as kwargs. Reconnects are quick (the back-off rule is unchanged,
+    only its parameters are shorter)."""
+    cfg = demo_config(data_dir, csms.url, sim_port, n, sample_s=sample_s, ocpp=ocpp)
     cfg = dataclasses.replace(
         cfg, pcs=dataclasses.replace(PcsConfig(), port=sim_port, timeout_ms=400),
         gateway=dataclasses.replace(cfg.gateway, **gateway_keys))

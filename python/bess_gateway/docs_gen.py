@@ -332,10 +332,33 @@ def generate_ocpp_support() -> str:
         "decided for a battery behind virtual connectors: docs/ocpp201.md.",
         "",
     ]
+    lines += _retry_lines()
     lines += _device_model_lines()
     lines += _metering_lines()
     lines += _iso15118_lines()
     return "\n".join(lines)
+
+
+RETRY_MARKER = "The rules below are what docs/ocpp-support.md shows"
+
+
+def _retry_lines() -> list[str]:
+    """Timeouts and retries: the rules as python/bess_gateway/outbox.py's docstring states them
+    (the code that applies them), with the defaults of the settings they name."""
+    from bess_gateway import outbox
+    from bess_gateway.domain.settings import SPECS
+
+    # From the marker's line on: _docstring_lines drops that line as it drops a title.
+    text = RETRY_MARKER + (outbox.__doc__ or "").split(RETRY_MARKER, 1)[1]
+    lines = ["## Timeouts and retries", "", "From python/bess_gateway/outbox.py.", "",
+             *_docstring_lines(text), ""]
+    lines += ["| setting | default | range |", "|---|---|---|"]
+    for name in ("message_timeout_s", "transaction_message_attempts",
+                 "transaction_message_retry_interval_s", "connection_timeout_s"):
+        spec = SPECS[name]
+        lines.append(f"| `{name}` | {spec.default} | {spec.minimum}..{spec.maximum} |")
+    lines.append("")
+    return lines
 
 
 def _docstring_lines(doc: str | None) -> list[str]:

@@ -1072,6 +1072,84 @@ class Journal:
             )
         return patched
 
+    # -- transactions the CSMS never got (their start message given up) ------------------------
+    def abandon_transaction(self, endpoint_id: str, local_tx_id: str, connector: int,
+                            meter_start_wh: int | None) -> None:
+        """Mark a transaction whose start message was given up (bess_gateway.outbox): its other
+        queued messages are dropped as they come up, and the energy its stop message carries is
+        counted as unattributed (`settle_abandoned`). Counted at once in the endpoint's totals."""
+        marker = {"connector": int(connector), "meter_start_wh": meter_start_wh}
+        with self._write(endpoint_id) as c:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                      (f"abandoned:{endpoint_id}:{local_tx_id}", _dumps(marker).encode()))
+            totals = self._totals(c, endpoint_id)
+            totals["transactions"] += 1
+            self._put_totals(c, endpoint_id, totals)
+
+    def abandoned_transaction(self, endpoint_id: str,
+                              local_tx_id: str | None) -> dict[str, Any] | None:
+        """The marker of an abandoned transaction (connector, meter_start_wh), or None."""
+        if local_tx_id is None:
+            return None
+        rows = self._read("SELECT value FROM meta WHERE key = ?",
+                          (f"abandoned:{endpoint_id}:{local_tx_id}",))
+        value = _loads(bytes(rows[0][0])) if rows else None
+        return value if isinstance(value, dict) else None
+
+    def settle_abandoned(self, endpoint_id: str, local_tx_id: str, connector: int,
+                         energy_wh: int | None) -> None:
+        """An abandoned transaction's stop came up: add its energy (None: unknown, counted as
+        such) to the endpoint's unattributed totals and forget the marker, in one commit."""
+        with self._write(endpoint_id) as c:
+            c.execute("DELETE FROM meta WHERE key = ?",
+                      (f"abandoned:{endpoint_id}:{local_tx_id}",))
+            totals = self._totals(c, endpoint_id)
+            if energy_wh is None:
+                totals["energy_unknown"] += 1
+            else:
+                per = totals["energy_wh"]
+                per[str(connector)] = int(per.get(str(connector), 0)) + max(0, int(energy_wh))
+            self._put_totals(c, endpoint_id, totals)
+
+    def count_given_up(self, endpoint_id: str, action: str) -> None:
+        """A queued message was given up after its attempts (bess_gateway.outbox): counted per
+        endpoint and action in the same totals (the caller's commit, with the message's ack)."""
+        with self._write(endpoint_id) as c:
+            totals = self._totals(c, endpoint_id)
+            given_up = totals["given_up"]
+            given_up[action] = int(given_up.get(action, 0)) + 1
+            self._put_totals(c, endpoint_id, totals)
+
+    def abandoned_totals(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint: transactions abandoned, unattributed Wh per connector, stops whose
+        energy could not be known, and messages given up per action (metrics, /status).
+        Endpoints with none are absent."""
+        rows = self._read("SELECT key, value FROM meta WHERE key LIKE 'unattributed:%'")
+        out: dict[str, dict[str, Any]] = {}
+        for key, value in rows:
+            totals = _loads(bytes(value))
+            if isinstance(totals, dict):
+                out[str(key).removeprefix("unattributed:")] = totals
+        return out
+
+    @staticmethod
+    def _totals(c: sqlite3.Connection, endpoint_id: str) -> dict[str, Any]:
+        row = c.execute("SELECT value FROM meta WHERE key = ?",
+                        (f"unattributed:{endpoint_id}",)).fetchone()
+        totals = _loads(bytes(row[0])) if row else {}
+        if not isinstance(totals, dict):
+            totals = {}
+        totals.setdefault("transactions", 0)
+        totals.setdefault("energy_wh", {})
+        totals.setdefault("energy_unknown", 0)
+        totals.setdefault("given_up", {})
+        return totals
+
+    @staticmethod
+    def _put_totals(c: sqlite3.Connection, endpoint_id: str, totals: dict[str, Any]) -> None:
+        c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                  (f"unattributed:{endpoint_id}", _dumps(totals).encode()))
+
     def depth(self, endpoint_id: str | None = None) -> int:
         """Number of queued messages, of one endpoint or of all."""
         if endpoint_id is None:

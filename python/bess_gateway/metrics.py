@@ -166,16 +166,36 @@ class _GatewayCollector(Collector):
                                    "1 for the connector's current OCPP status",
                                    labels=["endpoint", "connector", "status"])
         sessions = GaugeMetricFamily("bess_sessions_active", "open transactions")
+        abandoned = CounterMetricFamily(
+            "bess_transactions_abandoned",
+            "transactions whose start message was given up after CALLERRORs (the CSMS never "
+            "got them): ended locally, their other messages not sent", labels=["endpoint"])
+        unattributed = CounterMetricFamily(
+            "bess_energy_unattributed_wh",
+            "Wh delivered in abandoned transactions: metered, never billed to an idTag",
+            labels=["endpoint", "connector"])
+        given_up = CounterMetricFamily(
+            "bess_transaction_messages_given_up",
+            "queued messages given up after TransactionMessageAttempts failures to process "
+            "(CALLERRORs; never for timeouts)", labels=["endpoint", "action"])
         depths: dict[str, int] | None = None
+        totals: dict[str, dict[str, Any]] = {}
         if gw.journal is not None:
             with contextlib.suppress(Exception):  # a closed journal at shutdown
                 depths = gw.journal.depths()
+                totals = gw.journal.abandoned_totals()
         total_sessions = 0
         for eid, ep in gw.endpoints.items():
             connected.add_metric([eid], 1.0 if ep.connected.is_set() else 0.0)
             online.add_metric([eid], 1.0 if ep.ctx.online else 0.0)
             boot.add_metric([eid, ep.registration or "none"], 1.0)
             connects.add_metric([eid], float(ep.connects))
+            mine = totals.get(eid) or {}
+            abandoned.add_metric([eid], float(mine.get("transactions", 0)))
+            for c in ("1", "2"):
+                unattributed.add_metric([eid, c], float((mine.get("energy_wh") or {}).get(c, 0)))
+            for action, n in sorted((mine.get("given_up") or {}).items()):
+                given_up.add_metric([eid, str(action)], float(n))
             reconnects.add_metric([eid], float(max(0, ep.connects - 1)))
             if depths is not None:
                 depth.add_metric([eid], float(depths.get(eid, 0)))
@@ -185,7 +205,8 @@ class _GatewayCollector(Collector):
                 with contextlib.suppress(Exception):
                     status.add_metric([eid, str(c), str(station.status(c).status)], 1.0)
         sessions.add_metric([], float(total_sessions))
-        yield from (connected, online, boot, connects, reconnects, depth, status, sessions)
+        yield from (connected, online, boot, connects, reconnects, depth, status, sessions,
+                    abandoned, unattributed, given_up)
 
     def _core(self, gw: Gateway) -> Iterator[Any]:
         if gw.core is None:
@@ -422,9 +443,11 @@ class MetricsServer:
         allocations = snap.get("allocations") or {}
         endpoints = []
         depths: dict[str, int] | None = None
+        totals: dict[str, dict[str, Any]] = {}
         if gw.journal is not None:
             with contextlib.suppress(Exception):
                 depths = gw.journal.depths()
+                totals = gw.journal.abandoned_totals()
         removed: list[dict[str, Any]] = []
         if gw.journal is not None:
             with contextlib.suppress(Exception):
@@ -458,6 +481,11 @@ class MetricsServer:
                 "queue_depth": depth,
                 "connectors": connectors,
                 "sessions": sessions,
+                # Transactions the CSMS never got (start given up) and their energy per
+                # connector: delivered, never billed (docs/ocpp-support.md, timeouts and retries).
+                "abandoned_transactions": int((totals.get(eid) or {}).get("transactions", 0)),
+                "unattributed_energy_wh": dict((totals.get(eid) or {}).get("energy_wh") or {}),
+                "messages_given_up": dict((totals.get(eid) or {}).get("given_up") or {}),
             })
         return {
             "version": __version__,

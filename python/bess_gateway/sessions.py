@@ -21,10 +21,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from bess_gateway import settling
 from bess_gateway.aio import wait_event
 from bess_gateway.domain import metering
 from bess_gateway.domain.station import MeterSample, StopReason, Transaction
-from bess_gateway.journal import Retention
+from bess_gateway.journal import OutboxItem, Retention
 from bess_gateway.link import Context
 from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.ocppj.framing import new_unique_id
@@ -49,20 +50,80 @@ def enqueue(ctx: Context, action: str, payload: dict[str, Any], tx: Transaction 
     ctx.outbox_wake.set()
 
 
+def _prepare_wake(ctx: Context) -> asyncio.Event:
+    wake = ctx.extra.get("prepare_wake")
+    if wake is None:
+        wake = ctx.extra["prepare_wake"] = asyncio.Event()
+    assert isinstance(wake, asyncio.Event)
+    return wake
+
+
+def prepare(ctx: Context, connector: int) -> None:
+    """A remote start was accepted: the connector is Preparing until its session begins, the
+    start fails, or ConnectionTimeOut (1.6; 2.0.1 TxCtrlr.EVConnectionTimeOut) passes without
+    a start (`preparing_watch`): whatever goes wrong in between (the answer not sent, the link
+    lost during Authorize, the journal failing), it never stays Preparing until a restart."""
+    until = asyncio.get_running_loop().time() + \
+        ctx.station.settings.int("connection_timeout_s")
+    ctx.station.prepare(connector, until)
+    _prepare_wake(ctx).set()
+
+
+async def preparing_watch(ctx: Context) -> None:
+    """Release preparations no start followed within ConnectionTimeOut (a lifelong job: it
+    runs with or without a link, as a lost link is one way the start never comes)."""
+    loop = asyncio.get_running_loop()
+    wake = _prepare_wake(ctx)
+    while True:
+        wake.clear()
+        for connector in ctx.station.expire_preparing(loop.time()):
+            log.warning("%s: connector %d: no session started within ConnectionTimeOut of the "
+                        "remote start; Available again", ctx.endpoint_id, connector)
+        deadline = ctx.station.next_preparing_deadline()
+        await wait_event(wake, None if deadline is None else max(0.0, deadline - loop.time()))
+
+
 async def start(ctx: Context, connector: int, id_tag: str, *,
                 authorized: Callable[[], Awaitable[bool]],
                 queue_start: Callable[[Transaction], None]) -> Transaction | None:
     """Authorize, then begin: `queue_start(tx)` journals the version's start message together
     with the record, before power flows (a record without its queued start would be ended after
-    a crash with nothing to refer to). The connector must have been prepared."""
+    a crash with nothing to refer to). The connector must have been prepared (`prepare`).
+
+    Whatever ends the start before its session begins (refused, the link lost during
+    Authorize, the journal failing) releases the connector's preparation, if it is still this
+    start's: one that lapsed meanwhile (ConnectionTimeOut) may belong to a newer start."""
+    st = ctx.station
+    mine = st.preparing.get(connector)
+    began = False
+    try:
+        if mine is None:
+            log.warning("%s: connector %d: the remote start's preparation lapsed before it "
+                        "could begin; not started", ctx.endpoint_id, connector)
+            return None
+        tx = await _start(ctx, connector, id_tag, authorized, queue_start, mine)
+        began = tx is not None
+        return tx
+    finally:
+        if not began and mine is not None and st.preparing.get(connector) == mine:
+            st.unprepare(connector)
+
+
+async def _start(ctx: Context, connector: int, id_tag: str,
+                 authorized: Callable[[], Awaitable[bool]],
+                 queue_start: Callable[[Transaction], None], mine: float) -> Transaction | None:
     st = ctx.station
     if not registration_allows_start(ctx):
         log.info("%s: connector %d: no start while the boot is %s (TxBeforeAcceptedEnabled "
                  "false)", ctx.endpoint_id, connector, ctx.registration)
-        st.unprepare(connector)
         return None
     if not await authorized():
-        st.unprepare(connector)
+        return None
+    if st.preparing.get(connector) != mine:
+        # ConnectionTimeOut passed while Authorize was on its way: the connector was released
+        # (and may have been prepared again for another start).
+        log.warning("%s: connector %d: authorized after the remote start's preparation "
+                    "lapsed; not started", ctx.endpoint_id, connector)
         return None
 
     def journal_with(tx: Transaction) -> None:
@@ -118,6 +179,67 @@ def stop(ctx: Context, connector: int, reason: StopReason,
         queue_stop(tx)
     ctx.tx_wake.set()
     return tx
+
+
+# -- transactions the CSMS never got -----------------------------------------------------------
+def abandon(ctx: Context, item: OutboxItem, connector: int | None, meter_start_wh: int | None,
+            stop: Callable[[Context, int], object] | None) -> None:
+    """The start message `item` was given up (the CSMS failed to process it as many times as
+    the attempts setting allows): the CSMS has no transaction to refer the rest to.
+
+    In one commit: the start leaves the queue, the transaction is marked abandoned (counted in
+    the endpoint's totals: metrics, /status) and, when its session still runs, the session ends
+    here (power off; its stop message queues as any other). The transaction's other messages
+    are then dropped as they come up, never sent (`drop_if_abandoned`): a MeterValues or
+    StopTransaction for a transaction the CSMS never got would only be refused, and a 2.0.1
+    Updated/Ended would start a transaction that has no Started. The energy the stop message
+    carries goes to the endpoint's unattributed energy: delivered, logged, counted, never billed.
+    """
+    st = ctx.station
+    local_id = item.local_tx_id
+    if local_id is None:  # no transaction to abandon (never so for a start message)
+        ctx.journal.ack(item.seq)
+        return
+    tx = next((t for t in st.transactions.values() if t.local_id == local_id), None)
+    if tx is not None:
+        connector, meter_start_wh = tx.connector, tx.meter_start_wh
+    with ctx.journal.atomic():
+        ctx.journal.ack(item.seq)
+        ctx.journal.abandon_transaction(ctx.endpoint_id, local_id, connector or 0,
+                                        meter_start_wh)
+        if tx is not None and stop is not None:
+            stop(ctx, tx.connector)
+    log.error("%s: transaction %s (connector %s) abandoned: the CSMS failed to process its "
+              "%s; %s its other queued messages are dropped and its energy is counted as "
+              "unattributed (bess_energy_unattributed_wh_total)", ctx.endpoint_id, local_id[:8],
+              connector, item.action,
+              "its session is ended here;" if tx is not None else "it had already ended;")
+
+
+def drop_if_abandoned(ctx: Context, item: OutboxItem) -> bool:
+    """Drop `item` if its transaction was abandoned (True); its stop message's energy is added
+    to the unattributed energy in the same commit (held until settled, as any stop)."""
+    marker = ctx.journal.abandoned_transaction(ctx.endpoint_id, item.local_tx_id)
+    if marker is None or item.local_tx_id is None:
+        return False
+    is_stop, register = settling.stop_register(item.action, item.payload)
+    if not is_stop:
+        log.debug("%s: %s of abandoned transaction %s dropped", ctx.endpoint_id, item.action,
+                  item.local_tx_id[:8])
+        ctx.journal.ack(item.seq)
+        return True
+    connector = int(marker.get("connector") or 0)
+    start = marker.get("meter_start_wh")
+    energy = None if register is None or start is None else max(0, register - int(start))
+    with ctx.journal.atomic():
+        ctx.journal.ack(item.seq)
+        ctx.journal.settle_abandoned(ctx.endpoint_id, item.local_tx_id, connector, energy)
+    ctx.station.finished(item.local_tx_id)  # no stop will be confirmed: Finishing ends here
+    log.error("%s: abandoned transaction %s: %s Wh delivered on connector %d, unattributed "
+              "(its %s is not sent: the CSMS never got its start)", ctx.endpoint_id,
+              item.local_tx_id[:8], "unknown" if energy is None else energy, connector,
+              item.action)
+    return True
 
 
 async def send_or_queue(ctx: Context, action: str, payload: dict[str, Any],

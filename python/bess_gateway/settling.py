@@ -58,6 +58,12 @@ def _format_of(action: str, payload: dict[str, Any]) -> StopFormat | None:
     return fmt if fmt is not None and fmt.is_stop(payload) else None
 
 
+def stop_register(action: str, payload: dict[str, Any]) -> tuple[bool, int | None]:
+    """(whether the message is a stop message, the register it carries if it carries one)."""
+    fmt = _format_of(action, payload)
+    return (False, None) if fmt is None else (True, fmt.register(payload))
+
+
 def patch_stop(journal: Journal, endpoint_id: str, local_id: str, final: int) -> None:
     """Write `final` into the queued stop message of `local_id`, whatever its version."""
     for fmt in _FORMATS.values():

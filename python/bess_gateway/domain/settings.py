@@ -102,7 +102,8 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("clock_aligned_interval_s", "int", 0, 0, 86400),
         # 1.6 ConnectionTimeOut / 2.0.1 TxCtrlr.EVConnectionTimeOut: how long a prepared
         # connector waits for the EV's cable. Our connectors are virtual (no cable: a session
-        # starts at once), so it is stored and reported only.
+        # starts at once), so it bounds how long a remote start may take to begin: a connector
+        # no session has begun on within it is Available again (sessions.preparing_watch).
         SettingSpec("connection_timeout_s", "int", 60, 10, 600),
         # 2.0.1 OCPPCommCtrlr.MessageTimeout (1.6 vendor key MessageTimeout): how long a CALL
         # waits for its answer and a connection for its opening handshake (link.py).

@@ -225,7 +225,10 @@ class Station:
         self.transactions: dict[int, Transaction] = {}
         self.operative: dict[int, bool] = {0: True, 1: True, 2: True}
         self._scheduled_availability: dict[int, bool] = {}
-        self.preparing: set[int] = set()
+        # Connectors a remote start has taken (Preparing) until its session begins -> when the
+        # preparation lapses (monotonic s; ConnectionTimeOut after the RemoteStart): a start
+        # that never follows must not hold the connector until a restart.
+        self.preparing: dict[int, float] = {}
         # Stopped sessions whose stop message has not been confirmed by the CSMS yet:
         # local id -> (connector, until). Their connector shows Finishing meanwhile, so the CSMS
         # hears Available after the StopTransaction / Ended event, not before it.
@@ -308,13 +311,29 @@ class Station:
             return False
         return self.reservations.admits(connector, *self._tag_and_parent(connector, id_tag))
 
-    def prepare(self, connector: int) -> None:
-        self.preparing.add(connector)
+    def prepare(self, connector: int, until: float = math.inf) -> None:
+        """A start is coming (RemoteStart accepted): Preparing until it begins, it fails
+        (`unprepare`) or `until` (monotonic s) passes (`expire_preparing`)."""
+        self.preparing[connector] = until
         self.changed()
 
     def unprepare(self, connector: int) -> None:
-        self.preparing.discard(connector)
-        self.changed()
+        if self.preparing.pop(connector, None) is not None:
+            self.changed()
+
+    def expire_preparing(self, now: float) -> list[int]:
+        """Release every preparation whose time has passed (no start followed); returns the
+        connectors released (they are Available again)."""
+        lapsed = [c for c, until in self.preparing.items() if until <= now]
+        for c in lapsed:
+            del self.preparing[c]
+        if lapsed:
+            self.changed()
+        return lapsed
+
+    def next_preparing_deadline(self) -> float | None:
+        finite = [until for until in self.preparing.values() if until != math.inf]
+        return min(finite) if finite else None
 
     def begin(self, connector: int, id_tag: str, *, cap_w: float | None = None,
               journal_with: Callable[[Transaction], None] | None = None) -> Transaction:
@@ -343,7 +362,7 @@ class Station:
             journal_with(tx)
         self._tx_store.flush()
         self.transactions[connector] = tx
-        self.preparing.discard(connector)
+        self.preparing.pop(connector, None)
         cap = self.session_max_w if cap_w is None else min(cap_w, self.session_max_w)
         schedule = None if self.start_schedule is None else self.start_schedule(connector)
         self.core.start_session(self.meter_id(connector), int(DIRECTION[connector]), cap,

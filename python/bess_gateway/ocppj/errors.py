@@ -334,14 +334,17 @@ class CallErrorReceived(OcppError):
 class InvalidAnswer(OcppError):
     """Raised to a `call()` caller when the peer's CALLRESULT breaks the action's schema.
 
-    Keeps the validation error's kind, description and details; `action` is our CALL's. Its own
-    class because the answer is a fact about the peer, not about our CALL: a notification whose
-    answer carries nothing we use (Heartbeat, StatusNotification) was still received.
+    Keeps the validation error's kind, description and details; `action` is our CALL's and
+    `payload` the answer as received (what a caller may still use of it, e.g. the transaction id
+    of an off-schema StartTransaction.conf). Its own class because the answer is a fact about the
+    peer, not about our CALL: a notification whose answer carries nothing we use (Heartbeat,
+    StatusNotification) was still received.
     """
 
-    def __init__(self, error: OcppError, *, action: str) -> None:
+    def __init__(self, error: OcppError, *, action: str, payload: Any = None) -> None:
         super().__init__(error.kind, error.description, error.details)
         self.action = action
+        self.payload = payload
 
 
 class ConnectionLost(ConnectionError):

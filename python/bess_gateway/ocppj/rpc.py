@@ -76,10 +76,12 @@ After = Callable[[], Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A handler's answer plus an optional coroutine function started after it is sent."""
+    """A handler's answer plus an optional coroutine function started after it is sent, and
+    what undoes the answer's promise when it could not be sent (`after` then never runs)."""
 
     payload: Payload
     after: After | None = None
+    unsent: Callable[[], None] | None = None
 
 
 Handler = Callable[[Payload], Awaitable[Payload | Reply]]
@@ -297,12 +299,13 @@ class RpcConnection:
 
     async def _handle(self, call: Call) -> None:
         after: After | None = None
+        unsent: Callable[[], None] | None = None
         answer: CallResult | CallError
         try:
             reply = await self._dispatch(call)
             answer = CallResult(call.unique_id, reply.payload)
             text = encode(answer)
-            after = reply.after
+            after, unsent = reply.after, reply.unsent
         except CallErrorReceived as exc:
             log.warning("%s: %s handler got a peer CALLERROR: %s", self.name, call.action, exc)
             answer = call_error_for(exc, call.unique_id, self.version)
@@ -319,6 +322,12 @@ class RpcConnection:
             await self._send(text)
         except ConnectionLost:
             log.debug("%s: %s answer not sent, connection lost", self.name, call.action)
+            if unsent is not None:
+                try:
+                    unsent()
+                except Exception:
+                    log.exception("%s: undoing the unsent %s answer failed", self.name,
+                                  call.action)
             return
         self._count_answer(answer, self.action_label(call.action))
         if after is not None and not self._closed:
@@ -435,7 +444,7 @@ class RpcConnection:
             log.log(logging.WARNING if first else logging.DEBUG,
                     "%s: invalid %s response from peer: %s%s", self.name, action, exc,
                     " (further ones of this kind are logged at DEBUG)" if first else "")
-            raise InvalidAnswer(exc, action=action) from exc
+            raise InvalidAnswer(exc, action=action, payload=result) from exc
         return result
 
     # ---------------------------------------------------------------- plumbing

@@ -16,7 +16,7 @@ from typing import Any
 
 from websockets.typing import Subprotocol
 
-from bess_gateway import __version__
+from bess_gateway import __version__, sessions
 from bess_gateway.config import EndpointConfig
 from bess_gateway.domain.station import CONNECTORS, Station, StopReason
 from bess_gateway.domain.timefmt import iso
@@ -81,7 +81,8 @@ class Endpoint16(EndpointBase):
     def _lifelong(self) -> list[Any]:
         # Meter values are taken offline too: they queue (and are thinned if the queue fills).
         return [lambda: transactions.sampler(self.ctx), lambda: transactions.aligned(self.ctx),
-                lambda: transactions.keep_stop_values(self.ctx)]
+                lambda: transactions.keep_stop_values(self.ctx),
+                lambda: sessions.preparing_watch(self.ctx)]
 
     def _boot_payload(self) -> dict[str, Any]:
         return {

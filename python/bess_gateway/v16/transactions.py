@@ -121,14 +121,19 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if profile is not None and not smart_charging.accept_start_profile(ctx, connector,
                                                                            profile):
             return {"status": "Rejected"}
-        st.prepare(connector)
+        sessions.prepare(ctx, connector)
 
         async def after() -> None:
             tx = await start_session(ctx, connector, id_tag)
             if tx is None and profile is not None:
                 smart_charging.start_failed(ctx, connector)
 
-        return Reply({"status": "Accepted"}, after)
+        def unsent() -> None:  # the CSMS never heard Accepted: no start follows
+            st.unprepare(connector)
+            if profile is not None:
+                smart_charging.start_failed(ctx, connector)
+
+        return Reply({"status": "Accepted"}, after, unsent)
 
     async def remote_stop(p: dict[str, Any]) -> Any:
         tx = st.find(str(p["transactionId"]))
@@ -205,7 +210,8 @@ def _prepare(ctx: Context, item: OutboxItem) -> dict[str, Any] | None:
     # Only transaction messages carry the key; other queued messages (security events) don't.
     if (item.action != "StartTransaction" and "transactionId" in payload
             and payload["transactionId"] is None):
-        # Its StartTransaction was never accepted by the CSMS: there is no id to send with.
+        # No id and not abandoned (outbox/sessions.abandon handle a given-up start): a queue
+        # from a version that dropped starts without marking their transactions.
         log.error("%s: dropping %s of a transaction the CSMS never acknowledged",
                   ctx.endpoint_id, item.action)
         return None
@@ -232,8 +238,38 @@ settling.register_format(settling.StopFormat(
     "StopTransaction", is_stop=lambda p: "meterStop" in p, register=_meter_stop,
     set_register=set_meter_stop))
 
+ID_TAG_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"})
+
+
+def _salvage(item: OutboxItem, answer: Any) -> dict[str, Any] | None:
+    """An off-schema answer: the CSMS got the message. Only a StartTransaction.conf must give
+    something back, the transaction id: without a usable one it is a failed attempt; with one,
+    its idTagInfo is kept only if readable (else there is no verdict on the idTag)."""
+    if item.action != "StartTransaction":
+        return {}
+    if not isinstance(answer, dict):
+        return None
+    tx_id = answer.get("transactionId")
+    if not isinstance(tx_id, int) or isinstance(tx_id, bool):
+        return None
+    info = answer.get("idTagInfo")
+    if isinstance(info, dict) and info.get("status") in ID_TAG_STATUSES:
+        return {"transactionId": tx_id, "idTagInfo": info}
+    return {"transactionId": tx_id}
+
+
+def _started_facts(item: OutboxItem) -> tuple[int | None, int | None]:
+    connector, meter_start = item.payload.get("connectorId"), item.payload.get("meterStart")
+    return (None if connector is None else int(connector),
+            None if meter_start is None else int(meter_start))
+
+
 POLICY = outbox.Policy(tx_actions=frozenset(TX_ACTIONS), prepare=_prepare, answered=_answered,
-                       hold=settling.hold, refused=notification_refused)
+                       hold=settling.hold, refused=notification_refused,
+                       is_start=lambda item: item.action == "StartTransaction",
+                       started=_started_facts,
+                       stop=lambda ctx, connector: stop_session(ctx, connector, StopReason.OTHER),
+                       salvage=_salvage)
 
 
 async def deliver_outbox(ctx: Context) -> None:
@@ -252,7 +288,10 @@ def _started(ctx: Context, local_id: str | None, resp: dict[str, Any]) -> None:
         return  # already stopped; its queued StopTransaction got the id from the patch above
     tx.transaction_id = str(tx_id)
     st.record(tx)
-    status = resp.get("idTagInfo", {}).get("status")
+    info = resp.get("idTagInfo")
+    if not isinstance(info, dict):
+        return  # an off-schema answer whose idTagInfo was unreadable: no verdict (_salvage)
+    status = info.get("status")
     if status != "Accepted":
         log.info("%s: %s %s by the CSMS", ctx.endpoint_id,
                  authorization.tag_ref(tx.id_tag_hash), status)

@@ -13,7 +13,7 @@ from typing import Any
 
 from websockets.typing import Subprotocol
 
-from bess_gateway import __version__
+from bess_gateway import __version__, sessions
 from bess_gateway.config import EndpointConfig
 from bess_gateway.domain.station import Station, StopReason
 from bess_gateway.domain.timefmt import iso
@@ -92,7 +92,8 @@ class Endpoint201(EndpointBase):
         # Sessions are sampled with or without a link: events made offline queue (offline flag).
         return [lambda: transactions.sampler(self.ctx), lambda: transactions.aligned(self.ctx),
                 lambda: smart_charging.rate_watch(self.ctx),
-                lambda: transactions.keep_ended_values(self.ctx)]
+                lambda: transactions.keep_ended_values(self.ctx),
+                lambda: sessions.preparing_watch(self.ctx)]
 
     def shut_down(self) -> None:
         super().shut_down()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bess_gateway import sessions
 from bess_gateway.domain.station import StopReason
 from bess_gateway.link import Context
 from bess_gateway.ocppj.rpc import Reply
@@ -46,14 +47,19 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if profile is not None and not smart_charging.accept_start_profile(ctx, connector,
                                                                            profile):
             return REJECTED
-        st.prepare(connector)
+        sessions.prepare(ctx, connector)
 
         async def after() -> None:
             tx = await transactions.start_session(ctx, connector, id_token, p["remoteStartId"])
             if tx is None and profile is not None:
                 smart_charging.start_failed(ctx, connector)
 
-        return Reply({"status": "Accepted"}, after)
+        def unsent() -> None:  # the CSMS never heard Accepted: no start follows
+            st.unprepare(connector)
+            if profile is not None:
+                smart_charging.start_failed(ctx, connector)
+
+        return Reply({"status": "Accepted"}, after, unsent)
 
     async def request_stop(p: dict[str, Any]) -> Any:
         tx = st.find(str(p["transactionId"]))

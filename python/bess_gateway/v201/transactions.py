@@ -324,8 +324,29 @@ settling.register_format(settling.StopFormat(
     "TransactionEvent", is_stop=lambda p: p.get("eventType") == "Ended",
     register=_end_register, set_register=_set_end_register))
 
+def _is_started(item: OutboxItem) -> bool:
+    return item.action == "TransactionEvent" and item.payload.get("eventType") == "Started"
+
+
+def _started_facts(item: OutboxItem) -> tuple[int | None, int | None]:
+    evse = (item.payload.get("evse") or {}).get("id")
+    begin = [sv for mv in item.payload.get("meterValue") or []
+             for sv in mv.get("sampledValue") or []
+             if sv.get("context") == "Transaction.Begin"
+             and str(sv.get("measurand", "")).startswith("Energy.Active.")
+             and str(sv.get("measurand", "")).endswith(".Register")
+             and (sv.get("unitOfMeasure") or {}).get("unit", "Wh") == "Wh"
+             and not (sv.get("unitOfMeasure") or {}).get("multiplier")]
+    return (None if evse is None else int(evse),
+            math.floor(float(begin[0]["value"])) if begin else None)
+
+
 POLICY = outbox.Policy(tx_actions=TX_ACTIONS, prepare=_prepare, answered=_answered,
-                       hold=settling.hold,
+                       hold=settling.hold, is_start=_is_started, started=_started_facts,
+                       stop=lambda ctx, connector: stop_session(ctx, connector, StopReason.OTHER),
+                       # The transaction id is ours: an off-schema answer still says the CSMS
+                       # got the event, and its idTokenInfo (optional) is not read.
+                       salvage=lambda _item, _answer: {},
                        attempts_setting="transaction_message_attempts",
                        interval_setting="transaction_message_retry_interval_s")
 
