@@ -486,15 +486,18 @@ impl Site {
         } else {
             // Stale or no reading: no site power; sessions no higher than the last valid
             // reading allowed (nothing, where a limit exists and none was ever read).
-            if !self.lost {
-                self.lost = true;
-                let why = self
-                    .grid_error
-                    .clone()
-                    .unwrap_or_else(|| "no valid reading".to_string());
-                events.push(SiteEvent::GridMeterLost(why));
+            // (With a fresh meter but no PCS reading, protection allows nothing anyway.)
+            if !fresh {
+                if !self.lost {
+                    self.lost = true;
+                    let why = self
+                        .grid_error
+                        .clone()
+                        .unwrap_or_else(|| "no valid reading".to_string());
+                    events.push(SiteEvent::GridMeterLost(why));
+                }
+                constraints.push(Constraint::MeterStale);
             }
-            constraints.push(Constraint::MeterStale);
             let import_limited = p.import_max_w.is_some() || p.peak_shave_w.is_some();
             let (bd, bc) = self.last_budgets.unwrap_or((
                 if p.export_max_w.is_some() { 0.0 } else { f64::INFINITY },
