@@ -244,6 +244,9 @@ pub struct SiteStatus {
     pub window_allowed_w: Option<f64>,
     pub constraints: Vec<Constraint>,
     pub soc_pct: Option<f64>,
+    /// Sessions the site holds below what they would get without it: (meter id, the power the
+    /// site leaves them). What OCPP reports as the EMS's limit on a session.
+    pub curtailed: Vec<(u32, f64)>,
     /// Energy the battery gave / took for the site, never any session's (Wh).
     pub site_discharged_wh: f64,
     pub site_charged_wh: f64,
