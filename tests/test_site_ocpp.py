@@ -24,6 +24,7 @@ from bess_gateway.config import ControlConfig, PcsConfig, SiteConfig
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.demo.run import demo_config
 from bess_gateway.gateway import Gateway
+from bess_gateway.metrics import MetricsServer
 from bess_gateway.sim.server import SimulatorThread
 from tests.test_site_loop import GridMeter
 
@@ -93,6 +94,14 @@ async def test_201_the_site_limit_is_an_ems_limit(site_gateway: SiteGateway,
     assert m.payload["chargingLimit"] == {"chargingLimitSource": "EMS", "isGridCritical": True}
     limit = m.payload["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
     assert limit == pytest.approx(100_000, abs=5_000)
+    # /status and /metrics say why (the status page and scripts read these).
+    await until(lambda: "grid_import_max" in gw.core.snapshot()["site"]["constraints"])
+    server = MetricsServer(gw)
+    status = server.status()
+    assert status["site"]["grid_valid"] and "grid_import_max" in status["site"]["constraints"]
+    text = server.metrics_text().decode()
+    assert 'bess_site_constraint_active{constraint="grid_import_max"} 1.0' in text
+    assert "bess_site_grid_w " in text and "bess_site_grid_valid 1.0" in text
     # The composite schedule of EVSE 2 says what the site allows now.
     await until(lambda: site_limit(gw, sid, 2) is not None)
     r = await csms.call(sid, "GetCompositeSchedule",
