@@ -13,7 +13,7 @@ use crate::params::ControlParams;
 use crate::protection::{assess, assess_link_lost, Assessment, Limits, TripCause};
 use crate::ramp::{next_setpoint, RampInput};
 use crate::schedule::Schedule;
-use crate::site::{Calendar, Constraint, Site, SiteEvent, SiteInput, SiteStatus};
+use crate::site::{Calendar, Constraint, GridError, Site, SiteEvent, SiteInput, SiteStatus};
 
 /// Pseudo-meters that own the battery power used for the site (one per direction), so the
 /// metering never bills it to a session. They never appear in `allocations` or `meters`.
@@ -350,7 +350,7 @@ impl Controller {
 
     /// One grid-meter read of this cycle (W, + import), or why there is none. Without a
     /// `[site]` table it is ignored.
-    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, String>) {
+    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, GridError>) {
         if let Some(site) = &mut self.site {
             site.grid_reading(mono_s, reading);
         }

@@ -21,6 +21,7 @@ use crate::controller::{Controller, Input, StepOutput, Time};
 use crate::gridmeter::{self, MeterMap, MeterProfile};
 use crate::params::ControlParams;
 use crate::profile::{PcsMap, PcsProfile};
+use crate::site::GridError;
 use crate::sunspec;
 
 /// Even at a 10 ms period a request may take this long before the loop gives up on it.
@@ -170,8 +171,9 @@ impl GridMeterLink {
         }
     }
 
-    /// One reading in W (+ import), or why there is none.
-    pub fn read<C: Clock>(&mut self, clock: &C) -> Result<f64, String> {
+    /// One reading in W (+ import), or why there is none: no answer (`Silent`) or an answer
+    /// that is no reading (`Invalid`: "not available", a wrong size, another model).
+    pub fn read<C: Clock>(&mut self, clock: &C) -> Result<f64, GridError> {
         if self.profile == MeterProfile::SunSpec && !self.client.is_connected() {
             self.map = None;
         }
@@ -184,7 +186,7 @@ impl GridMeterLink {
                         .read_holding(a, n, clock.now() + budget)
                         .map_err(|e| e.to_string())
                 })
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| GridError::Silent(e.to_string()))?;
                 self.map = Some(m);
                 m
             }
@@ -193,12 +195,12 @@ impl GridMeterLink {
         let block = self
             .client
             .read_holding(address, count, clock.now() + self.budget)
-            .map_err(|e| format!("grid meter: {e}"))?;
+            .map_err(|e| GridError::Silent(format!("grid meter: {e}")))?;
         map.decode(&block).map_err(|e| {
             if matches!(e, gridmeter::MeterError::ModelChanged { .. }) {
                 self.map = None;
             }
-            e.to_string()
+            GridError::Invalid(e.to_string())
         })
     }
 }

@@ -38,8 +38,8 @@
 //! case of a window that never had room, so this law never spends more than clipping.
 //!
 //! ## Meter faults
-//! No valid reading for `grid_meter_timeout_ms` (silence, a sentinel, a wrong size) makes the
-//! reading stale: no site power at all (no discharge on stale data, no recharge either), charge
+//! Silence holds the last valid reading until it is `grid_meter_timeout_ms` old; an answer that
+//! is no reading (a sentinel, a wrong size) drops it at once. Without a valid reading: no site power at all (no discharge on stale data, no recharge either), charge
 //! and discharge sessions held at most at what the last valid reading allowed them (nothing
 //! before a first reading, where a limit exists), constraint `meter_stale` and a
 //! `GridMeterLost` event. The first valid reading clears it (`GridMeterRestored`).
@@ -228,6 +228,25 @@ pub struct SiteDecision {
     pub constraints: Vec<Constraint>,
 }
 
+/// Why a cycle has no grid reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GridError {
+    /// No answer (timeout, transport error, discovery not done): the last valid reading is
+    /// held until it is `meter_timeout_ms` old.
+    Silent(String),
+    /// The meter answered with something that is not a reading ("not available", a wrong size,
+    /// another model): the last reading is dropped at once.
+    Invalid(String),
+}
+
+impl fmt::Display for GridError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Silent(m) | Self::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
 /// The site as reported with each step (status `site`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SiteStatus {
@@ -321,15 +340,22 @@ impl Site {
     }
 
     /// One grid-meter read of this cycle: a value in W (+ import) or why there is none.
-    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, String>) {
+    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, GridError>) {
         match reading {
             Ok(w) if w.is_finite() => {
                 self.grid = Some((w, mono_s));
                 self.grid_new = true;
                 self.grid_error = None;
             }
-            Ok(w) => self.grid_error = Some(format!("implausible grid power {w}")),
-            Err(e) => self.grid_error = Some(e),
+            Ok(w) => {
+                self.grid = None;
+                self.grid_error = Some(format!("implausible grid power {w}"));
+            }
+            Err(GridError::Silent(e)) => self.grid_error = Some(e),
+            Err(GridError::Invalid(e)) => {
+                self.grid = None;
+                self.grid_error = Some(e);
+            }
         }
     }
 
@@ -739,7 +765,7 @@ mod tests {
         assert!(ev.contains(&SiteEvent::GridMeterRestored));
         // Silent for longer than the timeout (500 ms): held at 40 kW, no site power even
         // though the load may now be far above the limit.
-        s.grid_reading(1.2, Err("timeout".into()));
+        s.grid_reading(1.2, Err(GridError::Silent("timeout".into())));
         let d = s.decide(&input(1.6, 0.0, 0.0, 100_000.0), &mut ev);
         assert_eq!((d.charge_budget_w, d.site_w), (40_000.0, 0.0));
         assert!(d.constraints.contains(&Constraint::MeterStale));
@@ -758,6 +784,26 @@ mod tests {
         // the old grid reading with today's battery would read 720 kW and allow 80 kW.
         let d = s.decide(&input(0.1, -40_000.0, 0.0, 150_000.0), &mut Vec::new());
         assert_eq!(d.charge_budget_w, 40_000.0);
+    }
+
+    #[test]
+    fn a_not_available_reading_drops_the_held_one_at_once() {
+        let mut p = params();
+        p.peak_shave_w = None;
+        p.recharge_below_w = None;
+        let mut s = Site::new(p);
+        s.grid_reading(0.0, Ok(900_000.0));
+        let d = s.decide(&input(0.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 100_000.0);
+        // Silence 100 ms later: the reading is held (younger than the 500 ms timeout).
+        s.grid_reading(0.1, Err(GridError::Silent("timeout".into())));
+        let d = s.decide(&input(0.1, 100_000.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 100_000.0);
+        // "Not available": no site power from the next decision on.
+        s.grid_reading(0.2, Err(GridError::Invalid("not available".into())));
+        let d = s.decide(&input(0.2, 100_000.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 0.0);
+        assert!(d.constraints.contains(&Constraint::MeterStale));
     }
 
     #[test]
