@@ -1315,6 +1315,43 @@ mod tests {
     }
 
     #[test]
+    fn the_reserve_stops_discharge_sessions_but_not_the_site() {
+        use crate::site::SiteParams;
+        let params = ControlParams {
+            site: Some(SiteParams {
+                import_max_w: Some(800_000.0),
+                reserve_soc_pct: Some(30.0),
+                ..SiteParams::default()
+            }),
+            ..ControlParams::default()
+        };
+        let mut c = Controller::new(params);
+        let mut r = healthy_block();
+        r[7] = 300; // SoC 30.0 %: at the reserve
+        start(&mut c, 0, Direction::Discharge, 50_000.0);
+        c.grid_reading(0.0, Ok(500_000.0));
+        let o = c.step(0.0, Some(&r));
+        assert_eq!(o.allocations, vec![(0, 0.0)]);
+        assert!(o
+            .site
+            .as_ref()
+            .unwrap()
+            .constraints
+            .contains(&Constraint::Reserve));
+        // The site may still use the battery (down to soc_min) for the hard limit.
+        c.grid_reading(0.1, Ok(900_000.0));
+        let o = c.step(0.1, Some(&r));
+        assert_eq!(o.site.as_ref().unwrap().site_w, 100_000.0);
+        // 30.5 %: still held (1 point of hysteresis); 31 %: the session gets power again.
+        r[7] = 305;
+        c.grid_reading(0.2, Ok(500_000.0));
+        assert_eq!(c.step(0.2, Some(&r)).allocations, vec![(0, 0.0)]);
+        r[7] = 310;
+        c.grid_reading(0.3, Ok(500_000.0));
+        assert_eq!(c.step(0.3, Some(&r)).allocations, vec![(0, 50_000.0)]);
+    }
+
+    #[test]
     fn commands_are_validated() {
         let mut c = ctl();
         let bad = Command::StartSession {

@@ -806,6 +806,88 @@ mod tests {
         assert!(d.constraints.contains(&Constraint::MeterStale));
     }
 
+    fn with_window(mode: WindowMode, power_w: f64) -> Site {
+        let mut p = params();
+        p.recharge_below_w = Some(300_000.0);
+        let mut s = Site::new(p);
+        s.set_calendar(Calendar {
+            offsets: vec![],
+            windows: vec![TouWindow {
+                start_s: 100.0,
+                end_s: 200.0,
+                mode,
+                power_w,
+            }],
+        });
+        s
+    }
+
+    #[test]
+    fn a_discharge_window_gives_its_power_bounded_by_the_export_limit() {
+        let mut s = with_window(WindowMode::Discharge, 200_000.0);
+        // Before the window: 250 kW of load, recharge (50 kW up to 300 kW).
+        s.grid_reading(99.0, Ok(250_000.0));
+        let d = s.decide(&input(99.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, -50_000.0);
+        // In it: 200 kW out, no recharge; a 50 kW discharge session counts towards it.
+        s.grid_reading(100.0, Ok(250_000.0));
+        let d = s.decide(&input(100.0, 0.0, 50_000.0, 0.0), &mut Vec::new());
+        assert_eq!((d.site_w, d.discharge_budget_w), (150_000.0, 50_000.0));
+        assert!(d.constraints.contains(&Constraint::WindowDischarge));
+        // 120 kW of load with export max 0: the battery gives 120 kW, no more.
+        s.grid_reading(101.0, Ok(120_000.0));
+        let d = s.decide(&input(101.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 120_000.0);
+        assert!(d.constraints.contains(&Constraint::GridExportMax));
+    }
+
+    #[test]
+    fn a_charge_window_never_breaks_the_import_limit_nor_the_demand_target() {
+        let mut s = with_window(WindowMode::Charge, 200_000.0);
+        // 200 kW of load, target 500 kW: the window's 200 kW would import 400 kW: fine.
+        s.grid_reading(100.0, Ok(200_000.0));
+        let d = s.decide(&input(100.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, -200_000.0);
+        // 450 kW of load, 100 s into the 900 s demand window that started counting now: the
+        // rest of it may import 500 kW * 900 s / 800 s = 562.5 kW and still end at the target,
+        // so the charge is cut to 112.5 kW.
+        s.grid_reading(100.0, Ok(450_000.0));
+        let d = s.decide(&input(100.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        let allowed = 500_000.0 * 900.0 / 800.0;
+        assert!(
+            (d.site_w + (allowed - 450_000.0)).abs() < 1.0,
+            "{}",
+            d.site_w
+        );
+        // 850 kW of load: no charging at all; the demand target even makes the battery give
+        // what is above the allowed 562.5 kW (more than the 50 kW the connection needs).
+        s.grid_reading(100.0, Ok(850_000.0));
+        let d = s.decide(&input(100.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert!(
+            (d.site_w - (850_000.0 - allowed)).abs() < 1.0,
+            "{}",
+            d.site_w
+        );
+    }
+
+    #[test]
+    fn a_hold_window_keeps_the_battery_out_of_everything_but_the_hard_limits() {
+        let mut s = with_window(WindowMode::Hold, 0.0);
+        // 600 kW of load, above the 500 kW target: no peak shaving while holding.
+        s.grid_reading(100.0, Ok(600_000.0));
+        let d = s.decide(&input(100.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 0.0);
+        assert!(d.constraints.contains(&Constraint::WindowHold));
+        // Below the recharge threshold: no recharge either.
+        s.grid_reading(101.0, Ok(100_000.0));
+        let d = s.decide(&input(101.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 0.0);
+        // 900 kW: the connection's limit still binds (100 kW).
+        s.grid_reading(102.0, Ok(900_000.0));
+        let d = s.decide(&input(102.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 100_000.0);
+    }
+
     #[test]
     fn reserve_has_hysteresis() {
         let mut s = Site::new(params());
