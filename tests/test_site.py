@@ -86,6 +86,25 @@ def test_check_config_names_bad_site_keys(tmp_path: Path) -> None:
     assert "site.window[0].bogus: unknown key" in out
 
 
+def test_check_config_accepts_the_design_example_and_says_what_the_site_does(
+        tmp_path: Path) -> None:
+    # The `[site]` example of design.md section 8, as written there.
+    path = tmp_path / "gw.toml"
+    path.write_text('[site]\ngrid_meter = "192.0.2.20:502"\ngrid_meter_unit_id = 1\n'
+                    'grid_meter_profile = "generic"\ngrid_import_max_kw = 800\n'
+                    'grid_export_max_kw = 0\npeak_shave_kw = 500\ndemand_window_min = 15\n'
+                    'recharge_below_kw = 300\nrecharge_max_kw = 100\nreserve_soc_pct = 30\n'
+                    'timezone = "Europe/Berlin"\n[[site.window]]\ndays = "Mon-Fri"\n'
+                    'start = "17:00"\nend = "21:00"\nmode = "discharge"\npower_kw = 200\n'
+                    '[[endpoint]]\nid = "HUB-1"\ncsms_url = "ws://127.0.0.1:9000/ocpp"\n',
+                    encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "bess_gateway", "check-config", str(path)],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert ("site: grid meter 192.0.2.20:502 (generic), import max 800 kW, export max 0 kW, "
+            "demand target 500 kW, 1 window(s) in Europe/Berlin") in r.stdout
+
+
 def test_calendar_offsets_change_at_the_eu_dst_instants() -> None:
     cfg = site_config(timezone="Europe/Berlin")
     assert cfg.site is not None
