@@ -143,3 +143,28 @@ def test_the_core_takes_the_calendar_and_aligns_windows_to_local_time() -> None:
     assert out["site"]["window_start_s"] == utc(2024, 6, 1, 12, 15)  # 18:00 local
     with pytest.raises(ValueError):
         ctl.set_site_calendar([(1.0, 0.0)], [(5.0, 4.0, "charge", 1.0)])  # ends before it starts
+
+
+def test_a_crash_gap_is_split_with_the_site_owning_its_power() -> None:
+    """gateway._split_gap: the PCS counted 300 Wh while the gateway was down; at the last save
+    a discharge session had 50 kW and the site 100 kW of discharge: the session is billed a
+    third, the site's two thirds are no session's (before the site, all 300 Wh went to it)."""
+    from bess_gateway.gateway import Gateway
+    from bess_gateway.journal import TxRecord
+
+    cfg = site_config(grid_import_max_kw=800)
+    gw = Gateway(cfg)
+    basis = {"time_s": 1000.0, "discharged_wh": 10_000, "charged_wh": 0,
+             "allocations": [["HUB-1", 1, 50_000.0, "tx-1"]], "settling": [], "site_w": 100_000.0}
+    snap = {"now_s": 1060.0, "energy_discharged_wh": 10_300, "energy_charged_wh": 0}
+    tx = TxRecord(endpoint_id="HUB-1", local_id="tx-1", connector=1, id_tag_hash="h",
+                  meter_start_wh=0, started_at="2026-01-01T00:00:00Z")
+    restored: dict[tuple[str, int], float] = {}
+    changed: dict[tuple[str, int], float] = {}
+    gw._split_gap(basis, snap, {"HUB-1": [tx]}, {}, restored, changed)
+    assert restored[("HUB-1", 1)] == pytest.approx(100.0)
+    # Without site power at the save the session owned the whole gap, as before.
+    restored.clear()
+    changed.clear()
+    gw._split_gap({**basis, "site_w": 0.0}, snap, {"HUB-1": [tx]}, {}, restored, changed)
+    assert restored[("HUB-1", 1)] == pytest.approx(300.0)

@@ -386,6 +386,11 @@ class Gateway:
             basis = {"time_s": snap["now_s"], "discharged_wh": snap["energy_discharged_wh"],
                      "charged_wh": snap.get("energy_charged_wh", 0), "allocations": allocated,
                      "settling": waiting}
+            site = snap.get("site")
+            if site is not None:
+                # The site's own power (+ discharge) owns its part of what a crash leaves
+                # unaccounted: it is no session's energy (docs/site.md).
+                basis["site_w"] = float(site.get("site_w") or 0.0)
         try:
             self.journal.put_meters(values, basis)
         except Exception:
@@ -501,7 +506,13 @@ class Gateway:
                     log.warning("%.0f Wh (%s) flowed during the outage with no session to own "
                                 "it", gap, key)
                 continue
-            total = sum(cut.values())
+            # The battery power the site used at the save is the site's, never a session's.
+            site_saved = float(basis.get("site_w", 0.0))
+            site_part = max(site_saved, 0.0) if connector == 1 else max(-site_saved, 0.0)
+            total = sum(cut.values()) + site_part
+            if site_part > 0 and total > 0:
+                log.warning("%.0f Wh (%s) that flowed during the outage was the site's: no "
+                            "session's", gap * site_part / total, key)
             for k, w in cut.items():
                 share = gap * w / total if total > 0 else gap / len(cut)
                 restored[k] = changed[k] = restored.get(k, 0.0) + share
