@@ -297,7 +297,11 @@ fn step_response(step_w: f64) -> usize {
     // One second at 700 kW (nothing to do), then the step.
     let mut t = 0.0;
     for i in 0..60 {
-        let l = if i < 10 { 700_000.0 } else { 700_000.0 + step_w };
+        let l = if i < 10 {
+            700_000.0
+        } else {
+            700_000.0 + step_w
+        };
         let g = l - b.measured_w;
         if i >= 10 && g <= IMPORT_MAX_W + EXCURSION_W {
             return i - 10;
@@ -352,7 +356,9 @@ fn main() {
     let (clip_met, n) = report(&clip, &f);
     let (ours_met, _) = report(&ours, &f);
     println!();
-    println!("Load step from 700 kW -> import back at or under the 800 kW limit (pure core, 100 ms");
+    println!(
+        "Load step from 700 kW -> import back at or under the 800 kW limit (pure core, 100 ms"
+    );
     println!("period, 300 kW/s ramp, battery one period late):");
     println!();
     println!("| step kW | periods | ms |");

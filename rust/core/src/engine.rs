@@ -142,6 +142,9 @@ pub enum Cycle {
     Stepped(Box<StepOutput>),
 }
 
+/// The shortest wait for a grid-meter answer, whatever the period.
+const METER_MIN_BUDGET: Duration = Duration::from_millis(20);
+
 /// The grid meter's link (`[site]`): a second Modbus client with its own deadline, read once per
 /// stepped cycle; a SunSpec layout is discovered on every new connection.
 pub struct GridMeterLink {
@@ -152,8 +155,9 @@ pub struct GridMeterLink {
 }
 
 impl GridMeterLink {
-    /// `timeout` bounds each request; the loop never waits longer than `max(period, 50 ms)` for
-    /// the meter, so a dead meter delays a cycle by at most that (then the client backs off).
+    /// `timeout` bounds each request; the loop never waits longer than `max(period / 2, 20 ms)`
+    /// for the meter (one on the hub's LAN answers in a few ms), so a dead meter delays a cycle
+    /// by at most that, and then only once per back-off interval (50 ms doubling to 1 s).
     pub fn new(
         client: Box<dyn Pcs + Send>,
         profile: MeterProfile,
@@ -167,7 +171,7 @@ impl GridMeterLink {
                 MeterProfile::Generic => Some(MeterMap::Generic),
                 MeterProfile::SunSpec => None,
             },
-            budget: timeout.min(period.max(MIN_REQUEST_BUDGET)),
+            budget: timeout.min((period / 2).max(METER_MIN_BUDGET)),
         }
     }
 
