@@ -196,6 +196,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"({counts['1.6']} on 1.6, {counts['2.0.1']} on 2.0.1), "
         f"PCS at {host}:{config.pcs.port}"
     )
+    if config.site is not None:
+        site = config.site
+        limits = [f"{name} {value:g} kW" for name, value in (
+            ("import max", site.grid_import_max_kw), ("export max", site.grid_export_max_kw),
+            ("demand target", site.peak_shave_kw)) if value is not None]
+        print(f"site: grid meter {site.grid_meter} ({site.grid_meter_profile})"
+              f"{', ' + ', '.join(limits) if limits else ''}, {len(site.window)} window(s) "
+              f"in {site.timezone}")
     return EXIT_OK
 
 

@@ -41,6 +41,7 @@ UNITS: dict[str, tuple[str, str | None]] = {
     "Temperature": ("Celsius", "Body"),
     "Energy.Active.Export.Register": ("Wh", "Outlet"),
     "Energy.Active.Import.Register": ("Wh", "Outlet"),
+    "Power.Offered": ("W", "Outlet"),
 }
 
 
@@ -74,6 +75,10 @@ def _value(measurand: str, s: MeterSample) -> tuple[float, str] | None:
         # Registers go out as whole Wh, floored, so they agree with meterStart/meterStop.
         wh = math.floor(s.energy_wh)
         return float(wh), str(wh)
+    if measurand == "Power.Offered":
+        if s.offered_w is None:
+            return None  # no session: nothing is offered
+        return float(round(s.offered_w)), f"{s.offered_w:.0f}"
     if measurand.startswith("Power"):
         return float(round(s.power_w)), f"{s.power_w:.0f}"
     reading = {"Voltage": s.voltage_v, "SoC": s.soc_pct, "Temperature": s.temperature_c}.get(

@@ -119,6 +119,7 @@ class MeterSample:
     voltage_v: float | None
     soc_pct: float | None
     temperature_c: float | None
+    offered_w: float | None = None  # the session's allocation (Power.Offered); None: no session
     # The measurand word of this connector's own energy and power, "Import" or "Export"; None:
     # by direction (connector 1 discharge Export, connector 2 charge Import). See
     # domain.metering and EndpointConfig.discharge_as.
@@ -648,6 +649,7 @@ class Station:
             voltage_v=_reading(m, "voltage_v"),
             soc_pct=_reading(m, "soc_pct"),
             temperature_c=_reading(m, "temperature_c"),
+            offered_w=float(m.get("allocated_w") or 0.0) if m.get("active") else None,
         )
 
 

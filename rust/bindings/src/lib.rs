@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use bess_core::controller::{Command, Controller as CoreController, Time};
 use bess_core::regmap::RegisterMap;
 use bess_core::runtime::Runtime;
+use bess_core::site::GridError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -97,6 +98,16 @@ impl ControlLoop {
 
     fn stop_session(&self, meter_id: u32) -> PyResult<()> {
         self.send(Command::StopSession { meter_id })
+    }
+
+    /// The site's calendar: `offsets` = [(utc_from_s, utc_offset_s)] ascending, `windows` =
+    /// [(start_s, end_s, mode, power_w)] in UTC epoch seconds (see control.py).
+    fn set_site_calendar(
+        &self,
+        offsets: Vec<(f64, f64)>,
+        windows: Vec<(f64, f64, String, f64)>,
+    ) -> PyResult<()> {
+        self.send(convert::calendar(offsets, windows)?)
     }
 
     fn set_meter(&self, meter_id: u32, energy_wh: f64) -> PyResult<()> {
@@ -214,6 +225,14 @@ impl Controller {
         self.apply(Command::StopSession { meter_id })
     }
 
+    fn set_site_calendar(
+        &self,
+        offsets: Vec<(f64, f64)>,
+        windows: Vec<(f64, f64, String, f64)>,
+    ) -> PyResult<()> {
+        self.apply(convert::calendar(offsets, windows)?)
+    }
+
     fn set_meter(&self, meter_id: u32, energy_wh: f64) -> PyResult<()> {
         self.apply(Command::SetMeter {
             meter_id,
@@ -223,17 +242,22 @@ impl Controller {
 
     /// One step at `now_s` (monotonic seconds; also the wall clock unless `wall_s` is given:
     /// schedules are evaluated at the wall clock).
-    #[pyo3(signature = (now_s, registers, wall_s = None))]
+    /// `grid_w` is this step's grid-meter reading (W, + import; None = no reading), used with
+    /// a `[site]` table only.
+    #[pyo3(signature = (now_s, registers, wall_s = None, grid_w = None))]
     fn step<'py>(
         &self,
         py: Python<'py>,
         now_s: f64,
         registers: Option<&Bound<'py, PyAny>>,
         wall_s: Option<f64>,
+        grid_w: Option<f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let regs = convert::registers(registers, self.read_count)?;
         let out = {
             let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            let reading = grid_w.ok_or_else(|| GridError::Silent("no reading".to_string()));
+            c.grid_reading(now_s, reading);
             let t = Time {
                 mono_s: now_s,
                 wall_s: wall_s.unwrap_or(now_s),
