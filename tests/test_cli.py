@@ -152,9 +152,11 @@ def test_demo_passes_its_options(monkeypatch):
 
     fake_module(monkeypatch, "bess_gateway.demo.run", run_demo=run_demo)
     assert main(["demo", "--endpoints", "8", "--duration", "0", "--ocpp", "mixed"]) == 0
-    assert seen == {"endpoints": 8, "duration": 0.0, "ocpp": "mixed"}
+    assert seen == {"endpoints": 8, "duration": 0.0, "ocpp": "mixed", "site": True}
     assert main(["demo"]) == 0
-    assert seen == {"endpoints": 4, "duration": 30.0, "ocpp": "1.6"}
+    assert seen == {"endpoints": 4, "duration": 30.0, "ocpp": "1.6", "site": True}
+    assert main(["demo", "--no-site"]) == 0
+    assert seen["site"] is False
 
 
 @pytest.mark.usefixtures("ctrl_c_interrupts")

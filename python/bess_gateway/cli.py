@@ -140,7 +140,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if run_demo is None:
         return EXIT_FAILED
     try:
-        return int(run_demo(endpoints=args.endpoints, duration=args.duration, ocpp=args.ocpp))
+        return int(run_demo(endpoints=args.endpoints, duration=args.duration, ocpp=args.ocpp,
+                            site=args.site))
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -355,7 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
             "The embedded demo, no configuration needed: starts the PCS/BMS simulator and a "
             "small demo CSMS on loopback, then the gateway against them. The demo CSMS starts "
             "and stops sessions and sends charging profiles while a live terminal view shows "
-            "endpoints, sessions, power and state of charge; it ends with a summary."
+            "endpoints, sessions, power and state of charge; it ends with a summary. The "
+            "simulator also serves the hub's grid meter (EV fast chargers over a day, five hub "
+            "minutes a second) and the gateway runs site energy management on it ([site]: an "
+            "import limit and a peak-shave target set from that day): the view adds hub load, "
+            "grid import, battery power, the demand window's average vs its target, and the "
+            "summary peak import with and without the battery, the demand windows met and the "
+            "energy used. The status page's URL is printed."
         ),
     )
     p.add_argument(
@@ -377,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("1.6", "2.0.1", "mixed"),
         default="1.6",
         help="OCPP version of the endpoints; mixed = half and half (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-site",
+        dest="site",
+        action="store_false",
+        help="no [site] table: the battery serves the CSMS sessions only (the grid meter still "
+        "shows what the hub would import)",
     )
     _add_log_level(p, "WARNING")
     p.set_defaults(func=_cmd_demo)

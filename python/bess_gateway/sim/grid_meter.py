@@ -110,6 +110,7 @@ class GridMeter:
             self.base = sunspec.BASE
             self._image = self._sunspec_layout()
         self.update(0.0, 0.0, 0.0, t=0.0)
+        self._readings.clear()  # the log starts with the first step of a running simulator
 
     # -- inputs ---------------------------------------------------------------------------------
 
