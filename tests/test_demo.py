@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import re
+import sys
+from pathlib import Path
 
 from bess_gateway.demo.run import _demo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "ops"))
+from httpget import get
+
+
+async def _printed(out: io.StringIO, pattern: str, timeout: float = 20.0) -> str:
+    async with asyncio.timeout(timeout):
+        while not (m := re.search(pattern, out.getvalue())):
+            await asyncio.sleep(0.05)
+    return m.group(1)
 
 
 async def test_mixed_demo_moves_energy_both_ways_on_both_versions() -> None:
     out = io.StringIO()
-    code = await _demo(4, 16.0, out, "mixed")
+    demo = asyncio.create_task(_demo(4, 16.0, out, "mixed"))
+    # The status page is served while the demo runs, at the URL it printed.
+    url = await _printed(out, r"status page: http://127\.0\.0\.1:(\d+)/")
+    status, _, page = await get(int(url), "/")
+    assert status == 200 and b"chart-grid" in page
+    status, _, raw = await get(int(url), "/status")
+    assert status == 200 and json.loads(raw)["pcs"]["link_up"] in (True, False)
+    code = await demo
     text = out.getvalue()
     assert code == 0, text
     assert "demo OK" in text

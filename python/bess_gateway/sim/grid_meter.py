@@ -285,7 +285,10 @@ class GridMeter:
             self._image[i] = w
 
     def _put(self, reg: Register, raw: int) -> None:
-        raw = max(reg.type.min_raw, min(reg.type.max_raw, raw))
+        # The signed minimum is the map's "not available" sentinel (0x80000000): a reading
+        # saturates one above it.
+        low = reg.type.min_raw + 1 if reg.type.signed else reg.type.min_raw
+        raw = max(low, min(reg.type.max_raw, raw))
         lo = reg.address - self.base
         self._image[lo : lo + reg.words] = reg.encode_raw(raw)
 
