@@ -9,7 +9,8 @@ import re
 import sys
 from pathlib import Path
 
-from bess_gateway.demo.run import _demo
+from bess_gateway.demo.run import SitePlan, _demo, site_summary
+from bess_gateway.sim.grid_meter import MeterReading
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ops"))
 from httpget import get
@@ -78,3 +79,32 @@ async def test_a_demo_cut_short_mid_session_still_balances() -> None:
     for direction, kwh in moved.items():
         assert kwh > 0.02, text
         assert abs(billed[direction] - kwh) <= 0.003 + 0.01 * kwh, (direction, billed, moved)
+
+
+def test_site_summary_judges_clock_aligned_windows_with_and_without_the_battery() -> None:
+    """Synthetic meter readings every 0.5 s from 30 s before a minute boundary for 120 s:
+    1000 kW of hub load the first minute-window, 400 kW after; the battery gives 400 kW for
+    the first 60 s. Expected figures are worked out here from those inputs."""
+    plan = SitePlan(start_hour=0, grid_import_max_kw=900, peak_shave_kw=700,
+                    recharge_below_kw=100, recharge_max_kw=50, demand_window_min=1)
+    offset = 1_800_000_030.0  # wall = t + offset; t = 30 is a wall-clock minute boundary
+    readings = []
+    for i in range(241):
+        t = i * 0.5
+        load = 1_000_000.0 if t < 90 else 400_000.0
+        battery = 400_000.0 if t < 60 else 0.0
+        readings.append(MeterReading(t, load, battery, load - battery))
+    out = io.StringIO()
+    site_summary(readings, plan, offset, True, out)
+    text = out.getvalue()
+    assert "peak import: 1000.0 kW with the battery, 1000.0 kW without (limit 900 kW)" in text
+    # Over 900 kW: with the battery from t = 60 to 90 (30 s), without for 90 s.
+    assert "time over the import limit: 30.0 s with the battery, 90.0 s without" in text
+    rows = [line.split() for line in text.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+    assert len(rows) == 3  # partial, full, partial
+    # Window 1 (t 0-29.5): 600 kW with, 1000 without -> met only with the battery; partial.
+    assert rows[0][2:5] == ["600.0k", "1000.0k", "700k"] and rows[0][5:] == ["yes", "(partial)"]
+    # Window 2 (t 30-89.5): half at 600 kW, half at 1000 kW = 800 kW with; 1000 without.
+    assert rows[1][2:4] == ["800.0k", "1000.0k"] and rows[1][5:] == ["NO"]
+    assert rows[2][2:4] == ["400.0k", "400.0k"] and rows[2][5] == "yes"
+    assert "demand-charge windows met: 2/3 with the battery, 1/3 without" in text
