@@ -36,6 +36,8 @@ __all__ = [
     "GatewayConfig",
     "PcsConfig",
     "ProtectionConfig",
+    "SiteConfig",
+    "SiteWindow",
     "load_config",
     "parse_config",
 ]
@@ -45,6 +47,10 @@ OcppVersion = Literal["1.6", "2.0.1"]
 
 OCPP_VERSIONS: tuple[str, ...] = ("1.6", "2.0.1")
 PCS_PROFILES: tuple[str, ...] = ("generic", "sunspec")
+METER_PROFILES: tuple[str, ...] = ("generic", "sunspec")
+WINDOW_MODES: tuple[str, ...] = ("discharge", "charge", "hold")
+DAY_NAMES: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,48}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_BLOCK = 10_000  # endpoints in one count block
@@ -122,6 +128,43 @@ class PcsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SiteWindow:
+    """One `[[site.window]]` (time of use, in the site's `timezone`)."""
+
+    days: str = "Mon-Sun"  # Mon..Sun, ranges and lists ("Mon-Fri", "Sat,Sun")
+    start: str = "00:00"  # local "HH:MM"
+    end: str = "24:00"  # local "HH:MM"; at or before start: ends the next day
+    mode: str = "hold"  # discharge | charge | hold
+    power_kw: float = 0.0  # discharge: at least this much; charge: this much (hold: unused)
+    weekdays: tuple[int, ...] = ()  # derived from days (0 = Monday)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteConfig:
+    """The optional `[site]` table (design.md section 8); absent, nothing of it runs."""
+
+    grid_meter: str = ""  # Modbus TCP meter at the grid connection point ("host:port")
+    grid_meter_unit_id: int = 1  # its Modbus unit id
+    grid_meter_profile: str = "generic"  # or "sunspec" (meter models 201/202/203/204, discovered)
+    grid_meter_timeout_ms: int = 500  # request deadline; a reading older than this is stale
+    grid_import_max_kw: float | None = None  # hard limit of the connection (absent: none)
+    grid_export_max_kw: float | None = None  # hard export limit (0 = no export from the battery)
+    peak_shave_kw: float | None = None  # demand-charge target: average import per window
+    demand_window_min: int = 15  # clock-aligned billing window, minutes
+    recharge_below_kw: float | None = None  # recharge only while import stays below (absent: never)
+    recharge_max_kw: float = 100.0  # at most this much grid power for recharging
+    reserve_soc_pct: float | None = None  # CSMS discharge sessions stop here
+    timezone: str = "UTC"  # IANA name, for the windows and the demand window's alignment
+    peak_margin_pct: float = 1.0  # part of the target the window law keeps in hand (control lag)
+    window: tuple[SiteWindow, ...] = ()  # [[site.window]] tables
+
+    @property
+    def meter_address(self) -> tuple[str, int]:
+        host, _, port = self.grid_meter.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EndpointConfig:
     id: str
     csms_url: str
@@ -158,6 +201,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     protection: ProtectionConfig = field(default_factory=ProtectionConfig)
     pcs: PcsConfig = field(default_factory=PcsConfig)
+    site: SiteConfig | None = None  # the [site] table, when the file has one
     endpoints: tuple[EndpointConfig, ...] = ()
     source: Path | None = None  # the file it was loaded from
     warnings: tuple[str, ...] = ()  # valid but probably not what was meant
@@ -200,7 +244,31 @@ class Config:
             "pcs_timeout_ms": pcs.timeout_ms,
             # A register-map file is refused by Gateway.start (the core takes built-ins only).
             "pcs_profile": pcs.profile if pcs.profile_path is None else "generic",
+            **self.site_params(),
         }
+
+    def site_params(self) -> dict[str, Any]:
+        """The `[site]` table as core parameters (none without it)."""
+        site = self.site
+        if site is None:
+            return {}
+        host, port = site.meter_address
+        params: dict[str, Any] = {
+            "site_grid_meter_host": host,
+            "site_grid_meter_port": port,
+            "site_grid_meter_unit_id": site.grid_meter_unit_id,
+            "site_grid_meter_profile": site.grid_meter_profile,
+            "site_grid_meter_timeout_ms": site.grid_meter_timeout_ms,
+            "site_demand_window_min": site.demand_window_min,
+            "site_recharge_max_kw": site.recharge_max_kw,
+            "site_peak_margin_pct": site.peak_margin_pct,
+        }
+        for key in ("grid_import_max_kw", "grid_export_max_kw", "peak_shave_kw",
+                    "recharge_below_kw", "reserve_soc_pct"):
+            value = getattr(site, key)
+            if value is not None:
+                params[f"site_{key}"] = value
+        return params
 
     def unsupported(self) -> list[str]:
         """Valid keys this build cannot run, one message per key naming it.
@@ -306,6 +374,8 @@ def parse_config(
     )
     pc.finish()
 
+    site = _site(data["site"], ctx) if "site" in data else None
+
     endpoints = _endpoints(data.get("endpoint", []), ctx)
     if require_endpoints and not data.get("endpoint") and "endpoint" not in ctx.bad_roots:
         ctx.errors.append(
@@ -319,6 +389,7 @@ def parse_config(
         control=control,
         protection=protection,
         pcs=pcs,
+        site=site,
         endpoints=tuple(endpoints),
         source=source,
         warnings=tuple(ctx.warnings),
@@ -332,7 +403,7 @@ _SECTIONS: dict[str, type] = {
     "protection": ProtectionConfig,
     "pcs": PcsConfig,
 }
-_ROOT_KEYS = (*_SECTIONS, "endpoint")
+_ROOT_KEYS = (*_SECTIONS, "site", "endpoint")
 _ENDPOINT_KEYS = (*(f.name for f in fields(EndpointConfig) if f.name != "index"), "count", "start")
 
 
@@ -482,7 +553,8 @@ class _Table:
 
     def number(self, key: str, low: float, high: float, *, low_open: bool = False) -> float:
         value, _ = self._get(key)
-        default = float(self.defaults.get(key, low))
+        given_default = self.defaults.get(key)
+        default = float(low if given_default is None else given_default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.error(key, f"expected a number, got {_show(value)} ({_kind(value)[2:]})")
             return default
@@ -579,6 +651,108 @@ class _Table:
         for key in self.table:
             if key not in self.known:
                 self.error(key, _unknown_key_message(key, self.known))
+
+
+# -- site ---------------------------------------------------------------------------------------
+def _site(raw: Any, ctx: _Context) -> SiteConfig | None:
+    if not isinstance(raw, Mapping):
+        ctx.errors.append(f"site: expected a table [site], got {_kind(raw)}")
+        return None
+    t = _Table(raw, "site", ctx, defaults=_defaults(SiteConfig))
+
+    def optional(key: str, low: float, high: float) -> float | None:
+        return t.number(key, low, high) if t.has(key) else None
+
+    if not t.has("grid_meter"):
+        t.error("grid_meter", 'missing: the site needs its grid meter ("host:port")')
+        meter = ""
+    else:
+        meter = t.string("grid_meter", non_empty=True)
+        if "grid_meter" not in t.bad:
+            host, sep, port = meter.rpartition(":")
+            if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
+                t.error("grid_meter", f'{_show(meter)} is not "host:port"')
+    timezone = t.string("timezone", non_empty=True)
+    if "timezone" not in t.bad:
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(timezone)
+        except (ValueError, KeyError, OSError):
+            t.error("timezone", f"{_show(timezone)} is not a known IANA time zone "
+                    '(e.g. "Europe/Berlin", "UTC")')
+    site = SiteConfig(
+        grid_meter=meter,
+        grid_meter_unit_id=t.integer("grid_meter_unit_id", 0, 247),
+        grid_meter_profile=t.choice("grid_meter_profile", METER_PROFILES),
+        grid_meter_timeout_ms=t.integer("grid_meter_timeout_ms", 20, 60000),
+        grid_import_max_kw=optional("grid_import_max_kw", 0.0, 1e5),
+        grid_export_max_kw=optional("grid_export_max_kw", 0.0, 1e5),
+        peak_shave_kw=optional("peak_shave_kw", 0.0, 1e5),
+        demand_window_min=t.integer("demand_window_min", 1, 60),
+        recharge_below_kw=optional("recharge_below_kw", 0.0, 1e5),
+        recharge_max_kw=t.number("recharge_max_kw", 0.0, 1e5),
+        reserve_soc_pct=optional("reserve_soc_pct", 0.0, 100.0),
+        timezone=timezone,
+        peak_margin_pct=t.number("peak_margin_pct", 0.0, 50.0),
+        window=_site_windows(raw.get("window", []), ctx),
+    )
+    t.finish()
+    return site
+
+
+def _site_windows(raw: Any, ctx: _Context) -> tuple[SiteWindow, ...]:
+    if not isinstance(raw, list):
+        ctx.errors.append(f"site.window: write [[site.window]] (an array of tables), "
+                          f"got {_kind(raw)}")
+        return ()
+    out = []
+    defaults = _defaults(SiteWindow)
+    defaults.pop("weekdays")
+    for i, table in enumerate(raw):
+        label = f"site.window[{i}]"
+        if not isinstance(table, Mapping):
+            ctx.errors.append(f"{label}: expected a table, got {_kind(table)}")
+            continue
+        t = _Table(table, label, ctx, defaults=defaults)
+        days = t.string("days", non_empty=True)
+        weekdays = _weekdays(days) if "days" not in t.bad else ()
+        if weekdays is None:
+            t.error("days", f"{_show(days)} is not a list of days and ranges of "
+                    f"{', '.join(DAY_NAMES)} (e.g. \"Mon-Fri\", \"Sat,Sun\")")
+            weekdays = ()
+        start = t.string("start", non_empty=True)
+        end = t.string("end", non_empty=True)
+        for key, value in (("start", start), ("end", end)):
+            if key not in t.bad and not _HHMM.fullmatch(value):
+                t.error(key, f'{_show(value)} is not a local time "HH:MM" (00:00..24:00)')
+        if "start" not in t.bad and "end" not in t.bad and start == end:
+            t.error("end", f"end {_show(end)} equals start: the window would be empty")
+        if "start" not in t.bad and start == "24:00":
+            t.error("start", '"24:00" is an end, not a start; use "00:00"')
+        mode = t.choice("mode", WINDOW_MODES)
+        power = t.number("power_kw", 0.0, 1e5)
+        if mode in ("discharge", "charge") and not t.has("power_kw") and "mode" not in t.bad:
+            t.error("power_kw", f"missing: a {mode} window needs its power")
+        t.finish()
+        out.append(SiteWindow(days=days, start=start, end=end, mode=mode, power_kw=power,
+                              weekdays=tuple(weekdays)))
+    return tuple(out)
+
+
+def _weekdays(days: str) -> list[int] | None:
+    """"Mon-Fri" -> [0..4], "Sat,Sun" -> [5, 6], "Fri-Mon" wraps; None when it does not parse."""
+    out: set[int] = set()
+    for part in days.split(","):
+        part = part.strip()
+        first, sep, last = part.partition("-")
+        names = [first.strip(), last.strip()] if sep else [part]
+        if any(n.title() not in DAY_NAMES or len(n) != 3 for n in names):
+            return None
+        a = DAY_NAMES.index(names[0].title())
+        b = DAY_NAMES.index(names[-1].title())
+        out.update((a + k) % 7 for k in range((b - a) % 7 + 1))
+    return sorted(out)
 
 
 # -- endpoints ----------------------------------------------------------------------------------

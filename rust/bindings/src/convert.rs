@@ -7,6 +7,7 @@ use bess_core::params::{kind_of, ControlParams, ParamKind, ParamValue};
 use bess_core::protection::SubLimits;
 use bess_core::runtime::{Health, Snapshot};
 use bess_core::schedule::Schedule;
+use bess_core::site::{Calendar, SiteStatus, TouWindow, WindowMode};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
@@ -188,6 +189,18 @@ pub fn event<'py>(py: Python<'py>, time_s: f64, e: &Event) -> PyResult<Bound<'py
             d.set_item("kind", "control_failed")?;
             d.set_item("message", message.as_str())?;
         }
+        Event::GridMeterLost(message) => {
+            d.set_item("kind", "grid_meter_lost")?;
+            d.set_item("message", message.as_str())?;
+        }
+        Event::GridMeterRestored => d.set_item("kind", "grid_meter_restored")?,
+        Event::SiteConstraints(c) => {
+            d.set_item("kind", "site_constraints")?;
+            d.set_item(
+                "constraints",
+                c.iter().map(|c| c.code()).collect::<Vec<_>>(),
+            )?;
+        }
     }
     d.set_item("time_s", time_s)?;
     Ok(d)
@@ -230,7 +243,59 @@ fn step_common<'py>(py: Python<'py>, o: &StepOutput) -> PyResult<Bound<'py, PyDi
     holds.set_item("discharge", o.holds_w.0)?;
     holds.set_item("charge", o.holds_w.1)?;
     d.set_item("holds_w", holds)?;
+    if let Some(site) = &o.site {
+        d.set_item("site", site_status(py, site)?)?;
+    }
     Ok(d)
+}
+
+/// The `site` dict (the contract in control.py `SiteStatus`).
+fn site_status<'py>(py: Python<'py>, s: &SiteStatus) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("grid_w", s.grid_w)?;
+    d.set_item("grid_valid", s.grid_valid)?;
+    d.set_item("grid_meter_error", s.grid_meter_error.as_deref())?;
+    d.set_item("load_w", s.load_w)?;
+    d.set_item("battery_w", s.battery_w)?;
+    d.set_item("site_w", s.site_w)?;
+    d.set_item("window_start_s", s.window_start_s)?;
+    d.set_item("window_avg_w", s.window_avg_w)?;
+    d.set_item("window_target_w", s.window_target_w)?;
+    d.set_item("window_allowed_w", s.window_allowed_w)?;
+    d.set_item(
+        "constraints",
+        s.constraints.iter().map(|c| c.code()).collect::<Vec<_>>(),
+    )?;
+    d.set_item("soc_pct", s.soc_pct)?;
+    d.set_item("site_discharged_wh", s.site_discharged_wh)?;
+    d.set_item("site_charged_wh", s.site_charged_wh)?;
+    Ok(d)
+}
+
+/// `(offsets, windows)` from Python -> the site's calendar command.
+pub fn calendar(
+    offsets: Vec<(f64, f64)>,
+    windows: Vec<(f64, f64, String, f64)>,
+) -> PyResult<Command> {
+    let mut out = Vec::with_capacity(windows.len());
+    for (start_s, end_s, mode, power_w) in windows {
+        let mode = WindowMode::parse(&mode).ok_or_else(|| {
+            value_error(
+                "windows",
+                format!("{mode:?}: mode must be discharge, charge or hold"),
+            )
+        })?;
+        out.push(TouWindow {
+            start_s,
+            end_s,
+            mode,
+            power_w,
+        });
+    }
+    Ok(Command::SetSiteCalendar(Calendar {
+        offsets,
+        windows: out,
+    }))
 }
 
 pub fn step<'py>(py: Python<'py>, o: &StepOutput) -> PyResult<Bound<'py, PyDict>> {

@@ -99,6 +99,16 @@ impl ControlLoop {
         self.send(Command::StopSession { meter_id })
     }
 
+    /// The site's calendar: `offsets` = [(utc_from_s, utc_offset_s)] ascending, `windows` =
+    /// [(start_s, end_s, mode, power_w)] in UTC epoch seconds (see control.py).
+    fn set_site_calendar(
+        &self,
+        offsets: Vec<(f64, f64)>,
+        windows: Vec<(f64, f64, String, f64)>,
+    ) -> PyResult<()> {
+        self.send(convert::calendar(offsets, windows)?)
+    }
+
     fn set_meter(&self, meter_id: u32, energy_wh: f64) -> PyResult<()> {
         self.send(Command::SetMeter {
             meter_id,
@@ -214,6 +224,14 @@ impl Controller {
         self.apply(Command::StopSession { meter_id })
     }
 
+    fn set_site_calendar(
+        &self,
+        offsets: Vec<(f64, f64)>,
+        windows: Vec<(f64, f64, String, f64)>,
+    ) -> PyResult<()> {
+        self.apply(convert::calendar(offsets, windows)?)
+    }
+
     fn set_meter(&self, meter_id: u32, energy_wh: f64) -> PyResult<()> {
         self.apply(Command::SetMeter {
             meter_id,
@@ -223,17 +241,21 @@ impl Controller {
 
     /// One step at `now_s` (monotonic seconds; also the wall clock unless `wall_s` is given:
     /// schedules are evaluated at the wall clock).
-    #[pyo3(signature = (now_s, registers, wall_s = None))]
+    /// `grid_w` is this step's grid-meter reading (W, + import; None = no reading), used with
+    /// a `[site]` table only.
+    #[pyo3(signature = (now_s, registers, wall_s = None, grid_w = None))]
     fn step<'py>(
         &self,
         py: Python<'py>,
         now_s: f64,
         registers: Option<&Bound<'py, PyAny>>,
         wall_s: Option<f64>,
+        grid_w: Option<f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let regs = convert::registers(registers, self.read_count)?;
         let out = {
             let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            c.grid_reading(now_s, grid_w.ok_or_else(|| "no reading".to_string()));
             let t = Time {
                 mono_s: now_s,
                 wall_s: wall_s.unwrap_or(now_s),

@@ -13,6 +13,16 @@ use crate::params::ControlParams;
 use crate::protection::{assess, assess_link_lost, Assessment, Limits, TripCause};
 use crate::ramp::{next_setpoint, RampInput};
 use crate::schedule::Schedule;
+use crate::site::{Calendar, Constraint, Site, SiteEvent, SiteInput, SiteStatus};
+
+/// Pseudo-meters that own the battery power used for the site (one per direction), so the
+/// metering never bills it to a session. They never appear in `allocations` or `meters`.
+pub const SITE_DISCHARGE_METER: u32 = u32::MAX;
+pub const SITE_CHARGE_METER: u32 = u32::MAX - 1;
+
+fn is_site_meter(id: u32) -> bool {
+    id >= SITE_CHARGE_METER
+}
 
 /// The longest time step the ramp will honour, in control periods. A loop that stalled for
 /// seconds must not turn its next step into a jump of `ramp * stall`: after a stall the setpoint
@@ -100,6 +110,9 @@ pub enum Command {
     ClearHold {
         hold_id: u32,
     },
+    /// The site's wall-clock calendar (UTC offsets of its timezone, time-of-use windows for the
+    /// days ahead); ignored without a `[site]` table.
+    SetSiteCalendar(Calendar),
     /// Commands applied together, so no control cycle runs between them (a session that starts
     /// with its schedule and group never runs a cycle without them).
     Batch(Vec<Command>),
@@ -133,6 +146,15 @@ impl std::error::Error for CommandError {}
 impl Command {
     /// Checks the values a command carries; run before a command is queued, so the caller gets
     /// the error instead of the control thread.
+    fn meter_id(&self) -> Option<u32> {
+        match self {
+            Self::StartSession { meter_id, .. } | Self::SetMeterGroup { meter_id, .. } => {
+                Some(*meter_id)
+            }
+            _ => None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), CommandError> {
         let non_negative = |field: &'static str, v: f64| {
             if v.is_finite() && v >= 0.0 {
@@ -144,11 +166,36 @@ impl Command {
                 })
             }
         };
+        if self.meter_id().is_some_and(is_site_meter) {
+            return Err(CommandError {
+                field: "meter_id",
+                message: "ids from 4294967294 are the site's own meters".to_string(),
+            });
+        }
         match self {
             Self::StartSession { cap_w, .. } | Self::SetSessionCap { cap_w, .. } => {
                 non_negative("cap_w", *cap_w)
             }
             Self::SetMeter { energy_wh, .. } => non_negative("energy_wh", *energy_wh),
+            Self::SetSiteCalendar(c) => {
+                let ok = c.offsets.iter().all(|o| o.0.is_finite() && o.1.is_finite())
+                    && c.offsets.windows(2).all(|w| w[0].0 < w[1].0)
+                    && c.windows.iter().all(|w| {
+                        w.start_s.is_finite()
+                            && w.end_s.is_finite()
+                            && w.start_s < w.end_s
+                            && w.power_w.is_finite()
+                            && w.power_w >= 0.0
+                    });
+                if ok {
+                    Ok(())
+                } else {
+                    Err(CommandError {
+                        field: "calendar",
+                        message: "offsets must be finite and ascending, windows finite with start < end and power >= 0".to_string(),
+                    })
+                }
+            }
             Self::SetHold { power_w, .. } => non_negative("power_w", *power_w),
             Self::Batch(cmds) => cmds.iter().try_for_each(Command::validate),
             Self::SetSessionSchedule { .. }
@@ -173,6 +220,11 @@ pub enum Event {
     /// The control thread ended on its own (a panic, with its message): nothing controls the
     /// PCS any more; the process should report every connector Faulted and exit.
     ControlFailed(String),
+    /// The grid meter's reading went stale (with why): site power stops, sessions are held.
+    GridMeterLost(String),
+    GridMeterRestored,
+    /// The set of active site constraints changed (for the log: why power is what it is).
+    SiteConstraints(Vec<Constraint>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -225,6 +277,8 @@ pub struct StepOutput {
     pub events: Vec<Event>,
     /// The last valid reading (kept through a lost link so the operator sees the last state).
     pub measurements: Option<Measurements>,
+    /// Site energy management (`None` without a `[site]` table).
+    pub site: Option<SiteStatus>,
 }
 
 impl StepOutput {
@@ -269,12 +323,12 @@ pub struct Controller {
     meter_groups: BTreeMap<u32, u32>,
     groups: BTreeMap<u32, Schedule>,
     holds: BTreeMap<u32, (Direction, f64)>,
+    site: Option<Site>,
 }
 
 impl Controller {
     pub fn new(params: ControlParams) -> Self {
         Self {
-            params,
             sessions: BTreeMap::new(),
             metering: Metering::default(),
             setpoint_w: 0.0,
@@ -289,6 +343,16 @@ impl Controller {
             meter_groups: BTreeMap::new(),
             groups: BTreeMap::new(),
             holds: BTreeMap::new(),
+            site: params.site.clone().map(Site::new),
+            params,
+        }
+    }
+
+    /// One grid-meter read of this cycle (W, + import), or why there is none. Without a
+    /// `[site]` table it is ignored.
+    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, String>) {
+        if let Some(site) = &mut self.site {
+            site.grid_reading(mono_s, reading);
         }
     }
 
@@ -380,6 +444,11 @@ impl Controller {
             }
             Command::ClearHold { hold_id } => {
                 self.holds.remove(&hold_id);
+            }
+            Command::SetSiteCalendar(calendar) => {
+                if let Some(site) = &mut self.site {
+                    site.set_calendar(calendar);
+                }
             }
             Command::Batch(cmds) => {
                 for c in cmds {
@@ -478,9 +547,60 @@ impl Controller {
             )
         };
 
-        // Phase 2: allocation, each direction on its own.
-        let allocations = self.allocate(now_s, limit_dis, limit_chg);
-        let target: f64 = allocations.iter().map(|(_, d, a)| d.sign() * a).sum();
+        // Phase 2: allocation, each direction on its own; then the site (design.md section 8)
+        // bounds the sessions' totals and adds its own power, all inside the limits.
+        let soc = self.last_measurements.as_ref().map(|m| m.soc_pct);
+        let reserve = self
+            .site
+            .as_mut()
+            .is_some_and(|s| s.reserve_blocks(soc));
+        let budgets = (if reserve { 0.0 } else { f64::INFINITY }, f64::INFINITY);
+        let mut allocations = self.allocate(now_s, limit_dis, limit_chg, budgets);
+        let mut site_w = 0.0;
+        if let Some(site) = &mut self.site {
+            let sum = |dir: Direction| -> f64 {
+                allocations.iter().filter(|a| a.1 == dir).map(|a| a.2).sum()
+            };
+            let input = SiteInput {
+                mono_s,
+                wall_s: now_s,
+                battery_w: match (self.link, &self.last_measurements) {
+                    (Link::Up, Some(m)) => Some(m.measured_w),
+                    _ => None,
+                },
+                limit_discharge_w: limit_dis,
+                limit_charge_w: limit_chg,
+                sessions_discharge_w: sum(Direction::Discharge),
+                sessions_charge_w: sum(Direction::Charge),
+                period_s: f64::from(self.params.period_ms) / 1000.0,
+            };
+            let mut site_events = Vec::new();
+            let d = site.decide(&input, &mut site_events);
+            events.extend(site_events.into_iter().map(|e| match e {
+                SiteEvent::GridMeterLost(why) => Event::GridMeterLost(why),
+                SiteEvent::GridMeterRestored => Event::GridMeterRestored,
+                SiteEvent::Constraints(c) => Event::SiteConstraints(c),
+            }));
+            let (dis, chg) = (input.sessions_discharge_w, input.sessions_charge_w);
+            if d.discharge_budget_w < dis - 1e-9 || d.charge_budget_w < chg - 1e-9 {
+                let b = (
+                    d.discharge_budget_w.min(budgets.0),
+                    d.charge_budget_w.min(budgets.1),
+                );
+                allocations = self.allocate(now_s, limit_dis, limit_chg, b);
+            }
+            if !tripped {
+                site_w = d.site_w;
+            }
+        }
+        let target: f64 =
+            allocations.iter().map(|(_, d, a)| d.sign() * a).sum::<f64>() + site_w;
+        // The site's power is metered apart, as its own pseudo-meter of its direction.
+        if site_w > 0.0 {
+            allocations.push((SITE_DISCHARGE_METER, Direction::Discharge, site_w));
+        } else if site_w < 0.0 {
+            allocations.push((SITE_CHARGE_METER, Direction::Charge, -site_w));
+        }
 
         // Phase 3: ramp. The first write after a lost link comes back, and the first on any new
         // connection, is 0 whatever the target.
@@ -507,7 +627,9 @@ impl Controller {
         StepOutput {
             now_s,
             setpoint_w: self.setpoint_w,
-            run: link_up && !tripped && (!self.sessions.is_empty() || self.setpoint_w != 0.0),
+            run: link_up
+                && !tripped
+                && (!self.sessions.is_empty() || self.setpoint_w != 0.0 || site_w != 0.0),
             fault_reset: link_up
                 && m.is_some_and(|m| m.pcs_state == PCS_FAULT && m.alarm_bits == 0),
             limit_discharge_w: limit_dis,
@@ -515,7 +637,12 @@ impl Controller {
             sub_limits: assessment.limits,
             trip_causes: assessment.causes,
             link_up,
-            allocations: self.previous.iter().map(|(id, _, a)| (*id, *a)).collect(),
+            allocations: self
+                .previous
+                .iter()
+                .filter(|(id, _, _)| !is_site_meter(*id))
+                .map(|(id, _, a)| (*id, *a))
+                .collect(),
             meters,
             unattributed_wh: self.metering.unattributed_wh(),
             holds_w: (
@@ -524,6 +651,13 @@ impl Controller {
             ),
             events,
             measurements: self.last_measurements.clone(),
+            site: self.site.as_mut().map(|s| {
+                let e = |id| self.metering.energy(id).unwrap_or(0.0);
+                s.set_energy(e(SITE_DISCHARGE_METER), e(SITE_CHARGE_METER));
+                let mut st = s.status().clone();
+                st.soc_pct = self.last_measurements.as_ref().map(|m| m.soc_pct);
+                st
+            }),
         }
     }
 
@@ -563,7 +697,15 @@ impl Controller {
             .sum()
     }
 
-    fn allocate(&self, now_s: f64, limit_dis: f64, limit_chg: f64) -> Vec<(u32, Direction, f64)> {
+    /// Sessions' allocations; `budgets` (discharge, charge) bound each direction's total on top of
+    /// the limits (the site's curtailment, the reserve).
+    fn allocate(
+        &self,
+        now_s: f64,
+        limit_dis: f64,
+        limit_chg: f64,
+        budgets: (f64, f64),
+    ) -> Vec<(u32, Direction, f64)> {
         let group_limits: BTreeMap<u32, f64> = self
             .groups
             .iter()
@@ -584,12 +726,12 @@ impl Controller {
             .map(|(id, _)| self.meter_groups.get(id).copied())
             .collect();
         let available = |dir: Direction| {
-            let limit = if dir == Direction::Discharge {
-                limit_dis
+            let (limit, budget) = if dir == Direction::Discharge {
+                (limit_dis, budgets.0)
             } else {
-                limit_chg
+                (limit_chg, budgets.1)
             };
-            (limit - self.held_w(dir)).max(0.0)
+            (limit - self.held_w(dir)).max(0.0).min(budget.max(0.0))
         };
         let mut shares = vec![0.0; ids.len()];
         for _ in 0..GROUP_ROUNDS {
@@ -645,6 +787,7 @@ impl Controller {
         let alloc_of: BTreeMap<u32, f64> = allocations.iter().map(|a| (a.0, a.2)).collect();
         self.metering
             .iter()
+            .filter(|(meter_id, _)| !is_site_meter(*meter_id))
             .map(|(meter_id, energy_wh)| {
                 let session = self.sessions.get(&meter_id);
                 let allocated_w = alloc_of.get(&meter_id).copied().unwrap_or(0.0);

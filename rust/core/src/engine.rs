@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::{Client, ClientError, ClientStats};
 use crate::controller::{Controller, Input, StepOutput, Time};
+use crate::gridmeter::{self, MeterMap, MeterProfile};
 use crate::params::ControlParams;
 use crate::profile::{PcsMap, PcsProfile};
 use crate::sunspec;
@@ -140,6 +141,68 @@ pub enum Cycle {
     Stepped(Box<StepOutput>),
 }
 
+/// The grid meter's link (`[site]`): a second Modbus client with its own deadline, read once per
+/// stepped cycle; a SunSpec layout is discovered on every new connection.
+pub struct GridMeterLink {
+    pub client: Box<dyn Pcs + Send>,
+    profile: MeterProfile,
+    map: Option<MeterMap>,
+    budget: Duration,
+}
+
+impl GridMeterLink {
+    /// `timeout` bounds each request; the loop never waits longer than `max(period, 50 ms)` for
+    /// the meter, so a dead meter delays a cycle by at most that (then the client backs off).
+    pub fn new(
+        client: Box<dyn Pcs + Send>,
+        profile: MeterProfile,
+        timeout: Duration,
+        period: Duration,
+    ) -> Self {
+        Self {
+            client,
+            profile,
+            map: match profile {
+                MeterProfile::Generic => Some(MeterMap::Generic),
+                MeterProfile::SunSpec => None,
+            },
+            budget: timeout.min(period.max(MIN_REQUEST_BUDGET)),
+        }
+    }
+
+    /// One reading in W (+ import), or why there is none.
+    pub fn read<C: Clock>(&mut self, clock: &C) -> Result<f64, String> {
+        if self.profile == MeterProfile::SunSpec && !self.client.is_connected() {
+            self.map = None;
+        }
+        let map = match self.map {
+            Some(m) => m,
+            None => {
+                let (client, budget) = (&mut self.client, self.budget);
+                let m = gridmeter::discover(|a, n| {
+                    client
+                        .read_holding(a, n, clock.now() + budget)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| e.to_string())?;
+                self.map = Some(m);
+                m
+            }
+        };
+        let (address, count) = map.read();
+        let block = self
+            .client
+            .read_holding(address, count, clock.now() + self.budget)
+            .map_err(|e| format!("grid meter: {e}"))?;
+        map.decode(&block).map_err(|e| {
+            if matches!(e, gridmeter::MeterError::ModelChanged { .. }) {
+                self.map = None;
+            }
+            e.to_string()
+        })
+    }
+}
+
 pub struct Engine<P: Pcs, C: Clock> {
     pub ctl: Controller,
     pub pcs: P,
@@ -160,9 +223,15 @@ pub struct Engine<P: Pcs, C: Clock> {
     /// on it is 0 W even if the first write attempts failed.
     confirmed_connection: u64,
     watchdog: u16,
+    grid: Option<GridMeterLink>,
 }
 
 impl<P: Pcs, C: Clock> Engine<P, C> {
+    /// Reads the grid meter every stepped cycle (`[site]`).
+    pub fn set_grid_meter(&mut self, link: GridMeterLink) {
+        self.grid = Some(link);
+    }
+
     pub fn new(params: ControlParams, pcs: P, clock: C) -> Self {
         let period = Duration::from_millis(u64::from(params.period_ms));
         let pcs_timeout = Duration::from_millis(u64::from(params.pcs_timeout_ms));
@@ -190,6 +259,7 @@ impl<P: Pcs, C: Clock> Engine<P, C> {
             write_failing_since: None,
             confirmed_connection: 0,
             watchdog: 0,
+            grid: None,
         }
     }
 
@@ -285,6 +355,11 @@ impl<P: Pcs, C: Clock> Engine<P, C> {
                 (None, Input::LinkLost)
             }
         };
+        if let Some(grid) = &mut self.grid {
+            let reading = grid.read(&self.clock);
+            let at = self.clock.now().duration_since(self.origin).as_secs_f64();
+            self.ctl.grid_reading(at, reading);
+        }
         let t = Time {
             mono_s: read_at.duration_since(self.origin).as_secs_f64(),
             wall_s: self.clock.wall_s(),

@@ -8,6 +8,7 @@ pub mod allocation;
 pub mod client;
 pub mod controller;
 pub mod engine;
+pub mod gridmeter;
 pub mod measurements;
 pub mod metering;
 pub mod modbus;
@@ -18,6 +19,7 @@ pub mod ramp;
 pub mod regmap;
 pub mod runtime;
 pub mod schedule;
+pub mod site;
 pub mod sunspec;
 
 pub fn version() -> &'static str {

@@ -3,9 +3,11 @@
 
 use std::fmt;
 
+use crate::gridmeter::MeterProfile;
 use crate::profile::PcsProfile;
 use crate::protection::ProtectionConfig;
 use crate::regmap::RegisterMap;
+use crate::site::SiteParams;
 
 /// A parameter value as it arrives from the caller, before range checks.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,7 +53,7 @@ impl fmt::Display for ParamError {
 impl std::error::Error for ParamError {}
 
 /// (key, kind, min, max) for every accepted key. Ranges are inclusive.
-pub const KEYS: [(&str, ParamKind, f64, f64); 17] = [
+pub const KEYS: [(&str, ParamKind, f64, f64); 30] = [
     ("period_ms", ParamKind::Int, 10.0, 1000.0),
     ("ramp_kw_per_s", ParamKind::Float, 0.001, 100_000.0),
     ("session_max_kw", ParamKind::Float, 0.0, 100_000.0),
@@ -69,6 +71,20 @@ pub const KEYS: [(&str, ParamKind, f64, f64); 17] = [
     ("pcs_timeout_ms", ParamKind::Int, 20.0, 60_000.0),
     ("register_map", ParamKind::Map, 0.0, 65535.0),
     ("pcs_profile", ParamKind::Str, 0.0, 0.0),
+    // The `[site]` table (design.md section 8); any `site_` key turns site management on.
+    ("site_grid_meter_host", ParamKind::Str, 0.0, 0.0),
+    ("site_grid_meter_port", ParamKind::Int, 1.0, 65535.0),
+    ("site_grid_meter_unit_id", ParamKind::Int, 0.0, 255.0),
+    ("site_grid_meter_profile", ParamKind::Str, 0.0, 0.0),
+    ("site_grid_meter_timeout_ms", ParamKind::Int, 20.0, 60_000.0),
+    ("site_grid_import_max_kw", ParamKind::Float, 0.0, 100_000.0),
+    ("site_grid_export_max_kw", ParamKind::Float, 0.0, 100_000.0),
+    ("site_peak_shave_kw", ParamKind::Float, 0.0, 100_000.0),
+    ("site_demand_window_min", ParamKind::Int, 1.0, 60.0),
+    ("site_recharge_below_kw", ParamKind::Float, 0.0, 100_000.0),
+    ("site_recharge_max_kw", ParamKind::Float, 0.0, 100_000.0),
+    ("site_reserve_soc_pct", ParamKind::Float, 0.0, 100.0),
+    ("site_peak_margin_pct", ParamKind::Float, 0.0, 50.0),
 ];
 
 pub fn kind_of(key: &str) -> Option<ParamKind> {
@@ -90,6 +106,8 @@ pub struct ControlParams {
     /// Used by the `generic` profile; `sunspec` discovers its layout at connect time.
     pub register_map: RegisterMap,
     pub pcs_profile: PcsProfile,
+    /// Site energy management; `None` without a `[site]` table.
+    pub site: Option<SiteParams>,
 }
 
 impl Default for ControlParams {
@@ -105,6 +123,7 @@ impl Default for ControlParams {
             pcs_timeout_ms: 1000,
             register_map: RegisterMap::generic(),
             pcs_profile: PcsProfile::Generic,
+            site: None,
         }
     }
 }
@@ -145,6 +164,40 @@ impl ControlParams {
             Ok(x)
         };
         // Int keys are range-checked above, so the narrowing casts below cannot truncate.
+        // `site_max_*_kw` are `[control]` keys; every other `site_` key is the `[site]` table.
+        if let Some(field) = key
+            .strip_prefix("site_")
+            .filter(|f| !f.starts_with("max_"))
+        {
+            let site = self.site.get_or_insert_with(SiteParams::default);
+            match field {
+                "grid_meter_host" => match value {
+                    ParamValue::Str(s) if !s.trim().is_empty() => site.meter_host = s,
+                    _ => return Err(ParamError::new(key, "must be a non-empty string")),
+                },
+                "grid_meter_port" => site.meter_port = number(&value)? as u16,
+                "grid_meter_unit_id" => site.meter_unit_id = number(&value)? as u8,
+                "grid_meter_profile" => match value {
+                    ParamValue::Str(s) => {
+                        site.meter_profile = MeterProfile::parse(&s).ok_or_else(|| {
+                            ParamError::new(key, format!("{s:?}: must be \"generic\" or \"sunspec\""))
+                        })?;
+                    }
+                    _ => return Err(ParamError::new(key, "must be \"generic\" or \"sunspec\"")),
+                },
+                "grid_meter_timeout_ms" => site.meter_timeout_ms = number(&value)? as u32,
+                "grid_import_max_kw" => site.import_max_w = Some(number(&value)? * 1000.0),
+                "grid_export_max_kw" => site.export_max_w = Some(number(&value)? * 1000.0),
+                "peak_shave_kw" => site.peak_shave_w = Some(number(&value)? * 1000.0),
+                "demand_window_min" => site.window_s = number(&value)? * 60.0,
+                "recharge_below_kw" => site.recharge_below_w = Some(number(&value)? * 1000.0),
+                "recharge_max_kw" => site.recharge_max_w = number(&value)? * 1000.0,
+                "reserve_soc_pct" => site.reserve_soc_pct = Some(number(&value)?),
+                "peak_margin_pct" => site.peak_margin = number(&value)? / 100.0,
+                _ => return Err(ParamError::new(key, "unknown key")),
+            }
+            return Ok(());
+        }
         match key {
             "period_ms" => self.period_ms = number(&value)? as u32,
             "ramp_kw_per_s" => self.ramp_w_per_s = number(&value)? * 1000.0,

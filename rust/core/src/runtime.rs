@@ -46,7 +46,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TryRecvEr
 use crate::client::Client;
 use crate::controller::{Command, CommandError, Event, StepOutput};
 pub use crate::engine::Health;
-use crate::engine::{Cycle, Engine, SystemClock};
+use crate::engine::{Cycle, Engine, GridMeterLink, SystemClock};
 use crate::params::ControlParams;
 
 /// An event with the epoch time of the cycle that raised it.
@@ -350,8 +350,25 @@ impl Worker {
     fn new(params: ControlParams, rx: Receiver<Msg>, shared: Arc<Shared>) -> Self {
         let period = Duration::from_millis(u64::from(params.period_ms));
         let client = Client::new(params.pcs_host.clone(), params.pcs_port, params.pcs_unit_id);
+        let meter = params
+            .site
+            .as_ref()
+            .filter(|s| !s.meter_host.is_empty())
+            .map(|s| {
+                let c = Client::new(s.meter_host.clone(), s.meter_port, s.meter_unit_id);
+                GridMeterLink::new(
+                    Box::new(c),
+                    s.meter_profile,
+                    Duration::from_millis(u64::from(s.meter_timeout_ms)),
+                    period,
+                )
+            });
+        let mut engine = Engine::new(params, client, SystemClock);
+        if let Some(m) = meter {
+            engine.set_grid_meter(m);
+        }
         Self {
-            engine: Engine::new(params, client, SystemClock),
+            engine,
             rx,
             shared,
             period,
