@@ -451,18 +451,20 @@ async def _demo(endpoints: int, duration: float, out: TextIO, ocpp: str = "1.6",
             sim.stop()
         code = summary(csms, scenario, snap, soc_start, energy_start, out)
         if plan is not None:
-            site_summary(readings, plan, clock_offset, site_note is None, out)
+            site_summary(readings, plan, clock_offset, site_note is None, out,
+                         snap.get("site"))
         return code
 
 
 def site_summary(readings: list[MeterReading], plan: SitePlan, clock_offset: float,
-                 controlled: bool, out: TextIO) -> None:
+                 controlled: bool, out: TextIO, site: dict[str, Any] | None = None) -> None:
     """Peak import with and without the battery, the demand windows met, the energy used.
 
     From the simulator meter's readings (one per simulator tick): "without" is the hub load
     alone, "with" what the grid meter read. Windows are clock-aligned like a utility's (on
     unix time, ``demand_window_min`` long); a window the demo only partly covered is marked
-    partial and judged on the part it saw."""
+    partial and judged on the part it saw. ``site``: the gateway's last site status, for the
+    battery energy the site used (metered apart from the sessions')."""
     if len(readings) < 2:
         return
     out.write("\n== site: the hub's grid connection ==\n")
@@ -508,6 +510,10 @@ def site_summary(readings: list[MeterReading], plan: SitePlan, clock_offset: flo
               f"{imp_without / 1000:.2f} kWh without; battery net "
               f"{_energy_wh(readings, lambda r: r.battery_w) / 1000:+.2f} kWh "
               "(+ discharged)\n")
+    if site is not None and site.get("site_discharged_wh") is not None:
+        out.write(f"battery energy used for the site (billed to no session): "
+                  f"{float(site['site_discharged_wh']) / 1000:.3f} kWh discharged, "
+                  f"{float(site.get('site_charged_wh') or 0.0) / 1000:.3f} kWh charged\n")
 
 
 def _energy_wh(readings: list[MeterReading], f: Any) -> float:
