@@ -570,6 +570,10 @@ class _Table:
             return default
         return self._keep(key, value)
 
+    def optional_number(self, key: str, low: float, high: float) -> float | None:
+        """A number that is off (None) when the key is absent."""
+        return self.number(key, low, high) if key in self.table else None
+
     def string(self, key: str, *, non_empty: bool = False) -> str:
         value, _ = self._get(key)
         default = self.defaults.get(key) or ""
@@ -660,9 +664,6 @@ def _site(raw: Any, ctx: _Context) -> SiteConfig | None:
         return None
     t = _Table(raw, "site", ctx, defaults=_defaults(SiteConfig))
 
-    def optional(key: str, low: float, high: float) -> float | None:
-        return t.number(key, low, high) if t.has(key) else None
-
     if not t.has("grid_meter"):
         t.error("grid_meter", 'missing: the site needs its grid meter ("host:port")')
         meter = ""
@@ -686,13 +687,13 @@ def _site(raw: Any, ctx: _Context) -> SiteConfig | None:
         grid_meter_unit_id=t.integer("grid_meter_unit_id", 0, 247),
         grid_meter_profile=t.choice("grid_meter_profile", METER_PROFILES),
         grid_meter_timeout_ms=t.integer("grid_meter_timeout_ms", 20, 60000),
-        grid_import_max_kw=optional("grid_import_max_kw", 0.0, 1e5),
-        grid_export_max_kw=optional("grid_export_max_kw", 0.0, 1e5),
-        peak_shave_kw=optional("peak_shave_kw", 0.0, 1e5),
+        grid_import_max_kw=t.optional_number("grid_import_max_kw", 0.0, 1e5),
+        grid_export_max_kw=t.optional_number("grid_export_max_kw", 0.0, 1e5),
+        peak_shave_kw=t.optional_number("peak_shave_kw", 0.0, 1e5),
         demand_window_min=t.integer("demand_window_min", 1, 60),
-        recharge_below_kw=optional("recharge_below_kw", 0.0, 1e5),
+        recharge_below_kw=t.optional_number("recharge_below_kw", 0.0, 1e5),
         recharge_max_kw=t.number("recharge_max_kw", 0.0, 1e5),
-        reserve_soc_pct=optional("reserve_soc_pct", 0.0, 100.0),
+        reserve_soc_pct=t.optional_number("reserve_soc_pct", 0.0, 100.0),
         timezone=timezone,
         peak_margin_pct=t.number("peak_margin_pct", 0.0, 50.0),
         window=_site_windows(raw.get("window", []), ctx),

@@ -41,11 +41,26 @@ class ControlParams(TypedDict, total=False):
     pcs_timeout_ms: int  # 20..60000, default 1000
     register_map: dict[str, int]  # every name of default_register_map(); default generic
     pcs_profile: str  # "generic" (uses register_map, the default) or "sunspec" (discovered)
+    # [site] (design.md section 8; config.py `Config.site_params`): any key turns it on
+    site_grid_meter_host: str  # the grid meter; absent: no meter is read (grid_w per step)
+    site_grid_meter_port: int
+    site_grid_meter_unit_id: int
+    site_grid_meter_profile: str  # "generic" or "sunspec" (models 201-204, discovered)
+    site_grid_meter_timeout_ms: int  # request deadline; an older reading is stale
+    site_grid_import_max_kw: float
+    site_grid_export_max_kw: float
+    site_peak_shave_kw: float
+    site_demand_window_min: int
+    site_recharge_below_kw: float
+    site_recharge_max_kw: float
+    site_reserve_soc_pct: float
+    site_peak_margin_pct: float
 
 
 class CoreEvent(TypedDict):
     """`kind` is link_lost, link_restored, trip (with `causes`), trip_cleared or control_failed
-    (with `message`).
+    (with `message`); with a `[site]` table also grid_meter_lost (with `message`),
+    grid_meter_restored and site_constraints (with `constraints`, when the set changes).
 
     link_restored also announces the first answer after start; link_lost also the PCS never
     answering within `pcs_timeout_ms` of start. A lost link also trips with `pcs_link_lost`.
@@ -57,6 +72,7 @@ class CoreEvent(TypedDict):
     time_s: float
     causes: NotRequired[list[str]]
     message: NotRequired[str]
+    constraints: NotRequired[list[str]]
 
 
 class SubLimits(TypedDict):
@@ -80,6 +96,26 @@ class HoldsW(TypedDict):
     charge: float
 
 
+class SiteStatus(TypedDict):
+    """The `site` key of a step and a snapshot (absent without a `[site]` table); the contract
+    shared with the status page and the demo (issue 14)."""
+
+    grid_w: float | None  # + import from the grid, - export; None until a valid reading
+    grid_valid: bool  # the last valid reading is younger than grid_meter_timeout_ms
+    grid_meter_error: str | None  # why the last read failed, None after a good one
+    load_w: float | None  # hub load estimate = grid_w + battery measured_w
+    battery_w: float  # battery power, + discharge
+    site_w: float  # power the site controller asks of the battery, + discharge
+    window_start_s: float | None  # wall-clock start of the current demand window
+    window_avg_w: float | None  # average import so far in this window
+    window_target_w: float | None  # peak_shave_kw in W
+    window_allowed_w: float | None  # import the window law allows for the rest of the window
+    constraints: list[str]  # active constraints: grid_import_max, peak_shave, meter_stale, ...
+    soc_pct: float | None
+    site_discharged_wh: float  # battery energy used for the site: no session's energy
+    site_charged_wh: float
+
+
 class CoreState(TypedDict):
     """What every control step decides; a step result and a snapshot both carry it."""
 
@@ -97,6 +133,7 @@ class CoreState(TypedDict):
     meters: dict[int, float]
     unattributed_wh: UnattributedWh
     holds_w: HoldsW  # power set aside per direction by set_hold (as requested)
+    site: NotRequired[SiteStatus]
 
 
 class StepResult(CoreState):
@@ -276,6 +313,11 @@ class ControlCore:
 
     def stop_session(self, meter_id: int) -> None:
         self._core.stop_session(meter_id)
+
+    def set_site_calendar(self, offsets: list[tuple[float, float]],
+                          windows: list[tuple[float, float, str, float]]) -> None:
+        """The site's UTC offsets and time-of-use windows (`bess_gateway.site.calendar`)."""
+        self._core.set_site_calendar(offsets, windows)
 
     def set_meter(self, meter_id: int, energy_wh: float) -> None:
         self._core.set_meter(meter_id, energy_wh)

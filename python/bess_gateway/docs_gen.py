@@ -35,6 +35,8 @@ _SECTIONS: tuple[tuple[str, type, str], ...] = (
     ("control", config.ControlConfig, "[control]"),
     ("protection", config.ProtectionConfig, "[protection]"),
     ("pcs", config.PcsConfig, "[pcs]"),
+    ("site", config.SiteConfig, "[site]"),
+    ("site.window", config.SiteWindow, "[[site.window]]"),
     ("endpoint", config.EndpointConfig, "[[endpoint]]"),
 )
 
@@ -46,7 +48,7 @@ _EXTRA = {
         ("start", "int", 1, "first value of `{n}` (only with `count`)"),
     ],
 }
-_HIDDEN = {"index"}  # derived, not a key
+_HIDDEN = {"index", "weekdays", "window"}  # derived, or a table of its own
 
 
 def _comments(cls: type) -> dict[str, str]:
@@ -90,7 +92,7 @@ def _constraints() -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for func in tree.body:
         if not isinstance(func, ast.FunctionDef) or func.name not in (
-                "parse_config", "_endpoint_block"):
+                "parse_config", "_endpoint_block", "_site", "_site_windows"):
             continue
         tables: dict[str, str] = {}
         for node in ast.walk(func):
@@ -98,7 +100,10 @@ def _constraints() -> dict[str, dict[str, str]]:
                     and isinstance(node.value.func, ast.Name) and node.value.func.id == "_Table"
                     and isinstance(node.targets[0], ast.Name)):
                 label = node.value.args[1]
-                name = label.value if isinstance(label, ast.Constant) else "endpoint"
+                if isinstance(label, ast.Constant):
+                    name = label.value
+                else:
+                    name = "site.window" if func.name == "_site_windows" else "endpoint"
                 tables[node.targets[0].id] = str(name)
         for node in ast.walk(func):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -132,7 +137,7 @@ def _fmt(x: Any) -> str:
 def _rule(node: ast.Call) -> str:
     kind = node.func.attr  # type: ignore[attr-defined]
     kw = {k.arg: k.value for k in node.keywords}
-    if kind in ("integer", "number") and len(node.args) == 3:
+    if kind in ("integer", "number", "optional_number") and len(node.args) == 3:
         low, high = _value(node.args[1]), _value(node.args[2])
         low_open = "low_open" in kw and _value(kw["low_open"])
         return f"{'>' if low_open else ''}{_fmt(low)} .. {_fmt(high)}"
@@ -157,7 +162,8 @@ def _type_name(cls: type, name: str) -> str:
     if "Literal" in text:
         return "str"
     return {"PosixPath": "path", "Path": "path", "Path | None": "path", "float": "number",
-            "str | None": "str", "Optional[Path]": "path", "Optional[str]": "str"}.get(text, text)
+            "str | None": "str", "Optional[Path]": "path", "Optional[str]": "str",
+            "float | None": "number", "Optional[float]": "number"}.get(text, text)
 
 
 def _default(f: Any) -> str:
@@ -218,6 +224,9 @@ def generate() -> str:
         "- Security profile 2 and 3 need a `wss://` `csms_url`; profile 3 needs `cert_file` and "
         "`key_file`. See [deployment.md](deployment.md).",
         "- `[protection]` limits are local and final: no OCPP message can raise them.",
+        "- `[site]` is optional; without it nothing of site management runs. `grid_meter` is "
+        "required in it. Keys without a default (`grid_import_max_kw`, `peak_shave_kw`, ...) "
+        "are off when absent. How the site decides: [site.md](site.md).",
         "",
     ]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bess_gateway import sdnotify, settling
+from bess_gateway import site as site_calendar
 from bess_gateway.aio import wait_event
 from bess_gateway.config import Config, EndpointConfig
 from bess_gateway.control import ControlCore
@@ -44,6 +45,7 @@ METER_SAVE_S = 1.0
 METER_SAVE_AFTER_CHANGE_S = 0.2
 OUTAGE_SETTLE_S = 3.0  # at a restart, how long to wait for the PCS to stop before the books close
 OUTAGE_QUIET_W = 1000.0  # below this the PCS counts as stopped
+SITE_CALENDAR_REFRESH_S = 3600.0  # the site calendar covers days ahead; renewed hourly
 SCHEDULE_REFRESH_S = sc.REFRESH.total_seconds()  # bound on energy a crash can leave unattributed
 # The control thread died: exit with sysexits' EX_SOFTWARE, so the supervisor (systemd,
 # Restart=on-failure) starts a fresh process, whose start-up recovers the open sessions.
@@ -113,6 +115,8 @@ class Gateway:
             ep = next((e for e in cfg.endpoints if e.id == endpoint_id), None)
             if ep is not None:
                 core.set_meter(ep.index * 2 + connector - 1, wh)
+        # The site's calendar goes in before the first cycle (commands queue until start).
+        self._send_site_calendar()
         core.start(asyncio.get_running_loop())
         core.subscribe(self._on_core_event)
         # Statuses need the PCS's first answer (or its absence): don't boot endpoints blind.
@@ -155,6 +159,14 @@ class Gateway:
         self._tasks.append(loop.create_task(self._refresh_view(), name="view"))
         self._tasks.append(loop.create_task(self._save_meters(), name="meters"))
         self._tasks.append(loop.create_task(self._refresh_schedules(), name="schedules"))
+        if cfg.site is not None:
+            self._tasks.append(loop.create_task(self._refresh_site_calendar(), name="site"))
+            host, port = cfg.site.meter_address
+            log.info("site management on: grid meter %s:%d (%s), import max %s kW, export max "
+                     "%s kW, demand target %s kW per %d min, timezone %s, %d window(s)",
+                     host, port, cfg.site.grid_meter_profile, cfg.site.grid_import_max_kw,
+                     cfg.site.grid_export_max_kw, cfg.site.peak_shave_kw,
+                     cfg.site.demand_window_min, cfg.site.timezone, len(cfg.site.window))
         log.info("gateway started: %d endpoints, PCS %s:%d", len(self.endpoints),
                  cfg.pcs.host, cfg.pcs.port)
 
@@ -251,6 +263,18 @@ class Gateway:
         if kind == "control_failed":
             self._control_failed(str(event.get("message") or "control thread failed"))
             return
+        if kind == "grid_meter_lost":
+            log.warning("site: grid meter lost (%s): no site power, sessions held at what the "
+                        "last valid reading allowed", event.get("message", ""))
+            return
+        if kind == "grid_meter_restored":
+            log.info("site: grid meter reading again")
+            return
+        if kind == "site_constraints":
+            # Why power is what it is: logged on every change of the active set.
+            log.info("site: constraints now %s", ", ".join(event.get("constraints") or [])
+                     or "none")
+            return
         level = logging.WARNING if kind in ("link_lost", "trip") else logging.INFO
         log.log(level, "control core: %s %s", kind, event.get("causes", ""))
         self._refresh_now()
@@ -327,6 +351,7 @@ class Gateway:
                 log.warning("wall clock stepped by %+.1f s: rebuilding every charging schedule "
                             "for the new time", step)
                 self._refresh_all_schedules()
+                self._send_site_calendar()
 
     def _persist_meters(self) -> None:
         """Save the meters with the PCS registers and allocations of the same control step."""
@@ -493,6 +518,21 @@ class Gateway:
             # Lets the control thread apply the start or stop (a cycle); bounds the save rate.
             await asyncio.sleep(METER_SAVE_AFTER_CHANGE_S)
             self._persist_meters()
+
+    def _send_site_calendar(self) -> None:
+        site = self.config.site
+        if site is None or self.core is None:
+            return
+        try:
+            offsets, windows = site_calendar.calendar(site, site_calendar.utc_now())
+            self.core.set_site_calendar(offsets, windows)
+        except Exception:
+            log.exception("site calendar refresh failed")
+
+    async def _refresh_site_calendar(self) -> None:
+        while True:
+            await asyncio.sleep(SITE_CALENDAR_REFRESH_S)
+            self._send_site_calendar()
 
     def _sessions_changed(self, station: Station) -> None:
         sessions = frozenset((c, tx.local_id) for c, tx in station.transactions.items())

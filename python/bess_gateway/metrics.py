@@ -265,6 +265,32 @@ class _GatewayCollector(Collector):
                            snap.get("pcs_connects"))
         yield from counter("bess_core_events_dropped", "core events lost to a full queue",
                            snap.get("events_dropped"))
+        site = snap.get("site")
+        if site is not None:
+            yield from gauge("bess_site_grid_w", "grid power at the connection point (+ import)",
+                             site.get("grid_w"))
+            yield from gauge("bess_site_grid_valid", "1 while the grid meter's reading is fresh",
+                             1 if site.get("grid_valid") else 0)
+            yield from gauge("bess_site_load_w", "hub load estimate (grid + battery)",
+                             site.get("load_w"))
+            yield from gauge("bess_site_battery_w", "battery power used for the site (+ discharge)",
+                             site.get("site_w"))
+            yield from gauge("bess_site_window_avg_w", "average import so far in the demand window",
+                             site.get("window_avg_w"))
+            yield from gauge("bess_site_window_target_w", "demand target (average per window)",
+                             site.get("window_target_w"))
+            yield from counter("bess_site_discharged_wh",
+                               "battery energy given for the site (no session's)",
+                               site.get("site_discharged_wh"))
+            yield from counter("bess_site_charged_wh", "battery energy taken for the site",
+                               site.get("site_charged_wh"))
+            active = GaugeMetricFamily(
+                "bess_site_constraint_active",
+                "1 for each active site constraint (why power is what it is)",
+                labels=["constraint"])
+            for c in site.get("constraints") or []:
+                active.add_metric([str(c)], 1.0)
+            yield active
         if gw.journal is not None:
             with contextlib.suppress(Exception):
                 yield from gauge("bess_journal_queue_depth", "queued messages, all endpoints",
@@ -483,7 +509,11 @@ class MetricsServer:
                 "connectors": connectors,
                 "sessions": sessions,
             })
+        extra: dict[str, Any] = {}
+        if "site" in snap:
+            extra["site"] = snap["site"]
         return {
+            **extra,
             "version": __version__,
             "time": time.time(),
             "uptime_s": round(time.time() - self.started, 1),

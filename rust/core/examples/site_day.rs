@@ -57,7 +57,8 @@ fn hub_day(rng: &mut Rng, days: usize) -> Vec<f64> {
     for (t, l) in load.iter_mut().enumerate() {
         let h = (t % DAY_S) as f64 / 3600.0;
         // 25 kW at night, 60 kW in the afternoon (lights, cooling, the shop).
-        *l = 25_000.0 + 35_000.0 * (std::f64::consts::PI * ((h - 6.0) / 16.0).clamp(0.0, 1.0)).sin();
+        *l =
+            25_000.0 + 35_000.0 * (std::f64::consts::PI * ((h - 6.0) / 16.0).clamp(0.0, 1.0)).sin();
     }
     let mut busy_until = [0usize; CHARGERS];
     for t in 0..n {
@@ -166,7 +167,10 @@ fn window_law(load: &[f64]) -> Outcome {
         ("site_max_charge_kw", kw(BATTERY_MAX_W)),
         ("site_grid_import_max_kw", kw(IMPORT_MAX_W)),
         ("site_peak_shave_kw", kw(TARGET_W)),
-        ("site_demand_window_min", ParamValue::Int((WINDOW_S / 60) as i64)),
+        (
+            "site_demand_window_min",
+            ParamValue::Int((WINDOW_S / 60) as i64),
+        ),
         ("site_recharge_below_kw", kw(RECHARGE_BELOW_W)),
         ("site_recharge_max_kw", kw(RECHARGE_MAX_W)),
     ];

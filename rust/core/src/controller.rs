@@ -550,10 +550,7 @@ impl Controller {
         // Phase 2: allocation, each direction on its own; then the site (design.md section 8)
         // bounds the sessions' totals and adds its own power, all inside the limits.
         let soc = self.last_measurements.as_ref().map(|m| m.soc_pct);
-        let reserve = self
-            .site
-            .as_mut()
-            .is_some_and(|s| s.reserve_blocks(soc));
+        let reserve = self.site.as_mut().is_some_and(|s| s.reserve_blocks(soc));
         let budgets = (if reserve { 0.0 } else { f64::INFINITY }, f64::INFINITY);
         let mut allocations = self.allocate(now_s, limit_dis, limit_chg, budgets);
         let mut site_w = 0.0;
@@ -593,8 +590,11 @@ impl Controller {
                 site_w = d.site_w;
             }
         }
-        let target: f64 =
-            allocations.iter().map(|(_, d, a)| d.sign() * a).sum::<f64>() + site_w;
+        let target: f64 = allocations
+            .iter()
+            .map(|(_, d, a)| d.sign() * a)
+            .sum::<f64>()
+            + site_w;
         // The site's power is metered apart, as its own pseudo-meter of its direction.
         if site_w > 0.0 {
             allocations.push((SITE_DISCHARGE_METER, Direction::Discharge, site_w));
@@ -1241,6 +1241,43 @@ mod tests {
         assert_eq!(o.meter(1).unwrap().energy_wh, 10.0 + 20.0);
         assert_eq!(o.unattributed_wh, (0.0, 0.0));
         assert!(!o.meter(0).unwrap().settling);
+    }
+
+    #[test]
+    fn site_power_is_no_sessions_energy() {
+        use crate::site::SiteParams;
+        let params = ControlParams {
+            site: Some(SiteParams {
+                import_max_w: Some(800_000.0),
+                ..SiteParams::default()
+            }),
+            ..ControlParams::default()
+        };
+        let mut c = Controller::new(params);
+        let mut r = healthy_block();
+        r[0] = PCS_RUNNING;
+        set_u64(&mut r, 19, 1_000);
+        start(&mut c, 0, Direction::Discharge, 50_000.0);
+        // 950 kW of load on an 800 kW connection: the session gives its 50 kW, the site the
+        // other 100 kW.
+        c.grid_reading(0.0, Ok(950_000.0));
+        let o = c.step(0.0, Some(&r));
+        assert_eq!(o.allocations, vec![(0, 50_000.0)]);
+        assert_eq!(o.site.as_ref().unwrap().site_w, 100_000.0);
+        // 150 kW flowed, 150 Wh counted: a third is the session's, the rest the site's.
+        set_u32(&mut r, 1, 150_000);
+        set_u64(&mut r, 19, 1_150);
+        c.grid_reading(1.0, Ok(800_000.0));
+        let o = c.step(1.0, Some(&r));
+        assert_eq!(o.meter(0).unwrap().energy_wh, 50.0);
+        assert_eq!(o.site.as_ref().unwrap().site_discharged_wh, 100.0);
+        assert_eq!(o.unattributed_wh, (0.0, 0.0));
+        assert!(
+            o.meters.iter().all(|m| m.meter_id == 0),
+            "no pseudo-meter shown"
+        );
+        // The session's reading of its power is its share only.
+        assert!((o.meter(0).unwrap().power_w - 50_000.0).abs() < 1e-6);
     }
 
     #[test]

@@ -51,7 +51,10 @@ impl MeterProfile {
 pub enum MeterMap {
     Generic,
     /// The meter model's id and the address of its ID register.
-    SunSpec { model: u16, address: u16 },
+    SunSpec {
+        model: u16,
+        address: u16,
+    },
 }
 
 /// Why a meter reading is not a reading.
@@ -72,7 +75,10 @@ impl fmt::Display for MeterError {
         match self {
             Self::Discovery(e) => write!(f, "grid meter discovery: {e}"),
             Self::Size { expected, got } => {
-                write!(f, "grid meter answered {got} registers, expected {expected}")
+                write!(
+                    f,
+                    "grid meter answered {got} registers, expected {expected}"
+                )
             }
             Self::NotAvailable(p) => write!(f, "grid meter point {p} is not available"),
             Self::ModelChanged { expected, got } => write!(

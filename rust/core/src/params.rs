@@ -165,10 +165,7 @@ impl ControlParams {
         };
         // Int keys are range-checked above, so the narrowing casts below cannot truncate.
         // `site_max_*_kw` are `[control]` keys; every other `site_` key is the `[site]` table.
-        if let Some(field) = key
-            .strip_prefix("site_")
-            .filter(|f| !f.starts_with("max_"))
-        {
+        if let Some(field) = key.strip_prefix("site_").filter(|f| !f.starts_with("max_")) {
             let site = self.site.get_or_insert_with(SiteParams::default);
             match field {
                 "grid_meter_host" => match value {
@@ -180,7 +177,10 @@ impl ControlParams {
                 "grid_meter_profile" => match value {
                     ParamValue::Str(s) => {
                         site.meter_profile = MeterProfile::parse(&s).ok_or_else(|| {
-                            ParamError::new(key, format!("{s:?}: must be \"generic\" or \"sunspec\""))
+                            ParamError::new(
+                                key,
+                                format!("{s:?}: must be \"generic\" or \"sunspec\""),
+                            )
                         })?;
                     }
                     _ => return Err(ParamError::new(key, "must be \"generic\" or \"sunspec\"")),

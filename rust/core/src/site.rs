@@ -264,6 +264,12 @@ pub struct Site {
     /// Last valid reading: (W, monotonic time).
     grid: Option<(f64, f64)>,
     grid_error: Option<String>,
+    /// A reading arrived since the last decision.
+    grid_new: bool,
+    /// The hub load estimated at the last reading (grid + the battery measured in the same
+    /// cycle): a held grid reading is only ever paired with the battery power of its time, or a
+    /// battery that moved since would shift the estimate by its own move.
+    load_at_reading: Option<f64>,
     /// Whether the stale state was announced (`GridMeterLost`).
     lost: bool,
     /// Start of the current demand window and the import energy (W s) counted in it.
@@ -290,6 +296,8 @@ impl Site {
             calendar: Calendar::default(),
             grid: None,
             grid_error: None,
+            grid_new: false,
+            load_at_reading: None,
             lost: false,
             window_start: None,
             window_energy_ws: 0.0,
@@ -314,6 +322,7 @@ impl Site {
         match reading {
             Ok(w) if w.is_finite() => {
                 self.grid = Some((w, mono_s));
+                self.grid_new = true;
                 self.grid_error = None;
             }
             Ok(w) => self.grid_error = Some(format!("implausible grid power {w}")),
@@ -325,7 +334,9 @@ impl Site {
     pub fn fresh(&self, mono_s: f64) -> bool {
         let timeout = f64::from(self.params.meter_timeout_ms) / 1000.0;
         self.grid
-            .is_some_and(|(_, at)| mono_s - at <= timeout && mono_s >= at)
+            // A reading may be a little younger than the step's time (the engine reads the
+            // meter after the PCS): only its age counts.
+            .is_some_and(|(_, at)| mono_s - at <= timeout)
     }
 
     /// Discharge sessions are held at 0 while the reserve is active.
@@ -356,9 +367,7 @@ impl Site {
     /// Integrates the window's import energy up to `mono_s` (with the last valid reading while
     /// the meter is stale: the best estimate there is) and rolls the window at its edge.
     fn integrate(&mut self, inp: &SiteInput) {
-        let start = self
-            .calendar
-            .window_start(inp.wall_s, self.params.window_s);
+        let start = self.calendar.window_start(inp.wall_s, self.params.window_s);
         let dt = self
             .last_integrated
             .map_or(0.0, |t| (inp.mono_s - t).clamp(0.0, MAX_INTEGRATION_S));
@@ -396,9 +405,16 @@ impl Site {
         let window = self.calendar.window_at(inp.wall_s).copied();
         let fresh = self.fresh(inp.mono_s);
         let grid_w = self.grid.map(|g| g.0);
-        let load = match (fresh, grid_w, inp.battery_w) {
-            (true, Some(g), Some(b)) if b.is_finite() => Some(g + b),
-            _ => None,
+        if std::mem::take(&mut self.grid_new) {
+            self.load_at_reading = match (grid_w, inp.battery_w) {
+                (Some(g), Some(b)) if b.is_finite() => Some(g + b),
+                _ => None,
+            };
+        }
+        let load = if fresh && inp.battery_w.is_some() {
+            self.load_at_reading
+        } else {
+            None
         };
         self.status.window_allowed_w = p
             .peak_shave_w
@@ -476,7 +492,8 @@ impl Site {
                 }
             }
             // Level 1: protection.
-            let clamped = target.clamp(-inp.limit_charge_w.max(0.0), inp.limit_discharge_w.max(0.0));
+            let clamped =
+                target.clamp(-inp.limit_charge_w.max(0.0), inp.limit_discharge_w.max(0.0));
             if clamped != target && (clamped - level5).abs() > 1e-9 {
                 constraints.push(Constraint::Protection);
             }
@@ -500,7 +517,11 @@ impl Site {
             }
             let import_limited = p.import_max_w.is_some() || p.peak_shave_w.is_some();
             let (bd, bc) = self.last_budgets.unwrap_or((
-                if p.export_max_w.is_some() { 0.0 } else { f64::INFINITY },
+                if p.export_max_w.is_some() {
+                    0.0
+                } else {
+                    f64::INFINITY
+                },
                 if import_limited { 0.0 } else { f64::INFINITY },
             ));
             SiteDecision {
@@ -672,7 +693,11 @@ mod tests {
         s.grid_reading(t + 1.0, Ok(800_000.0));
         let d = s.decide(&input(t + 1.0, 0.0, 0.0, 0.0), &mut ev);
         let allowed = (450e6 - 135e6 - 650_000.0) / 449.0;
-        assert!((d.site_w - (800_000.0 - allowed)).abs() < 1.0, "{}", d.site_w);
+        assert!(
+            (d.site_w - (800_000.0 - allowed)).abs() < 1.0,
+            "{}",
+            d.site_w
+        );
         assert!(d.constraints.contains(&Constraint::PeakShave));
     }
 
@@ -718,6 +743,21 @@ mod tests {
     }
 
     #[test]
+    fn a_held_reading_is_paired_with_the_battery_power_of_its_time() {
+        let mut p = params();
+        p.peak_shave_w = None;
+        p.recharge_below_w = None;
+        let mut s = Site::new(p);
+        s.grid_reading(0.0, Ok(760_000.0));
+        let d = s.decide(&input(0.0, 0.0, 0.0, 150_000.0), &mut Vec::new());
+        assert_eq!(d.charge_budget_w, 40_000.0);
+        // No new reading yet; the battery now charges 40 kW. The load is still 760 kW: pairing
+        // the old grid reading with today's battery would read 720 kW and allow 80 kW.
+        let d = s.decide(&input(0.1, -40_000.0, 0.0, 150_000.0), &mut Vec::new());
+        assert_eq!(d.charge_budget_w, 40_000.0);
+    }
+
+    #[test]
     fn reserve_has_hysteresis() {
         let mut s = Site::new(params());
         assert!(!s.reserve_blocks(Some(31.0)));
@@ -734,8 +774,14 @@ mod tests {
             windows: vec![],
         };
         // 60-minute windows on local hours; a 45-minute-offset zone would shift them.
-        assert_eq!(cal.window_start(1_711_846_800.0 - 1.0, 3600.0), 1_711_846_800.0 - 3600.0);
-        assert_eq!(cal.window_start(1_711_846_800.0 + 10.0, 3600.0), 1_711_846_800.0);
+        assert_eq!(
+            cal.window_start(1_711_846_800.0 - 1.0, 3600.0),
+            1_711_846_800.0 - 3600.0
+        );
+        assert_eq!(
+            cal.window_start(1_711_846_800.0 + 10.0, 3600.0),
+            1_711_846_800.0
+        );
         let nepal = Calendar {
             offsets: vec![(0.0, 20_700.0)],
             windows: vec![],
