@@ -4,6 +4,7 @@ endpoints table from /status and draws the history charts from /history."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import json
 import re
@@ -11,10 +12,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from httpget import get
 from waiting import until
 
+from bess_gateway.config import SiteConfig
 from bess_gateway.demo.csms import CsmsServer
+from bess_gateway.demo.run import demo_config
+from bess_gateway.gateway import Gateway
+from bess_gateway.sim.grid_meter import GridMeter
+from bess_gateway.sim.hub_load import ConstantLoad
+from bess_gateway.sim.server import SimulatorThread
 
 CHROMIUM = shutil.which("chromium") or "chromium"
 
@@ -147,3 +155,49 @@ async def test_history_endpoint_serves_columns_and_increments(gateway_factory) -
     assert later["t"][0] == h["t"][-1]  # only what came after
     _, _, raw = await get(gw.metrics.port, "/history?since=nan")
     assert len(json.loads(raw)["t"]) >= n  # a bad value serves everything
+
+
+async def test_grid_charts_draw_the_site_history(csms: CsmsServer, tmp_path: Path) -> None:
+    """With a [site] table on the simulator's grid meter: the grid and window charts draw the
+    served samples, and the import limit and target are lines at their configured values."""
+    meter = GridMeter(ConstantLoad(900_000))  # over the 800 kW limit: the battery must work
+    sim = SimulatorThread(grid_meter=meter)
+    sim.start()
+    cfg = demo_config(tmp_path / "var", csms.url, sim.port, 1, sample_s=1,
+                      metrics_listen="127.0.0.1:0")
+    cfg = dataclasses.replace(cfg, site=SiteConfig(
+        grid_meter=f"127.0.0.1:{sim.grid_meter_port}", grid_import_max_kw=800.0,
+        peak_shave_kw=600.0, demand_window_min=1))
+    gw = Gateway(cfg)
+    await gw.start()
+    try:
+        await until(lambda: sum(1 for r in gw.metrics.history if r[4] is not None) >= 4, 20)
+        dom = await chromium(tmp_path, "--dump-dom", f"http://127.0.0.1:{gw.metrics.port}/")
+        _, _, raw = await get(gw.metrics.port, "/history")
+    finally:
+        async with asyncio.timeout(10):
+            await gw.stop(drain_s=0)
+        sim.stop()
+    served = json.loads(raw)
+    assert served["limits"] == {"grid_import_max_w": 800_000.0, "grid_export_max_w": None,
+                                "peak_shave_w": 600_000.0}
+
+    attrs, series = chart_paths(dom, "chart-grid")
+    assert set(series) == {"grid_w", "load_w"}
+    for key, pts in series.items():
+        assert_drawn_from(attrs, pts, served, key, 1 / 1000)
+    top, bottom = (float(v) for v in attrs["box"].split(",")[1::2])
+    lo, hi = float(attrs["vmin"]), float(attrs["vmax"])
+    for label, kw in (("grid_import_max", 800.0), ("peak_shave", 600.0)):
+        m = re.search(rf'<line[^>]*y1="([\d.]+)"[^>]*data-limit="{label}"', dom)
+        assert m, label
+        assert float(m.group(1)) == pytest.approx(
+            top + (bottom - top) * (1 - (kw - lo) / (hi - lo)), abs=0.1)
+    # The battery took the hub under the limit: the meter's served history shows it.
+    assert served["load_w"][-1] == 900_000 and served["grid_w"][-1] <= 800_000 * 1.01
+
+    attrs, series = chart_paths(dom, "chart-window")
+    assert set(series) == {"window_avg_w", "window_target_w"}
+    for key, pts in series.items():
+        assert_drawn_from(attrs, pts, served, key, 1 / 1000)
+    assert "grid import" in dom and "window average" in dom

@@ -389,30 +389,30 @@ async def _demo(endpoints: int, duration: float, out: TextIO, ocpp: str = "1.6",
                 site: bool = True) -> int:
     live = out.isatty()
     with tempfile.TemporaryDirectory(prefix="bess-demo-") as tmp:
-        plan = plan_site(duration) if site else None
-        meter = GridMeter(plan.profile()) if plan is not None else None
+        # The hub is there either way; `site` decides whether the gateway manages it.
+        plan = plan_site(duration)
+        meter = GridMeter(plan.profile())
         sim = SimulatorThread(grid_meter=meter)
         sim.start()
         csms = CsmsServer()
         await csms.start()
         config = demo_config(Path(tmp), csms.url, sim.port, endpoints, ocpp=ocpp,
                              metrics_listen=f"127.0.0.1:{_free_port(9464)}")
-        site_note = None
-        if plan is not None:
+        site_note = None if site else "--no-site"
+        if site:
             config, site_note = with_site(config, plan.site_table(sim.grid_meter_port),
                                           Path(tmp))
         gw = Gateway(config)
         await gw.start()
         if gw.metrics is not None:
             out.write(f"status page: http://127.0.0.1:{gw.metrics.port}/\n")
-        if plan is not None and meter is not None:
-            out.write(f"hub: {meter.load.describe()}\n")
-            out.write(f"site: grid import limit {plan.grid_import_max_kw:g} kW, peak-shave target "
-                      f"{plan.peak_shave_kw:g} kW per {plan.demand_window_min} min window, "
-                      f"recharge below {plan.recharge_below_kw:g} kW at most "
-                      f"{plan.recharge_max_kw:g} kW; grid meter on port {sim.grid_meter_port}\n")
-            if site_note is not None:
-                out.write(f"site control is off: {site_note}\n")
+        out.write(f"hub: {meter.load.describe()}\n")
+        out.write(f"site: grid import limit {plan.grid_import_max_kw:g} kW, peak-shave target "
+                  f"{plan.peak_shave_kw:g} kW per {plan.demand_window_min} min window, "
+                  f"recharge below {plan.recharge_below_kw:g} kW at most "
+                  f"{plan.recharge_max_kw:g} kW; grid meter on port {sim.grid_meter_port}\n")
+        if site_note is not None:
+            out.write(f"site control is off: {site_note}\n")
         out.flush()
         ids = list(gw.endpoints)
         forever = duration <= 0
@@ -445,14 +445,12 @@ async def _demo(endpoints: int, duration: float, out: TextIO, ocpp: str = "1.6",
             await asyncio.gather(task, return_exceptions=True)
             await scenario._stop_all()
             snap = gw.core.snapshot() if gw.core else {}
-            readings = sim.meter_readings() if meter is not None else []
+            readings = sim.meter_readings()
             await gw.stop()
             await csms.stop()
             sim.stop()
         code = summary(csms, scenario, snap, soc_start, energy_start, out)
-        if plan is not None:
-            site_summary(readings, plan, clock_offset, site_note is None, out,
-                         snap.get("site"))
+        site_summary(readings, plan, clock_offset, site_note is None, out, snap.get("site"))
         return code
 
 
