@@ -358,8 +358,11 @@ def test_profile_2_without_ca_file_is_valid_and_unused_keys_warn(tmp_path):
     cfg = parse(
         {
             "endpoint": [
-                {"id": "P2", "csms_url": "wss://h", "security_profile": 2, "password": "pw"},
-                {"id": "P0", "csms_url": "ws://h", "password": "env:WHATEVER_UNSET"},
+                # one operator: two would warn about the unset maintenance_operator
+                {"id": "P2", "csms_url": "wss://h", "security_profile": 2, "password": "pw",
+                 "operator": "op"},
+                {"id": "P0", "csms_url": "ws://h", "password": "env:WHATEVER_UNSET",
+                 "operator": "op"},
             ]
         },
         tmp_path,
@@ -413,6 +416,8 @@ def test_example_file_is_valid():
     assert cfg.version_counts() == {"1.6": 50, "2.0.1": 0}
     assert cfg.endpoints[-1].id == "HUB-050" and cfg.endpoints[-1].index == 49
     assert cfg.warnings == ()
+    # One operator over both CSMSs: it maintains the gateway.
+    assert list(cfg.operators()) == ["hub-operator"] and cfg.maintainer == "hub-operator"
 
 
 def test_an_id_with_a_colon_is_refused_for_basic_auth_profiles(tmp_path):
@@ -442,3 +447,81 @@ def test_an_id_with_a_colon_is_refused_for_basic_auth_profiles(tmp_path):
                               {"id": "HUB:02", "csms_url": "wss://h", "security_profile": 3,
                                "cert_file": "c.pem", "key_file": "k.pem"}]}, tmp_path)
     assert [e.id for e in cfg.endpoints] == ["HUB:01", "HUB:02"]
+
+
+# -- operators (trust domains, design.md section 10) --------------------------------------------
+def test_an_endpoints_operator_defaults_to_its_csms_scheme_host_and_port(tmp_path):
+    cfg = parse({"endpoint": [
+        {"id": "A", "csms_url": "wss://CSMS.example/ocpp"},
+        {"id": "B", "csms_url": "wss://csms.example:443/other"},  # the same address
+        {"id": "C", "csms_url": "ws://csms.example/ocpp"},  # another scheme and port
+        {"id": "D", "csms_url": "ws://[::1]:9000/ocpp"},
+        {"id": "E", "csms_url": "ws://10.0.0.5:9000/ocpp", "operator": "acme"},
+    ]}, tmp_path)
+    assert [ep.trust_domain for ep in cfg.endpoints] == [
+        "wss://csms.example:443", "wss://csms.example:443", "ws://csms.example:80",
+        "ws://[::1]:9000", "acme"]
+    assert list(cfg.operators()) == ["wss://csms.example:443", "ws://csms.example:80",
+                                     "ws://[::1]:9000", "acme"]
+
+
+def test_the_maintenance_operator_defaults_to_the_only_operator(tmp_path):
+    one = parse({"endpoint": [{"id": "A", "csms_url": "ws://h:9000/x"},
+                              {"id": "B", "csms_url": "ws://h:9000/y"}]}, tmp_path)
+    assert one.maintainer == "ws://h:9000" and one.warnings == ()
+    named = parse({"endpoint": [{"id": "A", "csms_url": "ws://h:1", "operator": "acme"},
+                                {"id": "B", "csms_url": "ws://g:2", "operator": "acme"}]},
+                  tmp_path)
+    assert named.maintainer == "acme"
+
+
+def test_several_operators_and_no_maintenance_operator_is_a_warning(tmp_path):
+    two = parse({"endpoint": [{"id": "A", "csms_url": "ws://h:1", "operator": "acme"},
+                              {"id": "B", "csms_url": "ws://h:1", "operator": "beta"}]}, tmp_path)
+    assert two.maintainer is None
+    assert len(two.warnings) == 1
+    assert two.warnings[0].startswith("gateway.maintenance_operator: unset with 2 operators")
+    chosen = parse({"gateway": {"maintenance_operator": "beta"},
+                    "endpoint": [{"id": "A", "csms_url": "ws://h:1", "operator": "acme"},
+                                 {"id": "B", "csms_url": "ws://h:1", "operator": "beta"}]},
+                   tmp_path)
+    assert chosen.maintainer == "beta" and chosen.warnings == ()
+
+
+def test_a_maintenance_operator_naming_no_operator_is_an_error(tmp_path):
+    endpoints = [{"id": "A", "csms_url": "ws://h:1", "operator": "acme"},
+                 {"id": "B", "csms_url": "ws://h:2"}]
+    error = one_error({"gateway": {"maintenance_operator": "acme-ops"}, "endpoint": endpoints},
+                      tmp_path)
+    assert error == ('gateway.maintenance_operator: "acme-ops" is no endpoint\'s operator; did '
+                     'you mean "acme"?')
+    error = one_error({"gateway": {"maintenance_operator": "zzz"}, "endpoint": endpoints},
+                      tmp_path)
+    assert error == ('gateway.maintenance_operator: "zzz" is no endpoint\'s operator; the '
+                     'operators are "acme", "ws://h:2"')
+    # The default operator is a name like any other.
+    assert parse({"gateway": {"maintenance_operator": "ws://h:2"}, "endpoint": endpoints},
+                 tmp_path).maintainer == "ws://h:2"
+
+
+def test_operator_names_are_checked(tmp_path):
+    errors = errors_of({"gateway": {"maintenance_operator": True},
+                        "endpoint": [{"id": "A", "csms_url": "ws://h", "operator": " acme"},
+                                     {"id": "B", "csms_url": "ws://h", "operator": "x" * 101}]},
+                       tmp_path)
+    assert errors == [
+        "gateway.maintenance_operator: expected a string, got true (boolean)",
+        'endpoint[0] (A).operator: " acme" must be a non-empty name without surrounding spaces',
+        f'endpoint[1] (B).operator: "{"x" * 101}" must be 1 to 100 printable characters',
+    ]
+
+
+def test_check_config_names_a_bad_maintenance_operator(tmp_path, capsys):
+    from bess_gateway.cli import main
+
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\nmaintenance_operator = "nobody"\n'
+                    '[[endpoint]]\nid = "A"\ncsms_url = "ws://h:1/ocpp"\noperator = "acme"\n')
+    assert main(["check-config", str(path)]) != 0
+    assert 'gateway.maintenance_operator: "nobody" is no endpoint\'s operator' in \
+        capsys.readouterr().err

@@ -62,11 +62,27 @@ def physical_w(st: Station, connector: int) -> float:
     snap = st.view.snapshot
     dis = min(st.session_max_w, float(snap.get("limit_discharge_w", st.session_max_w)))
     chg = min(st.session_max_w, float(snap.get("limit_charge_w", st.session_max_w)))
+    # The site's limit on a session it holds back (the EMS's limit, docs/site.md).
+    site_dis, site_chg = site_w(st, 1), site_w(st, 2)
+    if site_dis is not None:
+        dis = min(dis, site_dis)
+    if site_chg is not None:
+        chg = min(chg, site_chg)
     if connector == 1:
         return dis
     if connector == 2:
         return chg
     return dis + chg  # the endpoint: both directions count against its limit
+
+
+def site_w(st: Station, connector: int) -> float | None:
+    """What the site (the gateway's energy management, `[site]`) leaves the session on
+    `connector` while it holds it below what it would get otherwise; None: it does not."""
+    site = st.view.snapshot.get("site")
+    if not site:
+        return None
+    value = (site.get("curtailed") or {}).get(st.meter_id(connector))
+    return None if value is None else float(value)
 
 
 def profile_w(ctx: Context, connector: int) -> float | None:

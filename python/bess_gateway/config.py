@@ -46,6 +46,8 @@ LogFormat = Literal["text", "json"]
 OcppVersion = Literal["1.6", "2.0.1"]
 
 OCPP_VERSIONS: tuple[str, ...] = ("1.6", "2.0.1")
+DischargeAs = Literal["import", "export"]
+DISCHARGE_AS: tuple[str, ...] = ("import", "export")
 PCS_PROFILES: tuple[str, ...] = ("generic", "sunspec")
 METER_PROFILES: tuple[str, ...] = ("generic", "sunspec")
 WINDOW_MODES: tuple[str, ...] = ("discharge", "charge", "hold")
@@ -54,6 +56,7 @@ _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,48}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_BLOCK = 10_000  # endpoints in one count block
+OPERATOR_MAX = 100  # characters of an operator name (it names a folder, escaped)
 # OCPP CiString limits of BootNotification (1.6 is the stricter of the two versions)
 _CISTRING_MAX = {"vendor": 20, "model": 20, "serial_number": 25}
 
@@ -84,6 +87,7 @@ class GatewayConfig:
     firmware_installer: str | None = None  # command run with the firmware file appended; 0 = ok
     queue_budget_mb: float = 256.0  # offline queue's disk budget, 10^6 B (operations.md)
     replay_rate_per_s: float = 50.0  # queued messages sent per s, whole gateway; 0 = unpaced
+    maintenance_operator: str | None = None  # may update firmware; unset: the only operator
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -179,6 +183,8 @@ class EndpointConfig:
     serial_number: str = ""  # "" = the id
     heartbeat_interval_s: int = 300
     meter_sample_interval_s: int = 10
+    operator: str = ""  # trust domain (docs/security.md); "" = scheme://host:port of csms_url
+    discharge_as: DischargeAs = "import"  # connector 1's energy/power measurands: Import or Export
     index: int = 0  # position in the expanded endpoint list; meter ids derive from it
 
     def __post_init__(self) -> None:
@@ -193,6 +199,28 @@ class EndpointConfig:
     @property
     def uses_tls(self) -> bool:
         return self.csms_url.startswith("wss://")
+
+    @property
+    def trust_domain(self) -> str:
+        """The operator this endpoint belongs to: `operator`, else its CSMS's address."""
+        return self.operator or default_operator(self.csms_url)
+
+
+def default_operator(csms_url: str) -> str:
+    """scheme://host:port of a CSMS URL (design.md section 10); the port always written, so
+    "wss://csms.example" and "wss://csms.example:443" are one operator."""
+    try:
+        parts = urlsplit(csms_url)
+        port = parts.port
+    except ValueError:
+        return csms_url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    if port is None:
+        port = {"ws": 80, "wss": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,6 +308,22 @@ class Config:
                     'control core of this build does not support; use "generic" or "sunspec"']
         return []
 
+    def operators(self) -> dict[str, tuple[EndpointConfig, ...]]:
+        """The trust domains: operator -> its endpoints, in configuration order."""
+        out: dict[str, list[EndpointConfig]] = {}
+        for ep in self.endpoints:
+            out.setdefault(ep.trust_domain, []).append(ep)
+        return {name: tuple(eps) for name, eps in out.items()}
+
+    @property
+    def maintainer(self) -> str | None:
+        """The operator allowed actions on the shared gateway (firmware): the configured
+        maintenance_operator, else the operator when all endpoints share one, else none."""
+        if self.gateway.maintenance_operator is not None:
+            return self.gateway.maintenance_operator
+        names = self.operators()
+        return next(iter(names)) if len(names) == 1 else None
+
     def version_counts(self) -> dict[str, int]:
         """Number of endpoints per OCPP version, every version present (possibly 0)."""
         counts = dict.fromkeys(OCPP_VERSIONS, 0)
@@ -335,6 +379,7 @@ def parse_config(
         firmware_installer=gw.optional_string("firmware_installer") or None,
         queue_budget_mb=gw.number("queue_budget_mb", 0.01, 1e6),
         replay_rate_per_s=gw.number("replay_rate_per_s", 0.0, 1e5),
+        maintenance_operator=gw.operator_name("maintenance_operator"),
     )
     if gateway.data_dir.exists() and not gateway.data_dir.is_dir():
         gw.error("data_dir", f"{gateway.data_dir} exists and is not a folder")
@@ -381,6 +426,8 @@ def parse_config(
         ctx.errors.append(
             'endpoint: no [[endpoint]] table; add at least one (id = "...", csms_url = "ws://...")'
         )
+
+    _check_operators(gateway, endpoints, ctx)
 
     if ctx.errors:
         raise ConfigError(ctx.errors, source=source)
@@ -629,6 +676,19 @@ class _Table:
             return str(self.defaults[key])
         return value
 
+    def operator_name(self, key: str) -> str | None:
+        """An operator name (a trust domain, docs/security.md); None when the key is absent."""
+        value = self.optional_string(key)
+        if value is None or key in self.bad:
+            return None
+        if not value.strip() or value != value.strip():
+            self.error(key, f"{_show(value)} must be a non-empty name without surrounding spaces")
+            return None
+        if len(value) > OPERATOR_MAX or not value.isprintable():
+            self.error(key, f"{_show(value)} must be 1 to {OPERATOR_MAX} printable characters")
+            return None
+        return value
+
     def profile(self, key: str) -> str:
         value = self.string(key, non_empty=True)
         if key in self.bad or value in PCS_PROFILES:
@@ -851,6 +911,8 @@ def _endpoint_block(
     serial_raw = t.optional_string("serial_number")
     heartbeat = t.integer("heartbeat_interval_s", 30, 3600)
     sample = t.integer("meter_sample_interval_s", 1, 300)
+    operator = t.operator_name("operator") or ""
+    discharge_as = t.choice("discharge_as", DISCHARGE_AS)
     t.finish()
 
     for key, value in (("vendor", vendor), ("model", model)):
@@ -928,9 +990,30 @@ def _endpoint_block(
             serial_number=serial,
             heartbeat_interval_s=heartbeat,
             meter_sample_interval_s=sample,
+            operator=operator,
+            discharge_as=discharge_as,  # type: ignore[arg-type]  # checked by choice()
         )
         for ident, password, serial in zip(ids, passwords, serials, strict=True)
     ]
+
+
+def _check_operators(gateway: GatewayConfig, endpoints: list[EndpointConfig],
+                     ctx: _Context) -> None:
+    """maintenance_operator must name an endpoint's operator; with several operators and none
+    named, no CSMS may update the firmware (a warning, since that may be meant)."""
+    names = list(dict.fromkeys(ep.trust_domain for ep in endpoints))
+    wanted = gateway.maintenance_operator
+    if wanted is not None and endpoints and wanted not in names:
+        close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.6)
+        hint = f'; did you mean "{close[0]}"?' if close else \
+            "; the operators are " + _many([_show(n) for n in names], 5)
+        ctx.errors.append(f"gateway.maintenance_operator: {_show(wanted)} is no endpoint's "
+                          f"operator{hint}")
+    elif wanted is None and len(names) > 1:
+        ctx.warnings.append(
+            f"gateway.maintenance_operator: unset with {len(names)} operators "
+            f"({_many([_show(n) for n in names], 3)}): no CSMS may update the firmware; name "
+            "the operator that maintains the gateway")
 
 
 def _check_cistring(t: _Table, key: str, value: str) -> bool:

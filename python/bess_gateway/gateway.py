@@ -11,8 +11,9 @@ import contextlib
 import logging
 import math
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from bess_gateway import sdnotify, settling
 from bess_gateway import site as site_calendar
@@ -26,12 +27,16 @@ from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import Journal, TxRecord
 from bess_gateway.link import EndpointBase
 from bess_gateway.logs import FileLogs
-from bess_gateway.maintenance.diagnostics import BundleSources, Uploads, Window
+from bess_gateway.maintenance.diagnostics import BundleSources, Scope, Uploads, Window
 from bess_gateway.maintenance.firmware import EXIT_RESTART, FirmwareUpdater
 from bess_gateway.maintenance.service import Maintenance
 from bess_gateway.metrics import MetricsServer
 from bess_gateway.pacing import TokenBucket
-from bess_gateway.security.certificates import CertificateStore
+from bess_gateway.security.certificates import (
+    CertificateStore,
+    migrate_shared_store,
+    operator_directory,
+)
 from bess_gateway.v16.endpoint import Endpoint16
 from bess_gateway.v201.endpoint import Endpoint201
 from bess_gateway.wall_clock import StepDetector
@@ -71,7 +76,7 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.journal: Journal | None = None
-        self.certificates: CertificateStore | None = None
+        self.stores: dict[str, CertificateStore] = {}  # operator -> its certificate store
         self.core: ControlCore | None = None
         self.view = CoreView()
         self.stations: dict[str, Station] = {}
@@ -91,6 +96,13 @@ class Gateway:
         self._meters_due = asyncio.Event()  # a session started or stopped: save soon
         self._session_keys: dict[str, frozenset[tuple[int, str]]] = {}
 
+    @property
+    def certificates(self) -> CertificateStore | None:
+        """The maintenance operator's certificate store: its ManufacturerRootCertificates are
+        what firmware signatures are checked against. None without a maintenance operator."""
+        maintainer = self.config.maintainer
+        return None if maintainer is None else self.stores.get(maintainer)
+
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
@@ -107,8 +119,13 @@ class Gateway:
         self.journal = journal = Journal(
             data_dir / "journal.sqlite",
             outbox_budget_bytes=int(cfg.gateway.queue_budget_mb * 1_000_000))
-        # One CA store per gateway: its endpoints trust the same roots (security.certificates).
-        self.certificates = CertificateStore(data_dir / "certs")
+        # One certificate store per operator (trust domain): what one CSMS installs is listed
+        # to and trusted for its operator's endpoints only (security.certificates).
+        certs = data_dir / "certs"
+        migrate_shared_store(certs, {ep.id: ep.trust_domain for ep in cfg.endpoints})
+        self.stores = {name: CertificateStore(operator_directory(certs, name))
+                       for name in cfg.operators()}
+        self._report_removed(journal.set_live_endpoints(ep.id for ep in cfg.endpoints))
         self.core = core = ControlCore(cfg.core_params())
         saved = journal.get_meters()
         for (endpoint_id, connector), wh in saved.items():
@@ -130,7 +147,8 @@ class Gateway:
             for ep in cfg.endpoints:
                 station = self._make_station(ep, core, journal)
                 kind = Endpoint201 if ep.ocpp_version == "2.0.1" else Endpoint16
-                endpoint = kind(ep, station, journal, certificates=self.certificates)
+                endpoint = kind(ep, station, journal,
+                                certificates=self.stores[ep.trust_domain])
                 endpoint.recover(journal.open_transactions(ep.id))
                 self.stations[ep.id] = station
                 station.on_change(lambda s=station: self._sessions_changed(s))
@@ -142,9 +160,19 @@ class Gateway:
         self.maintenance = self._make_maintenance(journal)
         # One pacer for all endpoints: the bound is on what the gateway sends (pacing.py).
         pacer = TokenBucket(cfg.gateway.replay_rate_per_s)
+        maintainer = cfg.maintainer
+        for name, members in cfg.operators().items():
+            ids = frozenset(ep.id for ep in members)
+            for ep in members:
+                ctx = self.endpoints[ep.id].ctx
+                ctx.operator_endpoints = ids
+                ctx.maintainer = name == maintainer
         for endpoint in self.endpoints.values():
             endpoint.ctx.maintenance = self.maintenance
             endpoint.ctx.pacer = pacer
+        # A 1.6 UpdateFirmware kept before the restart (an install was running) starts now.
+        self.maintenance.firmware.resume(
+            lambda eid: e.firmware_notify() if (e := self.endpoints.get(eid)) else None)
         loop = asyncio.get_running_loop()
         address = cfg.gateway.metrics_address
         if address is not None:
@@ -170,6 +198,18 @@ class Gateway:
         log.info("gateway started: %d endpoints, PCS %s:%d", len(self.endpoints),
                  cfg.pcs.host, cfg.pcs.port)
 
+    @staticmethod
+    def _report_removed(removed: list[dict[str, Any]]) -> None:
+        """Data of endpoints the configuration no longer names: kept, never silent."""
+        for r in removed:
+            log.warning(
+                "journal holds endpoint %s, which is not in the configuration: %d queued "
+                "messages (%d bytes), %d transaction records; kept as they are (not sent, not "
+                "in the queue budget, not waited for at shutdown) until the endpoint is "
+                "configured again or the data is purged: see `bess-gateway journal --help`",
+                r["endpoint_id"], r["queued_messages"], r["queued_bytes"],
+                r["open_transactions"])
+
     def _make_maintenance(self, journal: Journal) -> Maintenance:
         data_dir = self.config.gateway.data_dir
 
@@ -179,14 +219,44 @@ class Gateway:
         sources = BundleSources(
             log_dir=data_dir / "logs", config=self.config,
             settings=lambda: {e: journal.get_settings(e) for e in self.endpoints},
-            journal_summary=summary)
+            journal_summary=summary, scope=self._bundle_scope)
         firmware = FirmwareUpdater(
             data_dir / "firmware", installer=self.config.gateway.firmware_installer,
             # a stop whose register is not final yet is still a session for the installer
             sessions_open=lambda: any(s.transactions for s in self.stations.values()) or any(
                 settling.pending(e.ctx) for e in self.endpoints.values()),
-            request_restart=self._request_restart)
+            request_restart=self._request_restart, facts=journal)
         return Maintenance(firmware, Uploads(data_dir / "diagnostics", sources))
+
+    def _bundle_scope(self, endpoint_id: str) -> Scope:
+        """What a bundle the endpoint's CSMS asks for may hold: its operator's endpoints, and
+        no log record naming another operator (maintenance.diagnostics.Scope)."""
+        operators = self.config.operators()
+        if len(operators) <= 1:
+            return Scope()
+        mine = next((eps for eps in operators.values() if any(e.id == endpoint_id for e in eps)),
+                    ())
+        own = {e.id for e in mine}
+
+        def texts(eps: Iterable[EndpointConfig]) -> Iterator[str]:
+            for ep in eps:
+                yield ep.trust_domain
+                for url in (ep.csms_url, self._live_url(ep.id)):
+                    if url:
+                        yield url.rstrip("/")
+                        with contextlib.suppress(ValueError):
+                            yield urlsplit(url).netloc
+        others = [ep for ep in self.config.endpoints if ep.id not in own]
+        # Endpoints the journal still holds but the configuration no longer names: nobody's now,
+        # so no operator's bundle names them either.
+        gone = (self.journal.known_endpoints() if self.journal is not None else set()) - own
+        return Scope.of(own, [*(ep.id for ep in others), *gone], texts(others), texts(mine))
+
+    def _live_url(self, endpoint_id: str) -> str | None:
+        """The CSMS URL an endpoint uses now, when its CSMS changed it (2.0.1 network profile)."""
+        endpoint = self.endpoints.get(endpoint_id)
+        url = endpoint.ctx.extra.get("csms_url") if endpoint is not None else None
+        return str(url) if url else None
 
     def _request_restart(self) -> None:
         self.restart_requested.set()
@@ -206,6 +276,7 @@ class Gateway:
             ep.id, ep.index, core=core, view=self.view, settings=settings,
             session_max_w=self.config.control.session_max_kw * 1000.0,
             tx_store=journal, make_record=tx_record, hash_id_tag=journal.hash_id_tag,
+            discharge_as=ep.discharge_as,
         )
 
     async def stop(self, reason: StopReason = StopReason.REBOOT, *, drain_s: float = 3.0,
@@ -226,7 +297,8 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_s):
                     # The journal has no change signal; a bounded poll at shutdown is enough.
-                    while self.journal.depth() > 0 and any(  # noqa: ASYNC110
+                    # Removed endpoints' messages have nobody to send them: not waited for.
+                    while self.journal.live_depth() > 0 and any(  # noqa: ASYNC110
                             e.ctx.online for e in self.endpoints.values()):
                         await asyncio.sleep(0.05)
         # Every CSMS hears a normal departure (1001 Going Away) before the endpoints' tasks
@@ -386,6 +458,11 @@ class Gateway:
             basis = {"time_s": snap["now_s"], "discharged_wh": snap["energy_discharged_wh"],
                      "charged_wh": snap.get("energy_charged_wh", 0), "allocations": allocated,
                      "settling": waiting}
+            site = snap.get("site")
+            if site is not None:
+                # The site's own power (+ discharge) owns its part of what a crash leaves
+                # unaccounted: it is no session's energy (docs/site.md).
+                basis["site_w"] = float(site.get("site_w") or 0.0)
         try:
             self.journal.put_meters(values, basis)
         except Exception:
@@ -501,7 +578,13 @@ class Gateway:
                     log.warning("%.0f Wh (%s) flowed during the outage with no session to own "
                                 "it", gap, key)
                 continue
-            total = sum(cut.values())
+            # The battery power the site used at the save is the site's, never a session's.
+            site_saved = float(basis.get("site_w", 0.0))
+            site_part = max(site_saved, 0.0) if connector == 1 else max(-site_saved, 0.0)
+            total = sum(cut.values()) + site_part
+            if site_part > 0 and total > 0:
+                log.warning("%.0f Wh (%s) that flowed during the outage was the site's: no "
+                            "session's", gap * site_part / total, key)
             for k, w in cut.items():
                 share = gap * w / total if total > 0 else gap / len(cut)
                 restored[k] = changed[k] = restored.get(k, 0.0) + share

@@ -33,7 +33,7 @@ from bess_gateway.maintenance.service import Maintenance
 from bess_gateway.ocppj.errors import CallErrorReceived, InvalidAnswer
 from bess_gateway.ocppj.rpc import RpcConnection
 from bess_gateway.pacing import TokenBucket
-from bess_gateway.security.certificates import CertificateStore
+from bess_gateway.security.certificates import CertificateStore, operator_directory
 
 log = logging.getLogger("bess_gateway.link")
 
@@ -103,7 +103,7 @@ class Context:
     cfg: EndpointConfig
     station: Station
     journal: Journal
-    certificates: CertificateStore  # the gateway's CA store, shared by its endpoints
+    certificates: CertificateStore  # the CA store of the endpoint's operator (trust domain)
     version: str = "1.6"
     rpc: RpcConnection | None = None
     accepted: bool = False  # BootNotification accepted on the current connection
@@ -116,6 +116,12 @@ class Context:
     restart: Callable[[str], Awaitable[None]] | None = None  # set by the endpoint: reset hook
     # The gateway's firmware/diagnostics service, shared by all endpoints (set by the gateway).
     maintenance: Maintenance | None = None
+    # The endpoints of this endpoint's operator, itself included (set by the gateway): what its
+    # CSMS's diagnostics, logs and customer-data requests may see or change.
+    operator_endpoints: frozenset[str] = frozenset()
+    # Whether this endpoint's operator is the gateway's maintenance operator (firmware); set by
+    # the gateway from the configuration. False until then: refusing is the safe default.
+    maintainer: bool = False
     # Paces queued messages gateway-wide (bess_gateway.pacing); None: unpaced (set by the gateway).
     pacer: TokenBucket | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # spawned jobs, see spawn()
@@ -213,9 +219,9 @@ class EndpointBase:
     ) -> None:
         self.cfg = cfg
         self.ctx = Context(cfg=cfg, station=station, journal=journal,
-                           certificates=certificates or CertificateStore(
-                               journal.path.parent / "certs"),
-                           version=self.VERSION)
+                           certificates=certificates or CertificateStore(operator_directory(
+                               journal.path.parent / "certs", cfg.trust_domain)),
+                           operator_endpoints=frozenset({cfg.id}), version=self.VERSION)
         self.backoff = backoff or Backoff(settings=station.settings)
         self.registration: str | None = None
         self.connected = asyncio.Event()
@@ -300,6 +306,11 @@ class EndpointBase:
 
     def refresh_schedules(self) -> None:
         """Renew the core's schedules from the stored charging profiles (CSMS or not)."""
+
+    def firmware_notify(self) -> Callable[[str], Awaitable[None]] | None:
+        """How a firmware job kept from before a restart reports to this endpoint (1.6 keeps
+        UpdateFirmware requests, maintenance.firmware); None: this version keeps none."""
+        return None
 
     def shut_down(self) -> None:
         """Once, at gateway stop: nothing of the endpoint may touch core or journal after it."""

@@ -11,10 +11,12 @@ import orjson
 from bess_gateway.config import Config, EndpointConfig
 from bess_gateway.maintenance.diagnostics import (
     REDACTED,
+    Scope,
     Window,
     build_bundle,
     lines_in_window,
     log_files,
+    records_in_scope,
     redact,
 )
 
@@ -79,3 +81,29 @@ def test_build_bundle_contents(tmp_path: Path) -> None:
     with zipfile.ZipFile(path) as z:
         assert sorted(z.namelist()) == ["manifest.json", "security.log"]
         assert z.read("security.log").decode().endswith("s: event\n")
+
+
+def test_a_scope_finds_another_operators_ids_as_words_and_its_addresses() -> None:
+    scope = Scope.of(own={"HUB-1", "hub.2"}, foreign_ids=["HUB-10", "site:7", "HUB-1"],
+                     foreign_text=["ws://10.0.0.9:9000", "10.0.0.9:9000", "Beta", "shared:1"],
+                     own_text=["shared:1"])
+    assert scope.foreign_ids == {"hub-10", "site:7"}  # an own id is never foreign
+    assert scope.foreign_text == ("10.0.0.9:9000", "beta", "ws://10.0.0.9:9000")
+    named = ["HUB-10: connected", "hub-10 lower case", "ids site:7.", "to 10.0.0.9:9000/x",
+             "operator 'beta'", "at ws://h:1/ocpp/HUB-10 failed"]
+    clean = ["HUB-1: connected", "HUB-100 is no HUB-10", "hub.2 and site:77",
+             "shared:1 is both operators' CSMS", "10.0.0.99:9000"]
+    assert [scope.names_foreign(t) for t in named] == [True] * len(named)
+    assert [t for t in clean if scope.names_foreign(t)] == ["HUB-100 is no HUB-10"]
+    assert not Scope().names_foreign("HUB-10 site:7 beta")
+
+
+def test_records_naming_another_operator_leave_with_their_continuation_lines() -> None:
+    scope = Scope.of(own={"A-1"}, foreign_ids=["B-1"], foreign_text=[])
+    lines = ["2026-01-02T10:00:00.000Z INFO  x: A-1: connected\n",
+             "2026-01-02T10:00:01.000Z ERROR x: job failed\n",
+             "Traceback (most recent call last):\n",
+             "  ConnectionError: B-1: not connected\n",
+             "2026-01-02T10:00:02.000Z INFO  x: gateway started\n"]
+    assert list(records_in_scope(lines, scope)) == [lines[0], lines[4]]
+    assert list(records_in_scope(lines, Scope())) == lines

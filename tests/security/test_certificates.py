@@ -14,7 +14,12 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from bess_gateway.security import profiles
-from bess_gateway.security.certificates import CertificateStore, hash_data
+from bess_gateway.security.certificates import (
+    CertificateStore,
+    hash_data,
+    migrate_shared_store,
+    operator_directory,
+)
 from bess_gateway.security.keys import StationKeys
 
 CSR_ROOT = "CentralSystemRootCertificate"
@@ -166,3 +171,48 @@ def test_basic_auth_password_is_the_key_bytes() -> None:
     assert not profiles.valid_authorization_key("ab" * 15)
     assert not profiles.valid_authorization_key("zz" * 20)
     assert not profiles.valid_authorization_key("ab " * 20)
+
+
+def legacy_store(root_dir: Path) -> tuple[x509.Certificate, Path]:
+    """A store as a gateway before trust domains left it: one root, one station identity."""
+    ca = trustme.CA()
+    assert CertificateStore(root_dir).install(CSR_ROOT, ca.cert_pem.bytes().decode()) == \
+        "Accepted"
+    identity = root_dir / "stations" / "HUB-01" / "client.pem"
+    identity.parent.mkdir(parents=True)
+    identity.write_text("key and chain")
+    return root(ca), identity
+
+
+def test_a_shared_store_becomes_the_only_operators(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    cert, identity = legacy_store(certs)
+    migrate_shared_store(certs, {"HUB-01": "acme", "HUB-02": "acme"})
+    store = CertificateStore(operator_directory(certs, "acme"))
+    assert store.ids(CSR_ROOT) == [hash_data(cert)]
+    assert not list(certs.glob(f"{CSR_ROOT}/*.pem"))  # moved, not copied
+    assert (store.directory / "stations" / "HUB-01" / "client.pem").read_text() == \
+        "key and chain"
+    assert not identity.exists()
+    migrate_shared_store(certs, {"HUB-01": "acme"})  # a second start changes nothing
+    assert store.ids(CSR_ROOT) == [hash_data(cert)]
+
+
+def test_with_several_operators_shared_roots_are_nobodys_and_station_keys_their_own(
+        tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    cert, identity = legacy_store(certs)
+    migrate_shared_store(certs, {"HUB-01": "acme", "HUB-02": "beta"})
+    for name in ("acme", "beta"):
+        assert CertificateStore(operator_directory(certs, name)).ids() == []
+    assert CertificateStore(certs).ids(CSR_ROOT) == [hash_data(cert)]  # left where it was
+    # The station's own key and certificate are its endpoint's, so its operator's.
+    moved = operator_directory(certs, "acme") / "stations" / "HUB-01" / "client.pem"
+    assert moved.read_text() == "key and chain" and not identity.exists()
+
+
+def test_an_operator_name_cannot_leave_its_folder(tmp_path: Path) -> None:
+    for name in ("..", ".", "../x", "a/b", "wss://csms.example:443"):
+        folder = operator_directory(tmp_path, name)
+        assert folder.parent == tmp_path / "operators" and folder.name not in (".", "..")
+        assert "/" not in folder.name

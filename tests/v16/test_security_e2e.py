@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import logging
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -417,6 +418,42 @@ async def test_csms_without_security_extension_does_not_hold_transactions(env: E
     assert len(csms.of(SID, "SecurityEventNotification")) == 1
 
 
+async def test_csms_without_security_extension_is_told_once_not_at_every_boot(
+        caplog: pytest.LogCaptureFixture, env: Env) -> None:
+    """A plain 1.6 CSMS answers SecurityEventNotification NotImplemented: one warning, and no
+    notification is sent to it again, not at the next boot nor for a later event."""
+    caplog.set_level(logging.DEBUG, logger="bess_gateway")
+    csms = await env.csms(Policy(security_extension=False))
+    gw = await env.gateway(csms.url)
+    await booted(gw, csms)
+    await csms.wait_for(SID, "SecurityEventNotification",
+                        lambda p: p["type"] == "StartupOfTheDevice")
+    await until(lambda: gw.journal is not None and gw.journal.depth(SID) == 0)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name.startswith("bess_gateway")
+                and "SecurityEventNotification" in r.getMessage()]
+
+    assert len(warnings()) == 1 and "NotImplemented" in warnings()[0]
+    # A later event (the CSMS changes a security parameter): logged, not sent.
+    assert await change(csms, "AuthorizationKey", secrets.token_hex(16)) == "Accepted"
+    await env.stop(gw)
+    after = csms.last_seq()
+    gw = await env.gateway(csms.url)  # the next boot
+    await booted(gw, csms, after)
+    hb = csms.last_seq()
+    await csms.wait_until(lambda: len(csms.of(SID, "StatusNotification")) >= 6)
+    assert await csms.call(SID, "TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
+        "status": "Accepted"}
+    await csms.wait_for(SID, "Heartbeat", after=hb)
+    assert len(csms.of(SID, "SecurityEventNotification")) == 1
+    assert gw.journal is not None and gw.journal.depth(SID) == 0
+    assert len(warnings()) == 1
+    security_log = (gw.config.gateway.data_dir / "logs" / "security.log").read_text()
+    assert security_log.count("StartupOfTheDevice") == 2  # both boots are in the security log
+
+
 async def test_key_and_raised_profile_survive_a_restart(env: Env) -> None:
     ca = trustme.CA()
     csms = await env.csms(Policy(passwords={SID: "pw-restart-123"}))
@@ -455,3 +492,41 @@ async def test_one_endpoint_refused_does_not_hold_back_another(env: Env) -> None
     assert gw.journal is not None
     assert any(p["type"] == "FailedToAuthenticateAtCentralSystem"
                for p in gw.journal.queued_payloads("DEMO-02", "SecurityEventNotification"))
+
+
+async def test_without_tls_only_the_csms_root_is_installed_and_no_station_certificate(
+        env: Env) -> None:
+    """The 2.0.1 rules (A02/A03, M03) on 1.6: on profiles 0 and 1 the CSMS is not authenticated,
+    so it may install its own root (what a raise to profile 2 needs) but no other trust anchor,
+    and may neither request nor hand over a station certificate."""
+    csms = await env.csms(Policy(passwords={SID: "pw-no-tls-123"}))
+    gw = await env.gateway(csms.url, security_profile=1, password="pw-no-tls-123")
+    await booted(gw, csms)
+    manufacturer = trustme.CA().cert_pem.bytes().decode()
+    r = await csms.call(SID, "InstallCertificate", {
+        "certificateType": "ManufacturerRootCertificate", "certificate": manufacturer})
+    assert r == {"status": "Rejected"}
+    r = await csms.call(SID, "GetInstalledCertificateIds",
+                        {"certificateType": "ManufacturerRootCertificate"})
+    assert r == {"status": "NotFound"}
+    r = await csms.call(SID, "InstallCertificate", {
+        "certificateType": "CentralSystemRootCertificate",
+        "certificate": trustme.CA().cert_pem.bytes().decode()})
+    assert r == {"status": "Accepted"}
+
+    after = csms.last_seq()
+    r = await csms.call(SID, "ExtendedTriggerMessage",
+                        {"requestedMessage": "SignChargePointCertificate"})
+    assert r == {"status": "Rejected"}
+    # A chain that would fit our key, had a CSR been made: refused all the same.
+    client_ca = trustme.CA()
+    chain = client_ca.issue_cert("bess.example", common_name=SID)
+    r = await csms.call(SID, "CertificateSigned", {"certificateChain": b"".join(
+        b.bytes() for b in chain.cert_chain_pems).decode()})
+    assert r == {"status": "Rejected"}
+    # A Heartbeat round trip: anything the trigger had sent would be in by now.
+    assert await csms.call(SID, "TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
+        "status": "Accepted"}
+    await csms.wait_for(SID, "Heartbeat", after=after)
+    assert csms.of(SID, "SignCertificate") == []
+    assert not (gw.endpoints[SID].ctx.certificates.directory / "stations" / SID).exists()

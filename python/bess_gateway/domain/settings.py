@@ -23,8 +23,11 @@ MEASURANDS: tuple[str, ...] = (
     "Temperature",
     "Energy.Active.Export.Register",
     "Energy.Active.Import.Register",
+    # What the station offers the session now (its allocation: the CSMS's limits, the battery's
+    # and the site's in one number); selectable, not sampled by default.
+    "Power.Offered",
 )
-DEFAULT_SAMPLED = ",".join(MEASURANDS)
+DEFAULT_SAMPLED = ",".join(m for m in MEASURANDS if m != "Power.Offered")
 DEFAULT_TX_END = "Energy.Active.Export.Register,Energy.Active.Import.Register"
 # 2.0.1 TxStartPoint/TxStopPoint values that mean something for a virtual connector (no cable,
 # no EV communication): see docs/ocpp201.md.

@@ -11,6 +11,11 @@ A diagnostics bundle is a zip with:
 - `manifest.json`: what was asked for and when the bundle was made.
 A security-log bundle holds `security.log` (window-filtered) and `manifest.json`.
 
+A bundle is one operator's (trust domains, docs/security.md): with several operators, its
+config, settings and journal parts hold only the requester's operator's endpoints, and a log
+record (a line with its continuation lines) is left out when it names another operator: one of
+its endpoint ids (word-bounded, any case), its CSMS URL or address, or its name (`Scope`).
+
 Log lines carry their time at the start (text format) or in "ts" (json format, see logs.py); a
 line without a time (a traceback's continuation) goes with the line before it.
 """
@@ -23,8 +28,8 @@ import dataclasses
 import logging
 import re
 import zipfile
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -109,6 +114,65 @@ def redact(value: Any, key: str = "") -> Any:
     return str(value)
 
 
+# What an endpoint id is made of (config.ID_PATTERN); "." and ":" also separate words in logs.
+_ID_RUN = re.compile(r"[A-Za-z0-9._:-]+")
+_ID_SEPARATORS = ".:"
+_WORD = re.compile(r"[a-z0-9_-]+")  # an id without "." or ":" is one of these, in lower case
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one operator's bundle may hold. ``endpoints`` None: everything (one operator)."""
+
+    endpoints: frozenset[str] | None = None
+    foreign_ids: frozenset[str] = frozenset()  # other operators' endpoint ids, lower case
+    foreign_text: tuple[str, ...] = ()  # their URLs, addresses and names, lower case
+    # No foreign id holds "." or ":" (the usual case): a faster test applies (names_foreign).
+    _plain_ids: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_plain_ids", not any(
+            c in i for i in self.foreign_ids for c in _ID_SEPARATORS))
+
+    @classmethod
+    def of(cls, own: Collection[str], foreign_ids: Iterable[str],
+           foreign_text: Iterable[str], own_text: Iterable[str] = ()) -> Scope:
+        """A text another operator shares with this one (one CSMS address for two operators)
+        names neither, so it does not count as foreign."""
+        mine = {t.lower() for t in own_text if t}
+        ids = frozenset(i.lower() for i in foreign_ids if i) - {i.lower() for i in own}
+        text = tuple(sorted({t.lower() for t in foreign_text if t} - mine))
+        return cls(frozenset(own), ids, text)
+
+    def allows(self, endpoint_id: str) -> bool:
+        return self.endpoints is None or endpoint_id in self.endpoints
+
+    def names_foreign(self, text: str) -> bool:
+        """Whether ``text`` names another operator: one of its endpoint ids as a word (ids may
+        hold "." and ":", so every part of a run of id characters split there is tried: a set
+        lookup each, not one regular expression per id), or one of its other texts."""
+        if not self.foreign_ids and not self.foreign_text:
+            return False
+        low = text.lower()
+        if any(t in low for t in self.foreign_text):
+            return True
+        if not self.foreign_ids:
+            return False
+        if self._plain_ids:
+            # Most ids hold no "." or ":": one findall in C and a set test (3x faster).
+            return not self.foreign_ids.isdisjoint(_WORD.findall(low))
+        for m in _ID_RUN.finditer(low):
+            run = m.group()
+            cuts = [i for i, ch in enumerate(run) if ch in _ID_SEPARATORS]
+            starts = [0, *(i + 1 for i in cuts)]
+            ends = [*cuts, len(run)]
+            for a in starts:
+                for b in ends:
+                    if b > a and run[a:b] in self.foreign_ids:
+                        return True
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class BundleSources:
     """Where a bundle's parts come from (the gateway fills this in). The callables are called on
@@ -118,30 +182,71 @@ class BundleSources:
     config: Any  # bess_gateway.config.Config
     settings: Callable[[], dict[str, dict[str, str]]]  # endpoint id -> OCPP settings
     journal_summary: Callable[[Window], dict[str, Any]]
+    # endpoint id -> what a bundle it asks for may hold; unset: everything
+    scope: Callable[[str], Scope] = lambda _endpoint_id: Scope()
 
 
-def collect(kind: str, sources: BundleSources, window: Window) -> dict[str, Any]:
+def _config_part(config: Any, scope: Scope) -> Any:
+    """The redacted configuration, with only the endpoints (and operator names) of the scope."""
+    out = redact(config)
+    if scope.endpoints is None or not isinstance(out, dict):
+        return out
+    if isinstance(out.get("endpoints"), list):
+        out["endpoints"] = [e for e in out["endpoints"]
+                            if isinstance(e, dict) and scope.allows(str(e.get("id")))]
+    if isinstance(out.get("warnings"), list):
+        out["warnings"] = [w for w in out["warnings"] if not scope.names_foreign(str(w))]
+    gateway = out.get("gateway")
+    if isinstance(gateway, dict) and scope.names_foreign(str(gateway.get("maintenance_operator"))):
+        gateway["maintenance_operator"] = "<another operator>"
+    return out
+
+
+def collect(kind: str, sources: BundleSources, window: Window,
+            scope: Scope | None = None) -> dict[str, Any]:
     """The in-memory parts of a bundle (config, journal summary); call on the loop's thread."""
     if kind == "security":
         return {}
-    return {"config": {"gateway": redact(sources.config),
-                       "ocpp_settings": redact(sources.settings())},
-            "journal": sources.journal_summary(window)}
+    scope = scope or Scope()
+    journal = sources.journal_summary(window)
+    if scope.endpoints is not None and isinstance(journal.get("endpoints"), dict):
+        journal["endpoints"] = {e: v for e, v in journal["endpoints"].items()
+                                if scope.allows(e)}
+    return {"config": {"gateway": _config_part(sources.config, scope),
+                       "ocpp_settings": redact({e: v for e, v in sources.settings().items()
+                                                if scope.allows(e)})},
+            "journal": journal}
+
+
+def records_in_scope(lines: Iterable[str], scope: Scope) -> Iterator[str]:
+    """``lines`` without the log records (a line with a time and the lines without one after
+    it: a traceback) that name another operator."""
+    if not scope.foreign_ids and not scope.foreign_text:
+        yield from lines
+        return
+    record: list[str] = []
+    for line in lines:
+        if _TS.match(line) and record:
+            if not scope.names_foreign("".join(record)):
+                yield from record
+            record = []
+        record.append(line)
+    if record and not scope.names_foreign("".join(record)):
+        yield from record
 
 
 def build_bundle(kind: str, dest: Path, log_dir: Path, parts: dict[str, Any], window: Window,
-                 requested_by: str) -> Path:
+                 requested_by: str, scope: Scope | None = None) -> Path:
     """Write the zip for `kind` ("diagnostics" or "security") to `dest`; blocking (a thread)."""
+    scope = scope or Scope()
     manifest = {"kind": kind, "gateway_version": __version__, "created_at": iso(datetime.now(UTC)),
                 "requested_by": requested_by, "window": window.as_dict()}
+    name = "security.log" if kind == "security" else "gateway.log"
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        if kind == "security":
-            z.writestr("security.log", "".join(
-                lines_in_window(log_files(log_dir, "security.log"), window)))
-        else:
-            z.writestr("gateway.log", "".join(
-                lines_in_window(log_files(log_dir, "gateway.log"), window)))
+        z.writestr(name, "".join(records_in_scope(
+            lines_in_window(log_files(log_dir, name), window), scope)))
+        if kind != "security":
             z.writestr("config.json", orjson.dumps(parts["config"], option=orjson.OPT_INDENT_2))
             z.writestr("journal.json", orjson.dumps(parts["journal"], option=orjson.OPT_INDENT_2,
                                                     default=str))
@@ -224,9 +329,10 @@ class Uploads:
         path = self.folder / name
         try:
             await self._set(key, "Uploading", notify)
-            parts = collect(req.kind, self.sources, req.window)
+            scope = self.sources.scope(key[0])
+            parts = collect(req.kind, self.sources, req.window, scope)
             await asyncio.to_thread(build_bundle, req.kind, path, self.sources.log_dir, parts,
-                                    req.window, key[0])
+                                    req.window, key[0], scope)
             target = await with_retries(lambda: upload(req.location, path), retries=req.retries,
                                         interval_s=req.retry_interval_s,
                                         what=f"{key[0]}: {req.kind} upload")

@@ -1,9 +1,12 @@
 """The certificate store: CA certificates installed by the CSMS, as PEM files on disk.
 
-Layout under the store's directory (one per gateway, shared by its endpoints, since a hub's
-endpoints talk to one operator's CSMS and trust the same roots)::
+One store per operator (trust domain, docs/security.md): what one operator's CSMS installs is
+listed to, and trusted for, that operator's endpoints only. Under ``<data_dir>/certs``::
 
-    <CertificateType>/<sha256 of the DER>.pem    e.g. CentralSystemRootCertificate/ab12....pem
+    operators/<operator, %-escaped>/<CertificateType>/<sha256 of the DER>.pem
+    operators/<operator, %-escaped>/stations/<endpoint id>/...   (security.keys)
+
+``migrate_shared_store`` moves what a gateway before trust domains kept in ``certs/`` itself.
 
 Certificates are identified the way the whitepaper (and OCSP, RFC 6960 CertID) does: hash of the
 issuer's DER-encoded name, hash of the issuer's public key (the BIT STRING content of its
@@ -18,11 +21,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -220,3 +226,60 @@ class CertificateStore:
                          item.certificate.subject.rfc4514_string())
                 return "Accepted"
         return "NotFound"
+
+
+def operator_directory(root: Path, operator: str) -> Path:
+    """The store of one operator under ``root`` (``<data_dir>/certs``); the name is %-escaped
+    (no "/" or "..": an operator name cannot reach outside its folder)."""
+    name = quote(operator, safe="")
+    if name in (".", ".."):  # quote leaves dots alone
+        name = name.replace(".", "%2E")
+    return Path(root) / "operators" / name
+
+
+def migrate_shared_store(root: Path, operators: Mapping[str, str]) -> None:
+    """Move the one shared store of a gateway before trust domains into per-operator stores.
+
+    ``operators``: endpoint id -> operator. A station's key and certificate (``stations/<id>``)
+    belong to that endpoint, so to its operator. The CA certificates (``<CertificateType>/``)
+    were installed by some CSMS, and nothing says which: with one operator they are that
+    operator's; with several they stay where they are, trusted by no operator (a warning says
+    how to hand them to one), since trusting them for all is what trust domains prevent.
+    """
+    root = Path(root)
+    stations = root / "stations"
+    if stations.is_dir():
+        for folder in sorted(stations.iterdir()):
+            operator = operators.get(folder.name)
+            if operator is None or not folder.is_dir():
+                continue  # not a configured endpoint: nobody uses it
+            target = operator_directory(root, operator) / "stations" / folder.name
+            if target.exists():
+                log.warning("certificate store: %s not moved: %s exists", folder, target)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(folder, target)
+            log.info("certificate store: station key and certificate of %s moved to %s",
+                     folder.name, target)
+    legacy = [p for t in ROOT_TYPES if (root / t).is_dir()
+              for p in sorted((root / t).glob("*.pem"))]
+    if not legacy:
+        return
+    names = sorted(set(operators.values()))
+    if len(names) != 1:
+        log.warning(
+            "certificate store: %d CA certificate(s) under %s were installed before trust "
+            "domains and are trusted by no operator, since %d operators are configured; move "
+            "each into certs/operators/<operator>/<CertificateType>/ of the operator whose CSMS "
+            "installed it, or let that CSMS install it again", len(legacy), root, len(names))
+        return
+    store = operator_directory(root, names[0])
+    for path in legacy:
+        target = store / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            path.unlink()
+        else:
+            shutil.move(path, target)
+    log.info("certificate store: %d CA certificate(s) moved to the store of the only operator",
+             len(legacy))

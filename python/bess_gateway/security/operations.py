@@ -3,6 +3,13 @@
 1.6 (Security Whitepaper) and 2.0.1 (A02/A03, M03-M05) name the messages and certificate types
 differently; what is decided is the same and lives here: which certificate may not be deleted,
 how a signed chain is taken, how a CSR is made and sent. The version layers map names.
+
+The security-profile rule, the same in both versions: on profiles 0 and 1 (no TLS: the CSMS is
+not authenticated, so whoever sits on the link could speak for it) no trust anchor other than the
+CSMS root is installed (a ManufacturerRootCertificate would let anyone sign firmware for us;
+V2G/MO roots decide whom EVs trust), and no station certificate is requested or taken
+(SignCertificate, CertificateSigned: a client certificate serves profile 3 only, whose raise needs
+a TLS link). The CSMS root stays installable on profile 1: it is what a raise to profile 2 needs.
 """
 
 from __future__ import annotations
@@ -24,6 +31,20 @@ MAX_CHAIN_SIZE: Final = 10000
 # What a refused chain raises, by version (the event was renamed in 2.0.1).
 _INVALID_CHAIN_EVENT: Final = {"1.6": "InvalidChargePointCertificate",
                                "2.0.1": "InvalidChargingStationCertificate"}
+
+
+def tls(ctx: Context) -> bool:
+    """Whether the CSMS authenticated itself (profiles 2 and 3)."""
+    return effective_profile(ctx) >= 2
+
+
+def refused_without_tls(ctx: Context, what: str) -> bool:
+    """True (and logged) when ``what`` needs a TLS link and the endpoint has none."""
+    if tls(ctx):
+        return False
+    log.warning("%s: %s refused on security profile %d", ctx.endpoint_id, what,
+                effective_profile(ctx))
+    return True
 
 
 def v2g_keys(ctx: Context) -> StationKeys:

@@ -13,6 +13,7 @@ from typing import Any
 from bess_gateway.domain.settings import SettingError
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.security import operations, profiles
+from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT
 from bess_gateway.security.connection import (
     auth_headers,
     connect_failed,
@@ -89,7 +90,13 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         return {"status": "Accepted"}
 
     async def install_certificate(p: dict[str, Any]) -> dict[str, Any]:
-        return {"status": ctx.certificates.install(p["certificateType"], p["certificate"])}
+        kind = p["certificateType"]
+        # The rule 2.0.1 follows too (security.operations): on profiles 0 and 1 only the CSMS
+        # root, which a raise to profile 2 needs.
+        if kind != CENTRAL_SYSTEM_ROOT and operations.refused_without_tls(
+                ctx, f"InstallCertificate {kind}"):
+            return {"status": "Rejected"}
+        return {"status": ctx.certificates.install(kind, p["certificate"])}
 
     async def delete_certificate(p: dict[str, Any]) -> dict[str, Any]:
         return {"status": operations.delete_certificate(ctx, p["certificateHashData"])}
@@ -101,6 +108,8 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         return {"status": "Accepted", "certificateHashData": ids}
 
     async def certificate_signed(p: dict[str, Any]) -> dict[str, Any]:
+        if operations.refused_without_tls(ctx, "CertificateSigned"):
+            return {"status": "Rejected"}
         return {"status": operations.accept_signed_chain(ctx, p["certificateChain"])}
 
     async def sign_certificate() -> None:
@@ -110,6 +119,9 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         what = p["requestedMessage"]
         connector = p.get("connectorId")
         if what == "SignChargePointCertificate":
+            if operations.refused_without_tls(ctx, "ExtendedTriggerMessage(SignChargePoint"
+                                                   "Certificate)"):
+                return {"status": "Rejected"}
             return Reply({"status": "Accepted"}, sign_certificate)
         sender = ctx.triggers.get(what)
         if sender is not None:

@@ -5,10 +5,12 @@ GetLog is the one implementation 1.6's security extension uses too (``log_reques
 CustomerInformation (N09 report, N10 clear) about an idToken: the gateway holds idTokens only as
 keyed hashes (the local list, the authorization cache, reservations, transaction records) and,
 sealed, in queued messages not yet delivered. The report lists what this endpoint holds for the
-token; clearing forgets the token everywhere the gateway holds it, as ``bess-gateway
-forget-idtag`` does (``Journal.forget_id_tag``: the erasure concerns the person, whichever
-endpoint saw them); queued messages still carrying it are the CSMS's transaction record and are
-kept (reported as such). A customerIdentifier or customerCertificate is nothing the gateway
+token; clearing forgets the token on every endpoint of the requester's operator, as ``bess-gateway
+forget-idtag`` does gateway-wide (``Journal.forget_id_tag``: the erasure concerns the person,
+whichever of the operator's endpoints saw them; another operator's records are its own to keep
+or clear, and the counts reported name nothing of them, docs/security.md); queued messages
+still carrying it are the CSMS's transaction record and are kept (reported as such). A
+customerIdentifier or customerCertificate is nothing the gateway
 stores: the answer is Accepted and the report says no data is held. The result goes out as
 NotifyCustomerInformation parts (seqNo from 0, tbc on all but the last), after the answer.
 """
@@ -95,7 +97,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
             if report:
                 lines += held or ["No data is held for this customer."]
             if clear and token is not None:
-                counts = ctx.journal.forget_id_tag(token)
+                counts = ctx.journal.forget_id_tag(token, endpoints=ctx.operator_endpoints)
                 removed = sum(v for k, v in counts.items() if k not in ("undelivered",))
                 lines.append(f"Cleared: {removed} stored item(s) removed.")
                 if counts.get("undelivered"):

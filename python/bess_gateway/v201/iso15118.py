@@ -14,7 +14,7 @@ Both return the CSMS's answer payload (camelCase, as the schema has it) and rais
 ``ConnectionError`` when the endpoint is offline, ``TimeoutError`` when the CSMS does not answer,
 and ``bess_gateway.ocppj.errors.CallErrorReceived`` when it answers with a CALLERROR. The trust
 anchors the stack needs (V2GRootCertificate, MORootCertificate) are the ones the CSMS installs
-through InstallCertificate, in the gateway's certificate store (``ctx.certificates``); the
+through InstallCertificate, in its operator's certificate store (``ctx.certificates``); the
 station's own SECC certificate is requested with TriggerMessage(SignV2GCertificate) and kept by
 ``security.operations.v2g_keys``.
 """

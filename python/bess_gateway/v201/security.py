@@ -13,12 +13,9 @@ shared with 1.6; the decisions on certificates are ``security.operations``. What
 - Certificate types: CSMSRootCertificate is the store's CentralSystemRootCertificate;
   V2GRootCertificate and MORootCertificate are kept for an ISO 15118 stack (v201.iso15118);
   V2GCertificateChain is the station's own ISO 15118 chain (SignCertificate V2GCertificate).
-- Refusals on profiles 0 and 1 (no TLS: the CSMS is not authenticated, so whoever sits on the
-  link could speak for it): no trust anchor other than the CSMS root is installed (a
-  ManufacturerRootCertificate would let anyone sign firmware for us; V2G/MO roots decide whom
-  EVs trust), and no station certificate is requested or taken (SignCertificate, CertificateSigned:
-  a client certificate serves profile 3 only, whose raise needs a TLS link). The CSMS root stays
-  installable on profile 1: it is what a raise to profile 2 needs. docs/security.md.
+- Refusals on profiles 0 and 1: ``security.operations`` (1.6 follows the same rule):
+  only the CSMS root is installed, no station certificate is requested or taken.
+  docs/security.md.
 """
 
 from __future__ import annotations
@@ -58,9 +55,7 @@ SIGN_TRIGGERS: Final = {"SignChargingStationCertificate": CHARGING_STATION,
                         "SignV2GCertificate": V2G}
 
 
-def tls(ctx: Context) -> bool:
-    """Whether the CSMS authenticated itself (profiles 2 and 3)."""
-    return effective_profile(ctx) >= 2
+tls = operations.tls  # whether the CSMS authenticated itself (profiles 2 and 3)
 
 
 def _keys(ctx: Context, certificate_type: str | None) -> StationKeys:

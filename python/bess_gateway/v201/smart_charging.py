@@ -18,6 +18,13 @@ LimitChangeSignificance; while limited, a move of more than the significance is 
 the limit clears (ClearedChargingLimit) only once the battery allows at least what the CSMS
 does. That band is the hysteresis: a limit hovering at an edge sends nothing.
 
+NotifyChargingLimit with chargingLimitSource "EMS": the gateway's own site energy management
+(`[site]`, docs/site.md) holding a session below what it would get otherwise (the connection's
+hard limits, the demand target, a time-of-use window) is an energy management system's limit.
+It is reported when it starts and when it moves by more than LimitChangeSignificance, with
+isGridCritical true while a hard limit of the grid connection is what binds, and cleared
+(ClearedChargingLimit, "EMS") once the site no longer holds the session back.
+
 ChargingRateChanged: a running transaction whose allowed power (its allocation in the control
 core, whatever moved it: a profile, the battery, another session's share) moved by more than
 LimitChangeSignificance of the rate last reported gets one TransactionEvent Updated with that
@@ -31,7 +38,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from bess_gateway import charging_limits
 from bess_gateway.charging_limits import block
@@ -57,6 +64,7 @@ PURPOSES: dict[str, sc.Purpose] = {
 PURPOSE_NAMES = {v: k for k, v in PURPOSES.items()}
 SOURCE = "CSO"  # every profile installed here came from the CSMS
 BATTERY_SOURCE = "Other"  # see the module docstring
+EMS_SOURCE = "EMS"  # the site's energy management, see the module docstring
 LIMIT_CHECK_S = 1.0  # the core view is refreshed every second (gateway.VIEW_REFRESH_S)
 REPORT_PER_MESSAGE = 10  # profiles per ReportChargingProfiles; more go in parts with tbc
 
@@ -170,8 +178,14 @@ def profile_to_201(p: sc.ChargingProfile, transaction_id: str | None = None) -> 
 
 
 def _rejected(reason: str, info: str) -> dict[str, Any]:
+    # The domain's texts speak 1.6's purpose names; a 2.0.1 CSMS reads its own.
+    for domain_name, name_201 in PURPOSE_NAMES_201.items():
+        info = info.replace(domain_name, name_201)
     return {"status": "Rejected", "statusInfo": {"reasonCode": reason[:20],
                                                  "additionalInfo": info[:512]}}
+
+
+PURPOSE_NAMES_201: Final = {str(sc.Purpose.CHARGE_POINT_MAX): "ChargingStationMaxProfile"}
 
 
 # -- RequestStartTransaction's profile (v201/transactions.py) --------------------------------
@@ -371,13 +385,56 @@ async def limit_watch(ctx: Context) -> None:
                     reported[evse] = change.notify_w
             except (CallErrorReceived, TimeoutError) as exc:
                 log.warning("%s: charging limit report failed: %s", ctx.endpoint_id, exc)
+        await _site_limits(ctx)
         await asyncio.sleep(LIMIT_CHECK_S)
 
 
-def _notify_payload(ctx: Context, evse: int, limit_w: float) -> dict[str, Any]:
+def site_change(site_w: float | None, reported_w: float | None,
+                significance: float) -> LimitChange | None:
+    """What to tell the CSMS about the site's limit on an EVSE (None: nothing). Pure.
+
+    `site_w`: what the site leaves the session while it holds it back (None: it does not);
+    `reported_w`: the limit last reported (None: none as far as the CSMS knows)."""
+    if site_w is None:
+        return None if reported_w is None else LimitChange(None, cleared=True)
+    if reported_w is None or abs(site_w - reported_w) > significance * max(reported_w, 1.0):
+        return LimitChange(site_w)
+    return None
+
+
+async def _site_limits(ctx: Context) -> None:
+    """One pass over the EVSEs for the site's (EMS) limits; kept across reconnects."""
+    reported: dict[int, float] = ctx.extra.setdefault("site_limit_reported", {})
+    st = ctx.station
+    site = st.view.snapshot.get("site")
+    if site is None and not reported:
+        return
+    critical = bool({"grid_import_max", "grid_export_max"}
+                    & set((site or {}).get("constraints") or []))
+    sig = st.settings.int("limit_change_significance_pct") / 100.0
+    for evse in EVSES:
+        change = site_change(charging_limits.site_w(st, evse), reported.get(evse), sig)
+        if change is None:
+            continue
+        try:
+            if change.cleared:
+                await ctx.notify("ClearedChargingLimit", {
+                    "chargingLimitSource": EMS_SOURCE, "evseId": evse})
+                reported.pop(evse, None)
+            else:
+                assert change.notify_w is not None
+                await ctx.notify("NotifyChargingLimit", _notify_payload(
+                    ctx, evse, change.notify_w, source=EMS_SOURCE, critical=critical))
+                reported[evse] = change.notify_w
+        except (CallErrorReceived, TimeoutError) as exc:
+            log.warning("%s: site limit report failed: %s", ctx.endpoint_id, exc)
+
+
+def _notify_payload(ctx: Context, evse: int, limit_w: float, *, source: str = BATTERY_SOURCE,
+                    critical: bool = False) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "evseId": evse,
-        "chargingLimit": {"chargingLimitSource": BATTERY_SOURCE, "isGridCritical": False},
+        "chargingLimit": {"chargingLimitSource": source, "isGridCritical": critical},
     }
     if ctx.station.settings.bool("notify_charging_limit_with_schedules"):
         payload["chargingSchedule"] = [{

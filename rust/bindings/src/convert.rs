@@ -267,6 +267,11 @@ fn site_status<'py>(py: Python<'py>, s: &SiteStatus) -> PyResult<Bound<'py, PyDi
         s.constraints.iter().map(|c| c.code()).collect::<Vec<_>>(),
     )?;
     d.set_item("soc_pct", s.soc_pct)?;
+    let curtailed = PyDict::new(py);
+    for (id, w) in &s.curtailed {
+        curtailed.set_item(id, w)?;
+    }
+    d.set_item("curtailed", curtailed)?;
     d.set_item("site_discharged_wh", s.site_discharged_wh)?;
     d.set_item("site_charged_wh", s.site_charged_wh)?;
     Ok(d)

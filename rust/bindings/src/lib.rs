@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use bess_core::controller::{Command, Controller as CoreController, Time};
 use bess_core::regmap::RegisterMap;
 use bess_core::runtime::Runtime;
+use bess_core::site::GridError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -255,7 +256,8 @@ impl Controller {
         let regs = convert::registers(registers, self.read_count)?;
         let out = {
             let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            c.grid_reading(now_s, grid_w.ok_or_else(|| "no reading".to_string()));
+            let reading = grid_w.ok_or_else(|| GridError::Silent("no reading".to_string()));
+            c.grid_reading(now_s, reading);
             let t = Time {
                 mono_s: now_s,
                 wall_s: wall_s.unwrap_or(now_s),

@@ -281,6 +281,39 @@ fn report(o: &Outcome, feasible: &[bool]) -> (usize, usize) {
     (met_feasible, n_feasible)
 }
 
+/// Load step -> import back under the hard limit, in the pure core at the default 100 ms period
+/// and 300 kW/s ramp, with a battery that delivers its setpoint one period late: the number of
+/// periods from the step until the import is at or below the limit (+ 1 kW).
+fn step_response(step_w: f64) -> usize {
+    let kw = |w: f64| ParamValue::Float(w / 1000.0);
+    let pairs = vec![
+        ("site_max_discharge_kw", kw(BATTERY_MAX_W)),
+        ("site_grid_import_max_kw", kw(IMPORT_MAX_W)),
+    ];
+    let params =
+        ControlParams::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v))).unwrap();
+    let mut ctl = Controller::new(params);
+    let mut b = Battery::new();
+    // One second at 700 kW (nothing to do), then the step.
+    let mut t = 0.0;
+    for i in 0..60 {
+        let l = if i < 10 {
+            700_000.0
+        } else {
+            700_000.0 + step_w
+        };
+        let g = l - b.measured_w;
+        if i >= 10 && g <= IMPORT_MAX_W + EXCURSION_W {
+            return i - 10;
+        }
+        ctl.grid_reading(t, Ok(g));
+        let out = ctl.step_at(Time::same(t), Input::Reading(b.measurements()));
+        b.measured_w = out.setpoint_w;
+        t += 0.1;
+    }
+    usize::MAX
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: u64| {
@@ -322,6 +355,18 @@ fn main() {
     report(&none, &f);
     let (clip_met, n) = report(&clip, &f);
     let (ours_met, _) = report(&ours, &f);
+    println!();
+    println!(
+        "Load step from 700 kW -> import back at or under the 800 kW limit (pure core, 100 ms"
+    );
+    println!("period, 300 kW/s ramp, battery one period late):");
+    println!();
+    println!("| step kW | periods | ms |");
+    println!("|---|---|---|");
+    for step in [150_000.0, 200_000.0, 300_000.0, 500_000.0] {
+        let n = step_response(step);
+        println!("| {:>7.0} | {:>7} | {:>5} |", step / 1000.0, n, n * 100);
+    }
     println!();
     println!(
         "core: {} steps in {:.2} s ({:.2} us/step); windows met where power suffices: ours {ours_met}/{n}, clipping {clip_met}/{n}; \

@@ -13,7 +13,7 @@ use crate::params::ControlParams;
 use crate::protection::{assess, assess_link_lost, Assessment, Limits, TripCause};
 use crate::ramp::{next_setpoint, RampInput};
 use crate::schedule::Schedule;
-use crate::site::{Calendar, Constraint, Site, SiteEvent, SiteInput, SiteStatus};
+use crate::site::{Calendar, Constraint, GridError, Site, SiteEvent, SiteInput, SiteStatus};
 
 /// Pseudo-meters that own the battery power used for the site (one per direction), so the
 /// metering never bills it to a session. They never appear in `allocations` or `meters`.
@@ -350,7 +350,7 @@ impl Controller {
 
     /// One grid-meter read of this cycle (W, + import), or why there is none. Without a
     /// `[site]` table it is ignored.
-    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, String>) {
+    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, GridError>) {
         if let Some(site) = &mut self.site {
             site.grid_reading(mono_s, reading);
         }
@@ -554,6 +554,7 @@ impl Controller {
         let budgets = (if reserve { 0.0 } else { f64::INFINITY }, f64::INFINITY);
         let mut allocations = self.allocate(now_s, limit_dis, limit_chg, budgets);
         let mut site_w = 0.0;
+        let mut curtailed = Vec::new();
         if let Some(site) = &mut self.site {
             let sum = |dir: Direction| -> f64 {
                 allocations.iter().filter(|a| a.1 == dir).map(|a| a.2).sum()
@@ -584,7 +585,14 @@ impl Controller {
                     d.discharge_budget_w.min(budgets.0),
                     d.charge_budget_w.min(budgets.1),
                 );
+                let before = std::mem::take(&mut allocations);
                 allocations = self.allocate(now_s, limit_dis, limit_chg, b);
+                curtailed = before
+                    .iter()
+                    .zip(&allocations)
+                    .filter(|(a, b)| b.2 < a.2 - 1e-6)
+                    .map(|(_, b)| (b.0, b.2))
+                    .collect();
             }
             if !tripped {
                 site_w = d.site_w;
@@ -656,6 +664,7 @@ impl Controller {
                 s.set_energy(e(SITE_DISCHARGE_METER), e(SITE_CHARGE_METER));
                 let mut st = s.status().clone();
                 st.soc_pct = self.last_measurements.as_ref().map(|m| m.soc_pct);
+                st.curtailed = curtailed;
                 st
             }),
         }
@@ -1278,6 +1287,68 @@ mod tests {
         );
         // The session's reading of its power is its share only.
         assert!((o.meter(0).unwrap().power_w - 50_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sessions_the_site_holds_back_are_named_with_what_it_leaves_them() {
+        use crate::site::SiteParams;
+        let params = ControlParams {
+            site: Some(SiteParams {
+                import_max_w: Some(800_000.0),
+                ..SiteParams::default()
+            }),
+            ..ControlParams::default()
+        };
+        let mut c = Controller::new(params);
+        let r = healthy_block();
+        start(&mut c, 1, Direction::Charge, 150_000.0);
+        start(&mut c, 3, Direction::Charge, 10_000.0);
+        // 740 kW of load: 60 kW left for 160 kW of charging, shared max-min fairly.
+        c.grid_reading(0.0, Ok(740_000.0));
+        let o = c.step(0.0, Some(&r));
+        assert_eq!(o.allocations, vec![(1, 50_000.0), (3, 10_000.0)]);
+        // Session 3 gets all it asked for: only session 1 is held back by the site.
+        assert_eq!(o.site.unwrap().curtailed, vec![(1, 50_000.0)]);
+        c.grid_reading(0.1, Ok(500_000.0));
+        let o = c.step(0.1, Some(&r));
+        assert!(o.site.unwrap().curtailed.is_empty());
+    }
+
+    #[test]
+    fn the_reserve_stops_discharge_sessions_but_not_the_site() {
+        use crate::site::SiteParams;
+        let params = ControlParams {
+            site: Some(SiteParams {
+                import_max_w: Some(800_000.0),
+                reserve_soc_pct: Some(30.0),
+                ..SiteParams::default()
+            }),
+            ..ControlParams::default()
+        };
+        let mut c = Controller::new(params);
+        let mut r = healthy_block();
+        r[7] = 300; // SoC 30.0 %: at the reserve
+        start(&mut c, 0, Direction::Discharge, 50_000.0);
+        c.grid_reading(0.0, Ok(500_000.0));
+        let o = c.step(0.0, Some(&r));
+        assert_eq!(o.allocations, vec![(0, 0.0)]);
+        assert!(o
+            .site
+            .as_ref()
+            .unwrap()
+            .constraints
+            .contains(&Constraint::Reserve));
+        // The site may still use the battery (down to soc_min) for the hard limit.
+        c.grid_reading(0.1, Ok(900_000.0));
+        let o = c.step(0.1, Some(&r));
+        assert_eq!(o.site.as_ref().unwrap().site_w, 100_000.0);
+        // 30.5 %: still held (1 point of hysteresis); 31 %: the session gets power again.
+        r[7] = 305;
+        c.grid_reading(0.2, Ok(500_000.0));
+        assert_eq!(c.step(0.2, Some(&r)).allocations, vec![(0, 0.0)]);
+        r[7] = 310;
+        c.grid_reading(0.3, Ok(500_000.0));
+        assert_eq!(c.step(0.3, Some(&r)).allocations, vec![(0, 50_000.0)]);
     }
 
     #[test]

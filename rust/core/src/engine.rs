@@ -21,6 +21,7 @@ use crate::controller::{Controller, Input, StepOutput, Time};
 use crate::gridmeter::{self, MeterMap, MeterProfile};
 use crate::params::ControlParams;
 use crate::profile::{PcsMap, PcsProfile};
+use crate::site::GridError;
 use crate::sunspec;
 
 /// Even at a 10 ms period a request may take this long before the loop gives up on it.
@@ -141,6 +142,9 @@ pub enum Cycle {
     Stepped(Box<StepOutput>),
 }
 
+/// The shortest wait for a grid-meter answer, whatever the period.
+const METER_MIN_BUDGET: Duration = Duration::from_millis(20);
+
 /// The grid meter's link (`[site]`): a second Modbus client with its own deadline, read once per
 /// stepped cycle; a SunSpec layout is discovered on every new connection.
 pub struct GridMeterLink {
@@ -151,8 +155,9 @@ pub struct GridMeterLink {
 }
 
 impl GridMeterLink {
-    /// `timeout` bounds each request; the loop never waits longer than `max(period, 50 ms)` for
-    /// the meter, so a dead meter delays a cycle by at most that (then the client backs off).
+    /// `timeout` bounds each request; the loop never waits longer than `max(period / 2, 20 ms)`
+    /// for the meter (one on the hub's LAN answers in a few ms), so a dead meter delays a cycle
+    /// by at most that, and then only once per back-off interval (50 ms doubling to 1 s).
     pub fn new(
         client: Box<dyn Pcs + Send>,
         profile: MeterProfile,
@@ -166,12 +171,13 @@ impl GridMeterLink {
                 MeterProfile::Generic => Some(MeterMap::Generic),
                 MeterProfile::SunSpec => None,
             },
-            budget: timeout.min(period.max(MIN_REQUEST_BUDGET)),
+            budget: timeout.min((period / 2).max(METER_MIN_BUDGET)),
         }
     }
 
-    /// One reading in W (+ import), or why there is none.
-    pub fn read<C: Clock>(&mut self, clock: &C) -> Result<f64, String> {
+    /// One reading in W (+ import), or why there is none: no answer (`Silent`) or an answer
+    /// that is no reading (`Invalid`: "not available", a wrong size, another model).
+    pub fn read<C: Clock>(&mut self, clock: &C) -> Result<f64, GridError> {
         if self.profile == MeterProfile::SunSpec && !self.client.is_connected() {
             self.map = None;
         }
@@ -184,7 +190,7 @@ impl GridMeterLink {
                         .read_holding(a, n, clock.now() + budget)
                         .map_err(|e| e.to_string())
                 })
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| GridError::Silent(e.to_string()))?;
                 self.map = Some(m);
                 m
             }
@@ -193,12 +199,12 @@ impl GridMeterLink {
         let block = self
             .client
             .read_holding(address, count, clock.now() + self.budget)
-            .map_err(|e| format!("grid meter: {e}"))?;
+            .map_err(|e| GridError::Silent(format!("grid meter: {e}")))?;
         map.decode(&block).map_err(|e| {
             if matches!(e, gridmeter::MeterError::ModelChanged { .. }) {
                 self.map = None;
             }
-            e.to_string()
+            GridError::Invalid(e.to_string())
         })
     }
 }

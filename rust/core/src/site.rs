@@ -38,8 +38,8 @@
 //! case of a window that never had room, so this law never spends more than clipping.
 //!
 //! ## Meter faults
-//! No valid reading for `grid_meter_timeout_ms` (silence, a sentinel, a wrong size) makes the
-//! reading stale: no site power at all (no discharge on stale data, no recharge either), charge
+//! Silence holds the last valid reading until it is `grid_meter_timeout_ms` old; an answer that
+//! is no reading (a sentinel, a wrong size) drops it at once. Without a valid reading: no site power at all (no discharge on stale data, no recharge either), charge
 //! and discharge sessions held at most at what the last valid reading allowed them (nothing
 //! before a first reading, where a limit exists), constraint `meter_stale` and a
 //! `GridMeterLost` event. The first valid reading clears it (`GridMeterRestored`).
@@ -228,6 +228,25 @@ pub struct SiteDecision {
     pub constraints: Vec<Constraint>,
 }
 
+/// Why a cycle has no grid reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GridError {
+    /// No answer (timeout, transport error, discovery not done): the last valid reading is
+    /// held until it is `meter_timeout_ms` old.
+    Silent(String),
+    /// The meter answered with something that is not a reading ("not available", a wrong size,
+    /// another model): the last reading is dropped at once.
+    Invalid(String),
+}
+
+impl fmt::Display for GridError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Silent(m) | Self::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
 /// The site as reported with each step (status `site`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SiteStatus {
@@ -244,6 +263,9 @@ pub struct SiteStatus {
     pub window_allowed_w: Option<f64>,
     pub constraints: Vec<Constraint>,
     pub soc_pct: Option<f64>,
+    /// Sessions the site holds below what they would get without it: (meter id, the power the
+    /// site leaves them). What OCPP reports as the EMS's limit on a session.
+    pub curtailed: Vec<(u32, f64)>,
     /// Energy the battery gave / took for the site, never any session's (Wh).
     pub site_discharged_wh: f64,
     pub site_charged_wh: f64,
@@ -318,15 +340,22 @@ impl Site {
     }
 
     /// One grid-meter read of this cycle: a value in W (+ import) or why there is none.
-    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, String>) {
+    pub fn grid_reading(&mut self, mono_s: f64, reading: Result<f64, GridError>) {
         match reading {
             Ok(w) if w.is_finite() => {
                 self.grid = Some((w, mono_s));
                 self.grid_new = true;
                 self.grid_error = None;
             }
-            Ok(w) => self.grid_error = Some(format!("implausible grid power {w}")),
-            Err(e) => self.grid_error = Some(e),
+            Ok(w) => {
+                self.grid = None;
+                self.grid_error = Some(format!("implausible grid power {w}"));
+            }
+            Err(GridError::Silent(e)) => self.grid_error = Some(e),
+            Err(GridError::Invalid(e)) => {
+                self.grid = None;
+                self.grid_error = Some(e);
+            }
         }
     }
 
@@ -736,7 +765,7 @@ mod tests {
         assert!(ev.contains(&SiteEvent::GridMeterRestored));
         // Silent for longer than the timeout (500 ms): held at 40 kW, no site power even
         // though the load may now be far above the limit.
-        s.grid_reading(1.2, Err("timeout".into()));
+        s.grid_reading(1.2, Err(GridError::Silent("timeout".into())));
         let d = s.decide(&input(1.6, 0.0, 0.0, 100_000.0), &mut ev);
         assert_eq!((d.charge_budget_w, d.site_w), (40_000.0, 0.0));
         assert!(d.constraints.contains(&Constraint::MeterStale));
@@ -755,6 +784,108 @@ mod tests {
         // the old grid reading with today's battery would read 720 kW and allow 80 kW.
         let d = s.decide(&input(0.1, -40_000.0, 0.0, 150_000.0), &mut Vec::new());
         assert_eq!(d.charge_budget_w, 40_000.0);
+    }
+
+    #[test]
+    fn a_not_available_reading_drops_the_held_one_at_once() {
+        let mut p = params();
+        p.peak_shave_w = None;
+        p.recharge_below_w = None;
+        let mut s = Site::new(p);
+        s.grid_reading(0.0, Ok(900_000.0));
+        let d = s.decide(&input(0.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 100_000.0);
+        // Silence 100 ms later: the reading is held (younger than the 500 ms timeout).
+        s.grid_reading(0.1, Err(GridError::Silent("timeout".into())));
+        let d = s.decide(&input(0.1, 100_000.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 100_000.0);
+        // "Not available": no site power from the next decision on.
+        s.grid_reading(0.2, Err(GridError::Invalid("not available".into())));
+        let d = s.decide(&input(0.2, 100_000.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 0.0);
+        assert!(d.constraints.contains(&Constraint::MeterStale));
+    }
+
+    fn with_window(mode: WindowMode, power_w: f64) -> Site {
+        let mut p = params();
+        p.recharge_below_w = Some(300_000.0);
+        let mut s = Site::new(p);
+        s.set_calendar(Calendar {
+            offsets: vec![],
+            windows: vec![TouWindow {
+                start_s: 100.0,
+                end_s: 200.0,
+                mode,
+                power_w,
+            }],
+        });
+        s
+    }
+
+    #[test]
+    fn a_discharge_window_gives_its_power_bounded_by_the_export_limit() {
+        let mut s = with_window(WindowMode::Discharge, 200_000.0);
+        // Before the window: 250 kW of load, recharge (50 kW up to 300 kW).
+        s.grid_reading(99.0, Ok(250_000.0));
+        let d = s.decide(&input(99.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, -50_000.0);
+        // In it: 200 kW out, no recharge; a 50 kW discharge session counts towards it.
+        s.grid_reading(100.0, Ok(250_000.0));
+        let d = s.decide(&input(100.0, 0.0, 50_000.0, 0.0), &mut Vec::new());
+        assert_eq!((d.site_w, d.discharge_budget_w), (150_000.0, 50_000.0));
+        assert!(d.constraints.contains(&Constraint::WindowDischarge));
+        // 120 kW of load with export max 0: the battery gives 120 kW, no more.
+        s.grid_reading(101.0, Ok(120_000.0));
+        let d = s.decide(&input(101.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 120_000.0);
+        assert!(d.constraints.contains(&Constraint::GridExportMax));
+    }
+
+    #[test]
+    fn a_charge_window_never_breaks_the_import_limit_nor_the_demand_target() {
+        let mut s = with_window(WindowMode::Charge, 200_000.0);
+        // 200 kW of load, target 500 kW: the window's 200 kW would import 400 kW: fine.
+        s.grid_reading(100.0, Ok(200_000.0));
+        let d = s.decide(&input(100.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, -200_000.0);
+        // 450 kW of load, 100 s into the 900 s demand window that started counting now: the
+        // rest of it may import 500 kW * 900 s / 800 s = 562.5 kW and still end at the target,
+        // so the charge is cut to 112.5 kW.
+        s.grid_reading(100.0, Ok(450_000.0));
+        let d = s.decide(&input(100.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        let allowed = 500_000.0 * 900.0 / 800.0;
+        assert!(
+            (d.site_w + (allowed - 450_000.0)).abs() < 1.0,
+            "{}",
+            d.site_w
+        );
+        // 850 kW of load: no charging at all; the demand target even makes the battery give
+        // what is above the allowed 562.5 kW (more than the 50 kW the connection needs).
+        s.grid_reading(100.0, Ok(850_000.0));
+        let d = s.decide(&input(100.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert!(
+            (d.site_w - (850_000.0 - allowed)).abs() < 1.0,
+            "{}",
+            d.site_w
+        );
+    }
+
+    #[test]
+    fn a_hold_window_keeps_the_battery_out_of_everything_but_the_hard_limits() {
+        let mut s = with_window(WindowMode::Hold, 0.0);
+        // 600 kW of load, above the 500 kW target: no peak shaving while holding.
+        s.grid_reading(100.0, Ok(600_000.0));
+        let d = s.decide(&input(100.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 0.0);
+        assert!(d.constraints.contains(&Constraint::WindowHold));
+        // Below the recharge threshold: no recharge either.
+        s.grid_reading(101.0, Ok(100_000.0));
+        let d = s.decide(&input(101.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 0.0);
+        // 900 kW: the connection's limit still binds (100 kW).
+        s.grid_reading(102.0, Ok(900_000.0));
+        let d = s.decide(&input(102.0, 0.0, 0.0, 0.0), &mut Vec::new());
+        assert_eq!(d.site_w, 100_000.0);
     }
 
     #[test]

@@ -707,3 +707,161 @@ fn reconnect_within_the_timeout_writes_zero_first() {
     let (conn, w) = written_w(&e.pcs.writes, PcsProfile::Generic, Sfs { wset: 0, w: 0, wmax: 0 }).unwrap();
     assert_eq!((conn, w), (2, 0.0), "the first write on the new connection is 0 W");
 }
+
+// ---- the site (issue 14): the grid meter is a second device the test owns ----------------------
+
+/// The grid meter: holding registers 0-1 (i32 W, + import), what the test serves this cycle.
+#[derive(Default)]
+struct MeterState {
+    power_w: i32,
+    silent: bool,
+    sentinel: bool,
+}
+
+struct FakeMeter(std::sync::Arc<std::sync::Mutex<MeterState>>);
+
+impl Pcs for FakeMeter {
+    fn read_holding(&mut self, a: u16, n: u16, _: Instant) -> Result<Vec<u16>, ClientError> {
+        let m = self.0.lock().unwrap();
+        if m.silent {
+            return Err(ClientError::Timeout);
+        }
+        let raw = if m.sentinel {
+            0x8000_0000
+        } else {
+            m.power_w as u32
+        };
+        let mut regs = vec![0u16; 10];
+        put32(&mut regs, 0, raw);
+        Ok(regs[usize::from(a)..usize::from(a) + usize::from(n)].to_vec())
+    }
+    fn write_multiple(&mut self, _: u16, _: &[u16], _: Instant) -> Result<(), ClientError> {
+        Err(ClientError::Device {
+            function: 16,
+            code: ExceptionCode(1),
+        })
+    }
+    fn is_connected(&self) -> bool {
+        true
+    }
+    fn stats(&self) -> ClientStats {
+        ClientStats::default()
+    }
+    fn skip_backoff(&mut self) {}
+    fn close(&mut self) {}
+}
+
+#[derive(Clone, Debug)]
+enum SiteOp {
+    Load(f64),
+    Silent(bool),
+    Sentinel(bool),
+    Bms(u32),
+    Step(u64),
+}
+
+fn site_op() -> impl Strategy<Value = SiteOp> {
+    prop_oneof![
+        2 => (0.0f64..1_500_000.0).prop_map(SiteOp::Load),
+        1 => any::<bool>().prop_map(SiteOp::Silent),
+        1 => any::<bool>().prop_map(SiteOp::Sentinel),
+        1 => (0u32..600_000).prop_map(SiteOp::Bms),
+        6 => (20u64..700).prop_map(SiteOp::Step),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// With no session, what reaches the PCS is site power only, and from the inputs alone:
+    /// never above the BMS limit served, never more than the hard import limit needs for the
+    /// hub's load at the meter's last valid reading, never export past the export limit then,
+    /// and 0 W once that reading is older than the meter's timeout (silence) or at once after a
+    /// "not available" answer: no site-driven discharge on stale or invalid data.
+    #[test]
+    fn site_power_reaching_the_pcs_is_bounded_and_fails_safe(
+        ops in proptest::collection::vec(site_op(), 1..150)
+    ) {
+        use bess_core::engine::GridMeterLink;
+        use bess_core::gridmeter::MeterProfile;
+        use bess_core::site::SiteParams;
+        use std::sync::{Arc, Mutex};
+
+        const IMPORT_MAX: f64 = 800_000.0;
+        const EXPORT_MAX: f64 = 0.0;
+        const TIMEOUT_MS: u64 = 300;
+        let params = ControlParams {
+            site: Some(SiteParams {
+                import_max_w: Some(IMPORT_MAX),
+                export_max_w: Some(EXPORT_MAX),
+                meter_timeout_ms: TIMEOUT_MS as u32,
+                ..SiteParams::default()
+            }),
+            ..ControlParams::default()
+        };
+        let clock = FakeClock { base: Instant::now(), mono: Duration::ZERO, wall_s: 1.75e9 };
+        let mut e = Engine::new(params, FakePcs::new(), clock);
+        let meter = Arc::new(Mutex::new(MeterState::default()));
+        e.set_grid_meter(GridMeterLink::new(
+            Box::new(FakeMeter(Arc::clone(&meter))),
+            MeterProfile::Generic,
+            Duration::from_millis(TIMEOUT_MS),
+            Duration::from_millis(100),
+        ));
+        let mut rd = Reading {
+            state: 2, soc_pct: 50.0, dc_v: 700.0, temp_max_c: 25.0, temp_min_c: 20.0,
+            bms_dis_w: 500_000, bms_chg_w: 500_000, alarm: None, na: None,
+            d_dis_wh: 0, d_chg_wh: 0,
+        };
+        let sfs = Sfs { wset: 0, w: 0, wmax: 0 };
+        let mut load = 500_000.0;
+        // What the PCS delivers (its measured power): the last setpoint written.
+        let mut battery = 0.0f64;
+        let mut last_valid_ms: Option<u64> = None;
+        // The hub's load when the meter last gave a valid reading: all the site can know.
+        let mut valid_load = 0.0f64;
+        let mut now_ms = 0u64;
+        for op in ops {
+            match op {
+                SiteOp::Load(w) => load = w,
+                SiteOp::Silent(s) => meter.lock().unwrap().silent = s,
+                SiteOp::Sentinel(s) => meter.lock().unwrap().sentinel = s,
+                SiteOp::Bms(w) => rd.bms_dis_w = w,
+                SiteOp::Step(ms) => {
+                    now_ms += ms;
+                    e.clock.mono = Duration::from_millis(now_ms);
+                    {
+                        let mut m = meter.lock().unwrap();
+                        m.power_w = (load - battery) as i32;
+                        if !m.silent && !m.sentinel {
+                            last_valid_ms = Some(now_ms);
+                            valid_load = load;
+                        }
+                        // "Not available" drops the held reading at once; silence holds it.
+                        if !m.silent && m.sentinel {
+                            last_valid_ms = None;
+                        }
+                    }
+                    serve_generic(&mut e.pcs.regs, &rd, (0, 0));
+                    put32(&mut e.pcs.regs, 101, battery as i32 as u32);
+                    e.pcs.writes.clear();
+                    e.cycle();
+                    let Some((_, w)) = written_w(&e.pcs.writes, PcsProfile::Generic, sfs) else {
+                        continue;
+                    };
+                    let stale = last_valid_ms.is_none_or(|t| now_ms - t > TIMEOUT_MS);
+                    if stale {
+                        prop_assert_eq!(w, 0.0, "site power on a stale meter");
+                    }
+                    prop_assert!(w <= f64::from(rd.bms_dis_w) + 1.0, "{} above the BMS", w);
+                    let need = (valid_load - IMPORT_MAX).max(0.0);
+                    prop_assert!(w <= need + 1.0, "{} W for a need of {} W", w, need);
+                    prop_assert!(w <= (valid_load + EXPORT_MAX).max(0.0) + 1.0,
+                        "export past the limit");
+                    prop_assert!(w >= 0.0, "no session, no recharge configured: never charges");
+                    battery = w;
+                }
+            }
+        }
+    }
+}
