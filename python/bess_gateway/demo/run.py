@@ -125,7 +125,7 @@ def plan_site(duration_s: float) -> SitePlan:
     half (searched over the day in 5-minute steps; the highest such peak), so the battery
     shaves a real peak and the CSMS's charge sessions still find room under the limits
     afterwards. Unbounded demos start at 16:00,
-    before the evening peak. Limits: the peak-shave target at 60 % of the peak the demo will see
+    before the evening peak. Limits: the peak-shave target at 50 % of the peak the demo will see
     and the hard import limit at 80 %, both raised if needed to leave the charge phase 150 kW
     of room; recharge only below 35 %.
     """
@@ -154,7 +154,7 @@ def plan_site(duration_s: float) -> SitePlan:
     peak_kw = peak / 1000.0
     # Room for the charge phase's sessions: the target and the limit sit well above what the
     # hub draws then.
-    shave = max(0.6 * peak_kw, later / 1000.0 + 150.0)
+    shave = max(0.5 * peak_kw, later / 1000.0 + 150.0)
     limit = max(0.8 * peak_kw, shave + 80.0)
     return SitePlan(start_hour=start, grid_import_max_kw=_round10(limit),
                     peak_shave_kw=_round10(shave),
