@@ -152,24 +152,40 @@ def test_demo_passes_its_options(monkeypatch):
 
     fake_module(monkeypatch, "bess_gateway.demo.run", run_demo=run_demo)
     assert main(["demo", "--endpoints", "8", "--duration", "0", "--ocpp", "mixed"]) == 0
-    assert seen == {"endpoints": 8, "duration": 0.0, "ocpp": "mixed"}
+    assert seen == {"endpoints": 8, "duration": 0.0, "ocpp": "mixed", "site": True}
     assert main(["demo"]) == 0
-    assert seen == {"endpoints": 4, "duration": 30.0, "ocpp": "1.6"}
+    assert seen == {"endpoints": 4, "duration": 30.0, "ocpp": "1.6", "site": True}
+    assert main(["demo", "--no-site"]) == 0
+    assert seen["site"] is False
 
 
 @pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_sim_passes_its_options_and_exits_quietly_on_ctrl_c(monkeypatch):
     seen = {}
 
-    async def serve(host, port, profile, *, local_power_w):
-        seen.update(host=host, port=port, profile=profile, local_power_w=local_power_w)
+    async def serve(host, port, profile, *, local_power_w, grid_meter, grid_meter_port,
+                    control):
+        seen.update(host=host, port=port, profile=profile, local_power_w=local_power_w,
+                    meter=None if grid_meter is None else (
+                        grid_meter.profile, grid_meter.model, grid_meter.load.describe()),
+                    meter_port=grid_meter_port)
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(10)
         raise AssertionError("Ctrl-C did not stop the simulator")
 
     fake_module(monkeypatch, "bess_gateway.sim.server", serve=serve)
     assert main(["sim", "--port", "1502", "--profile", "sunspec"]) == 0
+    assert seen.pop("meter")[:2] == ("generic", None)
     assert seen == {"host": "127.0.0.1", "port": 1502, "profile": "sunspec",
-                    "local_power_w": 20_000.0}
+                    "local_power_w": 20_000.0, "meter_port": 1503}  # the next port
     assert main(["sim", "--profile", "sunspec", "--local-power-kw", "-35"]) == 0
     assert seen["local_power_w"] == -35_000.0
+    assert seen["meter_port"] == 5021
+    assert main(["sim", "--grid-meter-port", "-1"]) == 0
+    assert seen["meter"] is None
+    assert main(["sim", "--grid-meter-port", "1600", "--grid-meter-profile", "sunspec",
+                 "--grid-meter-model", "204", "--hub-load", "constant:75"]) == 0
+    assert seen["meter"] == ("sunspec", 204, "constant 75 kW")
+    assert seen["meter_port"] == 1600
+    assert main(["sim", "--hub-load", "steps:oops"]) == 2
+    assert main(["sim", "--day-start", "25:00"]) == 2

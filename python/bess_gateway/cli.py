@@ -140,7 +140,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if run_demo is None:
         return EXIT_FAILED
     try:
-        return int(run_demo(endpoints=args.endpoints, duration=args.duration, ocpp=args.ocpp))
+        return int(run_demo(endpoints=args.endpoints, duration=args.duration, ocpp=args.ocpp,
+                            site=args.site))
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -152,9 +153,27 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     serve = _load("bess_gateway.sim.server", "serve")
     if serve is None:
         return EXIT_FAILED
+    meter = None
+    meter_port = 0
+    if args.grid_meter_port != -1:
+        from bess_gateway.sim.grid_meter import GridMeter
+        from bess_gateway.sim.hub_load import parse_hub_load
+
+        try:
+            load = parse_hub_load(args.hub_load, seed=args.hub_seed, chargers=args.hub_chargers,
+                                  day_minutes=args.day_minutes, start_hour=args.day_start)
+            meter = GridMeter(load, profile=args.grid_meter_profile,
+                              model=args.grid_meter_model)
+        except ValueError as e:
+            _error(f"simulator: {e}")
+            return EXIT_USAGE
+        # Default: the port after the PCS's (5021); with --port 0 any free port.
+        meter_port = (args.grid_meter_port if args.grid_meter_port is not None
+                      else (args.port + 1 if args.port else 0))
     try:
         run_async(serve(args.host, args.port, args.profile,
-                        local_power_w=args.local_power_kw * 1000.0))
+                        local_power_w=args.local_power_kw * 1000.0, grid_meter=meter,
+                        grid_meter_port=meter_port, control=sys.stdin))
     except KeyboardInterrupt:
         pass
     except OSError as e:  # e.g. the port is taken
@@ -343,6 +362,27 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def _hour_of_day(text: str) -> float:
+    hh, sep, mm = text.partition(":")
+    try:
+        h, m = int(hh), int(mm) if sep else 0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HH:MM") from None
+    if not (0 <= h < 24 and 0 <= m < 60):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time of day (00:00..23:59)")
+    return h + m / 60
+
+
 def _add_log_level(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument(
         "--log-level",
@@ -388,7 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
             "The embedded demo, no configuration needed: starts the PCS/BMS simulator and a "
             "small demo CSMS on loopback, then the gateway against them. The demo CSMS starts "
             "and stops sessions and sends charging profiles while a live terminal view shows "
-            "endpoints, sessions, power and state of charge; it ends with a summary."
+            "endpoints, sessions, power and state of charge; it ends with a summary. The "
+            "simulator also serves the hub's grid meter (EV fast chargers over a day, five hub "
+            "minutes a second) and the gateway runs site energy management on it ([site]: an "
+            "import limit and a peak-shave target set from that day): the view adds hub load, "
+            "grid import, battery power, the demand window's average vs its target, and the "
+            "summary peak import with and without the battery, the demand windows met and the "
+            "energy used. The status page's URL is printed."
         ),
     )
     p.add_argument(
@@ -410,6 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("1.6", "2.0.1", "mixed"),
         default="1.6",
         help="OCPP version of the endpoints; mixed = half and half (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-site",
+        dest="site",
+        action="store_false",
+        help="no [site] table: the battery serves the CSMS sessions only (the grid meter still "
+        "shows what the hub would import)",
     )
     _add_log_level(p, "WARNING")
     p.set_defaults(func=_cmd_demo)
@@ -446,6 +499,76 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="what the PCS runs at under its own control, + discharge (SunSpec 704.WSetEna = 0, "
         "or local mode in tests) (default: %(default)s)",
+    )
+    g = p.add_argument_group(
+        "grid meter",
+        "The hub's grid meter on its own Modbus TCP port (any unit id): it reads the hub load "
+        "minus the battery's measured AC power (+ import, - export), and integrates imported "
+        "and exported energy. Generic map: 0-1 i32 W, 2-5 u64 Wh imported, 6-9 u64 Wh "
+        "exported. SunSpec: 'SunS' at 40000, common model 1, one meter model, end model. "
+        "Commands on stdin while it runs: 'load KW' holds the hub load at KW (a load step), "
+        "'load profile' returns to the profile, 'meter silent' / 'meter answer', 'status'.",
+    )
+    g.add_argument(
+        "--grid-meter-port",
+        type=_int_range(-1, 65535),
+        default=None,
+        metavar="PORT",
+        help="grid meter port; 0 = any free port, -1 = no grid meter (default: --port + 1, "
+        "i.e. 5021)",
+    )
+    g.add_argument(
+        "--grid-meter-profile",
+        choices=("generic", "sunspec"),
+        default="generic",
+        help="grid meter register map (default: %(default)s)",
+    )
+    g.add_argument(
+        "--grid-meter-model",
+        type=int,
+        choices=(201, 202, 203, 204),
+        default=203,
+        help="SunSpec meter model: 201 single phase, 202 split phase, 203 wye, 204 delta "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--hub-load",
+        default="day",
+        metavar="SPEC",
+        help="the hub's load before the battery: 'day' (EV fast chargers arriving and leaving "
+        "over a day, busier at the morning and evening peaks, plus a base load), "
+        "'constant:KW', 'steps:S=KW,S=KW,...' (from S seconds after start) or "
+        "'file:PATH.csv' (rows 'seconds,kW', held until the next row) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--hub-seed",
+        type=int,
+        default=1,
+        metavar="N",
+        help="seed of the 'day' profile: the same seed gives the same day (default: %(default)s)",
+    )
+    g.add_argument(
+        "--hub-chargers",
+        type=_int_range(1, 64),
+        default=None,
+        metavar="N",
+        help="number of DC chargers (150-350 kW each) of the 'day' profile (default: 4-8, "
+        "from the seed)",
+    )
+    g.add_argument(
+        "--day-minutes",
+        type=_positive_minutes,
+        default=1440.0,
+        metavar="M",
+        help="real minutes one day of the 'day' profile takes: 1440 = real time, 24 = an hour "
+        "a minute (default: %(default)g)",
+    )
+    g.add_argument(
+        "--day-start",
+        type=_hour_of_day,
+        default=0.0,
+        metavar="HH:MM",
+        help="the hub's time of day when the simulator starts (default: 00:00)",
     )
     _add_log_level(p, "INFO")
     p.set_defaults(func=_cmd_sim)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -53,7 +54,11 @@ POWER_ACTIONS: Final = frozenset({
 })
 TRACK_POLL_S: Final = 0.005
 TRACK_TIMEOUT_S: Final = 5.0
-HISTORY_S: Final = 600  # the status page plots the last ten minutes, one sample a second
+HISTORY_S: Final = 3600  # /history: the last hour, one sample a second (the page's charts)
+STATUS_HISTORY_S: Final = 600  # /status carries the last ten minutes of it
+#: What each history sample holds: the battery, and with a [site] table the grid connection.
+HISTORY_KEYS: Final = ("t", "setpoint_w", "measured_w", "soc_pct", "grid_w", "load_w",
+                       "window_avg_w", "window_target_w")
 MAX_REQUEST: Final = 8192
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -368,7 +373,8 @@ class MetricsServer:
         self.core_events = Counter("bess_core_events", "control core events (trip, link_lost, "
                                    "...)", ["kind"], registry=self.registry)
         self.registry.register(_GatewayCollector(self))
-        self.history: deque[tuple[float, float, float, float | None]] = deque(maxlen=HISTORY_S)
+        # Kept here, not in the browser, so a reloaded page still shows the last hour.
+        self.history: deque[tuple[float | None, ...]] = deque(maxlen=HISTORY_S)
         self.tracker = _CommandTracker(gateway, self.command_latency, self.command_unchanged)
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -436,14 +442,46 @@ class MetricsServer:
             core = self.gateway.core
             if core is not None:
                 try:
-                    snap = core.snapshot()
-                    self.history.append((
-                        round(time.time(), 1), float(snap.get("setpoint_w", 0.0)),
-                        float(snap.get("measured_w", 0.0)),
-                        None if snap.get("soc_pct") is None else float(snap["soc_pct"])))
+                    self.history.append(self._history_sample(dict(core.snapshot())))
                 except Exception:
                     log.exception("status history sample failed")
             await asyncio.sleep(1.0)
+
+    @staticmethod
+    def _history_sample(snap: dict[str, Any]) -> tuple[float | None, ...]:
+        """One sample in HISTORY_KEYS order; the site's values are None without a [site]
+        table, or while the grid meter has no valid reading."""
+
+        def num(value: Any) -> float | None:
+            return None if value is None else float(value)
+
+        site = snap.get("site") or {}
+        return (round(time.time(), 1), float(snap.get("setpoint_w", 0.0)),
+                float(snap.get("measured_w", 0.0)), num(snap.get("soc_pct")),
+                num(site.get("grid_w")), num(site.get("load_w")),
+                num(site.get("window_avg_w")), num(site.get("window_target_w")))
+
+    def history_json(self, since: float | None = None) -> dict[str, Any]:
+        """/history: the ring buffer in columns (one array per key, oldest first), the samples
+        after ``since`` only when given, and the site's configured limits for the charts."""
+        rows = [r for r in self.history if since is None or (r[0] or 0.0) > since]
+        out: dict[str, Any] = {key: [r[i] for r in rows] for i, key in enumerate(HISTORY_KEYS)}
+        out["period_s"] = 1.0
+        out["span_s"] = HISTORY_S
+        out["limits"] = self._site_limits()
+        return out
+
+    def _site_limits(self) -> dict[str, float | None]:
+        """grid_import_max / export max / peak-shave target of the [site] table, in W."""
+        site = getattr(self.gateway.config, "site", None)
+
+        def watts(name: str) -> float | None:
+            value = getattr(site, name + "_kw", None) if site is not None else None
+            return None if value is None else float(value) * 1000.0
+
+        return {"grid_import_max_w": watts("grid_import_max"),
+                "grid_export_max_w": watts("grid_export_max"),
+                "peak_shave_w": watts("peak_shave")}
 
     # -- content ---------------------------------------------------------------------------
     def metrics_text(self) -> bytes:
@@ -526,8 +564,8 @@ class MetricsServer:
             "journal_depth": sum(e["queue_depth"] or 0 for e in endpoints),
             "removed_endpoints": removed,
             "endpoints": endpoints,
-            "history": [{"t": t, "setpoint_w": s, "measured_w": m, "soc_pct": soc}
-                        for t, s, m, soc in self.history],
+            "history": [dict(zip(HISTORY_KEYS, r, strict=True))
+                        for r in list(self.history)[-STATUS_HISTORY_S:]],
         }
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -566,6 +604,25 @@ class MetricsServer:
             return "200 OK", CONTENT_TYPE_LATEST, self.metrics_text()
         if target == b"/status":
             return "200 OK", "application/json", orjson.dumps(self.status(), default=str)
+        if target == b"/history":
+            since = _query_float(parts[1], b"since")
+            return "200 OK", "application/json", orjson.dumps(self.history_json(since))
         if target in (b"/", b"/index.html"):
             return "200 OK", "text/html; charset=utf-8", self._page
-        return "404 Not Found", "text/plain", b"not found: try /, /status or /metrics\n"
+        return ("404 Not Found", "text/plain",
+                b"not found: try /, /status, /history or /metrics\n")
+
+
+def _query_float(target: bytes, key: bytes) -> float | None:
+    """``key``'s value in the request target's query string as a float; None if absent or not
+    a finite number (the whole history is then served)."""
+    _, _, query = target.partition(b"?")
+    for item in query.split(b"&"):
+        name, _, value = item.partition(b"=")
+        if name == key:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+            return number if math.isfinite(number) else None
+    return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -27,14 +28,18 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from .battery import BatteryModel, BatteryParams, BatteryState, PcsCommand, PcsState
+from .grid_meter import GridMeter, MeterReading
+from .hub_load import HubLoad
 from .regmap import Direction, RegisterMap, RegisterMapError, resolve_profile
 
 __all__ = [
+    "CONTROL_HELP",
     "DEFAULT_LOCAL_POWER_W",
     "SetpointWrite",
     "Simulator",
     "SimulatorThread",
     "WrittenCommands",
+    "control_command",
     "serve",
 ]
 
@@ -83,8 +88,12 @@ class Simulator:
         autotick: bool = True,
         setpoint_log_size: int = 4096,
         local_power_w: float = DEFAULT_LOCAL_POWER_W,
+        grid_meter: GridMeter | None = None,
     ) -> None:
         """``autotick=False`` leaves time to the caller: nothing moves until ``step(dt)``.
+
+        ``grid_meter``: the hub's grid meter, served on its own port by ``start`` and updated at
+        every step with the PCS's measured power (sim/grid_meter.py).
 
         ``local_power_w`` (+ discharge, - charge) is the PCS's local setting, what it runs at
         under its own control: in local mode (``set_local_mode``) and, with the ``sunspec``
@@ -127,6 +136,7 @@ class Simulator:
         if self._own_mode_when_disabled:
             self._map.encode_into(self._image, "run", 1, base=self._base)
 
+        self._meter = grid_meter
         self._server: ModbusTcpServer | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,11 +147,16 @@ class Simulator:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port`` (port 0 picks a free one, see ``.port``) and start ticking."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    grid_meter_port: int = 0) -> None:
+        """Listen on ``host:port`` (port 0 picks a free one, see ``.port``) and start ticking;
+        the grid meter (if any) listens on ``host:grid_meter_port``."""
         if self._server is not None:
             raise RuntimeError("simulator already started")
         self._loop = asyncio.get_running_loop()
+        if self._meter is not None:
+            await self._meter.start(host, grid_meter_port)
+            self._meter.update(self._state.t_s, 0.0, self._state.measured_w, t=self._loop.time())
         device = SimDevice(
             id=0,  # 0 = answer every unit id, like a PCS behind a single-device gateway
             simdata=self._simdata(),
@@ -158,6 +173,8 @@ class Simulator:
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
+            if self._meter is not None:
+                await self._meter.stop()
             raise OSError(f"simulator cannot listen on {host}:{port}: {exc}") from exc
         listener = cast(asyncio.Server, server.transport)
         self._server = server
@@ -176,6 +193,8 @@ class Simulator:
         if server is not None:
             # shutdown() closes the listener and every open connection.
             await server.shutdown()
+        if self._meter is not None:
+            await self._meter.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -203,6 +222,15 @@ class Simulator:
         return self._map
 
     @property
+    def grid_meter(self) -> GridMeter | None:
+        return self._meter
+
+    @property
+    def grid_meter_port(self) -> int:
+        """The grid meter's bound port (0 without a meter or until started)."""
+        return self._meter.port if self._meter is not None else 0
+
+    @property
     def model(self) -> BatteryModel:
         return self._model
 
@@ -226,6 +254,11 @@ class Simulator:
         command = self._pcs_side_limits(command)
         self._state = self._model.step(dt_s, command)
         self._publish(self._state)
+        if self._meter is not None:
+            # The meter sees the PCS's actual AC power, not the setpoint: the PCS's response
+            # time is part of what a site controller has to deal with.
+            self._meter.update(self._state.t_s, dt_s, self._state.measured_w,
+                               t=self._loop.time() if self._loop is not None else self._state.t_s)
         return self._state
 
     async def _tick_loop(self) -> None:
@@ -369,6 +402,8 @@ class Simulator:
             f"alarms=0x{s.alarm_bits:04x} "
             f"writes={written.write_count}" + (" SILENT" if self._silent else "")
             + (" LOCAL" if self.local_control else "")
+            + (f" | hub load={self._meter.load_w / 1000:7.1f} kW "
+               f"grid={self._meter.grid_w / 1000:+8.1f} kW" if self._meter is not None else "")
         )
 
     # -- pymodbus hooks (run inside the event loop) ---------------------------------------------
@@ -541,6 +576,7 @@ class SimulatorThread:
         tick_s: float = 0.02,
         setpoint_log_size: int = 4096,
         local_power_w: float = DEFAULT_LOCAL_POWER_W,
+        grid_meter: GridMeter | None = None,
     ) -> None:
         self._kwargs: dict[str, Any] = {
             "profile": profile,
@@ -548,6 +584,7 @@ class SimulatorThread:
             "tick_s": tick_s,
             "setpoint_log_size": setpoint_log_size,
             "local_power_w": local_power_w,
+            "grid_meter": grid_meter,
         }
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -557,7 +594,8 @@ class SimulatorThread:
         self._error: BaseException | None = None
         self._timeout_s = 5.0
 
-    def start(self, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 5.0) -> None:
+    def start(self, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 5.0,
+              grid_meter_port: int = 0) -> None:
         """Return once the simulator listens (see ``.port``); re-raises a start failure."""
         if self._thread is not None:
             raise RuntimeError("simulator thread already started")
@@ -567,7 +605,7 @@ class SimulatorThread:
         self._ready.clear()
         self._error = None
         self._thread = threading.Thread(
-            target=self._run, args=(sim, host, port), name="sim", daemon=True
+            target=self._run, args=(sim, host, port, grid_meter_port), name="sim", daemon=True
         )
         self._thread.start()
         if not self._ready.wait(timeout_s):
@@ -577,18 +615,18 @@ class SimulatorThread:
             self._thread = None
             raise self._error
 
-    def _run(self, sim: Simulator, host: str, port: int) -> None:
+    def _run(self, sim: Simulator, host: str, port: int, meter_port: int) -> None:
         # The stdlib loop, whatever policy the process installed: its loop.time() is
         # time.monotonic(), so setpoint_writes() timestamps compare with other threads' clocks
         # (uvloop's time() has millisecond resolution).
         with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-            runner.run(self._main(sim, host, port))
+            runner.run(self._main(sim, host, port, meter_port))
 
-    async def _main(self, sim: Simulator, host: str, port: int) -> None:
+    async def _main(self, sim: Simulator, host: str, port: int, meter_port: int) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         try:
-            await sim.start(host, port)
+            await sim.start(host, port, meter_port)
         except BaseException as exc:
             self._error = exc
             self._ready.set()
@@ -641,6 +679,48 @@ class SimulatorThread:
     @property
     def port(self) -> int:
         return self._sim.port if self._sim is not None else 0
+
+    @property
+    def grid_meter_port(self) -> int:
+        return self._sim.grid_meter_port if self._sim is not None else 0
+
+    def _meter(self) -> GridMeter:
+        meter = self._kwargs["grid_meter"]
+        if meter is None:
+            raise RuntimeError("this simulator has no grid meter")
+        return cast(GridMeter, meter)
+
+    def set_hub_load(self, watts: float | None) -> float:
+        """Hold the hub load at ``watts`` from the next tick (None: back to the profile);
+        returns the simulator loop's time (time.monotonic()) at which it was set."""
+        meter = self._meter()
+
+        def apply(s: Simulator) -> float:
+            meter.set_override(watts)
+            return asyncio.get_running_loop().time()
+
+        return self._call(apply)
+
+    def set_hub_profile(self, load: HubLoad) -> None:
+        meter = self._meter()
+        self._call(lambda s: meter.set_load(load))
+
+    def meter_readings(self, since: float | None = None) -> list[MeterReading]:
+        """The grid meter's readings, stamped on the simulator loop's clock (time.monotonic())."""
+        meter = self._meter()
+        return self._call(lambda s: meter.readings(since))
+
+    def meter_registers(self, address: int, count: int) -> list[int]:
+        meter = self._meter()
+        return self._call(lambda s: meter.registers(address, count))
+
+    def force_meter_words(self, address: int, words: list[int] | None) -> None:
+        meter = self._meter()
+        self._call(lambda s: meter.force_words(address, words))
+
+    def set_meter_silent(self, on: bool) -> None:
+        meter = self._meter()
+        self._call(lambda s: meter.set_silent(on))
 
     @property
     def state(self) -> BatteryState:
@@ -705,6 +785,55 @@ class SimulatorThread:
 
 # -- `bess-gateway sim` -------------------------------------------------------------------------
 
+CONTROL_HELP: Final = (
+    "commands: 'load KW' holds the hub load at KW, 'load profile' returns to the profile, "
+    "'meter silent' / 'meter answer' stop and resume the grid meter's answers, 'status'"
+)
+
+
+def control_command(sim: Simulator, line: str) -> str:
+    """One line of the simulator's console (stdin of ``bess-gateway sim``) -> its answer.
+
+    This is how a benchmark or an operator steps the hub load of a running simulator process
+    (``load 900``) without a second protocol: the meter reads the new load from the next tick.
+    """
+    words = line.split()
+    meter = sim.grid_meter
+    if not words:
+        return ""
+    if words == ["status"]:
+        return sim.status_line()
+    if words[0] in ("load", "meter") and meter is None:
+        return "error: this simulator has no grid meter"
+    if meter is not None and len(words) == 2 and words[0] == "load":
+        if words[1] in ("profile", "off"):
+            meter.set_override(None)
+            return f"hub load: {meter.load.describe()}"
+        try:
+            kw = float(words[1])
+        except ValueError:
+            kw = math.nan
+        if not math.isfinite(kw):
+            return f"error: {words[1]!r} is not a number of kW"
+        meter.set_override(kw * 1000.0)
+        return f"hub load held at {kw:g} kW"
+    if meter is not None and words[0] == "meter" and words[1:] in (["silent"], ["answer"]):
+        meter.set_silent(words[1] == "silent")
+        return f"grid meter {'silent' if meter.silent else 'answering'}"
+    return f"error: unknown command {line.strip()!r}; {CONTROL_HELP}"
+
+
+def _read_lines(stream: TextIO, loop: asyncio.AbstractEventLoop,
+                queue: asyncio.Queue[str | None]) -> None:
+    # A daemon thread: a blocking readline must not keep the process alive at exit.
+    try:
+        for line in iter(stream.readline, ""):
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+    except (OSError, ValueError, RuntimeError):  # stdin closed, or the loop already gone
+        pass
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
 
 async def serve(
     host: str = "127.0.0.1",
@@ -714,26 +843,52 @@ async def serve(
     status_interval_s: float = 5.0,
     out: TextIO | None = None,
     local_power_w: float = DEFAULT_LOCAL_POWER_W,
+    grid_meter: GridMeter | None = None,
+    grid_meter_port: int = 0,
+    control: TextIO | None = None,
 ) -> None:
     """Run the simulator until cancelled, printing a status line every ``status_interval_s``.
 
     ``profile`` is a shipped profile name or a path to a register-map TOML file; anything else
     raises RegisterMapError (a ValueError) naming the supported profiles. ``local_power_w`` is
-    the PCS's local setting (``Simulator``).
+    the PCS's local setting (``Simulator``). ``grid_meter`` is served on ``grid_meter_port``;
+    ``control`` (stdin for the command) takes the console commands of ``control_command``.
     """
-    sim = Simulator(profile=profile, local_power_w=local_power_w)
+    sim = Simulator(profile=profile, local_power_w=local_power_w, grid_meter=grid_meter)
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    await sim.start(host, port)
+    await sim.start(host, port, grid_meter_port)
+    reader: asyncio.Task[None] | None = None
     try:
         say(
             f"PCS/BMS simulator (profile {sim.register_map.name}) listening on "
             f"{host}:{sim.port}, Modbus TCP, any unit id"
         )
+        if grid_meter is not None:
+            kind = ("generic map" if grid_meter.profile == "generic"
+                    else f"SunSpec models 1 + {grid_meter.model}")
+            say(f"grid meter ({kind}) listening on {host}:{sim.grid_meter_port}, any unit id; "
+                f"hub load: {grid_meter.load.describe()}")
+        if control is not None:
+            queue: asyncio.Queue[str | None] = asyncio.Queue()
+            threading.Thread(target=_read_lines, args=(control, asyncio.get_running_loop(),
+                                                       queue), name="sim-console",
+                             daemon=True).start()
+
+            async def console() -> None:
+                while (line := await queue.get()) is not None:
+                    answer = control_command(sim, line)
+                    if answer:
+                        say(answer)
+
+            reader = asyncio.create_task(console(), name="sim-console")
         while True:
             await asyncio.sleep(status_interval_s)
             say(sim.status_line())
     finally:
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
         await sim.stop()

@@ -89,12 +89,16 @@ def models() -> dict[int, ModelDef]:
     """Every model whose layout we know, by id."""
     out: dict[int, ModelDef] = {}
     for m in _doc()["model"]:
-        offset = 0
-        points = []
-        for name, typ, size, sf in m["points"]:
-            points.append(Point(name, typ, int(size), sf, offset))
-            offset += int(size)
-        out[int(m["id"])] = ModelDef(int(m["id"]), m["name"], m.get("label", ""), tuple(points))
+        if "same_as" in m:  # meters 201-204 share one layout; the base is listed first
+            points = out[int(m["same_as"])].points
+        else:
+            offset = 0
+            pts = []
+            for name, typ, size, sf in m["points"]:
+                pts.append(Point(name, typ, int(size), sf, offset))
+                offset += int(size)
+            points = tuple(pts)
+        out[int(m["id"])] = ModelDef(int(m["id"]), m["name"], m.get("label", ""), points)
     return out
 
 
