@@ -41,9 +41,9 @@ __all__ = [
 ]
 
 LogFormat = Literal["text", "json"]
-OcppVersion = Literal["1.6", "2.0.1"]
+OcppVersion = Literal["1.6", "2.0.1", "2.1"]
 
-OCPP_VERSIONS: tuple[str, ...] = ("1.6", "2.0.1")
+OCPP_VERSIONS: tuple[str, ...] = ("1.6", "2.0.1", "2.1")
 PCS_PROFILES: tuple[str, ...] = ("generic", "sunspec")
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,48}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -97,8 +97,22 @@ class ProfileError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Period:
     start_s: int  # offset from the schedule's start
-    limit: float  # in the schedule's unit
+    limit: float  # in the schedule's unit (2.1 may omit it: UNLIMITED_W)
     phases: int | None = None
+    # 2.1 V2X (bess_gateway.v21.v2x); None: not given (1.6 and 2.0.1 never give them).
+    operation_mode: str | None = None
+    setpoint: float | None = None  # 2.1 sign: + charges the battery, - discharges it
+    discharge_limit: float | None = None  # <= 0, in the schedule's unit
+
+    @property
+    def v2x(self) -> dict[str, Any]:
+        """The 2.1 fields that are set, as stored (to_dict) and reported back."""
+        out: dict[str, Any] = {}
+        for key, value in (("operationMode", self.operation_mode), ("setpoint", self.setpoint),
+                           ("dischargeLimit", self.discharge_limit)):
+            if value is not None:
+                out[key] = value
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +149,8 @@ class ChargingProfile:
             "transaction_id": self.transaction_id,
             "unit": str(s.unit), "duration": s.duration_s, "start": _iso(s.start),
             "min_rate": s.min_rate, "schedule_id": s.schedule_id,
-            "periods": [[p.start_s, p.limit, p.phases] for p in s.periods],
+            "periods": [[p.start_s, p.limit, p.phases] + ([p.v2x] if p.v2x else [])
+                        for p in s.periods],
         }
 
     @classmethod
@@ -150,10 +165,17 @@ class ChargingProfile:
                 unit=RateUnit(d["unit"]), duration_s=d.get("duration"),
                 start=_parse(d.get("start")), min_rate=d.get("min_rate"),
                 schedule_id=d.get("schedule_id"),
-                periods=tuple(Period(int(a), float(b), None if c is None else int(c))
-                              for a, b, c in d["periods"]),
+                periods=tuple(_period(row) for row in d["periods"]),
             ),
         )
+
+
+def _period(row: list[Any]) -> Period:
+    a, b, c = row[:3]
+    x = row[3] if len(row) > 3 else {}
+    return Period(int(a), float(b), None if c is None else int(c),
+                  operation_mode=x.get("operationMode"), setpoint=x.get("setpoint"),
+                  discharge_limit=x.get("dischargeLimit"))
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -431,6 +453,14 @@ class Stack:
             if q is not None:
                 return electrical.to_w(q.limit, p.schedule.unit, q.phases), q.phases
         return None, None
+
+    def leading_at(self, at: datetime) -> tuple[ChargingProfile, Period] | None:
+        """The leading profile with a period in force at `at`, and that period (2.1 V2X)."""
+        for p in self.profiles:
+            q = _period_at(p, at, self.tx_start, self.installed_at.get(p.profile_id))
+            if q is not None:
+                return p, q
+        return None
 
     def boundaries(self, lo: datetime, hi: datetime) -> Iterator[datetime]:
         for p in self.profiles:

@@ -39,7 +39,7 @@ from bess_gateway.link import Context
 from bess_gateway.ocppj.framing import new_unique_id
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.v201 import authorization, metering
-from bess_gateway.v201.status import CONNECTOR_ID
+from bess_gateway.v201.status import CONNECTOR_ID, evse_of
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -118,11 +118,11 @@ def _queue_started(ctx: Context, tx: Transaction, trigger: str) -> None:
         info["remoteStartId"] = tx.extra["remote_start_id"]
     top: dict[str, Any] = {
         "idToken": {"idToken": tx.id_tag, "type": tx.extra.get("token_type", "Central")},
-        "evse": {"id": tx.connector, "connectorId": CONNECTOR_ID},
+        "evse": {"id": evse_of(ctx, tx.connector), "connectorId": CONNECTOR_ID},
     }
     if "reservation_id" in tx.extra:
         top["reservationId"] = tx.extra["reservation_id"]
-    meter = metering.meter_value(sample, st.settings.items("tx_started_measurands"),
+    meter = metering.evse_meter_value(ctx, sample, st.settings.items("tx_started_measurands"),
                                  "Transaction.Begin")
     # At begin: the session's start; a deferred start (EnergyTransfer): the sample that saw power.
     at = tx.started_at if tx.extra.get("started", True) else sample.timestamp
@@ -167,8 +167,9 @@ def stop_session(ctx: Context, connector: int, reason: StopReason,
             return  # it never reached TxStartPoint: the CSMS knows of no transaction to end
         assert tx.end_sample is not None and tx.stopped_at is not None
         stopped, default_trigger = ENDED.get(reason, ("Other", "AbnormalCondition"))
-        meter = metering.meter_value(tx.end_sample, st.settings.items("stop_txn_sampled_data"),
-                                     "Transaction.End")
+        meter = metering.evse_meter_value(ctx, tx.end_sample,
+                                          st.settings.items("stop_txn_sampled_data"),
+                                          "Transaction.End")
         payload = _event(ctx, tx, "Ended", trigger or default_trigger, iso(tx.stopped_at),
                          meter=meter, info={"stoppedReason": stopped, "chargingState": "Idle"})
         _add_kept(ctx, tx.extra, tx.connector, payload)
@@ -190,7 +191,7 @@ async def send_updated(ctx: Context, tx: Transaction, trigger: str, *,
     sample = st.sample(tx.connector)
     meter = None
     if context is not None:
-        meter = metering.meter_value(sample, measurands or [], context)
+        meter = metering.evse_meter_value(ctx, sample, measurands or [], context)
         meter["sampledValue"].extend(extra_values or [])
     payload = _event(ctx, tx, "Updated", trigger, iso(sample.timestamp), meter=meter, info=info)
     st.record(tx)  # the seqNo it used; committed before the event leaves (rpc before_send)

@@ -1,0 +1,33 @@
+"""A 2.1 charging-station endpoint: the 2.0.1 endpoint with 2.1's subprotocol and schemas, one
+bidirectional EVSE, and the Q block (V2X, bess_gateway.v21.v2x).
+
+Why a subclass, not a copy: 2.1 keeps every 2.0.1 message this gateway speaks in the same shape
+(2.1 only adds optional fields and new messages), so each 2.0.1 functional block serves 2.1 as it
+is. What differs is parametrised where it lives: the EVSE numbering (v201.status: one EVSE over
+the domain's charge connector), the schema set (ocppj.schemas by version), and the smart-charging
+hooks (v201.smart_charging CHECKS/ANNOTATE, charging_limits.FACTORIES) that v2x registers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from websockets.typing import Subprotocol
+
+from bess_gateway.v21 import v2x
+from bess_gateway.v201.endpoint import Endpoint201
+from bess_gateway.v201.status import V21_CONNECTOR
+
+VERSION = "2.1"
+v2x.register()
+
+
+class Endpoint21(Endpoint201):
+    VERSION = VERSION
+    SUBPROTOCOL = Subprotocol("ocpp2.1")
+    STATUS_TARGETS = (V21_CONNECTOR,)  # domain connectors reported (as EVSE 1)
+
+    def _periodic(self) -> list[Any]:
+        # The 2.0.1 battery-limit watch reports the charge side on EVSE 1; the setpoint watch
+        # reports a V2X setpoint the core cannot meet, in either direction.
+        return [*super()._periodic(), v2x.setpoint_watch(self.ctx)]
