@@ -323,14 +323,21 @@ class CsmsServer:
             tx = Transaction(tx_id, station, int(evse.get("id", 0)), token, -1)
             self.transactions[tx_id] = tx
         tx.events.append(event)
+        # 2.1's one EVSE carries both registers; a 2.0.1 EVSE only its own direction's.
+        v21 = getattr(self.stations.get(station), "version", "") == "2.1"
         if event.get("eventType") == "Started":
             start = energy_wh(event, "Transaction.Begin")
             if start is not None:
                 tx.meter_start = start
-            tx.export_start = energy_wh(event, "Transaction.Begin", "Energy.Active.Export")
+            if v21:
+                tx.meter_start = energy_wh(event, "Transaction.Begin",
+                                           "Energy.Active.Import") or tx.meter_start
+                tx.export_start = energy_wh(event, "Transaction.Begin", "Energy.Active.Export")
         elif event.get("eventType") == "Ended":
             tx.meter_stop = energy_wh(event, "Transaction.End")
-            tx.export_stop = energy_wh(event, "Transaction.End", "Energy.Active.Export")
+            if v21:
+                tx.meter_stop = energy_wh(event, "Transaction.End", "Energy.Active.Import")
+                tx.export_stop = energy_wh(event, "Transaction.End", "Energy.Active.Export")
             tx.reason = info.get("stoppedReason", "Local")
         if any(mv for mv in event.get("meterValue") or []) and event.get("eventType") == "Updated":
             tx.meter_values += 1
