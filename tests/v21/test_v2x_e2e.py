@@ -166,3 +166,32 @@ async def test_mixed_gateway_runs_all_three_versions(gateway_factory, csms: Csms
     gw = await gateway_factory(3, ocpp="mixed")
     ids = await booted(gw, csms)
     assert sorted(csms.stations[s].version for s in ids) == ["1.6", "2.0.1", "2.1"]
+
+
+async def test_device_model_has_one_bidirectional_evse_and_v2x_ctrlr(
+        gateway_factory, csms: CsmsServer) -> None:
+    gw = await gateway_factory(1, ocpp="2.1")
+    (sid,) = await booted(gw, csms)
+
+    def item(component: str, variable: str, evse: int | None) -> dict[str, Any]:
+        comp: dict[str, Any] = {"name": component}
+        if evse is not None:
+            comp["evse"] = {"id": evse}
+        return {"component": comp, "variable": {"name": variable}}
+
+    r = await csms.call(sid, "GetVariables", {"getVariableData": [
+        item("V2XChargingCtrlr", "SupportedOperationModes", 1),
+        item("V2XChargingCtrlr", "SupportedEnergyTransferModes", 1),
+        item("V2XChargingCtrlr", "Enabled", 1),
+        item("EVSE", "AvailabilityState", 1),
+        item("EVSE", "AvailabilityState", 2),
+    ]})
+    got = {(x["component"]["name"], x["variable"]["name"], x["component"]["evse"]["id"]):
+           (x["attributeStatus"], x.get("attributeValue")) for x in r["getVariableResult"]}
+    modes = got[("V2XChargingCtrlr", "SupportedOperationModes", 1)]
+    assert modes[0] == "Accepted"
+    assert "CentralSetpoint" in str(modes[1]) and "Frequency" not in str(modes[1])
+    assert got[("V2XChargingCtrlr", "SupportedEnergyTransferModes", 1)] == ("Accepted", "DC_BPT")
+    assert got[("V2XChargingCtrlr", "Enabled", 1)] == ("Accepted", "true")
+    assert got[("EVSE", "AvailabilityState", 1)] == ("Accepted", "Available")
+    assert got[("EVSE", "AvailabilityState", 2)][0] == "UnknownComponent"
