@@ -195,3 +195,19 @@ async def test_device_model_has_one_bidirectional_evse_and_v2x_ctrlr(
     assert got[("V2XChargingCtrlr", "Enabled", 1)] == ("Accepted", "true")
     assert got[("EVSE", "AvailabilityState", 1)] == ("Accepted", "Available")
     assert got[("EVSE", "AvailabilityState", 2)][0] == "UnknownComponent"
+
+
+async def test_charging_needs_from_the_battery_limits(
+        gateway_factory, csms: CsmsServer, sim: SimulatorThread) -> None:
+    gw = await gateway_factory(1, ocpp="2.1")
+    (sid,) = await booted(gw, csms)
+    await start_tx(csms, sid)
+    m = await csms.wait_for(sid, "NotifyEVChargingNeeds", timeout=10)
+    needs = m.payload["chargingNeeds"]
+    assert m.payload["evseId"] == 1 and needs["requestedEnergyTransfer"] == "DC_BPT"
+    snap = gw.core.snapshot()
+    v2x = needs["v2xChargingParameters"]
+    # The battery's own limits, never above the session maximum (150 kW, design.md).
+    assert v2x["maxChargePower"] == round(min(150_000.0, snap["limit_charge_w"]), 1)
+    assert v2x["maxDischargePower"] == round(min(150_000.0, snap["limit_discharge_w"]), 1)
+    assert needs["dcChargingParameters"]["stateOfCharge"] == round(sim.state.soc_pct)

@@ -266,6 +266,59 @@ SETPOINT_CHECK_S = 1.0
 _REPORTED = "setpoint_limit_reported"
 
 
+_NEEDS = "ev_charging_needs_sent"  # ctx.extra: (local id, max charge W, max discharge W)
+
+
+def charging_needs(ctx: Context) -> dict[str, Any]:
+    """NotifyEVChargingNeeds of the "vehicle" that is the battery itself: bidirectional DC, its
+    power limits now (protection and BMS, at most the session maximum) and its SoC.
+
+    Energy requests are left out: the gateway is not told the battery's capacity in Wh (no
+    configuration key, and neither PCS profile reports it), and an invented number would be a
+    promise nobody checked."""
+    st = ctx.station
+    snap = st.view.snapshot
+    max_charge = charging_limits.physical_w(st, CHARGE_CONNECTOR)
+    max_discharge = charging_limits.physical_w(st, DISCHARGE_CONNECTOR)
+    needs: dict[str, Any] = {
+        "requestedEnergyTransfer": "DC_BPT",
+        "availableEnergyTransfer": ["DC_BPT"],
+        "controlMode": "DynamicControl",
+        "v2xChargingParameters": {"minChargePower": 0.0, "maxChargePower": round(max_charge, 1),
+                                  "minDischargePower": 0.0,
+                                  "maxDischargePower": round(max_discharge, 1)},
+    }
+    voltage = snap.get("dc_voltage_v")
+    if voltage is not None and float(voltage) > 0:
+        dc: dict[str, Any] = {"evMaxVoltage": round(float(voltage), 1),
+                              "evMaxCurrent": round(max_charge / float(voltage), 1),
+                              "evMaxPower": round(max_charge, 1)}
+        if snap.get("soc_pct") is not None:
+            dc["stateOfCharge"] = max(0, min(100, round(float(snap["soc_pct"]))))
+        needs["dcChargingParameters"] = dc
+    return {"evseId": 1, "timestamp": iso(st._clock()), "chargingNeeds": needs}
+
+
+async def send_needs(ctx: Context) -> None:
+    """Once per transaction, and again when a power limit moved by more than
+    LimitChangeSignificance (the "vehicle" renegotiates, Q block)."""
+    st = ctx.station
+    tx = st.transactions.get(CHARGE_CONNECTOR)
+    if tx is None or not ctx.online or not tx.extra.get("started", True):
+        return
+    max_charge = charging_limits.physical_w(st, CHARGE_CONNECTOR)
+    max_discharge = charging_limits.physical_w(st, DISCHARGE_CONNECTOR)
+    sent = ctx.extra.get(_NEEDS)
+    sig = st.settings.int("limit_change_significance_pct") / 100.0
+    if sent is not None and sent[0] == tx.local_id and all(
+            abs(now - before) <= sig * max(before, 1.0)
+            for now, before in ((max_charge, sent[1]), (max_discharge, sent[2]))):
+        return
+    ctx.extra[_NEEDS] = (tx.local_id, max_charge, max_discharge)
+    answer = await ctx.call("NotifyEVChargingNeeds", charging_needs(ctx))
+    log.info("%s: NotifyEVChargingNeeds %s", ctx.endpoint_id, answer.get("status"))
+
+
 async def setpoint_watch(ctx: Context) -> None:
     """While a CentralSetpoint asks for power the core cannot give (protection, the site, the
     station cap, another session's share), the CSMS hears NotifyChargingLimit with what is
@@ -275,6 +328,10 @@ async def setpoint_watch(ctx: Context) -> None:
     st = ctx.station
     while True:
         await asyncio.sleep(SETPOINT_CHECK_S)
+        try:
+            await send_needs(ctx)
+        except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
+            log.warning("%s: NotifyEVChargingNeeds failed: %s", ctx.endpoint_id, exc)
         b = block(ctx)
         tx = st.transactions.get(CHARGE_CONNECTOR)
         if tx is None or not isinstance(b, V2XSmartCharging):
