@@ -98,6 +98,8 @@ class Policy:
     # ISO 15118 pass-through (2.0.1): the EXI answer to Get15118EVCertificate (None: Failed) and
     # the OCSP result to GetCertificateStatus (None: no OCSP responder, NotImplemented).
     ev_certificate_exi: str | None = None
+    # 2.1 PullDynamicScheduleUpdate: the scheduleUpdate to answer with (None: Accepted, none).
+    dynamic_schedule_update: dict[str, Any] | None = None
     ocsp_result: str | None = None
     # action -> the CALLERROR code every CALL of it is answered with (a CSMS that does not
     # support a message: {"StatusNotification": "NotSupported"}); recorded like any CALL.

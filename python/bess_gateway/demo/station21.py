@@ -30,7 +30,8 @@ class Station21(Station201):
 
     @on("PullDynamicScheduleUpdate")
     def on_pull_dynamic(self, **_: Any) -> result21.PullDynamicScheduleUpdate:
-        return result21.PullDynamicScheduleUpdate(status="Accepted")
+        update = self.server.policy.dynamic_schedule_update
+        return result21.PullDynamicScheduleUpdate(status="Accepted", schedule_update=update)
 
     @on("NotifyDERStartStop")
     def on_der_start_stop(self, **_: Any) -> result21.NotifyDERStartStop:

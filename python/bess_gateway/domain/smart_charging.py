@@ -71,6 +71,7 @@ class Kind(StrEnum):
     ABSOLUTE = "Absolute"
     RECURRING = "Recurring"
     RELATIVE = "Relative"
+    DYNAMIC = "Dynamic"  # 2.1 K28: one period whose values the CSMS updates (bess_gateway.v21)
 
 
 class Recurrency(StrEnum):
@@ -137,6 +138,11 @@ class ChargingProfile:
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     transaction_id: str | None = None  # a TxProfile's transaction, when the CSMS named it
+    # 2.1 (K28 dynamic profiles, Q11/Q12 offline validity); None: not given.
+    dyn_update_interval_s: int | None = None
+    dyn_update_time: datetime | None = None
+    max_offline_s: int | None = None
+    invalid_after_offline: bool | None = None
 
     # -- persistence (the journal stores this, so both versions read the same rows) ----------
     def to_dict(self) -> dict[str, Any]:
@@ -151,7 +157,18 @@ class ChargingProfile:
             "min_rate": s.min_rate, "schedule_id": s.schedule_id,
             "periods": [[p.start_s, p.limit, p.phases] + ([p.v2x] if p.v2x else [])
                         for p in s.periods],
+            **({"v21": v21} if (v21 := self._v21()) else {}),
         }
+
+    def _v21(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in (("dyn_update_interval", self.dyn_update_interval_s),
+                           ("dyn_update_time", _iso(self.dyn_update_time)),
+                           ("max_offline", self.max_offline_s),
+                           ("invalid_after_offline", self.invalid_after_offline)):
+            if value is not None:
+                out[key] = value
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChargingProfile:
@@ -161,6 +178,10 @@ class ChargingProfile:
             recurrency=None if d.get("recurrency") is None else Recurrency(d["recurrency"]),
             valid_from=_parse(d.get("valid_from")), valid_to=_parse(d.get("valid_to")),
             transaction_id=d.get("transaction_id"),
+            dyn_update_interval_s=(d.get("v21") or {}).get("dyn_update_interval"),
+            dyn_update_time=_parse((d.get("v21") or {}).get("dyn_update_time")),
+            max_offline_s=(d.get("v21") or {}).get("max_offline"),
+            invalid_after_offline=(d.get("v21") or {}).get("invalid_after_offline"),
             schedule=Schedule(
                 unit=RateUnit(d["unit"]), duration_s=d.get("duration"),
                 start=_parse(d.get("start")), min_rate=d.get("min_rate"),
@@ -365,7 +386,7 @@ def _schedule_start(p: ChargingProfile, at: datetime, tx_start: datetime | None,
     if p.kind == Kind.RELATIVE:
         # Without a transaction, from the profile's installation: see the module docstring.
         return tx_start if tx_start is not None else installed_at
-    if p.kind == Kind.ABSOLUTE:
+    if p.kind in (Kind.ABSOLUTE, Kind.DYNAMIC):
         return s.start or installed_at
     assert s.start is not None and p.recurrency is not None
     cycle = DAY_S if p.recurrency == Recurrency.DAILY else WEEK_S

@@ -99,7 +99,7 @@ def profile_from_201(evse: int, p: dict[str, Any], *, start: bool = False) -> sc
         raise sc.ProfileError("one chargingSchedule per profile", "InvalidSchedule")
     s = schedules[0]
     kind = p["chargingProfileKind"]
-    if kind != "Relative" and s.get("startSchedule") is None:
+    if kind not in ("Relative", "Dynamic") and s.get("startSchedule") is None:
         raise sc.ProfileError(f"an {kind} profile needs a startSchedule (K01.FR.40)",
                               "InvalidSchedule")
     if kind == "Relative" and s.get("startSchedule") is not None:
@@ -119,6 +119,10 @@ def profile_from_201(evse: int, p: dict[str, Any], *, start: bool = False) -> sc
             valid_from=_time(p.get("validFrom")),
             valid_to=_time(p.get("validTo")),
             transaction_id=p.get("transactionId"),
+            dyn_update_interval_s=p.get("dynUpdateInterval"),
+            dyn_update_time=_time(p.get("dynUpdateTime")),
+            max_offline_s=p.get("maxOfflineDuration"),
+            invalid_after_offline=p.get("invalidAfterOfflineDuration"),
             schedule=sc.Schedule(
                 unit=sc.RateUnit(s["chargingRateUnit"]),
                 duration_s=s.get("duration"),
@@ -178,6 +182,13 @@ def profile_to_201(p: sc.ChargingProfile, transaction_id: str | None = None) -> 
     tx_id = p.transaction_id or transaction_id
     if p.purpose == sc.Purpose.TX and tx_id is not None:
         out["transactionId"] = tx_id
+    for key, value in (("dynUpdateInterval", p.dyn_update_interval_s),
+                       ("dynUpdateTime", None if p.dyn_update_time is None
+                        else iso(p.dyn_update_time)),
+                       ("maxOfflineDuration", p.max_offline_s),
+                       ("invalidAfterOfflineDuration", p.invalid_after_offline)):
+        if value is not None:
+            out[key] = value  # only 2.1 profiles carry them
     return out
 
 

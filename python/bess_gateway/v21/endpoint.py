@@ -14,7 +14,7 @@ from typing import Any
 
 from websockets.typing import Subprotocol
 
-from bess_gateway.v21 import v2x
+from bess_gateway.v21 import dynamic, v2x
 from bess_gateway.v201.endpoint import Endpoint201
 from bess_gateway.v201.status import V21_CONNECTOR
 
@@ -29,5 +29,13 @@ class Endpoint21(Endpoint201):
 
     def _periodic(self) -> list[Any]:
         # The 2.0.1 battery-limit watch reports the charge side on EVSE 1; the setpoint watch
-        # reports a V2X setpoint the core cannot meet, in either direction.
-        return [*super()._periodic(), v2x.setpoint_watch(self.ctx)]
+        # reports a V2X setpoint the core cannot meet, in either direction; K28 pulls.
+        return [*super()._periodic(), v2x.setpoint_watch(self.ctx),
+                dynamic.pull_loop(self.ctx)]
+
+    def _lifelong(self) -> list[Any]:
+        # Offline validity (Q11/Q12) is about the time without a link: it runs without one.
+        return [*super()._lifelong(), lambda: dynamic.offline_watch(self.ctx)]
+
+    def _handlers(self) -> dict[str, Any]:
+        return {**super()._handlers(), **dynamic.handlers(self.ctx)}

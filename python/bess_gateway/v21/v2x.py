@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -104,6 +104,9 @@ def check_profile(p: dict[str, Any]) -> None:
                 if q.get(key) is not None:
                     raise sc.ProfileError(f"{where}: operationMode {mode} takes no {key}",
                                           "InvalidSchedule")
+            if p.get("chargingProfileKind") == "Dynamic" and len(s["chargingSchedulePeriod"]) != 1:
+                raise sc.ProfileError("a Dynamic profile has one period (its values are what "
+                                      "UpdateDynamicSchedule replaces)", "InvalidSchedule")
             for key in ("limit_L2", "limit_L3", "dischargeLimit_L2", "dischargeLimit_L3",
                         "setpoint_L2", "setpoint_L3", "setpointReactive",
                         "setpointReactive_L2", "setpointReactive_L3", "v2xFreqWattCurve",
@@ -184,8 +187,46 @@ class V2XSmartCharging(sc.SmartCharging):
     """The domain's smart charging with the 2.1 transaction's two legs driven by its profiles."""
 
     def __init__(self, station: Station, *args: Any, **kw: Any) -> None:
+        self.offline_since: datetime | None = None  # the CSMS link is down since (Q11/Q12)
         super().__init__(station, *args, **kw)
         self._leg_for: str | None = None  # local id of the transaction the discharge leg serves
+
+    # -- Q11/Q12: a profile's validity while the CSMS link is down (v21/dynamic.py) -----------
+    def _offline_end(self, p: sc.ChargingProfile) -> datetime | None:
+        if self.offline_since is None or p.max_offline_s is None:
+            return None
+        return self.offline_since + timedelta(seconds=p.max_offline_s)
+
+    def snapshot(self) -> sc.StationProfiles:
+        sp = super().snapshot()
+        if self.offline_since is None:
+            return sp
+        bounded = []
+        for p in sp.profiles:
+            end = self._offline_end(p)
+            if end is not None and (p.valid_to is None or end < p.valid_to):
+                p = replace(p, valid_to=end)
+            bounded.append(p)
+        return replace(sp, profiles=tuple(bounded))
+
+    def set_offline(self, since: datetime | None) -> None:
+        """The link went down at `since` (None: it is up again); the core gets schedules that
+        end each maxOfflineDuration profile on time."""
+        if since is None:
+            self.drop_expired()
+        self.offline_since = since
+        self.apply()
+
+    def drop_expired(self) -> None:
+        """invalidAfterOfflineDuration profiles whose offline time has passed go for good."""
+        now = self.clock()
+        gone = [p.profile_id for p in self.installed
+                if p.invalid_after_offline and (end := self._offline_end(p)) is not None
+                and now >= end]
+        for pid in gone:
+            log.info("%s: charging profile %d invalid after %s s offline: removed",
+                     self.station.endpoint_id, pid, self.installed.profiles[pid].max_offline_s)
+            self.clear(profile_id=pid)
 
     def _targets(self, now: datetime) -> list[Target]:
         sp = self.snapshot()
