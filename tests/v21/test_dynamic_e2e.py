@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from v21.test_v2x_e2e import set_profile, start_tx
 from waiting import booted, until
 
+from bess_gateway.charging_limits import block
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.sim.server import SimulatorThread
+from v21.test_v2x_e2e import set_profile, start_tx
 
 
 def dynamic_profile(pid: int, period: dict[str, Any], *, stack: int = 1,
@@ -104,6 +105,5 @@ async def test_setpoint_ends_max_offline_duration_after_the_link(
     await until(lambda: not gw.endpoints[sid].ctx.online, 10)
     await until(lambda: sim.written.setpoint_w == 40_000, 1)  # still inside the 2 s
     await until(lambda: sim.written.setpoint_w == 0, 10)  # then the Idle default decides
-    b = __import__("bess_gateway.charging_limits", fromlist=["block"]).block(
-        gw.endpoints[sid].ctx)
-    assert (7 in b.installed.profiles) is not invalid_after
+    # invalidAfterOfflineDuration: gone for good; otherwise it stays for the next link.
+    assert (7 in block(gw.endpoints[sid].ctx).installed.profiles) is not invalid_after
