@@ -14,7 +14,7 @@ from typing import Any
 
 from websockets.typing import Subprotocol
 
-from bess_gateway.v21 import dynamic, v2x
+from bess_gateway.v21 import der, dynamic, v2x
 from bess_gateway.v201.endpoint import Endpoint201
 from bess_gateway.v201.status import V21_CONNECTOR
 
@@ -27,15 +27,19 @@ class Endpoint21(Endpoint201):
     SUBPROTOCOL = Subprotocol("ocpp2.1")
     STATUS_TARGETS = (V21_CONNECTOR,)  # domain connectors reported (as EVSE 1)
 
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        der.store(self.ctx)  # stored DER controls limit the battery from the start
+
     def _periodic(self) -> list[Any]:
         # The 2.0.1 battery-limit watch reports the charge side on EVSE 1; the setpoint watch
         # reports a V2X setpoint the core cannot meet, in either direction; K28 pulls.
         return [*super()._periodic(), v2x.setpoint_watch(self.ctx),
-                dynamic.pull_loop(self.ctx)]
+                dynamic.pull_loop(self.ctx), der.start_stop_watch(self.ctx)]
 
     def _lifelong(self) -> list[Any]:
         # Offline validity (Q11/Q12) is about the time without a link: it runs without one.
         return [*super()._lifelong(), lambda: dynamic.offline_watch(self.ctx)]
 
     def _handlers(self) -> dict[str, Any]:
-        return {**super()._handlers(), **dynamic.handlers(self.ctx)}
+        return {**super()._handlers(), **dynamic.handlers(self.ctx), **der.handlers(self.ctx)}

@@ -163,15 +163,21 @@ def target_at(stack: list[sc.Stack], at: datetime, el: sc.Electrical) -> Target:
 
 
 def plan(stack: list[sc.Stack], now: datetime, horizon: timedelta,
-         el: sc.Electrical) -> list[Target]:
-    """The targets from `now` over `horizon`, piecewise constant (one per change). Pure."""
+         el: sc.Electrical, *, discharge_cap: Callable[[datetime], float | None] | None = None,
+         cap_times: list[datetime] | None = None) -> list[Target]:
+    """The targets from `now` over `horizon`, piecewise constant (one per change). Pure.
+    `discharge_cap`: a further cap on the discharge leg at a time (DER control, v21/der.py),
+    changing only at `cap_times`."""
     end = now + horizon
-    times = {now}
+    times = {now, *(t for t in cap_times or () if now < t < end)}
     for layer in stack:
         times.update(t for t in layer.boundaries(now, end) if now < t < end)
     out: list[Target] = []
     for t in sorted(times):
         target = target_at(stack, t, el)
+        cap = None if discharge_cap is None else discharge_cap(t)
+        if cap is not None and target.discharge_w > cap:
+            target = replace(target, discharge_w=cap)
         if not out or (out[-1].mode, out[-1].charge_w, out[-1].discharge_w,
                        out[-1].setpoint_w) != (target.mode, target.charge_w,
                                                target.discharge_w, target.setpoint_w):
@@ -188,6 +194,9 @@ class V2XSmartCharging(sc.SmartCharging):
 
     def __init__(self, station: Station, *args: Any, **kw: Any) -> None:
         self.offline_since: datetime | None = None  # the CSMS link is down since (Q11/Q12)
+        # DER control (v21/der.py): a cap on the discharge leg at a time, and when it changes.
+        self.discharge_cap: Callable[[datetime], float | None] | None = None
+        self.cap_boundaries: Callable[[], list[datetime]] = list
         super().__init__(station, *args, **kw)
         self._leg_for: str | None = None  # local id of the transaction the discharge leg serves
 
@@ -231,7 +240,8 @@ class V2XSmartCharging(sc.SmartCharging):
     def _targets(self, now: datetime) -> list[Target]:
         sp = self.snapshot()
         stack = sp.session_stack(CHARGE_CONNECTOR, self.tx_start(CHARGE_CONNECTOR) or now)
-        return plan(stack, now, sc.HORIZON, self.electrical())
+        return plan(stack, now, sc.HORIZON, self.electrical(),
+                    discharge_cap=self.discharge_cap, cap_times=self.cap_boundaries())
 
     def start_schedule(self, connector: int) -> list[tuple[float, float]]:
         if connector != CHARGE_CONNECTOR:
@@ -296,6 +306,9 @@ def annotate_composite(ctx: Context, connector: int, start: datetime,
             extra["setpoint"] = sign * round(el.from_w(abs(t.setpoint_w), unit, phases), 1)
         dis = battery_dis if t.discharge_limit_w is None else min(battery_dis,
                                                                    -t.discharge_limit_w)
+        der_cap = None if b.discharge_cap is None else b.discharge_cap(t.start)
+        if der_cap is not None:
+            dis = min(dis, der_cap)
         if mode != "ChargingOnly":
             extra["dischargeLimit"] = -round(el.from_w(dis, unit, phases), 1)
         out.append({**period, **extra})
