@@ -267,16 +267,30 @@ class V2XSmartCharging(sc.SmartCharging):
         return self.station.core
 
     def apply(self) -> None:
-        super().apply()  # the station cap (group) and the domain limits of every session
+        """The station cap (group) as the domain's, then each leg's V2X schedule once: the core
+        acts on every command, so an intermediate limit-only schedule would be written."""
+        now = self.clock()
+        group = sc.to_core(sc.endpoint_schedule(self.snapshot(), now, sc.HORIZON,
+                                                self.electrical()), sc.UNLIMITED_W)
+        if group:
+            self.core.set_group_schedule(self.station.index, group)
+        else:
+            self.core.clear_group(self.station.index)
         tx = self.station.transactions.get(CHARGE_CONNECTOR)
         if tx is None:
             return
-        targets = self._targets(self.clock())
-        self.core.set_session_schedule(self.station.meter_id(CHARGE_CONNECTOR),
-                                       _core(targets, lambda t: t.charge_w))
+        targets = self._targets(now)
         if self._leg_for == tx.local_id:
-            self.core.set_session_schedule(self.station.meter_id(DISCHARGE_CONNECTOR),
-                                           _core(targets, lambda t: t.discharge_w))
+            # Decreases first: a leg that lowers goes before the other one rises.
+            legs_now = [(DISCHARGE_CONNECTOR, lambda t: t.discharge_w),
+                        (CHARGE_CONNECTOR, lambda t: t.charge_w)]
+            if targets[0].discharge_w > 0:
+                legs_now.reverse()
+        else:
+            legs_now = [(CHARGE_CONNECTOR, lambda t: t.charge_w)]
+        for connector, leg in legs_now:
+            self.core.set_session_schedule(self.station.meter_id(connector),
+                                           _core(targets, leg))
 
     refresh = apply
 
