@@ -339,8 +339,11 @@ def generate_ocpp_support() -> str:
         "ChargingOnly, CentralSetpoint, Idle, ExternalLimits, ExternalSetpoint and "
         "LocalLoadBalancing (without a site energy management: no site constraint, no site "
         "setpoint), validated against the operationMode-per-purpose table; CentralFrequency "
-        "and LocalFrequency Rejected. Not yet: K28 dynamic profiles, R04 DER control, "
-        "NotifyEVChargingNeeds, the V2XChargingCtrlr device-model component. Decisions: "
+        "and LocalFrequency Rejected; V2XChargingCtrlr in the device model; "
+        "NotifyEVChargingNeeds from the battery's limits. K28 dynamic profiles "
+        "(UpdateDynamicSchedule, PullDynamicScheduleUpdate) and maxOfflineDuration / "
+        "invalidAfterOfflineDuration. R04: Set/Get/ClearDERControl and NotifyDERStartStop; "
+        "LimitMaxDischarge applied, the grid-support control types NotSupported. Decisions: "
         "docs/ocpp21.md.",
         "",
     ]
