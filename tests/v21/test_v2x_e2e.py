@@ -109,6 +109,9 @@ async def test_central_setpoint_discharges_within_discharge_limit_and_idle_stops
     assert r == {"status": "Accepted"}, r
     await until(lambda: net_alloc(gw, sid) == 40_000.0, 10)
     await until(lambda: sim.written.setpoint_w == 40_000, 20)
+    # Discharging is energy transfer: the transaction stays Charging (not SuspendedEVSE).
+    assert not [m for m in csms.of(sid, "TransactionEvent")
+                if m.payload["transactionInfo"].get("chargingState") == "SuspendedEVSE"]
     # +30 kW setpoint (charge) inside limit 100 kW.
     r = await set_profile(csms, sid, 1, v2x_profile(
         5, [{"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 30_000.0,
@@ -123,11 +126,21 @@ async def test_central_setpoint_discharges_within_discharge_limit_and_idle_stops
     assert first["operationMode"] == "CentralSetpoint" and first["setpoint"] == 30_000.0
     assert first["limit"] == 100_000.0 and first["dischargeLimit"] <= 0
 
+    after = csms.last_seq()
     r = await set_profile(csms, sid, 1, v2x_profile(
         5, [{"startPeriod": 0, "operationMode": "Idle"}], purpose="TxProfile",
         transactionId=tx_id))
     assert r == {"status": "Accepted"}, r
     await until(lambda: sim.written.setpoint_w == 0, 20)
+    # 2.1 tells the CSMS the mode changed (CentralSetpoint -> Idle), and Idle is no transfer.
+    changed = await csms.wait_for(
+        sid, "TransactionEvent", lambda p: p["triggerReason"] == "OperationModeChanged",
+        after=after, timeout=10)
+    assert changed.payload["transactionInfo"]["operationMode"] == "Idle"
+    await csms.wait_for(
+        sid, "TransactionEvent",
+        lambda p: p["transactionInfo"].get("chargingState") == "SuspendedEVSE", after=after,
+        timeout=10)
 
 
 async def test_profiles_breaking_the_operation_mode_tables_are_rejected(

@@ -32,14 +32,20 @@ from typing import Any
 import orjson
 
 from bess_gateway import outbox, sessions, settling
-from bess_gateway.domain.station import ConnectorStatus, MeterSample, StopReason, Transaction
+from bess_gateway.domain.station import (
+    DISCHARGE_CONNECTOR,
+    ConnectorStatus,
+    MeterSample,
+    StopReason,
+    Transaction,
+)
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import OutboxItem, Retention, TxRecord
 from bess_gateway.link import Context
 from bess_gateway.ocppj.framing import new_unique_id
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.v201 import authorization, metering
-from bess_gateway.v201.status import CONNECTOR_ID, evse_of
+from bess_gateway.v201.status import CONNECTOR_ID, V21_CONNECTOR, evse_of
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -76,8 +82,16 @@ def _starts_at_begin(ctx: Context) -> bool:
 
 
 def charging_state(ctx: Context, connector: int) -> str:
-    """Charging while the core lets the session's power flow, SuspendedEVSE otherwise."""
-    status = ctx.station.status(connector).status
+    """Charging while the core lets the session's power flow, SuspendedEVSE otherwise. On
+    2.1's bidirectional EVSE power flowing either way is Charging (energy transfer): the
+    discharge leg's allocation counts too."""
+    st = ctx.station
+    status = st.status(connector).status
+    if status == ConnectorStatus.SUSPENDED_EVSE and ctx.version == "2.1" \
+            and connector == V21_CONNECTOR:
+        leg = st.view.allocation(st.meter_id(DISCHARGE_CONNECTOR))
+        if leg is not None and leg > 0.0:
+            return CHARGING
     return CHARGING if status == ConnectorStatus.CHARGING else SUSPENDED
 
 

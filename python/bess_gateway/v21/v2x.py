@@ -41,11 +41,14 @@ from bess_gateway.domain.station import (
     DISCHARGE_CONNECTOR,
     Direction,
     Station,
+    Transaction,
 )
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.link import Context
 from bess_gateway.ocppj.errors import CallErrorReceived
+from bess_gateway.sessions import SEND_ERRORS
 from bess_gateway.v201 import smart_charging as sc201
+from bess_gateway.v201 import transactions
 
 log = logging.getLogger("bess_gateway.v21")
 
@@ -406,6 +409,10 @@ async def setpoint_watch(ctx: Context) -> None:
             ctx.extra.pop(_REPORTED, None)
             continue
         t = b.target_now()
+        try:
+            await mode_changed(ctx, tx, t.mode or "ChargingOnly")
+        except SEND_ERRORS as exc:
+            log.info("%s: OperationModeChanged not sent: %s", ctx.endpoint_id, exc)
         want = t.charge_w if t.charge_w > 0 else -t.discharge_w
         charge = st.view.allocation(st.meter_id(CHARGE_CONNECTOR)) or 0.0
         discharge = st.view.allocation(st.meter_id(DISCHARGE_CONNECTOR)) or 0.0
@@ -424,6 +431,21 @@ async def setpoint_watch(ctx: Context) -> None:
                 ctx.extra.pop(_REPORTED, None)
         except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
             log.warning("%s: setpoint limit report failed: %s", ctx.endpoint_id, exc)
+
+
+_MODE = "operation_mode"  # Transaction.extra: the operationMode the CSMS last heard of
+
+
+async def mode_changed(ctx: Context, tx: Transaction, mode: str) -> None:
+    """TransactionEvent Updated, triggerReason OperationModeChanged, when the leading period's
+    operationMode changes during a transaction (the first one seen is the baseline)."""
+    if not tx.extra.get("started", True):
+        return
+    before = tx.extra.get(_MODE)
+    tx.extra[_MODE] = mode
+    if before is not None and before != mode:
+        await transactions.send_updated(ctx, tx, "OperationModeChanged",
+                                        info={"operationMode": mode})
 
 
 def _limit_payload(ctx: Context, got_w: float, want_w: float) -> dict[str, Any]:
