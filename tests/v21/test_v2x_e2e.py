@@ -224,3 +224,41 @@ async def test_charging_needs_from_the_battery_limits(
     assert v2x["maxChargePower"] == round(min(150_000.0, snap["limit_charge_w"]), 1)
     assert v2x["maxDischargePower"] == round(min(150_000.0, snap["limit_discharge_w"]), 1)
     assert needs["dcChargingParameters"]["stateOfCharge"] == round(sim.state.soc_pct)
+
+
+def _register(event: dict[str, Any], context: str, measurand: str) -> float:
+    (value,) = [sv["value"] for mv in event["meterValue"] for sv in mv["sampledValue"]
+                if sv["context"] == context and sv["measurand"] == measurand]
+    return float(value)
+
+
+async def test_ended_bills_what_the_pcs_registers_moved_both_ways(
+        gateway_factory, csms: CsmsServer, sim: SimulatorThread) -> None:
+    """The Ended event's import and export registers each end after their leg's ramp-down
+    (bess_gateway.settling, v21/export_settling.py): their deltas are what the PCS counted."""
+    gw = await gateway_factory(1, ocpp="2.1")
+    (sid,) = await booted(gw, csms)
+    dis0, chg0 = sim.state.energy_discharged_wh, sim.state.energy_charged_wh
+    started = await start_tx(csms, sid, chargingProfile={
+        "id": 9, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": [{"id": 9, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+            {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -150_000.0}]}]})
+    tx_id = started["transactionInfo"]["transactionId"]
+    await until(lambda: sim.state.energy_discharged_wh - dis0 > 30, 20)
+    after = csms.last_seq()
+    assert (await csms.call(sid, "RequestStopTransaction", {"transactionId": tx_id}))[
+        "status"] == "Accepted"
+    ended = await csms.wait_for(sid, "TransactionEvent", lambda p: p["eventType"] == "Ended",
+                                after=after, timeout=20)
+    await until(lambda: sim.written.setpoint_w == 0 and abs(sim.state.measured_w) < 1, 10)
+    moved_dis = sim.state.energy_discharged_wh - dis0
+    moved_chg = sim.state.energy_charged_wh - chg0
+    begin, end = started, ended.payload
+    billed_dis = _register(end, "Transaction.End", "Energy.Active.Export.Register") - \
+        _register(begin, "Transaction.Begin", "Energy.Active.Export.Register")
+    billed_chg = _register(end, "Transaction.End", "Energy.Active.Import.Register") - \
+        _register(begin, "Transaction.Begin", "Energy.Active.Import.Register")
+    assert moved_dis > 30
+    assert abs(billed_dis - moved_dis) <= 1 + 0.01 * moved_dis, (billed_dis, moved_dis)
+    assert abs(billed_chg - moved_chg) <= 1 + 0.01 * max(moved_chg, 1), (billed_chg, moved_chg)

@@ -314,12 +314,15 @@ def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
         ctx, tx, lambda: stop_session(ctx, tx.connector, StopReason.DEAUTHORIZED))
 
 
-def _end_registers(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The energy register sampledValues of an Ended event's Transaction.End meter value."""
+def _end_registers(payload: dict[str, Any],
+                   measurand: str | None = None) -> list[dict[str, Any]]:
+    """The energy register sampledValues of an Ended event's Transaction.End meter value (of
+    one `measurand` when given)."""
     return [sv for mv in payload.get("meterValue") or [] for sv in mv.get("sampledValue") or []
             if sv.get("context") == "Transaction.End"
             and str(sv.get("measurand", "")).startswith("Energy.Active.")
             and str(sv.get("measurand", "")).endswith(".Register")
+            and (measurand is None or sv.get("measurand") == measurand)
             and (sv.get("unitOfMeasure") or {}).get("unit", "Wh") == "Wh"
             and not (sv.get("unitOfMeasure") or {}).get("multiplier")]
 
@@ -329,8 +332,14 @@ def _end_register(payload: dict[str, Any]) -> int | None:
     return math.floor(float(found[0]["value"])) if found else None
 
 
-def _set_end_register(payload: dict[str, Any], wh: int) -> None:
-    for sv in _end_registers(payload):
+def _set_end_register(payload: dict[str, Any], wh: int,
+                      measurand: str | None = None) -> None:
+    """Write the session's final register: the measurand `_end_register` read (the first one;
+    2.1's Ended also carries the other direction's register, which is not this session's)."""
+    found = _end_registers(payload)
+    if not found:
+        return
+    for sv in _end_registers(payload, measurand or str(found[0]["measurand"])):
         sv["value"] = float(int(wh))  # whole Wh, as metering writes registers
 
 

@@ -200,6 +200,9 @@ class V2XSmartCharging(sc.SmartCharging):
         # DER control (v21/der.py): a cap on the discharge leg at a time, and when it changes.
         self.discharge_cap: Callable[[datetime], float | None] | None = None
         self.cap_boundaries: Callable[[], list[datetime]] = list
+        # (local id, started) when the discharge leg of a transaction starts or stops
+        # (v21/export_settling.py: its Ended event's export register).
+        self.on_leg: Callable[[str, bool], None] | None = None
         super().__init__(station, *args, **kw)
         self._leg_for: str | None = None  # local id of the transaction the discharge leg serves
 
@@ -256,6 +259,8 @@ class V2XSmartCharging(sc.SmartCharging):
         leg_meter = self.station.meter_id(DISCHARGE_CONNECTOR)
         if tx is None and self._leg_for is not None:
             self.core_port().stop_session(leg_meter)
+            if self.on_leg is not None:
+                self.on_leg(self._leg_for, False)
             self._leg_for = None
         super().sessions_changed()
         if tx is not None and self._leg_for != tx.local_id:
@@ -264,7 +269,11 @@ class V2XSmartCharging(sc.SmartCharging):
                                            self.station.session_max_w, self.station.index,
                                            [(self.clock().timestamp(), 0.0)])
             self._leg_for = tx.local_id
+            if self.on_leg is not None:
+                self.on_leg(tx.local_id, True)
             self.apply()
+            # The mode at the start is the baseline of OperationModeChanged (setpoint_watch).
+            tx.extra.setdefault(_MODE, self.target_now().mode or "ChargingOnly")
 
     def core_port(self) -> Any:
         return self.station.core
