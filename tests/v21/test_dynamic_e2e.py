@@ -105,5 +105,10 @@ async def test_setpoint_ends_max_offline_duration_after_the_link(
     await until(lambda: not gw.endpoints[sid].ctx.online, 10)
     await until(lambda: sim.written.setpoint_w == 40_000, 1)  # still inside the 2 s
     await until(lambda: sim.written.setpoint_w == 0, 10)  # then the Idle default decides
-    # invalidAfterOfflineDuration: gone for good; otherwise it stays for the next link.
-    assert (7 in block(gw.endpoints[sid].ctx).installed.profiles) is not invalid_after
+    # invalidAfterOfflineDuration: gone for good (checked every second while offline);
+    # otherwise it stays for the next link.
+    installed = block(gw.endpoints[sid].ctx).installed.profiles
+    if invalid_after:
+        await until(lambda: 7 not in installed, 5)
+    else:
+        assert 7 in installed

@@ -11,9 +11,10 @@
   many seconds after the link went down, then not (a lower stack level, or no profile, decides).
   The end is handed to the control core as a schedule boundary the moment the link is seen down,
   so the core drops the setpoint at that instant by itself. With `invalidAfterOfflineDuration`
-  the profile is removed for good once that time has passed (at the reconnect, or at once when
-  it passed while we knew it). The link is sampled every OFFLINE_POLL_S: the offline time is
-  counted from the first sample that saw it down, at most that much late.
+  the profile is removed for good once that time has passed (checked every EXPIRY_CHECK_S while
+  offline, and at the reconnect). Online is the time a connection-long job (`link_watch`) runs:
+  from the accepted boot until the link ends; before the first connection the endpoint counts
+  as offline since its start.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from bess_gateway.v201 import smart_charging as sc201
 
 log = logging.getLogger("bess_gateway.v21")
 
-OFFLINE_POLL_S = 0.2
 PULL_CHECK_S = 1.0
+EXPIRY_CHECK_S = 1.0
 _WIRE_TO_PERIOD = {"limit": "limit", "dischargeLimit": "discharge_limit", "setpoint": "setpoint"}
 _UNSUPPORTED = ("limit_L2", "limit_L3", "dischargeLimit_L2", "dischargeLimit_L3", "setpoint_L2",
                 "setpoint_L3", "setpointReactive", "setpointReactive_L2", "setpointReactive_L3")
@@ -134,17 +135,24 @@ async def pull_loop(ctx: Context) -> None:
         await asyncio.sleep(PULL_CHECK_S)
 
 
-async def offline_watch(ctx: Context) -> None:
-    """The endpoint-long job that tells the V2X smart charging when the CSMS link is down."""
-    was_online = ctx.online
+async def expiry_watch(ctx: Context) -> None:
+    """The endpoint-long job that removes invalidAfterOfflineDuration profiles whose offline
+    time has passed while the link is still down (the schedules already ended them on time)."""
     while True:
-        await asyncio.sleep(OFFLINE_POLL_S)
+        await asyncio.sleep(EXPIRY_CHECK_S)
         b = block(ctx)
-        if not isinstance(b, v2x.V2XSmartCharging):
-            continue
-        online = ctx.online
-        if online != was_online:
-            b.set_offline(None if online else b.clock())
-            was_online = online
-        elif not online:
+        if isinstance(b, v2x.V2XSmartCharging) and b.offline_since is not None:
             b.drop_expired()
+
+
+async def link_watch(ctx: Context) -> None:
+    """A connection-long job (it starts once the boot is accepted and is cancelled the moment
+    the link ends): online while it runs, offline from its end, exactly."""
+    b = block(ctx)
+    if not isinstance(b, v2x.V2XSmartCharging):
+        return
+    b.set_offline(None)
+    try:
+        await asyncio.Event().wait()  # until the connection's jobs are cancelled
+    finally:
+        b.set_offline(b.clock())

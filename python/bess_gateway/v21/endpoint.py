@@ -39,6 +39,7 @@ class Endpoint21(Endpoint201):
         b = block(self.ctx)
         if isinstance(b, v2x.V2XSmartCharging):
             b.on_leg = self._leg
+            b.offline_since = b.clock()  # not connected yet (dynamic.link_watch)
 
     def _leg(self, local_id: str, started: bool) -> None:
         if started:
@@ -52,11 +53,10 @@ class Endpoint21(Endpoint201):
         # reports a V2X setpoint the core cannot meet, in either direction; K28 pulls.
         return [outbox.deliver(self.ctx, TX_POLICY), smart_charging.limit_watch(self.ctx),
                 v2x.setpoint_watch(self.ctx), dynamic.pull_loop(self.ctx),
-                der.start_stop_watch(self.ctx)]
+                dynamic.link_watch(self.ctx), der.start_stop_watch(self.ctx)]
 
     def _lifelong(self) -> list[Any]:
-        # Offline validity (Q11/Q12) is about the time without a link: it runs without one.
-        return [*super()._lifelong(), lambda: dynamic.offline_watch(self.ctx)]
+        return [*super()._lifelong(), lambda: dynamic.expiry_watch(self.ctx)]
 
     def _handlers(self) -> dict[str, Any]:
         return {**super()._handlers(), **dynamic.handlers(self.ctx), **der.handlers(self.ctx)}
