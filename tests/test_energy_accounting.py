@@ -148,7 +148,7 @@ async def test_a_stopped_201_transaction_owns_its_ramp_down(
     ended = [m for m in csms.of("DEMO-01", "TransactionEvent") if m.payload["eventType"] == "Ended"]
     assert len(ended) == 1
     sv = ended[0].payload["meterValue"][0]["sampledValue"]
-    assert [s["value"] for s in sv if s["measurand"] == "Energy.Active.Export.Register"] == [
+    assert [s["value"] for s in sv if s["measurand"] == "Energy.Active.Import.Register"] == [
         float(tx.meter_stop)]
     # Whole-Wh registers, as above.
     assert gw.core.snapshot()["unattributed_wh"]["discharge"] <= 1.0  # type: ignore[union-attr]

@@ -237,6 +237,70 @@ def _cmd_forget_idtag(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_journal(args: argparse.Namespace) -> int:
+    """List, export or purge what the journal holds of endpoints the configuration no longer
+    names (docs/operations.md, "Removed endpoints")."""
+    import json
+
+    from bess_gateway.config import ConfigError, load_config
+    from bess_gateway.journal import Journal, JournalError
+
+    try:
+        config = load_config(args.config, require_endpoints=False)
+    except ConfigError as e:
+        _print_config_errors(e.errors, e.source)
+        _error("invalid configuration; fix the keys above (bess-gateway check-config PATH)")
+        return EXIT_USAGE
+    path = config.gateway.data_dir / "journal.sqlite"
+    if not path.is_file():
+        _error(f"no journal at {path} (gateway.data_dir of {args.config}): nothing is stored")
+        return EXIT_FAILED
+    configured = {ep.id for ep in config.endpoints}
+    try:
+        with Journal(path) as journal:
+            removed = journal.set_live_endpoints(configured)
+            ids = [r["endpoint_id"] for r in removed]
+            wanted = ids if args.endpoint is None else [args.endpoint]
+            if args.endpoint is not None and args.endpoint not in ids:
+                if args.endpoint in configured:
+                    _error(f"{args.endpoint} is in the configuration: its data is live, not "
+                           "removed (remove it from the configuration first)")
+                else:
+                    _error(f"the journal holds nothing of endpoint {args.endpoint}")
+                return EXIT_USAGE
+            if args.action == "list":
+                if not removed:
+                    print("no removed endpoints: the journal holds data only of configured ones")
+                for r in removed:
+                    print(f"{r['endpoint_id']}: {r['queued_messages']} queued messages "
+                          f"({r['queued_bytes']} bytes), {r['open_transactions']} "
+                          "transaction records")
+                return EXIT_OK
+            if args.action == "export":
+                out = {"journal": str(path),
+                       "endpoints": [journal.export_endpoint(e) for e in wanted]}
+                text = json.dumps(out, indent=2, sort_keys=True)
+                if args.output is None:
+                    print(text)
+                else:
+                    args.output.write_text(text + "\n")
+                    print(f"exported {len(wanted)} endpoint(s) to {args.output}")
+                return EXIT_OK
+            # purge
+            if not args.yes:
+                _error("purge deletes the queued messages and transaction records for good "
+                       "(the CSMS never gets them): export them first, then add --yes")
+                return EXIT_USAGE
+            for e in wanted:
+                counts = journal.purge_endpoint(e)
+                print(f"{e}: purged " + ", ".join(f"{n} {t}" for t, n in counts.items() if n))
+    except JournalError as e:
+        _error(f"{e} (is the gateway running? stop it first: the journal is locked while it "
+               "runs)")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 # -- argument parsing ---------------------------------------------------------------------------
 def _int_range(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
@@ -430,6 +494,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="also delete queued transaction messages carrying it (lost for the CSMS)",
     )
     p.set_defaults(func=_cmd_forget_idtag)
+
+    p = sub.add_parser(
+        "journal",
+        help="list, export or purge the data of endpoints removed from the configuration",
+        description=(
+            "Endpoints removed from the configuration keep their queued messages and "
+            "transaction records in the journal (gateway.data_dir): they are not sent, not "
+            "counted in the queue budget and not waited for at shutdown, and configuring the "
+            "endpoint again resumes their delivery. This command lists them, exports what the "
+            "journal holds of them as JSON (idTags stay encrypted or hashed), or purges it for "
+            "good. Stop the gateway first (the journal is locked while it runs)."
+        ),
+    )
+    p.add_argument("action", choices=("list", "export", "purge"),
+                   help="list: what each removed endpoint has; export: JSON; purge: delete")
+    p.add_argument(
+        "-c", "--config", required=True, type=Path, metavar="PATH", help="the TOML configuration"
+    )
+    p.add_argument("--endpoint", metavar="ID",
+                   help="only this removed endpoint (default: every removed endpoint)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="export: write the JSON here instead of to stdout")
+    p.add_argument("--yes", action="store_true",
+                   help="purge: confirm that the data is deleted for good")
+    p.set_defaults(func=_cmd_journal)
     return parser
 
 

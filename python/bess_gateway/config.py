@@ -44,6 +44,8 @@ LogFormat = Literal["text", "json"]
 OcppVersion = Literal["1.6", "2.0.1", "2.1"]
 
 OCPP_VERSIONS: tuple[str, ...] = ("1.6", "2.0.1", "2.1")
+DischargeAs = Literal["import", "export"]
+DISCHARGE_AS: tuple[str, ...] = ("import", "export")
 PCS_PROFILES: tuple[str, ...] = ("generic", "sunspec")
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,48}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -139,6 +141,7 @@ class EndpointConfig:
     heartbeat_interval_s: int = 300
     meter_sample_interval_s: int = 10
     operator: str = ""  # trust domain (docs/security.md); "" = scheme://host:port of csms_url
+    discharge_as: DischargeAs = "import"  # connector 1's energy/power measurands: Import or Export
     index: int = 0  # position in the expanded endpoint list; meter ids derive from it
 
     def __post_init__(self) -> None:
@@ -734,6 +737,7 @@ def _endpoint_block(
     heartbeat = t.integer("heartbeat_interval_s", 30, 3600)
     sample = t.integer("meter_sample_interval_s", 1, 300)
     operator = t.operator_name("operator") or ""
+    discharge_as = t.choice("discharge_as", DISCHARGE_AS)
     t.finish()
 
     for key, value in (("vendor", vendor), ("model", model)):
@@ -812,6 +816,7 @@ def _endpoint_block(
             heartbeat_interval_s=heartbeat,
             meter_sample_interval_s=sample,
             operator=operator,
+            discharge_as=discharge_as,  # type: ignore[arg-type]  # checked by choice()
         )
         for ident, password, serial in zip(ids, passwords, serials, strict=True)
     ]

@@ -348,8 +348,30 @@ def generate_ocpp_support() -> str:
         "",
     ]
     lines += _device_model_lines()
+    lines += _metering_lines()
     lines += _iso15118_lines()
     return "\n".join(lines)
+
+
+def _docstring_lines(doc: str | None) -> list[str]:
+    """A module docstring after its title: paragraphs and "- " items, each on one line."""
+    items: list[str] = []
+    for raw in (doc or "").split("\n", 1)[1].strip().splitlines():
+        text = raw.strip().replace("``", "`")
+        if not text or text.startswith("- ") or not items or items[-1] == "":
+            items.append(text)
+        else:
+            items[-1] += " " + text
+    return items
+
+
+def _metering_lines() -> list[str]:
+    """Which measurands each connector reports (domain/metering.py), `discharge_as` included."""
+    from bess_gateway.domain import metering
+
+    return ["## Metering: which measurands each connector reports (`discharge_as`)", "",
+            "From python/bess_gateway/domain/metering.py (both versions).", "",
+            *_docstring_lines(metering.__doc__), ""]
 
 
 def _iso15118_lines() -> list[str]:
@@ -357,15 +379,7 @@ def _iso15118_lines() -> list[str]:
     from bess_gateway.v201 import iso15118
 
     lines = ["## ISO 15118 hook", "", "From python/bess_gateway/v201/iso15118.py.", ""]
-    # The module docstring after its title: paragraphs and "- " items, each on one line.
-    items: list[str] = []
-    for raw in (iso15118.__doc__ or "").split("\n", 1)[1].strip().splitlines():
-        text = raw.strip().replace("``", "`")
-        if not text or text.startswith("- ") or not items or items[-1] == "":
-            items.append(text)
-        else:
-            items[-1] += " " + text
-    lines += [*items, ""]
+    lines += [*_docstring_lines(iso15118.__doc__), ""]
     for fn in (iso15118.get_ev_certificate, iso15118.get_certificate_status):
         signature = str(inspect.signature(fn)).replace("'", "")
         lines += [f"- `async def {fn.__name__}{signature}`: "

@@ -127,6 +127,7 @@ class Gateway:
         migrate_shared_store(certs, {ep.id: ep.trust_domain for ep in cfg.endpoints})
         self.stores = {name: CertificateStore(operator_directory(certs, name))
                        for name in cfg.operators()}
+        self._report_removed(journal.set_live_endpoints(ep.id for ep in cfg.endpoints))
         self.core = core = ControlCore(cfg.core_params())
         saved = journal.get_meters()
         for (endpoint_id, connector), wh in saved.items():
@@ -169,6 +170,9 @@ class Gateway:
         for endpoint in self.endpoints.values():
             endpoint.ctx.maintenance = self.maintenance
             endpoint.ctx.pacer = pacer
+        # A 1.6 UpdateFirmware kept before the restart (an install was running) starts now.
+        self.maintenance.firmware.resume(
+            lambda eid: e.firmware_notify() if (e := self.endpoints.get(eid)) else None)
         loop = asyncio.get_running_loop()
         address = cfg.gateway.metrics_address
         if address is not None:
@@ -186,6 +190,18 @@ class Gateway:
         log.info("gateway started: %d endpoints, PCS %s:%d", len(self.endpoints),
                  cfg.pcs.host, cfg.pcs.port)
 
+    @staticmethod
+    def _report_removed(removed: list[dict[str, Any]]) -> None:
+        """Data of endpoints the configuration no longer names: kept, never silent."""
+        for r in removed:
+            log.warning(
+                "journal holds endpoint %s, which is not in the configuration: %d queued "
+                "messages (%d bytes), %d transaction records; kept as they are (not sent, not "
+                "in the queue budget, not waited for at shutdown) until the endpoint is "
+                "configured again or the data is purged: see `bess-gateway journal --help`",
+                r["endpoint_id"], r["queued_messages"], r["queued_bytes"],
+                r["open_transactions"])
+
     def _make_maintenance(self, journal: Journal) -> Maintenance:
         data_dir = self.config.gateway.data_dir
 
@@ -201,7 +217,7 @@ class Gateway:
             # a stop whose register is not final yet is still a session for the installer
             sessions_open=lambda: any(s.transactions for s in self.stations.values()) or any(
                 settling.pending(e.ctx) for e in self.endpoints.values()),
-            request_restart=self._request_restart)
+            request_restart=self._request_restart, facts=journal)
         return Maintenance(firmware, Uploads(data_dir / "diagnostics", sources))
 
     def _bundle_scope(self, endpoint_id: str) -> Scope:
@@ -252,6 +268,7 @@ class Gateway:
             ep.id, ep.index, core=core, view=self.view, settings=settings,
             session_max_w=self.config.control.session_max_kw * 1000.0,
             tx_store=journal, make_record=tx_record, hash_id_tag=journal.hash_id_tag,
+            discharge_as=ep.discharge_as,
         )
 
     async def stop(self, reason: StopReason = StopReason.REBOOT, *, drain_s: float = 3.0,
@@ -272,7 +289,8 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_s):
                     # The journal has no change signal; a bounded poll at shutdown is enough.
-                    while self.journal.depth() > 0 and any(  # noqa: ASYNC110
+                    # Removed endpoints' messages have nobody to send them: not waited for.
+                    while self.journal.live_depth() > 0 and any(  # noqa: ASYNC110
                             e.ctx.online for e in self.endpoints.values()):
                         await asyncio.sleep(0.05)
         # Every CSMS hears a normal departure (1001 Going Away) before the endpoints' tasks

@@ -42,7 +42,7 @@ import hmac
 import logging
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -239,6 +239,11 @@ class Journal:
         self.outbox_thinned = 0  # sampled meter values removed
         self.outbox_dropped = 0  # expendable messages removed
         self.outbox_over_budget = False  # over it with only messages that are never dropped
+        # Endpoints the journal holds data of but the configuration no longer names (set by
+        # `set_live_endpoints`): kept untouched until the operator decides (docs/operations.md,
+        # "Removed endpoints"); their queued bytes are not part of the live budget.
+        self.removed: frozenset[str] = frozenset()
+        self._removed_bytes = 0
         self._conn: sqlite3.Connection | None = None
         self._lock_file: Any = None
         self._depth = 0  # nesting of atomic() blocks
@@ -849,11 +854,93 @@ class Journal:
         return self._outbox_bytes(self._db())
 
     def _outbox_bytes(self, c: sqlite3.Connection) -> int:
+        """The live endpoints' share of the outbox (what the budget is about)."""
         try:
             row = c.execute("SELECT bytes FROM outbox_usage WHERE id = 0").fetchone()
         except sqlite3.Error as e:
             raise JournalError(f"journal {self.path}: read failed: {e}") from e
-        return int(row[0]) if row else 0
+        return (int(row[0]) if row else 0) - self._removed_bytes
+
+    # -- endpoints removed from the configuration ------------------------------------------
+    def set_live_endpoints(self, endpoint_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The configured endpoints; the journal's data of any other endpoint is *removed*:
+        kept as it is (never sent, thinned or dropped for the budget) and outside the live
+        budget. Returns `removed_endpoints()`."""
+        live = set(endpoint_ids)
+        found = self.removed_endpoints(exclude=live)
+        self.removed = frozenset(r["endpoint_id"] for r in found)
+        self._removed_bytes = sum(int(r["queued_bytes"]) for r in found)
+        return found
+
+    def removed_endpoints(self, exclude: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Per endpoint not in `exclude` (default: the live ones) that has queued messages,
+        open transactions or a meter register: what the journal still holds of it."""
+        skip = set(self.live_endpoints if exclude is None else exclude)
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(eid: str) -> dict[str, Any]:
+            return out.setdefault(eid, {"endpoint_id": eid, "queued_messages": 0,
+                                        "queued_bytes": 0, "open_transactions": 0})
+
+        for eid, n, size in self._read(
+                "SELECT endpoint_id, COUNT(*), SUM(length(CAST(payload AS BLOB)) + "
+                f"{OUTBOX_ROW_BYTES}) FROM outbox GROUP BY endpoint_id"):
+            if eid not in skip:
+                entry(eid).update(queued_messages=int(n), queued_bytes=int(size or 0))
+        for eid, n in self._read(
+                "SELECT endpoint_id, COUNT(*) FROM transactions GROUP BY endpoint_id"):
+            if eid not in skip:
+                entry(eid)["open_transactions"] = int(n)
+        return sorted(out.values(), key=lambda r: r["endpoint_id"])
+
+    @property
+    def live_endpoints(self) -> frozenset[str]:
+        """Every endpoint the journal holds data of, minus the removed ones; only meaningful
+        for `removed_endpoints()` as a default (the gateway passes the configured set)."""
+        rows = self._read("SELECT DISTINCT endpoint_id FROM outbox UNION "
+                          "SELECT DISTINCT endpoint_id FROM transactions")
+        return frozenset(str(r[0]) for r in rows) - self.removed
+
+    def export_endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        """What the journal holds of one endpoint, for an operator to keep before a purge:
+        queued messages as stored (idTags stay sealed) and transaction records (idTags as
+        keyed hashes only)."""
+        queued = [{"seq": int(seq), "action": action, "payload": _loads(payload),
+                   "local_tx_id": ltx, "unique_id": uid, "attempts": int(att)}
+                  for seq, action, payload, ltx, uid, att in self._read(
+                      "SELECT seq, action, payload, local_tx_id, unique_id, attempts FROM outbox "
+                      "WHERE endpoint_id = ? ORDER BY seq", (endpoint_id,))]
+        txs = [{"local_id": lid, "connector": int(c), "id_tag_hash": tag,
+                "meter_start_wh": int(wh), "started_at": at, "transaction_id": tid,
+                "stopped": bool(stopped), "data": _loads(data)}
+               for lid, c, tag, wh, at, tid, stopped, data in self._read(
+                   "SELECT local_id, connector, id_tag_hash, meter_start_wh, started_at, "
+                   "transaction_id, stopped, data FROM transactions WHERE endpoint_id = ? "
+                   "ORDER BY started_at", (endpoint_id,))]
+        meters = {str(c): float(wh) for c, wh in self._read(
+            "SELECT connector, energy_wh FROM meters WHERE endpoint_id = ?", (endpoint_id,))}
+        return {"endpoint_id": endpoint_id, "queued_messages": queued, "transactions": txs,
+                "meters_wh": meters}
+
+    def purge_endpoint(self, endpoint_id: str) -> dict[str, int]:
+        """Delete everything the journal holds of one endpoint (queued messages, transactions,
+        meters, settings, profiles, reservations, authorization data): the operator's decision
+        for an endpoint removed for good. Returns the rows deleted per table."""
+        tables = ("outbox", "transactions", "meters", "settings", "charging_profiles",
+                  "reservations", "auth_list", "auth_list_version", "auth_cache")
+        counts: dict[str, int] = {}
+        with self._write(endpoint_id) as c:
+            for table in tables:
+                counts[table] = c.execute(f"DELETE FROM {table} WHERE endpoint_id = ?",
+                                          (endpoint_id,)).rowcount
+        self.flush()
+        if endpoint_id in self.removed:
+            self.set_live_endpoints(self.live_endpoints)
+        return counts
+
+    def live_depth(self) -> int:
+        """Queued messages of the configured endpoints (the removed ones' are not waited for)."""
+        return sum(n for eid, n in self.depths().items() if eid not in self.removed)
 
     def _make_room(self, c: sqlite3.Connection, budget: int) -> None:
         """Bring the outbox under 90 % of its budget (the margin spares a pass per message).
@@ -867,11 +954,14 @@ class Journal:
         target = budget * 9 // 10
         thinned = dropped = 0
         used = self._outbox_bytes(c)
+        # A removed endpoint's messages are outside the budget and kept as they are.
+        removed = sorted(self.removed)
+        live_only = f" AND endpoint_id NOT IN ({','.join('?' * len(removed))})" if removed else ""
         while used > target:
             txs = c.execute(
-                "SELECT endpoint_id, local_tx_id FROM outbox WHERE retention = ? "
+                f"SELECT endpoint_id, local_tx_id FROM outbox WHERE retention = ?{live_only} "
                 "GROUP BY endpoint_id, local_tx_id HAVING COUNT(*) >= 3 ORDER BY MIN(seq)",
-                (int(Retention.THIN),)).fetchall()
+                (int(Retention.THIN), *removed)).fetchall()
             if not txs:
                 break
             for endpoint_id, local_tx_id in txs:
@@ -887,8 +977,8 @@ class Journal:
                     break
         while used > target:
             seqs = [int(s) for (s,) in c.execute(
-                "SELECT seq FROM outbox WHERE retention = ? ORDER BY seq LIMIT 32",
-                (int(Retention.EXPENDABLE),))]
+                f"SELECT seq FROM outbox WHERE retention = ?{live_only} ORDER BY seq LIMIT 32",
+                (int(Retention.EXPENDABLE), *removed))]
             if not seqs:
                 break
             for seq in seqs:

@@ -307,6 +307,11 @@ class EndpointBase:
     def refresh_schedules(self) -> None:
         """Renew the core's schedules from the stored charging profiles (CSMS or not)."""
 
+    def firmware_notify(self) -> Callable[[str], Awaitable[None]] | None:
+        """How a firmware job kept from before a restart reports to this endpoint (1.6 keeps
+        UpdateFirmware requests, maintenance.firmware); None: this version keeps none."""
+        return None
+
     def shut_down(self) -> None:
         """Once, at gateway stop: nothing of the endpoint may touch core or journal after it."""
 

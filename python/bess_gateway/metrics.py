@@ -262,9 +262,19 @@ class _GatewayCollector(Collector):
                            snap.get("events_dropped"))
         if gw.journal is not None:
             with contextlib.suppress(Exception):
-                yield from gauge("bess_journal_queue_depth", "queued messages, all endpoints",
-                                 gw.journal.depth())
                 j = gw.journal
+                yield from gauge("bess_journal_queue_depth",
+                                 "queued messages of the configured endpoints", j.live_depth())
+                removed = j.removed_endpoints(exclude=gw.endpoints)
+                yield from gauge("bess_journal_removed_endpoints",
+                                 "endpoints not in the configuration that the journal holds "
+                                 "data of (bess-gateway journal list)", len(removed))
+                yield from gauge("bess_journal_removed_messages",
+                                 "queued messages of those endpoints (kept, not sent)",
+                                 sum(r["queued_messages"] for r in removed))
+                yield from gauge("bess_journal_removed_transactions",
+                                 "transaction records of those endpoints",
+                                 sum(r["open_transactions"] for r in removed))
                 yield from gauge("bess_journal_queue_bytes",
                                  "disk the queued messages take (payload + per-message overhead)",
                                  j.outbox_bytes())
@@ -415,6 +425,10 @@ class MetricsServer:
         if gw.journal is not None:
             with contextlib.suppress(Exception):
                 depths = gw.journal.depths()
+        removed: list[dict[str, Any]] = []
+        if gw.journal is not None:
+            with contextlib.suppress(Exception):
+                removed = gw.journal.removed_endpoints(exclude=gw.endpoints)
         for eid, ep in gw.endpoints.items():
             station = ep.ctx.station
             depth = None if depths is None else depths.get(eid, 0)
@@ -452,6 +466,7 @@ class MetricsServer:
             "pcs": pcs,
             "control": control,
             "journal_depth": sum(e["queue_depth"] or 0 for e in endpoints),
+            "removed_endpoints": removed,
             "endpoints": endpoints,
             "history": [{"t": t, "setpoint_w": s, "measured_w": m, "soc_pct": soc}
                         for t, s, m, soc in self.history],

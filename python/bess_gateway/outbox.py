@@ -37,6 +37,9 @@ class Policy:
     # True while an item must wait (a StopTransaction until its meter has settled); it is read
     # again after the wait. A hold that rewrites the item does so in the journal and in `item`.
     hold: Callable[[Context, OutboxItem], bool] | None = None
+    # A non-transaction message refused with a CALLERROR (it is dropped either way): True when
+    # the version layer has said what it means (logged once), so the loop does not log it too.
+    refused: Callable[[Context, OutboxItem, CallErrorReceived], bool] | None = None
     # 1.6 TransactionMessageAttempts / TransactionMessageRetryInterval and 2.0.1
     # OCPPCommCtrlr.MessageAttempts(TransactionEvent) / MessageAttemptInterval(TransactionEvent)
     # are both these domain settings.
@@ -78,8 +81,9 @@ async def deliver(ctx: Context, policy: Policy) -> None:
                 # A non-transaction message the CSMS refuses (a CSMS without the Security
                 # extension answers SecurityEventNotification with NotImplemented): retrying
                 # would only hold the transaction messages queued behind it.
-                log.warning("%s: %s refused by the CSMS (%s); dropped", ctx.endpoint_id,
-                            item.action, exc)
+                if policy.refused is None or not policy.refused(ctx, item, exc):
+                    log.warning("%s: %s refused by the CSMS (%s); dropped", ctx.endpoint_id,
+                                item.action, exc)
                 ctx.journal.ack(item.seq)
                 continue
             # A CALLERROR, no answer, or an answer that breaks the schema: the CSMS failed to

@@ -336,7 +336,8 @@ def kept_meter_values(ctx: Context, extra: dict[str, Any], connector: int,
     settings = ctx.station.settings
     sampled, aligned = (settings.items("stop_txn_sampled_data"),
                         settings.items("stop_txn_aligned_data"))
-    values = [(context, mv) for context, sample in metering.kept(extra, connector)
+    values = [(context, mv) for context, sample in metering.kept(extra, connector,
+                                                                   ctx.station.flow(connector))
               if (mv := render(sample, aligned if context == metering.CLOCK else sampled,
                                context))["sampledValue"]]
     values = metering.fit(values, lambda vs: size([mv for _, mv in vs]),

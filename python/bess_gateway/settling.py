@@ -106,6 +106,15 @@ def track(ctx: Context, tx: Transaction) -> None:
     pending[tx.local_id] = _Pending(tx.connector, tx.meter_stop_wh,
                                     time.monotonic() + SETTLE_MAX_S)
     ctx.journal.raise_meter_floor(ctx.endpoint_id, tx.connector, tx.meter_stop_wh)
+    # The connector shows Finishing until the CSMS has the stop message (`delivered`): its
+    # Available must not overtake the stop, which waits here for the settled register.
+    ctx.station.hold_finishing(tx.local_id, tx.connector)
+
+
+def delivered(ctx: Context, item: OutboxItem) -> None:
+    """The CSMS answered `item` (outbox.Policy.answered): a stop message ends Finishing."""
+    if _format_of(item.action, item.payload) is not None:
+        ctx.station.finished(item.local_tx_id)
 
 
 def pending(ctx: Context) -> list[tuple[str, int, int]]:

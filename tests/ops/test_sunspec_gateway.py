@@ -131,7 +131,7 @@ async def test_remote_start_drives_wset_and_meter_values_carry_soc(
             if m.payload.get("transactionId") == tx_id][-1]
     values = sampled(last)
     assert float(values["SoC"]["value"]) == pytest.approx(point(sunspec_sim, "713.SoC"), abs=0.5)
-    assert float(values["Power.Active.Export"]["value"]) > 100_000
+    assert float(values["Power.Active.Import"]["value"]) > 100_000
     # No cell temperature in these SunSpec models: the measurand is left out, not sent as 0.
     assert "Temperature" not in values and "Voltage" in values
     assert float(values["Voltage"]["value"]) == pytest.approx(point(sunspec_sim, "701.LLV"),

@@ -64,21 +64,22 @@ async def test_remote_start_moves_pcs_and_meters_energy(
     await csms.wait_for(sid, "StatusNotification",
                         lambda p: p["connectorId"] == 1 and p["status"] == "Charging")
 
-    # Periodic MeterValues carry an increasing export register and the other measurands.
+    # Periodic MeterValues carry an increasing register (Import: the discharge_as default)
+    # and the other measurands.
     await until(lambda: len([m for m in csms.of(sid, "MeterValues")
                              if m.payload.get("transactionId") == tx_id]) >= 3, 15)
     samples = [m.payload for m in csms.of(sid, "MeterValues")
                if m.payload.get("transactionId") == tx_id]
-    registers = [energy_of(p, "Energy.Active.Export.Register") for p in samples]
+    registers = [energy_of(p, "Energy.Active.Import.Register") for p in samples]
     assert registers == sorted(registers) and registers[-1] > registers[0]
     measurands = {sv["measurand"]: sv for sv in samples[-1]["meterValue"][0]["sampledValue"]}
-    assert set(measurands) == {"Voltage", "Current.Export", "Power.Active.Export", "SoC",
-                               "Temperature", "Energy.Active.Export.Register"}
-    assert measurands["Power.Active.Export"]["unit"] == "W"
-    assert float(measurands["Power.Active.Export"]["value"]) > 100_000
+    assert set(measurands) == {"Voltage", "Current.Import", "Power.Active.Import", "SoC",
+                               "Temperature", "Energy.Active.Import.Register"}
+    assert measurands["Power.Active.Import"]["unit"] == "W"
+    assert float(measurands["Power.Active.Import"]["value"]) > 100_000
     assert measurands["SoC"]["unit"] == "Percent"
     assert measurands["Temperature"]["unit"] == "Celsius"
-    assert measurands["Energy.Active.Export.Register"]["context"] == "Sample.Periodic"
+    assert measurands["Energy.Active.Import.Register"]["context"] == "Sample.Periodic"
 
     after = csms.last_seq()
     assert await csms.call(sid, "RemoteStopTransaction", {"transactionId": tx_id}) == {
@@ -87,7 +88,7 @@ async def test_remote_start_moves_pcs_and_meters_energy(
     assert stop["transactionId"] == tx_id
     assert stop["reason"] == "Remote"
     assert stop["meterStop"] >= registers[-1]
-    end_reg = energy_of({"meterValue": stop["transactionData"]}, "Energy.Active.Export.Register")
+    end_reg = energy_of({"meterValue": stop["transactionData"]}, "Energy.Active.Import.Register")
     assert end_reg == stop["meterStop"]
     await until(lambda: abs(sim.state.measured_w) < 1.0)
     await until(lambda: sim.written.setpoint_w == 0)

@@ -303,3 +303,145 @@ async def test_run_exits_with_the_restart_code_after_an_install(
         stop.set()
         async with asyncio.timeout(15):
             await asyncio.gather(run, return_exceptions=True)
+
+
+# -- a second request while one runs (2.0.1 L01.FR.24, followed by 1.6 too) ------------------------
+def gated_installer(tmp_path: Path, exit_code: int = 0) -> tuple[str, Path, Path]:
+    """An installer that records its argument, then waits until the gate file exists: the
+    test decides how long the gateway stays Installing."""
+    record = tmp_path / f"gated-{exit_code}.txt"
+    gate = tmp_path / f"gate-{exit_code}"
+    script = tmp_path / f"gated-{exit_code}.sh"
+    script.write_text(f'#!/bin/sh\necho "$1" >> "{record}"\n'
+                      f'while [ ! -e "{gate}" ]; do sleep 0.05; done\nexit {exit_code}\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script), record, gate
+
+
+def installed_files(record: Path) -> list[bytes]:
+    return [Path(line).read_bytes() for line in record.read_text().split()]
+
+
+async def test_a_second_update_replaces_one_not_installing_yet(
+        gateway_factory, csms: CsmsServer, tmp_path: Path) -> None:
+    """Seen in the field: a second UpdateFirmware right after the first one's Downloaded got
+    its empty answer and no status ever followed."""
+    gw = await gateway_factory(1)
+    sid = await booted(gw, csms)
+    command, record = installer(tmp_path)
+    gw.maintenance.firmware.installer = command
+    after = csms.last_seq()
+    await csms.call(sid, "RemoteStartTransaction", {"idTag": "T1", "connectorId": 1})
+    await csms.wait_for(sid, "StartTransaction", after=after)
+    tx = await csms.wait_until(lambda: next(
+        (t for t in csms.transactions.values() if t.station == sid and t.meter_stop is None),
+        None))
+    second = FIRMWARE + b"second"
+    with http_server(tmp_path / "www") as (base, store):
+        (tmp_path / "www" / "fw-1.bin").write_bytes(FIRMWARE)
+        (tmp_path / "www" / "fw-2.bin").write_bytes(second)
+        start = csms.last_seq()
+        await csms.call(sid, "UpdateFirmware", {"location": base + "fw-1.bin",
+                                                "retrieveDate": now(), "retries": 0})
+        first_done = await wait_status(csms, sid, "Downloaded", after=start)
+        # The first job waits for the session to end: not installing yet, so it is replaced.
+        assert await csms.call(sid, "UpdateFirmware", {"location": base + "fw-2.bin",
+                                                       "retrieveDate": now(), "retries": 0}) == {}
+        await wait_status(csms, sid, "Downloaded", after=first_done)
+        assert store.gets == ["/fw-1.bin", "/fw-2.bin"]
+        await csms.call(sid, "RemoteStopTransaction", {"transactionId": tx.id})
+        await wait_status(csms, sid, "Installed", after=start)
+    assert statuses(csms, sid, after=start) == [
+        "Downloading", "Downloaded", "Downloading", "Downloaded", "Installing", "Installed"]
+    assert installed_files(record) == [second]  # only the replacement was installed
+
+
+async def test_an_update_ordered_while_installing_runs_when_the_install_fails(
+        gateway_factory, csms: CsmsServer, tmp_path: Path) -> None:
+    gw = await gateway_factory(1)
+    sid = await booted(gw, csms)
+    command, record, gate = gated_installer(tmp_path, exit_code=4)
+    gw.maintenance.firmware.installer = command
+    second = FIRMWARE + b"second"
+    with ftp_server(tmp_path / "ftp") as base:
+        (tmp_path / "ftp" / "fw-1.bin").write_bytes(FIRMWARE)
+        (tmp_path / "ftp" / "fw-2.bin").write_bytes(second)
+        start = csms.last_seq()
+        await csms.call(sid, "UpdateFirmware", {"location": base + "fw-1.bin",
+                                                "retrieveDate": now()})
+        await wait_status(csms, sid, "Installing", after=start)
+        # An install is not cut off (L01.FR.27); 1.6's answer has no status: kept, not dropped.
+        assert await csms.call(sid, "UpdateFirmware", {"location": base + "fw-2.bin",
+                                                       "retrieveDate": now()}) == {}
+        gate.touch()
+        first_failed = await wait_status(csms, sid, "InstallationFailed", after=start)
+        await wait_status(csms, sid, "InstallationFailed", after=first_failed)
+    assert statuses(csms, sid, after=start) == [
+        "Downloading", "Downloaded", "Installing", "InstallationFailed",
+        "Downloading", "Downloaded", "Installing", "InstallationFailed"]
+    assert installed_files(record) == [FIRMWARE, second]
+    assert gw.maintenance.firmware.pending == []
+    assert gw.journal is not None and gw.journal.get_fact("firmware_pending") is None
+
+
+async def test_an_update_ordered_while_installing_survives_the_restart(
+        gateway_factory, csms: CsmsServer, tmp_path: Path, manufacturer: trustme.CA) -> None:
+    gw = await gateway_factory(1)
+    sid = await booted(gw, csms)
+    assert gw.certificates is not None
+    gw.certificates.install("ManufacturerRootCertificate", manufacturer.cert_pem.bytes().decode())
+    command, record, gate = gated_installer(tmp_path)
+    gw.maintenance.firmware.installer = command
+    cert_pem, key = signer(manufacturer)
+    second = FIRMWARE + b"second"
+    with http_server(tmp_path / "www") as (base, store):
+        (tmp_path / "www" / "fw-1.bin").write_bytes(FIRMWARE)
+        (tmp_path / "www" / "fw-2.bin").write_bytes(second)
+        start = csms.last_seq()
+        await csms.call(sid, "UpdateFirmware", {"location": base + "fw-1.bin",
+                                                "retrieveDate": now()})
+        await wait_status(csms, sid, "Installing", after=start)
+        assert await csms.call(sid, "UpdateFirmware", {"location": base + "fw-2.bin",
+                                                       "retrieveDate": now()}) == {}
+        # A signed request has a status to refuse with while installing (L01.FR.27).
+        r = await csms.call(sid, "SignedUpdateFirmware", {"requestId": 5, "firmware": {
+            "location": base + "fw-2.bin", "retrieveDateTime": now(),
+            "signingCertificate": cert_pem, "signature": sign(key, second)}})
+        assert r == {"status": "Rejected"}
+        gate.touch()
+        await wait_status(csms, sid, "Installed", after=start)
+        await until(lambda: gw.restart_requested.is_set())
+        assert store.gets == ["/fw-1.bin"]
+
+        # The restart that the install asked for: the kept request runs in the new process.
+        await gw.stop(drain_s=0)
+        before = csms.last_seq()
+        gw2 = await gateway_factory(1, data_dir=gw.config.gateway.data_dir)
+        assert gw2.maintenance is not None
+        gw2.maintenance.firmware.installer = command
+        await wait_status(csms, sid, "Installed", after=before)
+        assert store.gets == ["/fw-1.bin", "/fw-2.bin"]
+    assert statuses(csms, sid, after=start) == [
+        "Downloading", "Downloaded", "Installing", "Installed",
+        "Downloading", "Downloaded", "Installing", "Installed"]
+    assert installed_files(record) == [FIRMWARE, second]
+    assert gw2.journal is not None and gw2.journal.get_fact("firmware_pending") is None
+
+
+async def test_signed_update_replaces_a_scheduled_one_with_accepted_canceled(
+        gateway_factory, csms: CsmsServer, manufacturer: trustme.CA) -> None:
+    gw = await gateway_factory(1)
+    sid = await booted(gw, csms)
+    gw.certificates.install("ManufacturerRootCertificate", manufacturer.cert_pem.bytes().decode())
+    cert_pem, key = signer(manufacturer)
+    later = iso(datetime.now(UTC).replace(year=datetime.now(UTC).year + 1))
+    start = csms.last_seq()
+    for request_id, expected in ((61, "Accepted"), (62, "AcceptedCanceled")):
+        r = await csms.call(sid, "SignedUpdateFirmware", {"requestId": request_id, "firmware": {
+            "location": refused_url("http"), "retrieveDateTime": later,
+            "signingCertificate": cert_pem, "signature": sign(key, FIRMWARE)}})
+        assert r == {"status": expected}
+        await csms.wait_for(sid, "SignedFirmwareStatusNotification",
+                            lambda p, i=request_id: p == {"status": "DownloadScheduled",
+                                                          "requestId": i}, after=start)
+    assert gw.maintenance.firmware.request.request_id == 62

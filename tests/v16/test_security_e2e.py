@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import logging
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -415,6 +416,42 @@ async def test_csms_without_security_extension_does_not_hold_transactions(env: E
     assert r == {"status": "Accepted"}
     await csms.wait_for(SID, "StartTransaction", after=after, timeout=5)
     assert len(csms.of(SID, "SecurityEventNotification")) == 1
+
+
+async def test_csms_without_security_extension_is_told_once_not_at_every_boot(
+        caplog: pytest.LogCaptureFixture, env: Env) -> None:
+    """A plain 1.6 CSMS answers SecurityEventNotification NotImplemented: one warning, and no
+    notification is sent to it again, not at the next boot nor for a later event."""
+    caplog.set_level(logging.DEBUG, logger="bess_gateway")
+    csms = await env.csms(Policy(security_extension=False))
+    gw = await env.gateway(csms.url)
+    await booted(gw, csms)
+    await csms.wait_for(SID, "SecurityEventNotification",
+                        lambda p: p["type"] == "StartupOfTheDevice")
+    await until(lambda: gw.journal is not None and gw.journal.depth(SID) == 0)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name.startswith("bess_gateway")
+                and "SecurityEventNotification" in r.getMessage()]
+
+    assert len(warnings()) == 1 and "NotImplemented" in warnings()[0]
+    # A later event (the CSMS changes a security parameter): logged, not sent.
+    assert await change(csms, "AuthorizationKey", secrets.token_hex(16)) == "Accepted"
+    await env.stop(gw)
+    after = csms.last_seq()
+    gw = await env.gateway(csms.url)  # the next boot
+    await booted(gw, csms, after)
+    hb = csms.last_seq()
+    await csms.wait_until(lambda: len(csms.of(SID, "StatusNotification")) >= 6)
+    assert await csms.call(SID, "TriggerMessage", {"requestedMessage": "Heartbeat"}) == {
+        "status": "Accepted"}
+    await csms.wait_for(SID, "Heartbeat", after=hb)
+    assert len(csms.of(SID, "SecurityEventNotification")) == 1
+    assert gw.journal is not None and gw.journal.depth(SID) == 0
+    assert len(warnings()) == 1
+    security_log = (gw.config.gateway.data_dir / "logs" / "security.log").read_text()
+    assert security_log.count("StartupOfTheDevice") == 2  # both boots are in the security log
 
 
 async def test_key_and_raised_profile_survive_a_restart(env: Env) -> None:

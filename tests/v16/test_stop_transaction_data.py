@@ -19,7 +19,7 @@ from tests.conftest import GatewayFactory
 from tests.v16.test_endpoint_e2e import start_tx
 from tests.v201.test_tx_ended_values import journaled_rows, kept_rows
 
-REGISTER = "Energy.Active.Export.Register"
+REGISTER = "Energy.Active.Import.Register"  # connector 1, discharge_as = "import"
 
 
 async def configure(csms: CsmsServer, sid: str, **values: str) -> None:
@@ -65,7 +65,7 @@ async def test_stop_carries_sampled_and_aligned_values(gateway_factory: GatewayF
     gw = await gateway_factory(1)  # MeterValueSampleInterval 1 s
     (sid,) = await booted(gw, csms)
     await configure(csms, sid, StopTxnIntermediateData="true",
-                    StopTxnSampledData=f"{REGISTER},Power.Active.Export",
+                    StopTxnSampledData=f"{REGISTER},Power.Active.Import",
                     StopTxnAlignedData=REGISTER, ClockAlignedDataInterval="1")
     after = csms.last_seq()
     tx_id = await start_tx(csms, sid, 1)
@@ -94,7 +94,7 @@ async def test_stop_carries_sampled_and_aligned_values(gateway_factory: GatewayF
     for mv in data:
         names = {sv["measurand"] for sv in mv["sampledValue"]}
         assert names == ({REGISTER} if contexts(mv) == {"Sample.Clock"}
-                         else {REGISTER, "Power.Active.Export"})
+                         else {REGISTER, "Power.Active.Import"})
         assert all(sv["format"] == "Raw" for sv in mv["sampledValue"])
     # The CSMS took the stop (schema-valid) and billed meterStop.
     tx = csms.transactions[tx_id]

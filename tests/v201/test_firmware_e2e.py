@@ -233,7 +233,50 @@ async def test_download_failed_then_scheduled_update_replaced_and_triggered(
     await csms.call(sid, "TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"})
     got = await csms.wait_for(sid, "FirmwareStatusNotification", after=trig)
     assert got.payload == {"status": "DownloadScheduled", "requestId": 43}
-    # The 1.6 endpoint's own update request is refused while this one waits.
+    # The 1.6 endpoint's own request is kept (its answer has no status): it runs after this one.
     assert await csms.call("DEMO-01", "UpdateFirmware", {
         "location": refused_url("http"), "retrieveDate": now()}) == {}
     assert gw.maintenance.firmware.owner == sid
+    assert [owner for owner, _ in gw.maintenance.firmware.pending] == ["DEMO-01"]
+    assert gw.journal is not None and "DEMO-01" in (gw.journal.get_fact("firmware_pending") or "")
+
+
+async def test_a_request_while_installing_is_rejected_and_one_while_downloaded_replaces(
+        gateway_factory: GatewayFactory, csms: CsmsServer, tmp_path: Path) -> None:
+    """L01.FR.24 (replace what is not installing yet) and L01.FR.27 (Rejected while installing)."""
+    gw = await gateway_factory(1, ocpp="2.0.1")
+    await booted(gw, csms)
+    assert gw.maintenance is not None
+    record, gate = tmp_path / "gated.txt", tmp_path / "gate"
+    script = tmp_path / "gated.sh"
+    script.write_text(f'#!/bin/sh\necho "$1" >> "{record}"\n'
+                      f'while [ ! -e "{gate}" ]; do sleep 0.05; done\nexit 0\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    gw.maintenance.firmware.installer = str(script)
+    second = FIRMWARE + b"second"
+    with http_server(tmp_path / "www") as (base, store):
+        (tmp_path / "www" / "fw-1.bin").write_bytes(FIRMWARE)
+        (tmp_path / "www" / "fw-2.bin").write_bytes(second)
+        start = csms.last_seq()
+        # Downloaded, then waiting for its installDateTime: replaced (AcceptedCanceled).
+        r = await csms.call(SID, "UpdateFirmware", {"requestId": 51, "retries": 0, "firmware": {
+            "location": base + "fw-1.bin", "retrieveDateTime": now(),
+            "installDateTime": now(3600)}})
+        assert r == {"status": "Accepted"}
+        await wait_status(csms, "InstallScheduled", start)
+        r = await csms.call(SID, "UpdateFirmware", {"requestId": 52, "retries": 0, "firmware": {
+            "location": base + "fw-2.bin", "retrieveDateTime": now()}})
+        assert r == {"status": "AcceptedCanceled"}
+        await wait_status(csms, "Installing", start)
+        # Installing: an install is not cut off (L01.FR.27).
+        r = await csms.call(SID, "UpdateFirmware", {"requestId": 53, "firmware": {
+            "location": base + "fw-1.bin", "retrieveDateTime": now()}})
+        assert r["status"] == "Rejected" and r["statusInfo"]["reasonCode"]
+        gate.touch()
+        await wait_status(csms, "InstallRebooting", start)
+        assert store.gets == ["/fw-1.bin", "/fw-2.bin"]
+    sent = [(p["status"], p["requestId"]) for p in notifications(csms, start)]
+    assert sent == [("Downloading", 51), ("Downloaded", 51), ("InstallScheduled", 51),
+                    ("Downloading", 52), ("Downloaded", 52), ("Installing", 52),
+                    ("InstallRebooting", 52)]
+    assert installed_bytes(record) == second

@@ -24,7 +24,7 @@ async def test_aligned_values_in_sessions_and_idle(gateway_factory: GatewayFacto
     settings.set("aligned_data_send_during_idle", "true")
     settings.set("clock_aligned_interval_s", "1")
     # Idle: MeterValues per EVSE, context Sample.Clock, the aligned measurands only.
-    for evse, register in ((1, "Energy.Active.Export.Register"),
+    for evse, register in ((1, "Energy.Active.Import.Register"),
                            (2, "Energy.Active.Import.Register")):
         m = await csms.wait_for(SID, "MeterValues", lambda p, e=evse: p["evseId"] == e,
                                 timeout=15)

@@ -177,6 +177,20 @@ async def test_station_max_profile_caps_both_evses_together(
     await until(lambda: sim.written.setpoint_w == 90_000)  # 10 + 150 - 70
 
 
+async def test_2_0_1_refusals_name_2_0_1_purposes(gateway_factory, csms: CsmsServer) -> None:
+    """statusInfo speaks 2.0.1: ChargingStationMaxProfile, never 1.6's ChargePointMaxProfile."""
+    gw = await gateway_factory(1, ocpp="2.0.1")
+    (sid,) = await booted(gw, csms)
+    refusals = [await set_profile(csms, sid, 0, profile(
+                    1, 1.0, purpose="ChargingStationMaxProfile", kind="Relative")),
+                await set_profile(csms, sid, 1, profile(
+                    2, 1.0, purpose="ChargingStationMaxProfile"))]
+    for r in refusals:
+        assert r["status"] == "Rejected", r
+        info = r["statusInfo"]["additionalInfo"]
+        assert "ChargingStationMaxProfile" in info and "ChargePoint" not in info, info
+
+
 async def test_2_0_1_refusals_say_why(gateway_factory, csms: CsmsServer) -> None:
     gw = await gateway_factory(1, ocpp="2.0.1")
     (sid,) = await booted(gw, csms)

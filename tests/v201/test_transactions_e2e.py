@@ -81,16 +81,16 @@ async def test_remote_start_updates_and_remote_stop(gateway_factory: GatewayFact
     assert "offline" not in started
     begin = started["meterValue"][0]["sampledValue"]
     assert {(v["measurand"], v["context"], v["unitOfMeasure"]["unit"]) for v in begin} == {
-        ("Energy.Active.Export.Register", "Transaction.Begin", "Wh")}
+        ("Energy.Active.Import.Register", "Transaction.Begin", "Wh")}
     await until(lambda: sim.written.setpoint_w == 150_000, 15)
 
     # Periodic Updated events (TxUpdatedInterval = 1 s here) with the sampled measurands.
     upd = await csms.wait_for(SID, "TransactionEvent",
                               lambda p: p["triggerReason"] == "MeterValuePeriodic", timeout=15)
     values = {v["measurand"]: v for v in upd.payload["meterValue"][0]["sampledValue"]}
-    assert values["Power.Active.Export"]["unitOfMeasure"]["unit"] == "W"
+    assert values["Power.Active.Import"]["unitOfMeasure"]["unit"] == "W"
     assert values["SoC"]["unitOfMeasure"]["unit"] == "Percent"
-    assert "Power.Active.Import" not in values  # the discharge EVSE meters its own direction
+    assert "Power.Active.Export" not in values  # discharge_as = "import", the default
     assert "Temperature" not in values  # not a 2.0.1 measurand
     assert all(v["context"] == "Sample.Periodic" for v in values.values())
 

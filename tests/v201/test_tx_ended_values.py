@@ -23,7 +23,7 @@ from bess_gateway.v201 import device_model
 from tests.conftest import GatewayFactory
 from tests.v201.test_transactions_e2e import SID, booted, start
 
-REGISTER = "Energy.Active.Export.Register"
+REGISTER = "Energy.Active.Import.Register"  # connector 1, discharge_as = "import"
 
 
 async def set_vars(csms: CsmsServer, sid: str, component: str, **values: str) -> None:
@@ -88,7 +88,7 @@ async def test_ended_event_carries_periodic_and_clock_samples(gateway_factory: G
     gw = await gateway_factory(1, ocpp="2.0.1")
     await booted(gw, csms)
     await set_vars(csms, SID, "SampledDataCtrlr", TxEndedInterval="1",
-                   TxEndedMeasurands=f"{REGISTER},Power.Active.Export,SoC")
+                   TxEndedMeasurands=f"{REGISTER},Power.Active.Import,SoC")
     await set_vars(csms, SID, "AlignedDataCtrlr", TxEndedInterval="1",
                    TxEndedMeasurands=REGISTER)
     started = await start(csms)
@@ -122,14 +122,14 @@ async def test_ended_event_carries_periodic_and_clock_samples(gateway_factory: G
         if contexts(mv) == {"Sample.Clock"}:
             assert names == {REGISTER}
         elif contexts(mv) == {"Sample.Periodic"}:
-            assert names == {REGISTER, "Power.Active.Export", "SoC"}
+            assert names == {REGISTER, "Power.Active.Import", "SoC"}
     # The register only grows, from the Started value to the Ended one.
     registers = [register(mv) for mv in mvs]
     assert registers == sorted(registers) and registers[-1] > registers[0]
     assert registers[0] == started["meterValue"][0]["sampledValue"][0]["value"]
     # The power measured while the session ran.
     assert max(sv["value"] for mv in middle for sv in mv["sampledValue"]
-               if sv["measurand"] == "Power.Active.Export") > 100_000
+               if sv["measurand"] == "Power.Active.Import") > 100_000
     tx = csms.transactions[tid]
     assert tx.meter_stop is not None and tx.meter_stop == registers[-1]
 

@@ -1,8 +1,21 @@
 """Which readings a meter sample yields, whatever the OCPP version (1.6 and 2.0.1 only format).
 
-Each virtual connector meters its own direction: connector 1 (discharge) reports the *.Export
-measurands, connector 2 (charge) the *.Import ones; both report Voltage, SoC and Temperature.
-A quantity the PCS/BMS does not report is left out rather than reported as 0.
+Each virtual connector reports the energy that flows through it. Connector 2 (charge: into the
+battery) names its energy and power `*.Import`. Connector 1 (discharge: out of the battery to
+the EV side) names them as its endpoint's `discharge_as` says:
+
+- `import` (the default): `Energy.Active.Import.Register`, `Power.Active.Import`,
+  `Current.Import`. A connector's own delivered energy is what CSMSs read as Import: measured
+  against independent CSMSs, Home Assistant's `ocpp` integration showed 0.0 kWh for discharge
+  sessions reported as Export, and `arthexis` and `ocpp-csms` compute a session's
+  energy from the Import register only.
+- `export`: the same quantities as `*.Export` (the battery's point of view), for a CSMS that
+  bills the discharge connector from the Export register.
+
+meterStart/meterStop (1.6) and the Started/Ended register (2.0.1) are the connector's own
+register either way; only the measurand names change. Both connectors report Voltage, SoC and
+Temperature (not in 2.0.1). A quantity the PCS/BMS does not report is left out rather than
+reported as 0.
 """
 
 from __future__ import annotations
@@ -13,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from bess_gateway.domain.station import CHARGE_CONNECTOR, DISCHARGE_CONNECTOR, MeterSample
+from bess_gateway.domain.station import DISCHARGE_CONNECTOR, MeterSample
 
 T = TypeVar("T")
 
@@ -40,11 +53,19 @@ class Reading:
     location: str | None
 
 
-def applies(measurand: str, connector: int) -> bool:
+def flow_of(sample: MeterSample) -> str:
+    """The measurand word of the sample's connector's own flow (MeterSample.flow)."""
+    if sample.flow is not None:
+        return sample.flow
+    return "Export" if sample.connector == DISCHARGE_CONNECTOR else "Import"
+
+
+def applies(measurand: str, sample: MeterSample) -> bool:
+    """A directional measurand applies only in the word its connector's flow is named by."""
     if ".Export" in measurand:
-        return connector == DISCHARGE_CONNECTOR
+        return flow_of(sample) == "Export"
     if ".Import" in measurand:
-        return connector == CHARGE_CONNECTOR
+        return flow_of(sample) == "Import"
     return True
 
 
@@ -66,7 +87,7 @@ def readings(sample: MeterSample, measurands: list[str]) -> list[Reading]:
     """The selected measurands this connector has, in the order asked."""
     out: list[Reading] = []
     for m in measurands:
-        if m not in UNITS or not applies(m, sample.connector):
+        if m not in UNITS or not applies(m, sample):
             continue
         value = _value(m, sample)
         if value is None:
@@ -103,10 +124,10 @@ def _pack(s: MeterSample) -> list[Any]:
             r(s.current_a), r(s.voltage_v), r(s.soc_pct), r(s.temperature_c)]
 
 
-def _unpack(row: list[Any], connector: int) -> MeterSample:
+def _unpack(row: list[Any], connector: int, flow: str | None) -> MeterSample:
     ms, energy, power, current, voltage, soc, temperature = row
     ts = datetime.fromtimestamp(int(ms) // 1000, UTC).replace(microsecond=int(ms) % 1000 * 1000)
-    return MeterSample(timestamp=ts, connector=connector,
+    return MeterSample(timestamp=ts, connector=connector, flow=flow,
                        energy_wh=float(energy), power_w=float(power or 0.0), current_a=current,
                        voltage_v=voltage, soc_pct=soc, temperature_c=temperature)
 
@@ -132,15 +153,16 @@ def keep(extra: dict[str, Any], context: str, sample: MeterSample) -> bool:
     return True
 
 
-def kept(extra: dict[str, Any], connector: int) -> list[tuple[str, MeterSample]]:
+def kept(extra: dict[str, Any], connector: int,
+         flow: str | None = None) -> list[tuple[str, MeterSample]]:
     """(context, sample) of what was kept: the Begin sample first, then the intermediate ones
-    in time order."""
+    in time order; `flow` as MeterSample.flow (the station's, as the values go out now)."""
     store = extra.get(KEPT) or {}
-    out = [(c, _unpack(row, connector)) for c in (PERIODIC, CLOCK)
+    out = [(c, _unpack(row, connector, flow)) for c in (PERIODIC, CLOCK)
            for row in (store.get(c) or {}).get("rows", [])]
     out.sort(key=lambda cs: cs[1].timestamp)
     if BEGIN in store:
-        out.insert(0, (BEGIN, _unpack(store[BEGIN], connector)))
+        out.insert(0, (BEGIN, _unpack(store[BEGIN], connector, flow)))
     return out
 
 

@@ -12,7 +12,7 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol
 
@@ -102,6 +102,11 @@ class Transaction:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# How long a connector may show Finishing while its stop message waits (settling, then the
+# CSMS's answer): a message the CSMS never confirms must not keep it from Available for ever.
+FINISHING_MAX = timedelta(seconds=60)
+
+
 @dataclass(frozen=True, slots=True)
 class MeterSample:
     """One connector's reading. None = the PCS/BMS does not report it (never a made-up 0)."""
@@ -114,6 +119,10 @@ class MeterSample:
     voltage_v: float | None
     soc_pct: float | None
     temperature_c: float | None
+    # The measurand word of this connector's own energy and power, "Import" or "Export"; None:
+    # by direction (connector 1 discharge Export, connector 2 charge Import). See
+    # domain.metering and EndpointConfig.discharge_as.
+    flow: str | None = None
 
 
 class CorePort(Protocol):
@@ -199,8 +208,11 @@ class Station:
         make_record: Callable[[str, Transaction], Any],
         hash_id_tag: Callable[[str], str],
         clock: Callable[[], datetime] = utcnow,
+        discharge_as: str = "import",
     ) -> None:
         self.endpoint_id = endpoint_id
+        # How connector 1 (discharge) names its own energy and power (EndpointConfig).
+        self.discharge_as = discharge_as
         self.index = index
         self.core = core
         self.view = view
@@ -214,6 +226,10 @@ class Station:
         self.operative: dict[int, bool] = {0: True, 1: True, 2: True}
         self._scheduled_availability: dict[int, bool] = {}
         self.preparing: set[int] = set()
+        # Stopped sessions whose stop message has not been confirmed by the CSMS yet:
+        # local id -> (connector, until). Their connector shows Finishing meanwhile, so the CSMS
+        # hears Available after the StopTransaction / Ended event, not before it.
+        self.finishing: dict[str, tuple[int, datetime]] = {}
         self._listeners: list[Callable[[], None]] = []
         self.reservations = ReservationBook()
         self._reservation_store: ReservationStore | None = None
@@ -550,7 +566,22 @@ class Station:
             (alloc := view.allocation(self.meter_id(c))) is not None and alloc <= 0.0
             for c in self.transactions)
         return (view.control_failure, view.link_up, tuple(view.trip_causes),
-                tuple(self.transactions), suspended)
+                tuple(self.transactions), suspended, self._finishing_connectors())
+
+    # -- Finishing: a stop message the CSMS has not confirmed yet ---------------------------
+    def hold_finishing(self, local_id: str, connector: int) -> None:
+        """The stop message of `local_id` is queued: its connector is Finishing until
+        `finished` (the CSMS answered it) or FINISHING_MAX has passed."""
+        self.finishing[local_id] = (connector, self._clock() + FINISHING_MAX)
+        self.changed()
+
+    def finished(self, local_id: str | None) -> None:
+        if local_id is not None and self.finishing.pop(local_id, None) is not None:
+            self.changed()
+
+    def _finishing_connectors(self) -> frozenset[int]:
+        now = self._clock()
+        return frozenset(c for c, until in self.finishing.values() if now < until)
 
     def status(self, connector: int) -> StatusReport:
         if self.view.control_failure is not None:
@@ -572,15 +603,24 @@ class Station:
             return StatusReport(ConnectorStatus.CHARGING)
         if connector in self.preparing:
             return StatusReport(ConnectorStatus.PREPARING)
+        if connector in self._finishing_connectors():
+            return StatusReport(ConnectorStatus.FINISHING)
         if not (self.operative[0] and self.operative[connector]):
             return StatusReport(ConnectorStatus.UNAVAILABLE)
         if self.reservations.on(connector) is not None:
             return StatusReport(ConnectorStatus.RESERVED)
         return StatusReport(ConnectorStatus.AVAILABLE)
 
+    def flow(self, connector: int) -> str:
+        """The measurand word ("Import"/"Export") of `connector`'s own energy and power."""
+        if connector == DISCHARGE_CONNECTOR and self.discharge_as == "export":
+            return "Export"
+        return "Import"
+
     def sample(self, connector: int) -> MeterSample:
         m = self.core.meter(self.meter_id(connector))
         return MeterSample(
+            flow=self.flow(connector),
             timestamp=self._clock(),
             connector=connector,
             energy_wh=float(m["energy_wh"]),

@@ -16,6 +16,14 @@ Install = run the configured installer command (`[gateway] firmware_installer`, 
 shell would, no shell involved) with the firmware file's path as its last argument; exit code 0
 is success. Without an installer every install fails (InstallationFailed), with a clear log.
 
+A second request while a job runs (OCPP 2.0.1 L01.FR.24, followed by both versions): a job of the
+same endpoint that is not installing yet is cancelled and replaced (2.0.1 and 1.6 signed answer
+AcceptedCanceled). Once installing (or when another endpoint ordered the running job) it cannot
+be cancelled: 2.0.1 and 1.6 signed answer Rejected (L01.FR.27), while a plain 1.6 UpdateFirmware,
+whose answer has no status, is kept (`enqueue`): journaled as a fact, one per endpoint (a newer
+one of the same endpoint replaces it), and started when the running job ends (failed: at once;
+Installed: in the restarted process, `resume`). No request is dropped without a status.
+
 Restart: after Installed, `request_restart()` is called; the gateway then stops cleanly (sessions
 are already over) and `run` exits with EXIT_RESTART (75) so systemd (`Restart=on-failure` or
 `RestartForceExitStatus=75`) or another supervisor starts the new version. An exec() in place
@@ -28,13 +36,15 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import json
 import logging
+import secrets
 import shlex
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -61,6 +71,15 @@ INSTALLER_TIMEOUT_S: Final = 15 * 60
 IDLE_POLL_S: Final = 0.5  # how often an install waiting for sessions to end looks again
 
 Notify = Callable[[str], Awaitable[None]]
+PENDING_FACT: Final = "firmware_pending"  # journal fact: the kept 1.6 requests (JSON list)
+
+
+class Facts(Protocol):
+    """Where kept requests survive a restart (the journal's small facts)."""
+
+    def put_fact(self, key: str, value: str) -> None: ...
+    def get_fact(self, key: str) -> str | None: ...
+    def drop_fact(self, key: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +99,20 @@ class FirmwareRequest:
     install_at: datetime | None = None
     signed: Signed | None = None
     request_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A kept request (plain 1.6 only: never signed) as the journal stores it."""
+        assert self.signed is None, "only plain requests are kept"
+        return {"location": self.location, "retrieve_at": self.retrieve_at.isoformat(),
+                "retries": self.retries, "retry_interval_s": self.retry_interval_s,
+                "request_id": self.request_id}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FirmwareRequest:
+        return cls(location=str(d["location"]),
+                   retrieve_at=datetime.fromisoformat(str(d["retrieve_at"])),
+                   retries=int(d["retries"]), retry_interval_s=int(d["retry_interval_s"]),
+                   request_id=d.get("request_id"))
 
 
 # Firmware statuses that are also security events (Security Whitepaper, 2.0.1 appendix).
@@ -162,6 +195,7 @@ class FirmwareUpdater:
         installer: str | None,
         sessions_open: Callable[[], bool],
         request_restart: Callable[[], None],
+        facts: Facts | None = None,
     ) -> None:
         self.folder = folder
         self.installer = installer
@@ -172,6 +206,12 @@ class FirmwareUpdater:
         self.owner: str | None = None  # endpoint id that asked
         self._task: asyncio.Task[None] | None = None
         self._ended = True  # the job reached its last status (its task may still be reporting)
+        self._facts = facts
+        # Kept requests in arrival order, (owner, request); see `enqueue`.
+        self.pending: list[tuple[str, FirmwareRequest]] = self._load_pending()
+        self._notifies: dict[str, Notify] = {}  # this process's notify of a kept request
+        # The notify of an endpoint by id, for requests kept by an earlier process (`resume`).
+        self._lookup: Callable[[str], Notify | None] | None = None
 
     @property
     def busy(self) -> bool:
@@ -188,6 +228,61 @@ class FirmwareUpdater:
         self._task = asyncio.get_running_loop().create_task(
             self._run(req, notify, owner), name=f"firmware:{owner}")
         return True
+
+    # -- kept requests ------------------------------------------------------------------------
+    def _load_pending(self) -> list[tuple[str, FirmwareRequest]]:
+        text = self._facts.get_fact(PENDING_FACT) if self._facts is not None else None
+        if not text:
+            return []
+        try:
+            return [(str(d["owner"]), FirmwareRequest.from_json(d)) for d in json.loads(text)]
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("firmware: kept update requests unreadable, dropped: %s (%s)", e, text)
+            return []
+
+    def _save_pending(self) -> None:
+        if self._facts is None:
+            return
+        if self.pending:
+            self._facts.put_fact(PENDING_FACT, json.dumps(
+                [{"owner": owner, **req.to_json()} for owner, req in self.pending]))
+        else:
+            self._facts.drop_fact(PENDING_FACT)
+
+    def enqueue(self, req: FirmwareRequest, notify: Notify, owner: str) -> None:
+        """Keep a request that cannot start now; it starts when the running job ends.
+
+        Durable before this returns (the answer goes out after it); a newer request of the same
+        endpoint replaces its older kept one (as it would replace a job that had not started).
+        """
+        self.pending = [(o, r) for o, r in self.pending if o != owner]
+        self.pending.append((owner, req))
+        self._notifies[owner] = notify
+        self._save_pending()
+        log.info("firmware: update from %s ordered by %s kept until the update ordered by %s "
+                 "(%s) ends", safe_url(req.location), owner, self.owner, self.status)
+
+    def resume(self, lookup: Callable[[str], Notify | None]) -> None:
+        """At start-up: `lookup` gives an endpoint's notify; start the first kept request."""
+        self._lookup = lookup
+        if self.pending:
+            log.info("firmware: %d kept update request(s) from before the restart",
+                     len(self.pending))
+        self._start_next()
+
+    def _start_next(self) -> None:
+        while self.pending and not self.busy:
+            owner, req = self.pending.pop(0)
+            self._save_pending()
+            notify = self._notifies.pop(owner, None)
+            if notify is None and self._lookup is not None:
+                notify = self._lookup(owner)
+            if notify is None:
+                log.error("firmware: update from %s kept for %s dropped: that endpoint is no "
+                          "longer a 1.6 endpoint of this gateway", safe_url(req.location), owner)
+                continue
+            log.info("firmware: starting the update kept for %s", owner)
+            self.start(req, notify, owner)
 
     @property
     def cancellable(self) -> bool:
@@ -230,6 +325,10 @@ class FirmwareUpdater:
             log.exception("firmware: update for %s failed unexpectedly", owner)
             self.status = "Idle"
             self._ended = True
+        # A job that ended without installing hands over to a kept request (after Installed,
+        # the restarted process does: `resume`).
+        if self._ended and asyncio.current_task() is self._task:
+            self._start_next()
 
     async def _steps(self, req: FirmwareRequest, notify: Notify, owner: str) -> None:
         delay = (req.retrieve_at - datetime.now(UTC)).total_seconds()
@@ -240,7 +339,9 @@ class FirmwareUpdater:
             await asyncio.sleep(delay)
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        dest = self.folder / f"firmware-{stamp}.bin"
+        # Unique: a replaced job's download (a thread cancellation cannot stop) must not write
+        # into its replacement's file, nor two jobs of one second share a name.
+        dest = self.folder / f"firmware-{stamp}-{secrets.token_hex(4)}.bin"
         await self._set("Downloading", notify)
         try:
             size = await with_retries(lambda: download(req.location, dest),

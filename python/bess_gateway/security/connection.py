@@ -8,12 +8,17 @@ profile 3), Basic auth headers, and the security events a failed connection rais
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 
+from bess_gateway.journal import JournalError, OutboxItem
 from bess_gateway.link import Context
+from bess_gateway.ocppj.errors import CallErrorReceived
 from bess_gateway.security import events, profiles
 from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT
 from bess_gateway.security.keys import StationKeys
+
+log = logging.getLogger("bess_gateway.security")
 
 # OpenSSL reasons for "the CSMS only offers a TLS version we refuse (below 1.2)". A server that
 # just drops the handshake gives a bare reset, which is not reported as a security event.
@@ -24,11 +29,51 @@ TLS_VERSION_REASONS = frozenset({"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_V
 def security_event(ctx: Context, event_type: str, tech_info: str | None = None) -> None:
     """Log a security event and queue its SecurityEventNotification (sent after boot).
 
-    ``event_type`` is the 1.6 name; a 2.0.1 endpoint sends the 2.0.1 one (events.name_for)."""
+    ``event_type`` is the 1.6 name; a 2.0.1 endpoint sends the 2.0.1 one (events.name_for).
+    A 1.6 CSMS that answered it NotImplemented/NotSupported (`notification_refused`) gets none:
+    the event is in the security log only."""
     if events.record(ctx.journal, ctx.endpoint_id, events.name_for(ctx.version, event_type),
                      tech_info,
-                     now=ctx.station._clock):
+                     now=ctx.station._clock, send=not refuses_events(ctx)):
         ctx.outbox_wake.set()
+
+
+# A 1.6 CSMS without the Security Whitepaper answers SecurityEventNotification with a CALLERROR
+# NotImplemented (or NotSupported). Remembered per endpoint with the CSMS URL it came from (a
+# journal fact: not probed again at every boot; a new csms_url is asked again).
+NOT_IMPLEMENTED = frozenset({"NotImplemented", "NotSupported"})
+
+
+def _refused_key(ctx: Context) -> str:
+    return f"security_events_refused:{ctx.endpoint_id}"
+
+
+def refuses_events(ctx: Context) -> bool:
+    if ctx.version != "1.6":
+        return False  # core in 2.0.1: a refusal there is the outbox's ordinary drop
+    try:
+        return ctx.journal.get_fact(_refused_key(ctx)) == ctx.cfg.csms_url
+    except JournalError:
+        return False
+
+
+def notification_refused(ctx: Context, item: OutboxItem, exc: CallErrorReceived) -> bool:
+    """outbox.Policy.refused for 1.6: a SecurityEventNotification answered NotImplemented is
+    logged once and none is sent to this CSMS again; anything else is the outbox's to log."""
+    if ctx.version != "1.6" or item.action != events.ACTION or exc.code not in NOT_IMPLEMENTED:
+        return False
+    if refuses_events(ctx):
+        log.debug("%s: %s refused again (%s)", ctx.endpoint_id, item.action, exc.code)
+        return True
+    try:
+        ctx.journal.put_fact(_refused_key(ctx), ctx.cfg.csms_url)
+    except JournalError as e:
+        log.error("%s: could not remember that the CSMS refuses %s: %s", ctx.endpoint_id,
+                  item.action, e)
+    log.warning("%s: the CSMS answered %s with %s (no Security Whitepaper support): security "
+                "events go to the security log only and are not sent to %s again (logged once)",
+                ctx.endpoint_id, item.action, exc.code, ctx.cfg.csms_url)
+    return True
 
 
 def station_keys(ctx: Context) -> StationKeys:

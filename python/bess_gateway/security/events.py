@@ -82,9 +82,17 @@ def record(
     tech_info: str | None = None,
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    send: bool = True,
 ) -> bool:
-    """Log the event and queue its notification; False if it was coalesced or not stored."""
+    """Log the event and queue its notification; False if it was coalesced or not stored.
+
+    `send=False`: logged only (the CSMS said it does not implement the notification)."""
     detail = f": {tech_info}" if tech_info else ""
+    if not send:
+        level = logging.INFO if event_type in ROUTINE else logging.WARNING
+        log.log(level, "%s: security event %s%s (not sent: the CSMS does not implement %s)",
+                endpoint_id, event_type, detail, ACTION)
+        return False
     payload: dict[str, str] = {"type": event_type[:50], "timestamp": iso(now())}
     if tech_info:
         payload["techInfo"] = tech_info[:255]

@@ -6,9 +6,12 @@ shared with 2.0.1 in ``bess_gateway.link``; this class only says what 1.6 sends.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.typing import Subprotocol
@@ -36,6 +39,8 @@ from bess_gateway.v16.context import VERSION
 log = logging.getLogger("bess_gateway.v16")
 
 __all__ = ["VALIDATE_OUTGOING_ENV", "Backoff", "Endpoint16"]
+
+FIRMWARE_STATUS_WAIT_S = 60.0  # how long a resumed firmware job's status waits for the boot
 
 
 class Endpoint16(EndpointBase):
@@ -148,6 +153,18 @@ class Endpoint16(EndpointBase):
 
     def refresh_schedules(self) -> None:
         smart_charging.refresh(self.ctx)
+
+    def firmware_notify(self) -> Callable[[str], Awaitable[None]]:
+        notify = firmware.plain_notifier(self.ctx)
+
+        async def when_booted(status: str) -> None:
+            # A job resumed at start-up: its first status waits (bounded) for the boot.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRMWARE_STATUS_WAIT_S):
+                    await self.booted.wait()
+            await notify(status)
+
+        return when_booted
 
     def shut_down(self) -> None:
         self.reservations.cancel()

@@ -1,8 +1,15 @@
 """1.6 Firmware Management translation: UpdateFirmware, SignedUpdateFirmware (security
-extension) and the triggered FirmwareStatusNotification. The job is `maintenance.firmware`."""
+extension) and the triggered FirmwareStatusNotification. The job is `maintenance.firmware`.
+
+A second request while a job runs follows 2.0.1 L01.FR.24 (`maintenance.firmware`): this
+endpoint's job that is not installing yet is cancelled and replaced (SignedUpdateFirmware answers
+AcceptedCanceled); otherwise SignedUpdateFirmware is Rejected and a plain UpdateFirmware, whose
+answer has no status to refuse with, is kept and started when the running job ends.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Final
 
@@ -10,6 +17,7 @@ from bess_gateway.domain.timefmt import parse_iso
 from bess_gateway.maintenance.firmware import (
     SECURITY_EVENTS,
     FirmwareRequest,
+    Notify,
     check_signed,
     retry_policy,
 )
@@ -28,17 +36,27 @@ PLAIN_STATUSES: Final = frozenset({"Downloaded", "DownloadFailed", "Downloading"
 MANUFACTURER_ROOT: Final = "ManufacturerRootCertificate"
 
 
-def handlers(ctx: Context) -> dict[str, Any]:
-    def raise_event(status: str) -> None:
-        # Queued in the journal before the status goes out, so the CSMS hears of it even if
-        # the status notification itself is lost with the link.
-        if status in SECURITY_EVENTS:
-            security_event(ctx, SECURITY_EVENTS[status])
+def _raise_event(ctx: Context, status: str) -> None:
+    # Queued in the journal before the status goes out, so the CSMS hears of it even if
+    # the status notification itself is lost with the link.
+    if status in SECURITY_EVENTS:
+        security_event(ctx, SECURITY_EVENTS[status])
+
+
+def plain_notifier(ctx: Context) -> Notify:
+    """How a plain UpdateFirmware's job reports: FirmwareStatusNotification, in 1.6's words."""
 
     async def notify_plain(status: str) -> None:
-        raise_event(status)
+        _raise_event(ctx, status)
         if status in PLAIN_STATUSES:
             await ctx.call("FirmwareStatusNotification", {"status": status})
+
+    return notify_plain
+
+
+def handlers(ctx: Context) -> dict[str, Any]:
+    raise_event = functools.partial(_raise_event, ctx)
+    notify_plain = plain_notifier(ctx)
 
     def notify_signed(request_id: int) -> Any:
         async def send(status: str) -> None:
@@ -66,14 +84,19 @@ def handlers(ctx: Context) -> dict[str, Any]:
             async def failed() -> None:
                 await notify_plain("DownloadFailed")
             return Reply({}, failed)
-        if m.firmware.busy:
-            log.warning("%s: UpdateFirmware ignored: an update ordered by %s is running",
-                        ctx.endpoint_id, m.firmware.owner)
+        updater = m.firmware
+        if updater.busy and not (updater.owner == ctx.endpoint_id and updater.cancellable):
+            # Installing (or another endpoint's job): kept, durably before the answer.
+            updater.enqueue(req, notify_plain, ctx.endpoint_id)
             return {}
+        if updater.busy:
+            log.info("%s: UpdateFirmware replaces the update still %s", ctx.endpoint_id,
+                     updater.status)
+            await updater.cancel()
 
         async def start() -> None:
             # After the answer, so the CSMS sees UpdateFirmware.conf before the first status.
-            m.firmware.start(req, notify_plain, ctx.endpoint_id)
+            updater.start(req, notify_plain, ctx.endpoint_id)
 
         return Reply({}, start)
 
@@ -103,13 +126,20 @@ def handlers(ctx: Context) -> dict[str, Any]:
             retries=retries, retry_interval_s=interval,
             install_at=parse_iso(install_at) if install_at else None,
             signed=signed, request_id=p["requestId"])
-        if m.firmware.busy:
-            return {"status": "Rejected"}  # one update at a time for the whole gateway
+        updater = m.firmware
+        canceled = False
+        if updater.busy:
+            if updater.owner != ctx.endpoint_id or not updater.cancellable:
+                # L01.FR.27: an install is not cut off; another endpoint's job is not ours.
+                log.warning("%s: SignedUpdateFirmware %s refused: the update ordered by %s is "
+                            "%s", ctx.endpoint_id, p["requestId"], updater.owner, updater.status)
+                return {"status": "Rejected"}
+            canceled = await updater.cancel()
 
         async def start() -> None:
-            m.firmware.start(req, notify_signed(p["requestId"]), ctx.endpoint_id)
+            updater.start(req, notify_signed(p["requestId"]), ctx.endpoint_id)
 
-        return Reply({"status": "Accepted"}, start)
+        return Reply({"status": "AcceptedCanceled" if canceled else "Accepted"}, start)
 
     async def extended_trigger(_connector: int | None) -> None:
         # ExtendedTriggerMessage(FirmwareStatusNotification) -> the signed flow's message.

@@ -18,6 +18,7 @@ from bess_gateway.domain.station import CONNECTORS, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import OutboxItem, Retention, set_meter_stop
 from bess_gateway.ocppj.rpc import Reply
+from bess_gateway.security.connection import notification_refused
 from bess_gateway.v16 import authorization, smart_charging
 from bess_gateway.v16.context import Context
 from bess_gateway.v16.meter import meter_value
@@ -213,6 +214,7 @@ def _prepare(ctx: Context, item: OutboxItem) -> dict[str, Any] | None:
 
 def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
               resp: dict[str, Any]) -> None:
+    settling.delivered(ctx, item)
     if item.action == "StartTransaction":
         if isinstance(payload.get("idTag"), str):
             authorization.remember(ctx, ctx.journal.hash_id_tag(payload["idTag"]),
@@ -231,7 +233,7 @@ settling.register_format(settling.StopFormat(
     set_register=set_meter_stop))
 
 POLICY = outbox.Policy(tx_actions=frozenset(TX_ACTIONS), prepare=_prepare, answered=_answered,
-                       hold=settling.hold)
+                       hold=settling.hold, refused=notification_refused)
 
 
 async def deliver_outbox(ctx: Context) -> None:

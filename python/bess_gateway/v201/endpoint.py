@@ -117,7 +117,12 @@ class Endpoint201(EndpointBase):
 
     async def send_status(self, evse: int, *, force: bool = False) -> None:
         report = self.ctx.station.status(evse)
-        if not force and self._last_status.get(evse) == report:
+        last = self._last_status.get(evse)
+        # 2.0.1 folds Preparing, Charging, Suspended* and Finishing into Occupied: a change
+        # between them (a remote start: Preparing -> Charging within a control cycle) is no
+        # change to report.
+        if not force and last is not None and (
+                connector_status(last.status) == connector_status(report.status)):
             return
         payload = {"timestamp": iso(self.ctx.station._clock()),
                    "connectorStatus": connector_status(report.status),

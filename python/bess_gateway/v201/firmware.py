@@ -9,9 +9,11 @@ messages onto it. Decisions:
   event InvalidFirmwareSigningCertificate) and the file's signature is checked after download.
   Without both it is a non-secure update (L02), as 1.6's UpdateFirmware. One of the two alone is
   Rejected.
-- A new request while an update of this endpoint waits or downloads cancels it
-  (AcceptedCanceled); once installing, or when another endpoint ordered the running
-  update, the new one is Rejected (one update at a time for the whole gateway).
+- A new request while an update of this endpoint is not installing yet (scheduled, downloading,
+  or downloaded and waiting for the sessions to end) cancels it: L01.FR.24, AcceptedCanceled.
+  Once installing (L01.FR.27 allows Rejected), or when another endpoint ordered the running
+  update, the new one is Rejected (one update at a time for the whole gateway); a plain 1.6
+  request, which has no status to refuse with, is kept instead (maintenance.firmware).
 - Installed is reported when the installer succeeded, just before the gateway restarts.
 """
 

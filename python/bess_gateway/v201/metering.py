@@ -12,6 +12,7 @@ travel in its TransactionEvent, ``v201.transactions``).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from bess_gateway.domain.metering import readings
@@ -54,7 +55,9 @@ def evse_meter_value(ctx: Context, sample: MeterSample, measurands: list[str],
     carries both registers and both powers (design.md section 9)."""
     mv = meter_value(sample, measurands, context)
     if ctx.version == "2.1" and sample.connector == V21_CONNECTOR:
-        leg = ctx.station.sample(DISCHARGE_CONNECTOR)
+        # The battery's discharge is Export on 2.1's one EVSE (design.md section 9), whatever
+        # the endpoint's `discharge_as` (which names a 1.6/2.0.1 discharge connector's flow).
+        leg = replace(ctx.station.sample(DISCHARGE_CONNECTOR), flow="Export")
         exports = [m for m in measurands if ".Export" in m]
         mv["sampledValue"].extend(meter_value(leg, exports, context)["sampledValue"])
     return mv

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from bess_gateway import charging_limits
 from bess_gateway.charging_limits import block
@@ -193,8 +193,14 @@ def profile_to_201(p: sc.ChargingProfile, transaction_id: str | None = None) -> 
 
 
 def _rejected(reason: str, info: str) -> dict[str, Any]:
+    # The domain's texts speak 1.6's purpose names; a 2.0.1 CSMS reads its own.
+    for domain_name, name_201 in PURPOSE_NAMES_201.items():
+        info = info.replace(domain_name, name_201)
     return {"status": "Rejected", "statusInfo": {"reasonCode": reason[:20],
                                                  "additionalInfo": info[:512]}}
+
+
+PURPOSE_NAMES_201: Final = {str(sc.Purpose.CHARGE_POINT_MAX): "ChargingStationMaxProfile"}
 
 
 # -- RequestStartTransaction's profile (v201/transactions.py) --------------------------------

@@ -298,6 +298,7 @@ def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
               resp: dict[str, Any]) -> None:
     """TransactionEventResponse: cache the idTokenInfo; a token not Accepted ends the session
     or limits its energy (E05: StopTxOnInvalidId, MaxEnergyOnInvalidId; sessions.py)."""
+    settling.delivered(ctx, item)
     info = resp.get("idTokenInfo")
     token = payload.get("idToken")
     if item.action != "TransactionEvent" or not isinstance(info, dict):
@@ -406,7 +407,7 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
             now = st._clock()
             sample = MeterSample(timestamp=now, connector=rec.connector, energy_wh=stop_wh,
                                  power_w=0.0, current_a=None, voltage_v=None, soc_pct=None,
-                                 temperature_c=None)
+                                 temperature_c=None, flow=st.flow(rec.connector))
             mv = metering.meter_value(sample, st.settings.items("stop_txn_sampled_data"),
                                       "Transaction.End")
             payload: dict[str, Any] = {
