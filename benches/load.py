@@ -4,6 +4,7 @@
     python benches/load.py --endpoints 50 200 1000 --duration 60   # the full table
     python benches/load.py --endpoints 200 --meter-values-only     # the periodic path alone
     python benches/load.py --gateway-python arm-venv/bin/python ... # the gateway on another Python
+    python benches/load.py --endpoints 50 --ocpp 2.1 --no-baseline  # 2.1 V2X setpoints
 
 On loopback, in three processes so the numbers are the gateway's own: this tester (a CSMS on the
 `ocpp` library + a minimal PCS that timestamps every setpoint write), the gateway
@@ -19,6 +20,12 @@ expected total (the sum of the open sessions' limits) after each command. Two la
 reported: cmd->PCS, to the first write that changes the setpoint, and for decreases (a lower
 TxProfile, a RemoteStop) cmd->limit, to the first write at or under the new total, with the
 number of writes that took (docs/control.md: a decrease holds from the first write).
+
+With `--ocpp 2.1` the endpoints speak 2.1 and the commands are its own: RequestStart with a
+CentralSetpoint TxProfile (a discharge setpoint of the session maximum), RequestStop, and
+SetChargingProfile moving the running transaction's setpoint (the "setpoint command"), so
+cmd->PCS is the setpoint command -> PCS latency of 2.1 endpoints. There is no plain-`ocpp` 2.1
+baseline (benches/baseline_cp.py speaks 1.6).
 """
 
 from __future__ import annotations
@@ -106,7 +113,8 @@ class Traffic:
     """The CSMS side of the benchmark: boot everyone, run sessions, then measured commands."""
 
     def __init__(self, csms: CsmsServer, ids: list[str], pcs: PcsStubProcess | None,
-                 rng: random.Random, commands: bool = True) -> None:
+                 rng: random.Random, commands: bool = True, ocpp: str = "1.6") -> None:
+        self.v21 = ocpp == "2.1"
         self.commands = commands
         self.csms = csms
         self.ids = ids
@@ -114,7 +122,7 @@ class Traffic:
         self.rng = rng
         self.cursor = 0
         self.profiles = True
-        self.open: dict[str, int] = {}
+        self.open: dict[str, int | str] = {}
         self.limits: dict[str, int] = {}  # the TxProfile limit last set on a running session
         self.sent = 0  # CALLs the CSMS sent
         self.last_limit: tuple[float, int] | None = None  # the last decrease's (ms, writes)
@@ -130,7 +138,9 @@ class Traffic:
         last_print = 0.0
         while pending:
             for m in self._scan():
-                if m.action == "StatusNotification" and m.payload.get("connectorId") == 2:
+                if m.action == "StatusNotification" and (
+                        m.payload.get("evseId") == 1 if self.v21
+                        else m.payload.get("connectorId") == 2):
                     pending.discard(m.station)
             if time.monotonic() > t_end:
                 raise TimeoutError(f"{len(pending)} endpoints did not boot")
@@ -197,11 +207,20 @@ class Traffic:
         idx0, before = (len(self.pcs.writes), self.pcs.setpoint) if self.pcs else (0, 0)
         t0 = time.monotonic()
         self.sent += 1
-        r = await self.csms.call(sid, "RemoteStartTransaction",
-                                 {"idTag": f"T{sid[-4:]}", "connectorId": 1})
+        if self.v21:
+            r = await self.csms.call(sid, "RequestStartTransaction", {
+                "idToken": {"idToken": f"T{sid[-4:]}", "type": "Central"}, "evseId": 1,
+                "remoteStartId": self.sent, "chargingProfile": _setpoint_profile(SESSION_MAX_W)})
+        else:
+            r = await self.csms.call(sid, "RemoteStartTransaction",
+                                     {"idTag": f"T{sid[-4:]}", "connectorId": 1})
         if r["status"] != "Accepted":
             raise RuntimeError(f"{sid}: RemoteStart {r['status']}")
         lat = await self._pcs_change(idx0, before, t0) if self.pcs else None
+        if self.v21:
+            m = await self._effect(sid, "TransactionEvent", lambda p: p["eventType"] == "Started")
+            self.open[sid] = m.payload["transactionInfo"]["transactionId"]
+            return lat
         await self._effect(sid, "StartTransaction")
         tx = await self.csms.wait_until(lambda: next(
             (t.id for t in self.csms.transactions.values()
@@ -214,12 +233,20 @@ class Traffic:
         idx0, before = (len(self.pcs.writes), self.pcs.setpoint) if self.pcs else (0, 0)
         t0 = time.monotonic()
         self.sent += 1
-        await self.csms.call(sid, "RemoteStopTransaction", {"transactionId": self.open.pop(sid)})
+        if self.v21:
+            await self.csms.call(sid, "RequestStopTransaction",
+                                 {"transactionId": self.open.pop(sid)})
+        else:
+            await self.csms.call(sid, "RemoteStopTransaction",
+                                 {"transactionId": self.open.pop(sid)})
         self.limits.pop(sid, None)  # its TxProfile ends with the transaction
         lat = await self._pcs_change(idx0, before, t0) if self.pcs else None
         if self.pcs is not None:
             self.last_limit = await self._limit(idx0, t0, self.expected_w())
-        await self._effect(sid, "StopTransaction")
+        if self.v21:
+            await self._effect(sid, "TransactionEvent", lambda p: p["eventType"] == "Ended")
+        else:
+            await self._effect(sid, "StopTransaction")
         return lat
 
     async def profile(self, sid: str) -> float | None:
@@ -233,7 +260,12 @@ class Traffic:
         self.limits[sid] = limit
         t0 = time.monotonic()
         self.sent += 1
-        r = await self.csms.call(sid, "SetChargingProfile", {
+        if self.v21:
+            # The setpoint command: the running V2X transaction's setpoint moves.
+            r = await self.csms.call(sid, "SetChargingProfile", {
+                "evseId": 1, "chargingProfile": _setpoint_profile(limit, self.open[sid])})
+        else:
+            r = await self.csms.call(sid, "SetChargingProfile", {
             "connectorId": 1, "csChargingProfiles": {
             "chargingProfileId": 1, "transactionId": self.open[sid], "stackLevel": 0,
             "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
@@ -251,7 +283,8 @@ class Traffic:
         t0 = time.monotonic()
         self.sent += 1
         await self.csms.call(sid, "TriggerMessage", {"requestedMessage": "MeterValues",
-                                                     "connectorId": 1})
+                                                     **({"evse": {"id": 1}} if self.v21
+                                                        else {"connectorId": 1})})
         m = await self._effect(sid, "MeterValues", lambda p: p["meterValue"][0][
             "sampledValue"][0].get("context") == "Trigger")
         return (m.at - t0) * 1000
@@ -298,7 +331,21 @@ class Traffic:
             await asyncio.sleep(self.rng.uniform(0.01, 0.05))
 
 
-def gateway_config(tmp: Path, n: int, url: str, pcs_port: int, interval: int) -> Path:
+def _setpoint_profile(discharge_w: int, tx_id: int | str | None = None) -> dict[str, Any]:
+    """A 2.1 TxProfile: discharge at `discharge_w` (2.1 sign: a negative setpoint)."""
+    profile: dict[str, Any] = {
+        "id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+            {"startPeriod": 0, "operationMode": "CentralSetpoint",
+             "setpoint": float(-discharge_w)}]}]}
+    if tx_id is not None:
+        profile["transactionId"] = tx_id
+    return profile
+
+
+def gateway_config(tmp: Path, n: int, url: str, pcs_port: int, interval: int,
+                   ocpp: str = "1.6") -> Path:
     cfg = tmp / "gateway.toml"
     cfg.write_text(f"""
 [gateway]
@@ -326,15 +373,17 @@ id = "LOAD-{{n:04}}"
 count = {n}
 csms_url = "{url}"
 meter_sample_interval_s = {interval}
+ocpp_version = "{ocpp}"
 """)
     return cfg
 
 
 async def run_one(n: int, duration: float, interval: int, baseline: bool,
-                  seed: int = 1, commands: bool = True, python: str = sys.executable) -> Row:
+                  seed: int = 1, commands: bool = True, python: str = sys.executable,
+                  ocpp: str = "1.6") -> Row:
     """One row; `python` runs the gateway (e.g. an emulated aarch64 venv, packaging/
     test-arm-wheel.sh), while the tester, the PCS stub and the baseline stay on this one."""
-    label = "ocpp baseline" if baseline else "bess-gateway"
+    label = "ocpp baseline" if baseline else "bess-gateway" + (" 2.1" if ocpp == "2.1" else "")
     if not commands:
         label += " (MeterValues only)"
     row = Row(label, n)
@@ -355,10 +404,12 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
         prof = os.environ.get("BESS_LOAD_PROFILE")
         cmd = [python, *([str(HERE / "profile_gateway.py"), prof] if prof
                                  else ["-m", "bess_gateway"]), "run", "--config",
-               str(gateway_config(tmp, n, csms.url, pcs.port, interval)), "--log-level", "WARNING"]
+               str(gateway_config(tmp, n, csms.url, pcs.port, interval, ocpp)),
+               "--log-level", "WARNING"]
         ids = [f"LOAD-{i:04d}" for i in range(1, n + 1)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log)
-    traffic = Traffic(csms, ids, pcs, random.Random(seed), commands)
+    traffic = Traffic(csms, ids, pcs, random.Random(seed), commands,
+                      ocpp="1.6" if baseline else ocpp)
     try:
         print(f"[{label} N={n}] waiting for boot", flush=True)
         await traffic.wait_booted(timeout=60 + n * 0.2)
@@ -439,6 +490,8 @@ async def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain-ocpp baseline")
     ap.add_argument("--meter-values-only", action="store_true",
                     help="no CSMS commands: the periodic MeterValues path alone")
+    ap.add_argument("--ocpp", choices=("1.6", "2.1"), default="1.6",
+                    help="the gateway endpoints' OCPP version (2.1: V2X setpoint commands)")
     ap.add_argument("--gateway-python", default=sys.executable, metavar="PYTHON",
                     help="interpreter that runs the gateway (default: this one)")
     args = ap.parse_args(argv)
@@ -448,8 +501,9 @@ async def main(argv: list[str] | None = None) -> int:
         interval = 1 if n <= 200 else 10
         commands = not args.meter_values_only
         rows.append(await run_one(n, args.duration, interval, baseline=False,
-                                  commands=commands, python=args.gateway_python))
-        if not args.no_baseline:
+                                  commands=commands, python=args.gateway_python,
+                                  ocpp=args.ocpp))
+        if not args.no_baseline and args.ocpp == "1.6":
             baselines[n] = await run_one(n, args.duration, interval, baseline=True,
                                          commands=commands)
             rows.append(baselines[n])

@@ -128,7 +128,8 @@ def test_each_bad_value_names_its_key(tmp_path, section, key, value, expected):
         ("heartbeat_interval_s", 10, "heartbeat_interval_s: 10 is out of range 30..3600"),
         ("meter_sample_interval_s", 0, "meter_sample_interval_s: 0 is out of range 1..300"),
         ("security_profile", 4, "security_profile: 4 is out of range 0..3"),
-        ("ocpp_version", 1.6, 'ocpp_version: 1.6 is not one of "1.6" or "2.0.1" (quote it)'),
+        ("ocpp_version", 1.6,
+         'ocpp_version: 1.6 is not one of "1.6" or "2.0.1" or "2.1" (quote it)'),
         ("csms_url", "http://x/ocpp", 'csms_url: "http://x/ocpp" must start with ws:// or wss://'),
         ("csms_url", "ws://x/ocpp?a=1", 'csms_url: "ws://x/ocpp?a=1" must not have a query'),
         ("csms_url", "ws:///ocpp", 'csms_url: "ws:///ocpp" has no host'),
@@ -218,7 +219,7 @@ def test_count_block_expands_with_format_and_start(tmp_path):
     assert ids == ["BESS-01", "HUB-001", "HUB-002", "HUB-003", "X0", "X1"]
     assert [e.index for e in cfg.endpoints] == list(range(6))
     assert [e.serial_number for e in cfg.endpoints[-2:]] == ["SN0000", "SN0001"]
-    assert cfg.version_counts() == {"1.6": 4, "2.0.1": 2}
+    assert cfg.version_counts() == {"1.6": 4, "2.0.1": 2, "2.1": 0}
 
 
 _v201 = {"csms_url": "ws://h/ocpp", "ocpp_version": "2.0.1"}
@@ -413,7 +414,7 @@ def test_direct_construction_fills_the_serial_number():
 def test_example_file_is_valid():
     cfg = load_config(ROOT / "examples" / "gateway.toml", require_endpoints=True)
     assert len(cfg.endpoints) == 50
-    assert cfg.version_counts() == {"1.6": 50, "2.0.1": 0}
+    assert cfg.version_counts() == {"1.6": 50, "2.0.1": 0, "2.1": 0}
     assert cfg.endpoints[-1].id == "HUB-050" and cfg.endpoints[-1].index == 49
     assert cfg.warnings == ()
     # One operator over both CSMSs: it maintains the gateway.

@@ -24,6 +24,9 @@ from bess_gateway.link import Context
 
 log = logging.getLogger(__name__)
 
+# A version whose sessions need more than the domain's limits (2.1 V2X setpoints) registers its
+# subclass of SmartCharging here (bess_gateway.v21.v2x).
+FACTORIES: dict[str, type[sc.SmartCharging]] = {}
 _blocks: weakref.WeakKeyDictionary[Station, sc.SmartCharging] = weakref.WeakKeyDictionary()
 
 
@@ -39,7 +42,7 @@ def block(ctx: Context) -> sc.SmartCharging:
     def electrical() -> sc.Electrical:
         return sc.Electrical(phase_voltage_v=float(st.settings.int("ac_phase_voltage_v")))
 
-    made = sc.SmartCharging(
+    made = FACTORIES.get(ctx.version, sc.SmartCharging)(
         st, cast(sc.ScheduleCore, st.core), store=ctx.journal, limits=lambda: limits,
         electrical=electrical, clock=lambda: sc.utc(st._clock()))
     _blocks[st] = made

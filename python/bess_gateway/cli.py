@@ -453,9 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ocpp",
-        choices=("1.6", "2.0.1", "mixed"),
+        choices=("1.6", "2.0.1", "2.1", "mixed"),
         default="1.6",
-        help="OCPP version of the endpoints; mixed = half and half (default: %(default)s)",
+        help="OCPP version of the endpoints; mixed = 1.6, 2.0.1 and 2.1 in turn "
+             "(default: %(default)s)",
     )
     p.add_argument(
         "--no-site",

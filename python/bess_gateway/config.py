@@ -43,9 +43,9 @@ __all__ = [
 ]
 
 LogFormat = Literal["text", "json"]
-OcppVersion = Literal["1.6", "2.0.1"]
+OcppVersion = Literal["1.6", "2.0.1", "2.1"]
 
-OCPP_VERSIONS: tuple[str, ...] = ("1.6", "2.0.1")
+OCPP_VERSIONS: tuple[str, ...] = ("1.6", "2.0.1", "2.1")
 DischargeAs = Literal["import", "export"]
 DISCHARGE_AS: tuple[str, ...] = ("import", "export")
 PCS_PROFILES: tuple[str, ...] = ("generic", "sunspec")

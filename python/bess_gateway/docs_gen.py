@@ -340,6 +340,21 @@ def generate_ocpp_support() -> str:
         "variables map to the same settings as the 1.6 keys above. What each functional block "
         "decided for a battery behind virtual connectors: docs/ocpp201.md.",
         "",
+        "## OCPP 2.1",
+        "",
+        f"Endpoints with `ocpp_version = \"2.1\"` (subprotocol ocpp2.1) run the 2.0.1 blocks "
+        "above on one bidirectional EVSE (evseId 1) and validate what they send against the "
+        f"{len(Validator('2.1').actions)} 2.1 schemas. Q block (V2X): operationMode "
+        "ChargingOnly, CentralSetpoint, Idle, ExternalLimits, ExternalSetpoint and "
+        "LocalLoadBalancing (without a site energy management: no site constraint, no site "
+        "setpoint), validated against the operationMode-per-purpose table; CentralFrequency "
+        "and LocalFrequency Rejected; V2XChargingCtrlr in the device model; "
+        "NotifyEVChargingNeeds from the battery's limits. K28 dynamic profiles "
+        "(UpdateDynamicSchedule, PullDynamicScheduleUpdate) and maxOfflineDuration / "
+        "invalidAfterOfflineDuration. R04: Set/Get/ClearDERControl and NotifyDERStartStop; "
+        "LimitMaxDischarge applied, the grid-support control types NotSupported. Decisions: "
+        "docs/ocpp21.md.",
+        "",
     ]
     lines += _retry_lines()
     lines += _device_model_lines()

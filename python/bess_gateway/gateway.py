@@ -38,6 +38,7 @@ from bess_gateway.security.certificates import (
     operator_directory,
 )
 from bess_gateway.v16.endpoint import Endpoint16
+from bess_gateway.v21.endpoint import Endpoint21
 from bess_gateway.v201.endpoint import Endpoint201
 from bess_gateway.wall_clock import StepDetector
 
@@ -57,6 +58,9 @@ SCHEDULE_REFRESH_S = sc.REFRESH.total_seconds()  # bound on energy a crash can l
 EXIT_SOFTWARE = 70
 FAILURE_REPORT_S = 3.0  # how long the Faulted statuses get to reach the CSMSs before that exit
 GOING_AWAY_S = 3.0  # at a stop, how long the CSMSs get to answer our close frames
+# The endpoint class of each ocpp_version (1.6 is the default).
+ENDPOINT_KINDS: dict[str, type[Endpoint16 | Endpoint201]] = {
+    "2.0.1": Endpoint201, "2.1": Endpoint21}
 
 
 def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
@@ -146,7 +150,7 @@ class Gateway:
         with journal.atomic():
             for ep in cfg.endpoints:
                 station = self._make_station(ep, core, journal)
-                kind = Endpoint201 if ep.ocpp_version == "2.0.1" else Endpoint16
+                kind = ENDPOINT_KINDS.get(ep.ocpp_version, Endpoint16)
                 endpoint = kind(ep, station, journal,
                                 certificates=self.stores[ep.trust_domain])
                 endpoint.recover(journal.open_transactions(ep.id))

@@ -71,7 +71,7 @@ async def get_log(ctx: Context, p: dict[str, Any]) -> Any:
 
     async def start() -> None:
         # After the answer, so the CSMS sees the GetLog answer before LogStatusNotification.
-        if canceled and ctx.version == "2.0.1" and running is not None and (
+        if canceled and ctx.version in ("2.0.1", "2.1") and running is not None and (
                 running.request_id is not None):
             # 2.0.1 closes the replaced request with its own status (1.6 has no such status).
             await ctx.call(ACTION, {"status": "AcceptedCanceled",

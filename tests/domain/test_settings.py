@@ -66,7 +66,8 @@ def test_change_configuration_answers_rejected_when_the_store_fails() -> None:
 
 def test_set_variables_answers_rejected_write_error_when_the_store_fails() -> None:
     settings = Settings({}, persist=FailingStore())
-    ctx = SimpleNamespace(station=SimpleNamespace(settings=settings), endpoint_id="E")
+    ctx = SimpleNamespace(station=SimpleNamespace(settings=settings), endpoint_id="E",
+                          version="2.0.1")
     out = provisioning.set_variable(ctx, {  # type: ignore[arg-type]
         "component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"},
         "attributeValue": "45"})

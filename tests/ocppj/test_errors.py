@@ -46,7 +46,13 @@ def test_1_6_codes_are_the_ten_of_the_1_6_spec():
 
 def test_code_for_rejects_unknown_version():
     with pytest.raises(ValueError):
-        code_for(ErrorKind.GENERIC_ERROR, "2.1")
+        code_for(ErrorKind.GENERIC_ERROR, "3.0")
+
+
+def test_2_1_spells_codes_as_2_0_1():
+    # OCPP-J 2.1 keeps 2.0.1's RPC error table (FormatViolation, OccurrenceConstraintViolation).
+    for kind in ErrorKind:
+        assert code_for(kind, "2.1") == code_for(kind, "2.0.1")
 
 
 @pytest.mark.parametrize(

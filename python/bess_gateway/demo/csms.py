@@ -36,12 +36,14 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint as CP16
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
+from ocpp.v21 import call as call21
 from ocpp.v201 import call as call201
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from bess_gateway.demo.recording import RecordsFrames
+from bess_gateway.demo.station21 import Station21
 from bess_gateway.demo.station201 import Station201, energy_wh
 
 log = logging.getLogger("bess_gateway.csms")
@@ -74,6 +76,9 @@ class Transaction:
     reason: str | None = None
     meter_values: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)  # 2.0.1 TransactionEvents
+    # 2.1's one bidirectional EVSE: the export register too (meter_* are the import one).
+    export_start: int | None = None
+    export_stop: int | None = None
 
 
 @dataclass
@@ -93,6 +98,8 @@ class Policy:
     # ISO 15118 pass-through (2.0.1): the EXI answer to Get15118EVCertificate (None: Failed) and
     # the OCSP result to GetCertificateStatus (None: no OCSP responder, NotImplemented).
     ev_certificate_exi: str | None = None
+    # 2.1 PullDynamicScheduleUpdate: the scheduleUpdate to answer with (None: Accepted, none).
+    dynamic_schedule_update: dict[str, Any] | None = None
     ocsp_result: str | None = None
     # action -> the CALLERROR code every CALL of it is answered with (a CSMS that does not
     # support a message: {"StatusNotification": "NotSupported"}); recorded like any CALL.
@@ -211,7 +218,8 @@ class CsmsServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0,
                     ssl_context: ssl.SSLContext | None = None) -> None:
         self._tls = ssl_context is not None
-        self._server = await serve(self._handle, host, port, subprotocols=["ocpp2.0.1", "ocpp1.6"],
+        self._server = await serve(self._handle, host, port,
+                                   subprotocols=["ocpp2.1", "ocpp2.0.1", "ocpp1.6"],
                                    process_request=self._check_auth, ssl=ssl_context,
                                    compression=None)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -264,7 +272,9 @@ class CsmsServer:
     async def _handle(self, ws: ServerConnection) -> None:
         station_id = ws.request.path.rstrip("/").rsplit("/", 1)[-1] if ws.request else "?"
         cp: _Station16 | Station201
-        if ws.subprotocol == "ocpp2.0.1":
+        if ws.subprotocol == "ocpp2.1":
+            cp = Station21(station_id, ws, self)
+        elif ws.subprotocol == "ocpp2.0.1":
             cp = Station201(station_id, ws, self)
         else:
             cp = _Station16(station_id, ws, self)
@@ -315,12 +325,21 @@ class CsmsServer:
             tx = Transaction(tx_id, station, int(evse.get("id", 0)), token, -1)
             self.transactions[tx_id] = tx
         tx.events.append(event)
+        # 2.1's one EVSE carries both registers; a 2.0.1 EVSE only its own direction's.
+        v21 = getattr(self.stations.get(station), "version", "") == "2.1"
         if event.get("eventType") == "Started":
             start = energy_wh(event, "Transaction.Begin")
             if start is not None:
                 tx.meter_start = start
+            if v21:
+                tx.meter_start = energy_wh(event, "Transaction.Begin",
+                                           "Energy.Active.Import") or tx.meter_start
+                tx.export_start = energy_wh(event, "Transaction.Begin", "Energy.Active.Export")
         elif event.get("eventType") == "Ended":
             tx.meter_stop = energy_wh(event, "Transaction.End")
+            if v21:
+                tx.meter_stop = energy_wh(event, "Transaction.End", "Energy.Active.Import")
+                tx.export_stop = energy_wh(event, "Transaction.End", "Energy.Active.Export")
             tx.reason = info.get("stoppedReason", "Local")
         if any(mv for mv in event.get("meterValue") or []) and event.get("eventType") == "Updated":
             tx.meter_values += 1
@@ -363,7 +382,7 @@ class CsmsServer:
         A CALLERROR raises the `ocpp` library's OCPPError subclass for its code.
         """
         cp = self.stations[station_id]
-        calls = call201 if cp.version == "2.0.1" else call16
+        calls = {"2.0.1": call201, "2.1": call21}.get(cp.version, call16)
         request = getattr(calls, action)(**camel_to_snake_case(payload or {}))
         response = await cp.call(request, suppress=False)
         return remove_nones(snake_to_camel_case(serialize_as_dict(response)))

@@ -49,6 +49,7 @@ log = logging.getLogger("bess_gateway.demo")
 
 DEMO_PROFILE_ID = 900
 DEMO_CAP_W = 50_000.0
+DEMO_SETPOINT_W = 150_000.0  # 2.1 discharge phase: the V2X setpoint (the session maximum)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Phase:
 def endpoint_version(ocpp: str, i: int) -> str:
     """The version of the demo's i-th endpoint: "mixed" alternates, 1.6 first."""
     if ocpp == "mixed":
-        return "1.6" if i % 2 == 0 else "2.0.1"
+        return ("1.6", "2.0.1", "2.1")[i % 3]
     return ocpp
 
 
@@ -196,7 +197,14 @@ class Scenario:
         self.remote_start_ids = 0
 
     def _v201(self, sid: str) -> bool:
-        return getattr(self.csms.stations.get(sid), "version", "1.6") == "2.0.1"
+        return getattr(self.csms.stations.get(sid), "version", "1.6") in ("2.0.1", "2.1")
+
+    def _v21(self, sid: str) -> bool:
+        return getattr(self.csms.stations.get(sid), "version", "1.6") == "2.1"
+
+    def _evse(self, sid: str, connector: int) -> int:
+        """2.1 has one bidirectional EVSE; the direction is the profile's (see _start_one)."""
+        return 1 if self._v21(sid) else connector
 
     async def _start_all(self, connector: int) -> None:
         # All stations at once, as a hub's CSMS would: one at a time, the starts (and the stops,
@@ -210,9 +218,21 @@ class Scenario:
         try:
             if self._v201(sid):
                 self.remote_start_ids += 1
-                r = await self.csms.call(sid, "RequestStartTransaction", {
-                    "idToken": {"idToken": tag, "type": "Central"}, "evseId": connector,
-                    "remoteStartId": self.remote_start_ids})
+                request: dict[str, Any] = {
+                    "idToken": {"idToken": tag, "type": "Central"},
+                    "evseId": self._evse(sid, connector), "remoteStartId": self.remote_start_ids}
+                if self._v21(sid) and connector == 1:
+                    # 2.1 V2X: the discharge phase is a setpoint (negative: the battery gives).
+                    request["chargingProfile"] = {
+                        "id": DEMO_PROFILE_ID + 1, "stackLevel": 0,
+                        "chargingProfilePurpose": "TxProfile",
+                        "chargingProfileKind": "Relative",
+                        "chargingSchedule": [{"id": 2, "chargingRateUnit": "W",
+                                              "chargingSchedulePeriod": [{
+                                                  "startPeriod": 0,
+                                                  "operationMode": "CentralSetpoint",
+                                                  "setpoint": -DEMO_SETPOINT_W}]}]}
+                r = await self.csms.call(sid, "RequestStartTransaction", request)
             else:
                 r = await self.csms.call(sid, "RemoteStartTransaction",
                                          {"idTag": tag, "connectorId": connector})
@@ -268,11 +288,22 @@ class Scenario:
             "chargingProfileKind": "Relative",
         }
         try:
-            if self._v201(sid):
+            if self._v21(sid) and connector == 1 and sid in self.open:
+                # The setpoint of the running V2X transaction comes down to the cap.
+                profile.update(id=DEMO_PROFILE_ID, stackLevel=1,
+                               chargingProfilePurpose="TxProfile",
+                               transactionId=self.open[sid], chargingSchedule=[
+                                   {"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+                                       {"startPeriod": 0, "operationMode": "CentralSetpoint",
+                                        "setpoint": -DEMO_CAP_W}]}])
+                r = await self.csms.call(sid, "SetChargingProfile",
+                                         {"evseId": 1, "chargingProfile": profile})
+            elif self._v201(sid):
                 profile.update(id=DEMO_PROFILE_ID, chargingSchedule=[
                     {"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [period]}])
                 r = await self.csms.call(sid, "SetChargingProfile",
-                                         {"evseId": connector, "chargingProfile": profile})
+                                         {"evseId": self._evse(sid, connector),
+                                          "chargingProfile": profile})
             else:
                 profile.update(chargingProfileId=DEMO_PROFILE_ID, chargingSchedule={
                     "chargingRateUnit": "W", "chargingSchedulePeriod": [period]})
@@ -291,7 +322,8 @@ class Scenario:
                 "component": {"name": "SampledDataCtrlr"},
                 "variable": {"name": "TxUpdatedInterval"}, "attributeValue": "2"}]})
             await self.csms.call(sid, "TriggerMessage", {"requestedMessage": "MeterValues",
-                                                         "evse": {"id": connector}})
+                                                         "evse": {"id": self._evse(sid,
+                                                                                   connector)}})
         else:
             await self.csms.call(sid, "ChangeConfiguration",
                                  {"key": "MeterValueSampleInterval", "value": "2"})
@@ -535,7 +567,11 @@ def summary(csms: CsmsServer, scenario: Scenario, snap: dict[str, Any], soc_star
         txs = by_station[sid]
         e = {1: 0, 2: 0}
         for t in txs:
-            if t.meter_stop is not None:
+            if t.meter_stop is not None and t.export_stop is not None \
+                    and t.export_start is not None:
+                e[2] += t.meter_stop - t.meter_start  # 2.1: import = charged
+                e[1] += t.export_stop - t.export_start  # export = discharged
+            elif t.meter_stop is not None:
                 e[t.connector] += t.meter_stop - t.meter_start
         total[1] += e[1]
         total[2] += e[2]

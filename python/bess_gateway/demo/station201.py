@@ -26,12 +26,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def energy_wh(event: dict[str, Any], context: str) -> int | None:
-    """The energy register in a TransactionEvent's meter values for ``context`` (Wh)."""
+def energy_wh(event: dict[str, Any], context: str, prefix: str = "Energy.Active") -> int | None:
+    """The (first) energy register whose measurand starts with ``prefix`` in a
+    TransactionEvent's meter values for ``context`` (Wh)."""
     for mv in event.get("meterValue") or []:
         for sv in mv.get("sampledValue") or []:
             if sv.get("context") == context and str(sv.get("measurand", "")).startswith(
-                    "Energy.Active") and str(sv.get("measurand", "")).endswith("Register"):
+                    prefix) and str(sv.get("measurand", "")).endswith("Register"):
                 value = float(sv["value"])
                 unit = (sv.get("unitOfMeasure") or {}).get("unit", "Wh")
                 multiplier = (sv.get("unitOfMeasure") or {}).get("multiplier", 0)

@@ -71,6 +71,7 @@ class Kind(StrEnum):
     ABSOLUTE = "Absolute"
     RECURRING = "Recurring"
     RELATIVE = "Relative"
+    DYNAMIC = "Dynamic"  # 2.1 K28: one period whose values the CSMS updates (bess_gateway.v21)
 
 
 class Recurrency(StrEnum):
@@ -97,8 +98,22 @@ class ProfileError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Period:
     start_s: int  # offset from the schedule's start
-    limit: float  # in the schedule's unit
+    limit: float  # in the schedule's unit (2.1 may omit it: UNLIMITED_W)
     phases: int | None = None
+    # 2.1 V2X (bess_gateway.v21.v2x); None: not given (1.6 and 2.0.1 never give them).
+    operation_mode: str | None = None
+    setpoint: float | None = None  # 2.1 sign: + charges the battery, - discharges it
+    discharge_limit: float | None = None  # <= 0, in the schedule's unit
+
+    @property
+    def v2x(self) -> dict[str, Any]:
+        """The 2.1 fields that are set, as stored (to_dict) and reported back."""
+        out: dict[str, Any] = {}
+        for key, value in (("operationMode", self.operation_mode), ("setpoint", self.setpoint),
+                           ("dischargeLimit", self.discharge_limit)):
+            if value is not None:
+                out[key] = value
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +138,11 @@ class ChargingProfile:
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     transaction_id: str | None = None  # a TxProfile's transaction, when the CSMS named it
+    # 2.1 (K28 dynamic profiles, Q11/Q12 offline validity); None: not given.
+    dyn_update_interval_s: int | None = None
+    dyn_update_time: datetime | None = None
+    max_offline_s: int | None = None
+    invalid_after_offline: bool | None = None
 
     # -- persistence (the journal stores this, so both versions read the same rows) ----------
     def to_dict(self) -> dict[str, Any]:
@@ -135,8 +155,20 @@ class ChargingProfile:
             "transaction_id": self.transaction_id,
             "unit": str(s.unit), "duration": s.duration_s, "start": _iso(s.start),
             "min_rate": s.min_rate, "schedule_id": s.schedule_id,
-            "periods": [[p.start_s, p.limit, p.phases] for p in s.periods],
+            "periods": [[p.start_s, p.limit, p.phases] + ([p.v2x] if p.v2x else [])
+                        for p in s.periods],
+            **({"v21": v21} if (v21 := self._v21()) else {}),
         }
+
+    def _v21(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in (("dyn_update_interval", self.dyn_update_interval_s),
+                           ("dyn_update_time", _iso(self.dyn_update_time)),
+                           ("max_offline", self.max_offline_s),
+                           ("invalid_after_offline", self.invalid_after_offline)):
+            if value is not None:
+                out[key] = value
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChargingProfile:
@@ -146,14 +178,25 @@ class ChargingProfile:
             recurrency=None if d.get("recurrency") is None else Recurrency(d["recurrency"]),
             valid_from=_parse(d.get("valid_from")), valid_to=_parse(d.get("valid_to")),
             transaction_id=d.get("transaction_id"),
+            dyn_update_interval_s=(d.get("v21") or {}).get("dyn_update_interval"),
+            dyn_update_time=_parse((d.get("v21") or {}).get("dyn_update_time")),
+            max_offline_s=(d.get("v21") or {}).get("max_offline"),
+            invalid_after_offline=(d.get("v21") or {}).get("invalid_after_offline"),
             schedule=Schedule(
                 unit=RateUnit(d["unit"]), duration_s=d.get("duration"),
                 start=_parse(d.get("start")), min_rate=d.get("min_rate"),
                 schedule_id=d.get("schedule_id"),
-                periods=tuple(Period(int(a), float(b), None if c is None else int(c))
-                              for a, b, c in d["periods"]),
+                periods=tuple(_period(row) for row in d["periods"]),
             ),
         )
+
+
+def _period(row: list[Any]) -> Period:
+    a, b, c = row[:3]
+    x = row[3] if len(row) > 3 else {}
+    return Period(int(a), float(b), None if c is None else int(c),
+                  operation_mode=x.get("operationMode"), setpoint=x.get("setpoint"),
+                  discharge_limit=x.get("dischargeLimit"))
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -343,7 +386,7 @@ def _schedule_start(p: ChargingProfile, at: datetime, tx_start: datetime | None,
     if p.kind == Kind.RELATIVE:
         # Without a transaction, from the profile's installation: see the module docstring.
         return tx_start if tx_start is not None else installed_at
-    if p.kind == Kind.ABSOLUTE:
+    if p.kind in (Kind.ABSOLUTE, Kind.DYNAMIC):
         return s.start or installed_at
     assert s.start is not None and p.recurrency is not None
     cycle = DAY_S if p.recurrency == Recurrency.DAILY else WEEK_S
@@ -431,6 +474,14 @@ class Stack:
             if q is not None:
                 return electrical.to_w(q.limit, p.schedule.unit, q.phases), q.phases
         return None, None
+
+    def leading_at(self, at: datetime) -> tuple[ChargingProfile, Period] | None:
+        """The leading profile with a period in force at `at`, and that period (2.1 V2X)."""
+        for p in self.profiles:
+            q = _period_at(p, at, self.tx_start, self.installed_at.get(p.profile_id))
+            if q is not None:
+                return p, q
+        return None
 
     def boundaries(self, lo: datetime, hi: datetime) -> Iterator[datetime]:
         for p in self.profiles:

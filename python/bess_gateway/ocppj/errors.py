@@ -30,11 +30,12 @@ from typing import Any, ClassVar, Final
 
 V16: Final = "1.6"
 V201: Final = "2.0.1"
-VERSIONS: Final = (V16, V201)
+V21: Final = "2.1"  # spells its codes as 2.0.1 does (OCPP-J 2.1 keeps the 2.0.1 table)
+VERSIONS: Final = (V16, V201, V21)
 
 
 def check_version(version: str) -> str:
-    """Return `version` if it is one we speak ("1.6" or "2.0.1"), else raise ValueError."""
+    """Return `version` if it is one we speak ("1.6", "2.0.1" or "2.1"), else raise ValueError."""
     if version not in VERSIONS:
         raise ValueError(f"unsupported OCPP version {version!r}; expected one of {VERSIONS}")
     return version

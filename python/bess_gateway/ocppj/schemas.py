@@ -59,7 +59,7 @@ from .errors import (
     error_for,
 )
 
-_PACKAGES: Final = {"1.6": "ocpp.v16", "2.0.1": "ocpp.v201"}
+_PACKAGES: Final = {"1.6": "ocpp.v16", "2.0.1": "ocpp.v201", "2.1": "ocpp.v21"}
 
 _RULE_KINDS: Final[Mapping[str, ErrorKind]] = {
     "type": ErrorKind.TYPE_CONSTRAINT_VIOLATION,

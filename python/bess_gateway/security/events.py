@@ -61,7 +61,7 @@ NAMES_201: dict[str, str] = {
 
 def name_for(version: str, event_type: str) -> str:
     """The event's name in an OCPP version."""
-    return NAMES_201.get(event_type, event_type) if version == "2.0.1" else event_type
+    return NAMES_201.get(event_type, event_type) if version in ("2.0.1", "2.1") else event_type
 
 
 # Events that can recur on every reconnect attempt: at most one of each waits in the outbox.

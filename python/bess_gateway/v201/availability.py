@@ -25,7 +25,7 @@ from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import JournalError
 from bess_gateway.link import Context
 from bess_gateway.ocppj.framing import new_unique_id
-from bess_gateway.v201.status import CONNECTOR_ID, EVSES
+from bess_gateway.v201.status import CONNECTOR_ID, connector_of
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -130,10 +130,11 @@ def handlers(ctx: Context) -> dict[str, Any]:
         evse = p.get("evse")
         if evse is None:
             return {"status": station.set_availability(0, operative)}
-        if evse["id"] not in EVSES or evse.get("connectorId", CONNECTOR_ID) != CONNECTOR_ID:
+        connector = connector_of(ctx, evse["id"])
+        if not connector or evse.get("connectorId", CONNECTOR_ID) != CONNECTOR_ID:
             return {"status": "Rejected",
                     "statusInfo": {"reasonCode": "UnknownEvse"}}
-        # The domain's connector number is the EVSE id (v201.status).
-        return {"status": station.set_availability(evse["id"], operative)}
+        # The domain connector behind the EVSE id (v201.status).
+        return {"status": station.set_availability(connector, operative)}
 
     return {"ChangeAvailability": change_availability}

@@ -21,12 +21,19 @@ from typing import Any, Literal
 from bess_gateway.domain.authorization import CACHE_MAX_LENGTH, LOCAL_LIST_MAX_LENGTH
 from bess_gateway.domain.settings import SPECS, SettingError
 from bess_gateway.domain.smart_charging import Limits as ChargingLimits
+from bess_gateway.domain.station import DISCHARGE_CONNECTOR
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.link import Context
 from bess_gateway.security import connection
 from bess_gateway.security.certificates import MAX_CERTIFICATES
 from bess_gateway.v201 import network
-from bess_gateway.v201.status import CONNECTOR_ID, EVSES, connector_status
+from bess_gateway.v201.status import (
+    CONNECTOR_ID,
+    EVSES,
+    V21_CONNECTOR,
+    V21_EVSE,
+    connector_status,
+)
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -68,6 +75,8 @@ class Variable:
     to_setting: Callable[[str], str] | None = field(default=None, compare=False)
     # A live maxLimit (EVSE power from the core's limits), replacing max_limit in reports.
     read_max: Callable[[Context], float | None] | None = field(default=None, compare=False)
+    # A live minLimit, given as its magnitude (2.1 EVSE power: the most it may discharge).
+    read_min: Callable[[Context], float | None] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> Key:
@@ -191,7 +200,7 @@ SC = ChargingLimits()
 SUMMARY_NAMES = frozenset({"AvailabilityState", "Available", "Problem", "Tripped", "Fallback"})
 
 
-def _rows() -> Iterable[Variable | None]:
+def _rows(version: str = "2.0.1") -> Iterable[Variable | None]:
     # -- OCPPCommCtrlr ---------------------------------------------------------------------------
     c = "OCPPCommCtrlr"
     yield live(c, "ActiveNetworkProfile", lambda ctx: str(ctx.extra.get("active_slot", 0)),
@@ -314,7 +323,9 @@ def _rows() -> Iterable[Variable | None]:
     yield fixed(c, "SupplyPhases", "3", "integer")
     yield live(c, "Problem", lambda ctx: _bool(bool(ctx.station.view.trip_causes)
                                                or not ctx.station.view.link_up), "boolean")
-    for evse in EVSES:
+    if version == "2.1":
+        yield from _evse_rows_21()
+    for evse in EVSES if version != "2.1" else ():
         states = "Available,Occupied,Reserved,Unavailable,Faulted"
         yield live("EVSE", "AvailabilityState", _status(evse), "OptionList", evse=evse,
                    values_list=states)
@@ -352,6 +363,47 @@ def _rows() -> Iterable[Variable | None]:
                "boolean")
 
 
+def _net_power_21(ctx: Context) -> str | None:
+    """2.1's EVSE power in 2.1's sign: + the battery charges, - it discharges (allocations)."""
+    st = ctx.station
+    charge = st.view.allocation(st.meter_id(V21_CONNECTOR)) or 0.0
+    discharge = st.view.allocation(st.meter_id(DISCHARGE_CONNECTOR)) or 0.0
+    return f"{charge - discharge:.0f}"
+
+
+def _evse_rows_21() -> Iterable[Variable]:
+    """2.1's one bidirectional EVSE (the domain's charge connector with its discharge leg) and
+    its V2XChargingCtrlr (2.1 part 2: Available, Enabled, SupportedEnergyTransferModes,
+    SupportedOperationModes are the required variables)."""
+    evse = V21_EVSE
+    states = "Available,Occupied,Reserved,Unavailable,Faulted"
+    yield live("EVSE", "AvailabilityState", _status(V21_CONNECTOR), "OptionList", evse=evse,
+               values_list=states)
+    yield fixed("EVSE", "Available", "true", "boolean", evse=evse)
+    # maxLimit: the most it may charge; minLimit: minus the most it may discharge.
+    yield live("EVSE", "Power", _net_power_21, "decimal", evse=evse, unit="W",
+               read_max=_power_max(V21_CONNECTOR), read_min=_power_max(DISCHARGE_CONNECTOR))
+    yield fixed("EVSE", "SupplyPhases", "3", "integer", evse=evse)
+    yield live("Connector", "AvailabilityState", _status(V21_CONNECTOR), "OptionList",
+               evse=evse, connector=CONNECTOR_ID, values_list=states)
+    yield fixed("Connector", "Available", "true", "boolean", evse=evse, connector=CONNECTOR_ID)
+    yield fixed("Connector", "ConnectorType", "Other3Ph", "string", evse=evse,
+                connector=CONNECTOR_ID)
+    yield fixed("Connector", "SupplyPhases", "3", "integer", evse=evse, connector=CONNECTOR_ID)
+    c = "V2XChargingCtrlr"
+    yield fixed(c, "Available", "true", "boolean", evse=evse)
+    yield fixed(c, "Enabled", "true", "boolean", evse=evse)
+    # The battery behind a DC PCS: bidirectional DC power transfer.
+    yield fixed(c, "SupportedEnergyTransferModes", "DC_BPT", "MemberList", evse=evse,
+                values_list="DC,DC_BPT")
+    yield fixed(c, "SupportedOperationModes", V2X_MODES, "MemberList", evse=evse,
+                values_list=V2X_MODES)
+
+
+# What v21/v2x.py does (CentralFrequency and LocalFrequency are refused: docs/ocpp21.md).
+V2X_MODES = "ChargingOnly,CentralSetpoint,ExternalSetpoint,ExternalLimits,LocalLoadBalancing,Idle"
+
+
 def _contributed() -> list[Variable]:
     out: list[Variable] = []
     for name in CONTRIBUTORS:
@@ -363,25 +415,26 @@ def _contributed() -> list[Variable]:
     return out
 
 
-_TABLE: dict[Key, Variable] | None = None
+_TABLES: dict[str, dict[Key, Variable]] = {}
 
 
-def table() -> dict[Key, Variable]:
-    """Every variable by key (built once; a block's own rows win over ours for the same key)."""
-    global _TABLE
-    if _TABLE is None:
+def table(version: str = "2.0.1") -> dict[Key, Variable]:
+    """Every variable of `version`'s device model by key (built once per version; a block's own
+    rows win over ours for the same key). 2.1 differs in its EVSEs only (one bidirectional)."""
+    found = _TABLES.get(version)
+    if found is None:
         rows: dict[Key, Variable] = {}
-        for v in _rows():
+        for v in _rows(version):
             if v is not None:
                 rows[v.key] = v
         for v in _contributed():
             rows[v.key] = v
-        _TABLE = rows
-    return _TABLE
+        found = _TABLES[version] = rows
+    return found
 
 
-def components() -> set[tuple[str, str | None, int | None, int | None]]:
-    return {v.component_key for v in table().values()}
+def components(version: str = "2.0.1") -> set[tuple[str, str | None, int | None, int | None]]:
+    return {v.component_key for v in table(version).values()}
 
 
 # -- lookups and values -------------------------------------------------------------------------
@@ -391,14 +444,15 @@ def component_key(component: dict[str, Any]) -> tuple[str, str | None, int | Non
             evse.get("connectorId"))
 
 
-def find(component: dict[str, Any], variable: dict[str, Any]) -> Variable | str:
+def find(component: dict[str, Any], variable: dict[str, Any],
+         version: str = "2.0.1") -> Variable | str:
     """The variable a request names, or the status that says why not: 'UnknownComponent' or
     'UnknownVariable' (a variable that exists only with an instance needs it, B06.FR.15)."""
     ckey = component_key(component)
-    v = table().get((*ckey, variable["name"], variable.get("instance")))
+    v = table(version).get((*ckey, variable["name"], variable.get("instance")))
     if v is not None:
         return v
-    return "UnknownVariable" if ckey in components() else "UnknownComponent"
+    return "UnknownVariable" if ckey in components(version) else "UnknownComponent"
 
 
 def value(ctx: Context, v: Variable) -> str | None:
@@ -434,8 +488,9 @@ def characteristics(ctx: Context, v: Variable) -> dict[str, Any]:
     out: dict[str, Any] = {"dataType": v.data_type, "supportsMonitoring": False}
     if v.unit is not None:
         out["unit"] = v.unit
-    if v.min_limit is not None:
-        out["minLimit"] = v.min_limit
+    min_limit = -v.read_min(ctx) if v.read_min is not None else v.min_limit
+    if min_limit is not None:
+        out["minLimit"] = min_limit
     max_limit = v.read_max(ctx) if v.read_max is not None else v.max_limit
     if max_limit is not None:
         out["maxLimit"] = max_limit

@@ -35,7 +35,7 @@ from bess_gateway.v201 import (
     smart_charging,
     transactions,
 )
-from bess_gateway.v201.status import CONNECTOR_ID, EVSES, connector_status
+from bess_gateway.v201.status import CONNECTOR_ID, EVSES, connector_status, evse_of
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -127,14 +127,14 @@ class Endpoint201(EndpointBase):
             return
         payload = {"timestamp": iso(self.ctx.station._clock()),
                    "connectorStatus": connector_status(report.status),
-                   "evseId": evse, "connectorId": CONNECTOR_ID}
+                   "evseId": evse_of(self.ctx, evse), "connectorId": CONNECTOR_ID}
         await self._notify_status(evse, report, payload)
 
     def _offline_threshold_s(self) -> float | None:
         return float(self.ctx.station.settings.int("offline_threshold_s"))
 
     async def _trigger_status(self, evse: int | None) -> None:
-        for e in EVSES if evse is None else (evse,):
+        for e in self.STATUS_TARGETS if evse is None else (evse,):
             await self.send_status(e, force=True)
 
     def refresh_schedules(self) -> None:

@@ -12,13 +12,14 @@ travel in its TransactionEvent, ``v201.transactions``).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from bess_gateway.domain.metering import readings
-from bess_gateway.domain.station import MeterSample
+from bess_gateway.domain.station import DISCHARGE_CONNECTOR, MeterSample
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.link import Context
-from bess_gateway.v201.status import EVSES
+from bess_gateway.v201.status import V21_CONNECTOR, evse_of, evses
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -47,12 +48,28 @@ def has_values(mv: dict[str, Any]) -> bool:
     return bool(mv["sampledValue"])
 
 
+def evse_meter_value(ctx: Context, sample: MeterSample, measurands: list[str],
+                     context: str) -> dict[str, Any]:
+    """`meter_value` of an EVSE's sample; on 2.1's bidirectional EVSE (the domain's charge
+    connector) the discharge leg's *.Export readings join the *.Import ones, so one MeterValue
+    carries both registers and both powers (design.md section 9)."""
+    mv = meter_value(sample, measurands, context)
+    if ctx.version == "2.1" and sample.connector == V21_CONNECTOR:
+        # The battery's discharge is Export on 2.1's one EVSE (design.md section 9), whatever
+        # the endpoint's `discharge_as` (which names a 1.6/2.0.1 discharge connector's flow).
+        leg = replace(ctx.station.sample(DISCHARGE_CONNECTOR), flow="Export")
+        exports = [m for m in measurands if ".Export" in m]
+        mv["sampledValue"].extend(meter_value(leg, exports, context)["sampledValue"])
+    return mv
+
+
 async def send_meter_values(ctx: Context, evse: int, context: str, measurands: list[str]) -> bool:
-    """MeterValues for one EVSE now (not transaction-bound); False when there is nothing to say."""
-    mv = meter_value(ctx.station.sample(evse), measurands, context)
+    """MeterValues for one EVSE (a domain connector) now (not transaction-bound); False when
+    there is nothing to say."""
+    mv = evse_meter_value(ctx, ctx.station.sample(evse), measurands, context)
     if not has_values(mv):
         return False
-    await ctx.call("MeterValues", {"evseId": evse, "meterValue": [mv]})
+    await ctx.call("MeterValues", {"evseId": evse_of(ctx, evse), "meterValue": [mv]})
     return True
 
 
@@ -62,6 +79,6 @@ async def send_idle_aligned(ctx: Context) -> None:
     if not ctx.online or not st.settings.bool("aligned_data_send_during_idle"):
         return
     measurands = st.settings.items("meter_values_aligned_data")
-    for evse in EVSES:
+    for evse in evses(ctx):
         if evse not in st.transactions:
             await send_meter_values(ctx, evse, "Sample.Clock", measurands)

@@ -43,13 +43,13 @@ def _limit(ctx: Context, payload: dict[str, Any], items: list[Any], instance: st
         raise FormatViolationError(f"above BytesPerMessage[{instance}]")
 
 
-def _lookup(item: dict[str, Any]) -> tuple[dict[str, Any], dm.Variable | None]:
+def _lookup(ctx: Context, item: dict[str, Any]) -> tuple[dict[str, Any], dm.Variable | None]:
     """The answer's common part for one Get/SetVariables item, and its variable; None when the
     answer is already decided (unknown component/variable, an attribute other than Actual)."""
     attr = item.get("attributeType", "Actual")
     out: dict[str, Any] = {"attributeType": attr, "component": item["component"],
                            "variable": item["variable"]}
-    found = dm.find(item["component"], item["variable"])
+    found = dm.find(item["component"], item["variable"], ctx.version)
     if isinstance(found, str):
         out["attributeStatus"] = found
         return out, None
@@ -60,7 +60,7 @@ def _lookup(item: dict[str, Any]) -> tuple[dict[str, Any], dm.Variable | None]:
 
 
 def get_variable(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
-    out, found = _lookup(item)
+    out, found = _lookup(ctx, item)
     if found is None:
         return out
     if found.mutability == "WriteOnly":
@@ -74,7 +74,7 @@ def get_variable(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_variable(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
-    out, found = _lookup(item)
+    out, found = _lookup(ctx, item)
     if found is None:
         return out
     status, reason = dm.set_value(ctx, found, str(item["attributeValue"]))
@@ -86,7 +86,7 @@ def set_variable(ctx: Context, item: dict[str, Any]) -> dict[str, Any]:
 
 def select(ctx: Context, p: dict[str, Any]) -> list[dm.Variable]:
     """GetReport: the variables named by componentVariable and/or matching componentCriteria."""
-    rows = list(dm.table().values())
+    rows = list(dm.table(ctx.version).values())
     wanted = p.get("componentVariable")
     if wanted:
         keep: list[dm.Variable] = []
@@ -104,7 +104,7 @@ def select(ctx: Context, p: dict[str, Any]) -> list[dm.Variable]:
     criteria = p.get("componentCriteria")
     if criteria:
         # A component matches a criterion when its variable of that name reads "true".
-        hits = {v.component_key for v in dm.table().values()
+        hits = {v.component_key for v in dm.table(ctx.version).values()
                 if v.name in criteria and dm.value(ctx, v) == "true"}
         rows = [v for v in rows if v.component_key in hits]
     return rows
@@ -167,7 +167,8 @@ def handlers(ctx: Context) -> dict[str, Any]:
         base = p["reportBase"]
         if base not in REPORT_BASES:
             return {"status": "NotSupported"}
-        return report(p["requestId"], [v for v in dm.table().values() if dm.in_report(v, base)])
+        return report(p["requestId"], [v for v in dm.table(ctx.version).values()
+                                       if dm.in_report(v, base)])
 
     async def get_report(p: dict[str, Any]) -> Any:
         return report(p["requestId"], select(ctx, p))

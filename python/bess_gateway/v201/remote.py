@@ -24,7 +24,8 @@ from bess_gateway.domain.station import StopReason
 from bess_gateway.link import Context
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.v201 import metering, smart_charging, transactions
-from bess_gateway.v201.status import CONNECTOR_ID, EVSES
+from bess_gateway.v201.status import CONNECTOR_ID, V21_CONNECTOR, connector_of
+from bess_gateway.v201.status import evses as all_evses
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -38,7 +39,10 @@ def handlers(ctx: Context) -> dict[str, Any]:
         id_token = p["idToken"]
         token = str(id_token["idToken"])
         evse = p.get("evseId")
-        connector = st.pick_connector(token) if evse is None else evse
+        if evse is None:
+            connector = V21_CONNECTOR if ctx.version == "2.1" else st.pick_connector(token)
+        else:
+            connector = connector_of(ctx, evse) or None
         if not ctx.accepted or connector is None or st.refusal(connector, token) is not None:
             return REJECTED
         profile = p.get("chargingProfile")
@@ -69,8 +73,8 @@ def handlers(ctx: Context) -> dict[str, Any]:
         return {"status": "Accepted"}
 
     async def unlock(p: dict[str, Any]) -> Any:
-        evse, connector = p["evseId"], p["connectorId"]
-        if evse not in EVSES or connector != CONNECTOR_ID:
+        evse = connector_of(ctx, p["evseId"])
+        if not evse or p["connectorId"] != CONNECTOR_ID:
             return {"status": "UnknownConnector"}
         if evse in st.transactions:
             return {"status": "OngoingAuthorizedTransaction"}
@@ -78,10 +82,11 @@ def handlers(ctx: Context) -> dict[str, Any]:
 
     async def trigger(p: dict[str, Any]) -> Any:
         message = p["requestedMessage"]
-        evse = (p.get("evse") or {}).get("id")
-        if evse is not None and evse != 0 and evse not in EVSES:
+        wire_evse = (p.get("evse") or {}).get("id")
+        evse = None if wire_evse is None else connector_of(ctx, wire_evse)
+        if wire_evse is not None and evse is None:
             return REJECTED
-        evse = evse or None  # 0: the station as a whole
+        evse = evse or None  # 0: the station as a whole; else the domain connector
         if message == "BootNotification" and ctx.accepted:
             return REJECTED
         if message == "TransactionEvent":
@@ -90,8 +95,9 @@ def handlers(ctx: Context) -> dict[str, Any]:
             # The most recent values of AlignedDataCtrlr.Measurands (as libocpp does); Rejected
             # when the EVSE has none of them.
             measurands = st.settings.items("meter_values_aligned_data")
-            evses = [e for e in (EVSES if evse is None else (evse,))
-                     if metering.has_values(metering.meter_value(st.sample(e), measurands, ""))]
+            evses = [e for e in (all_evses(ctx) if evse is None else (evse,))
+                     if metering.has_values(
+                         metering.evse_meter_value(ctx, st.sample(e), measurands, ""))]
             if not evses:
                 return REJECTED
 

@@ -38,6 +38,7 @@ from bess_gateway.link import Context
 from bess_gateway.ocppj.framing import new_unique_id
 from bess_gateway.reservation_service import ExpiryTimer
 from bess_gateway.reservation_service import attach as attach_store
+from bess_gateway.v201.status import connector_of
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -87,15 +88,16 @@ def handlers(ctx: Context) -> dict[str, Any]:
         except ValueError:
             return _answer("Rejected", "InvalidValue", "unreadable expiryDateTime")
         group = p.get("groupIdToken")
+        connector = connector_of(ctx, int(evse))
+        if not connector:
+            return _answer("Rejected", "UnknownEvse", f"no EVSE {evse}")
         try:
-            status = st.reserve(int(p["id"]), int(evse), token_text(p["idToken"]), expiry,
+            status = st.reserve(int(p["id"]), connector, token_text(p["idToken"]), expiry,
                                 None if group is None else token_text(group))
         except JournalError as exc:
             # Not durable means not promised: the station is unchanged.
             log.error("%s: reservation not stored (%s); rejected", ctx.endpoint_id, exc)
             return _answer("Rejected", "InternalError", "the reservation could not be stored")
-        if status == "Rejected" and not st.valid_connector(int(evse)):
-            return _answer("Rejected", "UnknownEvse", f"no EVSE {evse}")
         return {"status": str(status)}
 
     async def cancel_reservation(p: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.sessions import SEND_ERRORS
 from bess_gateway.v201 import transactions
 from bess_gateway.v201.device_model import Variable
-from bess_gateway.v201.status import EVSES
+from bess_gateway.v201.status import connector_of, evse_of, evses
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -67,6 +67,11 @@ BATTERY_SOURCE = "Other"  # see the module docstring
 EMS_SOURCE = "EMS"  # the site's energy management, see the module docstring
 LIMIT_CHECK_S = 1.0  # the core view is refreshed every second (gateway.VIEW_REFRESH_S)
 REPORT_PER_MESSAGE = 10  # profiles per ReportChargingProfiles; more go in parts with tbc
+
+# What a later version adds, by version (bess_gateway.v21 registers itself): a check of the wire
+# profile before it is translated (ProfileError), and GetCompositeSchedule period annotations.
+CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
+ANNOTATE: dict[str, Callable[..., list[dict[str, Any]]]] = {}
 
 # SmartChargingCtrlr's other variables are rows of v201/device_model.py; this one is live.
 VARIABLES: list[Variable] = [
@@ -102,7 +107,7 @@ def profile_from_201(evse: int, p: dict[str, Any], *, start: bool = False) -> sc
         raise sc.ProfileError("one chargingSchedule per profile", "InvalidSchedule")
     s = schedules[0]
     kind = p["chargingProfileKind"]
-    if kind != "Relative" and s.get("startSchedule") is None:
+    if kind not in ("Relative", "Dynamic") and s.get("startSchedule") is None:
         raise sc.ProfileError(f"an {kind} profile needs a startSchedule (K01.FR.40)",
                               "InvalidSchedule")
     if kind == "Relative" and s.get("startSchedule") is not None:
@@ -122,14 +127,23 @@ def profile_from_201(evse: int, p: dict[str, Any], *, start: bool = False) -> sc
             valid_from=_time(p.get("validFrom")),
             valid_to=_time(p.get("validTo")),
             transaction_id=p.get("transactionId"),
+            dyn_update_interval_s=p.get("dynUpdateInterval"),
+            dyn_update_time=_time(p.get("dynUpdateTime")),
+            max_offline_s=p.get("maxOfflineDuration"),
+            invalid_after_offline=p.get("invalidAfterOfflineDuration"),
             schedule=sc.Schedule(
                 unit=sc.RateUnit(s["chargingRateUnit"]),
                 duration_s=s.get("duration"),
                 start=_time(s.get("startSchedule")),
                 min_rate=s.get("minChargingRate"),
                 schedule_id=int(s["id"]),
-                periods=tuple(sc.Period(int(q["startPeriod"]), float(q["limit"]),
-                                        q.get("numberPhases"))
+                # 2.1 may leave `limit` out (setpoint modes): no limit of this period then.
+                periods=tuple(sc.Period(int(q["startPeriod"]),
+                                        float(q.get("limit", sc.UNLIMITED_W)),
+                                        q.get("numberPhases"),
+                                        operation_mode=q.get("operationMode"),
+                                        setpoint=q.get("setpoint"),
+                                        discharge_limit=q.get("dischargeLimit"))
                               for q in s["chargingSchedulePeriod"]),
             ),
         )
@@ -145,7 +159,9 @@ def profile_to_201(p: sc.ChargingProfile, transaction_id: str | None = None) -> 
     s = p.schedule
     periods = []
     for q in s.periods:
-        period: dict[str, Any] = {"startPeriod": q.start_s, "limit": q.limit}
+        period: dict[str, Any] = {"startPeriod": q.start_s, **q.v2x}
+        if q.limit < sc.UNLIMITED_W:
+            period["limit"] = q.limit
         if q.phases is not None:
             period["numberPhases"] = q.phases
         periods.append(period)
@@ -174,6 +190,13 @@ def profile_to_201(p: sc.ChargingProfile, transaction_id: str | None = None) -> 
     tx_id = p.transaction_id or transaction_id
     if p.purpose == sc.Purpose.TX and tx_id is not None:
         out["transactionId"] = tx_id
+    for key, value in (("dynUpdateInterval", p.dyn_update_interval_s),
+                       ("dynUpdateTime", None if p.dyn_update_time is None
+                        else iso(p.dyn_update_time)),
+                       ("maxOfflineDuration", p.max_offline_s),
+                       ("invalidAfterOfflineDuration", p.invalid_after_offline)):
+        if value is not None:
+            out[key] = value  # only 2.1 profiles carry them
     return out
 
 
@@ -193,6 +216,9 @@ def accept_start_profile(ctx: Context, connector: int, profile: dict[str, Any]) 
     """Install a RequestStartTransaction's TxProfile for the session about to start on EVSE
     `connector`; False = the request is Rejected."""
     try:
+        check = CHECKS.get(ctx.version)
+        if check is not None:
+            check(profile)
         parsed = profile_from_201(connector, profile, start=True)
     except sc.ProfileError as exc:
         log.info("%s: RequestStartTransaction charging profile refused: %s", ctx.endpoint_id,
@@ -234,7 +260,8 @@ def select(profiles: list[sc.ChargingProfile], evse: int | None,
 
 
 def report_messages(request_id: int, found: list[sc.ChargingProfile],
-                    tx_id: Callable[[int], str | None]) -> list[dict[str, Any]]:
+                    tx_id: Callable[[int], str | None],
+                    evse_id: Callable[[int], int] = lambda c: c) -> list[dict[str, Any]]:
     """ReportChargingProfiles payloads: one EVSE per message, at most REPORT_PER_MESSAGE
     profiles each, tbc on every one but the last."""
     parts: list[tuple[int, list[sc.ChargingProfile]]] = []
@@ -242,7 +269,7 @@ def report_messages(request_id: int, found: list[sc.ChargingProfile],
         if not parts or parts[-1][0] != p.connector or len(parts[-1][1]) >= REPORT_PER_MESSAGE:
             parts.append((p.connector, []))
         parts[-1][1].append(p)
-    return [{"requestId": request_id, "chargingLimitSource": SOURCE, "evseId": evse,
+    return [{"requestId": request_id, "chargingLimitSource": SOURCE, "evseId": evse_id(evse),
              "chargingProfile": [profile_to_201(p, tx_id(evse)) for p in group],
              "tbc": i < len(parts) - 1}
             for i, (evse, group) in enumerate(parts)]
@@ -258,11 +285,14 @@ def handlers(ctx: Context) -> dict[str, Any]:
         return None if tx is None else tx.transaction_id
 
     async def set_profile(p: dict[str, Any]) -> dict[str, Any]:
-        evse = int(p["evseId"])
-        if evse != 0 and not st.valid_connector(evse):
-            return _rejected("UnknownEvse", f"no EVSE {evse}")
+        connector = connector_of(ctx, int(p["evseId"]))
+        if connector is None:
+            return _rejected("UnknownEvse", f"no EVSE {p['evseId']}")
         try:
-            profile = profile_from_201(evse, p["chargingProfile"])
+            check = CHECKS.get(ctx.version)
+            if check is not None:
+                check(p["chargingProfile"])
+            profile = profile_from_201(connector, p["chargingProfile"])
             b.set_profile(profile)
         except sc.ProfileError as exc:
             log.info("%s: SetChargingProfile refused: %s", ctx.endpoint_id, exc)
@@ -271,7 +301,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
             log.error("%s: SetChargingProfile not stored: %s", ctx.endpoint_id, exc)
             return _rejected("InternalError", "the profile could not be stored")
         log.info("%s: charging profile %d (%s, stack %d) on EVSE %d", ctx.endpoint_id,
-                 profile.profile_id, profile.purpose, profile.stack_level, evse)
+                 profile.profile_id, profile.purpose, profile.stack_level, p["evseId"])
         return {"status": "Accepted"}
 
     async def clear_profile(p: dict[str, Any]) -> dict[str, Any]:
@@ -280,16 +310,24 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if p.get("chargingProfileId") is None and purpose is not None \
                 and purpose not in PURPOSES:
             return {"status": "Unknown"}  # external constraints are not the CSMS's to clear
-        gone = b.clear(profile_id=p.get("chargingProfileId"), connector=crit.get("evseId"),
+        evse = crit.get("evseId")
+        connector = None if evse is None else connector_of(ctx, int(evse))
+        if evse is not None and connector is None:
+            return {"status": "Unknown"}
+        gone = b.clear(profile_id=p.get("chargingProfileId"), connector=connector,
                        purpose=None if purpose is None else PURPOSES[purpose],
                        stack_level=crit.get("stackLevel"))
         return {"status": "Accepted" if gone else "Unknown"}
 
     async def get_profiles(p: dict[str, Any]) -> dict[str, Any] | Reply:
-        found = select(list(b.installed), p.get("evseId"), p["chargingProfile"])
+        evse = p.get("evseId")
+        connector = None if evse is None else connector_of(ctx, int(evse))
+        found = [] if evse is not None and connector is None else \
+            select(list(b.installed), connector, p["chargingProfile"])
         if not found:
             return {"status": "NoProfiles"}
-        messages = report_messages(int(p["requestId"]), found, tx_id)
+        messages = report_messages(int(p["requestId"]), found, tx_id,
+                                   lambda c: evse_of(ctx, c))
 
         async def report() -> None:
             for msg in messages:
@@ -301,12 +339,16 @@ def handlers(ctx: Context) -> dict[str, Any]:
         evse = int(p["evseId"])
         duration = int(p["duration"])
         unit = sc.RateUnit(p.get("chargingRateUnit") or "W")
-        if evse != 0 and not st.valid_connector(evse):
+        connector = connector_of(ctx, evse)
+        if connector is None:
             return _rejected("UnknownEvse", f"no EVSE {evse}")
         if duration < 0:
             return _rejected("InvalidValue", "negative duration")
-        start, duration, segs = charging_limits.composite(ctx, evse, duration, unit)
+        start, duration, segs = charging_limits.composite(ctx, connector, duration, unit)
         periods = charging_limits.wire_periods(segs)
+        annotate = ANNOTATE.get(ctx.version)
+        if annotate is not None:
+            periods = annotate(ctx, connector, start, periods, unit)
         return {"status": "Accepted", "schedule": {
             "evseId": evse, "duration": duration, "scheduleStart": iso(start),
             "chargingRateUnit": str(unit), "chargingSchedulePeriod": periods}}
@@ -363,7 +405,7 @@ async def limit_watch(ctx: Context) -> None:
     reported: dict[int, float] = ctx.extra.setdefault("battery_limit_reported", {})
     st = ctx.station
     while True:
-        for evse in EVSES:
+        for evse in evses(ctx):
             now_w = battery_w(ctx, evse)
             if now_w is None or (now_w >= st.session_max_w and evse not in reported):
                 continue  # nothing read yet, or the battery allows more than any session gets
@@ -376,7 +418,8 @@ async def limit_watch(ctx: Context) -> None:
             try:
                 if change.cleared:
                     await ctx.notify("ClearedChargingLimit", {
-                        "chargingLimitSource": BATTERY_SOURCE, "evseId": evse})
+                        "chargingLimitSource": BATTERY_SOURCE,
+                        "evseId": evse_of(ctx, evse)})
                     reported.pop(evse, None)
                 else:
                     assert change.notify_w is not None
@@ -412,14 +455,15 @@ async def _site_limits(ctx: Context) -> None:
     critical = bool({"grid_import_max", "grid_export_max"}
                     & set((site or {}).get("constraints") or []))
     sig = st.settings.int("limit_change_significance_pct") / 100.0
-    for evse in EVSES:
+    # 2.1 has one EVSE on the wire: its charge leg's site limit is the one reported
+    for evse in evses(ctx):
         change = site_change(charging_limits.site_w(st, evse), reported.get(evse), sig)
         if change is None:
             continue
         try:
             if change.cleared:
                 await ctx.notify("ClearedChargingLimit", {
-                    "chargingLimitSource": EMS_SOURCE, "evseId": evse})
+                    "chargingLimitSource": EMS_SOURCE, "evseId": evse_of(ctx, evse)})
                 reported.pop(evse, None)
             else:
                 assert change.notify_w is not None
@@ -433,7 +477,7 @@ async def _site_limits(ctx: Context) -> None:
 def _notify_payload(ctx: Context, evse: int, limit_w: float, *, source: str = BATTERY_SOURCE,
                     critical: bool = False) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "evseId": evse,
+        "evseId": evse_of(ctx, evse),
         "chargingLimit": {"chargingLimitSource": source, "isGridCritical": critical},
     }
     if ctx.station.settings.bool("notify_charging_limit_with_schedules"):

@@ -32,14 +32,20 @@ from typing import Any
 import orjson
 
 from bess_gateway import outbox, sessions, settling
-from bess_gateway.domain.station import ConnectorStatus, MeterSample, StopReason, Transaction
+from bess_gateway.domain.station import (
+    DISCHARGE_CONNECTOR,
+    ConnectorStatus,
+    MeterSample,
+    StopReason,
+    Transaction,
+)
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import OutboxItem, Retention, TxRecord
 from bess_gateway.link import Context
 from bess_gateway.ocppj.framing import new_unique_id
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.v201 import authorization, metering
-from bess_gateway.v201.status import CONNECTOR_ID
+from bess_gateway.v201.status import CONNECTOR_ID, V21_CONNECTOR, evse_of
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -76,8 +82,16 @@ def _starts_at_begin(ctx: Context) -> bool:
 
 
 def charging_state(ctx: Context, connector: int) -> str:
-    """Charging while the core lets the session's power flow, SuspendedEVSE otherwise."""
-    status = ctx.station.status(connector).status
+    """Charging while the core lets the session's power flow, SuspendedEVSE otherwise. On
+    2.1's bidirectional EVSE power flowing either way is Charging (energy transfer): the
+    discharge leg's allocation counts too."""
+    st = ctx.station
+    status = st.status(connector).status
+    if status == ConnectorStatus.SUSPENDED_EVSE and ctx.version == "2.1" \
+            and connector == V21_CONNECTOR:
+        leg = st.view.allocation(st.meter_id(DISCHARGE_CONNECTOR))
+        if leg is not None and leg > 0.0:
+            return CHARGING
     return CHARGING if status == ConnectorStatus.CHARGING else SUSPENDED
 
 
@@ -118,11 +132,11 @@ def _queue_started(ctx: Context, tx: Transaction, trigger: str) -> None:
         info["remoteStartId"] = tx.extra["remote_start_id"]
     top: dict[str, Any] = {
         "idToken": {"idToken": tx.id_tag, "type": tx.extra.get("token_type", "Central")},
-        "evse": {"id": tx.connector, "connectorId": CONNECTOR_ID},
+        "evse": {"id": evse_of(ctx, tx.connector), "connectorId": CONNECTOR_ID},
     }
     if "reservation_id" in tx.extra:
         top["reservationId"] = tx.extra["reservation_id"]
-    meter = metering.meter_value(sample, st.settings.items("tx_started_measurands"),
+    meter = metering.evse_meter_value(ctx, sample, st.settings.items("tx_started_measurands"),
                                  "Transaction.Begin")
     # At begin: the session's start; a deferred start (EnergyTransfer): the sample that saw power.
     at = tx.started_at if tx.extra.get("started", True) else sample.timestamp
@@ -167,8 +181,9 @@ def stop_session(ctx: Context, connector: int, reason: StopReason,
             return  # it never reached TxStartPoint: the CSMS knows of no transaction to end
         assert tx.end_sample is not None and tx.stopped_at is not None
         stopped, default_trigger = ENDED.get(reason, ("Other", "AbnormalCondition"))
-        meter = metering.meter_value(tx.end_sample, st.settings.items("stop_txn_sampled_data"),
-                                     "Transaction.End")
+        meter = metering.evse_meter_value(ctx, tx.end_sample,
+                                          st.settings.items("stop_txn_sampled_data"),
+                                          "Transaction.End")
         payload = _event(ctx, tx, "Ended", trigger or default_trigger, iso(tx.stopped_at),
                          meter=meter, info={"stoppedReason": stopped, "chargingState": "Idle"})
         _add_kept(ctx, tx.extra, tx.connector, payload)
@@ -190,7 +205,7 @@ async def send_updated(ctx: Context, tx: Transaction, trigger: str, *,
     sample = st.sample(tx.connector)
     meter = None
     if context is not None:
-        meter = metering.meter_value(sample, measurands or [], context)
+        meter = metering.evse_meter_value(ctx, sample, measurands or [], context)
         meter["sampledValue"].extend(extra_values or [])
     payload = _event(ctx, tx, "Updated", trigger, iso(sample.timestamp), meter=meter, info=info)
     st.record(tx)  # the seqNo it used; committed before the event leaves (rpc before_send)
@@ -300,12 +315,15 @@ def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
         ctx, tx, lambda: stop_session(ctx, tx.connector, StopReason.DEAUTHORIZED))
 
 
-def _end_registers(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """The energy register sampledValues of an Ended event's Transaction.End meter value."""
+def _end_registers(payload: dict[str, Any],
+                   measurand: str | None = None) -> list[dict[str, Any]]:
+    """The energy register sampledValues of an Ended event's Transaction.End meter value (of
+    one `measurand` when given)."""
     return [sv for mv in payload.get("meterValue") or [] for sv in mv.get("sampledValue") or []
             if sv.get("context") == "Transaction.End"
             and str(sv.get("measurand", "")).startswith("Energy.Active.")
             and str(sv.get("measurand", "")).endswith(".Register")
+            and (measurand is None or sv.get("measurand") == measurand)
             and (sv.get("unitOfMeasure") or {}).get("unit", "Wh") == "Wh"
             and not (sv.get("unitOfMeasure") or {}).get("multiplier")]
 
@@ -315,8 +333,14 @@ def _end_register(payload: dict[str, Any]) -> int | None:
     return math.floor(float(found[0]["value"])) if found else None
 
 
-def _set_end_register(payload: dict[str, Any], wh: int) -> None:
-    for sv in _end_registers(payload):
+def _set_end_register(payload: dict[str, Any], wh: int,
+                      measurand: str | None = None) -> None:
+    """Write the session's final register: the measurand `_end_register` read (the first one;
+    2.1's Ended also carries the other direction's register, which is not this session's)."""
+    found = _end_registers(payload)
+    if not found:
+        return
+    for sv in _end_registers(payload, measurand or str(found[0]["measurand"])):
         sv["value"] = float(int(wh))  # whole Wh, as metering writes registers
 
 
