@@ -1258,6 +1258,8 @@ mod tests {
         let params = ControlParams {
             site: Some(SiteParams {
                 import_max_w: Some(800_000.0),
+                // Aim exactly at the limit: these tests are about sessions and energy.
+                grid_limit_margin: 0.0,
                 ..SiteParams::default()
             }),
             ..ControlParams::default()
@@ -1295,6 +1297,8 @@ mod tests {
         let params = ControlParams {
             site: Some(SiteParams {
                 import_max_w: Some(800_000.0),
+                // Aim exactly at the limit: these tests are about sessions and energy.
+                grid_limit_margin: 0.0,
                 ..SiteParams::default()
             }),
             ..ControlParams::default()
@@ -1321,6 +1325,7 @@ mod tests {
             site: Some(SiteParams {
                 import_max_w: Some(800_000.0),
                 reserve_soc_pct: Some(30.0),
+                grid_limit_margin: 0.0,
                 ..SiteParams::default()
             }),
             ..ControlParams::default()

@@ -53,7 +53,7 @@ impl fmt::Display for ParamError {
 impl std::error::Error for ParamError {}
 
 /// (key, kind, min, max) for every accepted key. Ranges are inclusive.
-pub const KEYS: [(&str, ParamKind, f64, f64); 30] = [
+pub const KEYS: [(&str, ParamKind, f64, f64); 31] = [
     ("period_ms", ParamKind::Int, 10.0, 1000.0),
     ("ramp_kw_per_s", ParamKind::Float, 0.001, 100_000.0),
     ("session_max_kw", ParamKind::Float, 0.0, 100_000.0),
@@ -85,6 +85,7 @@ pub const KEYS: [(&str, ParamKind, f64, f64); 30] = [
     ("site_recharge_max_kw", ParamKind::Float, 0.0, 100_000.0),
     ("site_reserve_soc_pct", ParamKind::Float, 0.0, 100.0),
     ("site_peak_margin_pct", ParamKind::Float, 0.0, 50.0),
+    ("site_grid_limit_margin_pct", ParamKind::Float, 0.0, 10.0),
 ];
 
 pub fn kind_of(key: &str) -> Option<ParamKind> {
@@ -194,6 +195,7 @@ impl ControlParams {
                 "recharge_max_kw" => site.recharge_max_w = number(&value)? * 1000.0,
                 "reserve_soc_pct" => site.reserve_soc_pct = Some(number(&value)?),
                 "peak_margin_pct" => site.peak_margin = number(&value)? / 100.0,
+                "grid_limit_margin_pct" => site.grid_limit_margin = number(&value)? / 100.0,
                 _ => return Err(ParamError::new(key, "unknown key")),
             }
             return Ok(());

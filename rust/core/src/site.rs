@@ -71,6 +71,11 @@ pub struct SiteParams {
     pub reserve_soc_pct: Option<f64>,
     /// Fraction of the target kept in hand by the window law (control lag, meter resolution).
     pub peak_margin: f64,
+    /// Fraction of the hard import/export limits the law aims inside them: a first-order PCS
+    /// approaches an exactly aimed limit from above and crosses it only as the last watt rounds
+    /// away, and a load step starts from the limit rather than below it. The limits themselves
+    /// (what is reported and checked) stay as configured.
+    pub grid_limit_margin: f64,
 }
 
 impl Default for SiteParams {
@@ -89,6 +94,7 @@ impl Default for SiteParams {
             recharge_max_w: 0.0,
             reserve_soc_pct: None,
             peak_margin: 0.01,
+            grid_limit_margin: 0.01,
         }
     }
 }
@@ -506,15 +512,17 @@ impl Site {
                 constraints.push(Constraint::Recharge);
             }
             // Level 2: the connection's hard limits.
+            // Aim a margin inside them (the constraint is still named after the limit).
+            let inside = 1.0 - p.grid_limit_margin.clamp(0.0, 0.1);
             if let Some(i) = p.import_max_w {
-                let lo = load - i;
+                let lo = load - i * inside;
                 if lo > target {
                     target = lo;
                     constraints.push(Constraint::GridImportMax);
                 }
             }
             if let Some(e) = p.export_max_w {
-                let hi = (load + e).max(0.0);
+                let hi = (load + e * inside).max(0.0);
                 if hi < target {
                     target = hi;
                     constraints.push(Constraint::GridExportMax);
@@ -627,8 +635,18 @@ mod tests {
             recharge_max_w: 100_000.0,
             reserve_soc_pct: Some(30.0),
             peak_margin: 0.0,
+            grid_limit_margin: 0.02,
             ..SiteParams::default()
         }
+    }
+
+    /// Where the law aims for a hard limit of `limit_w` with the test parameters.
+    fn aim(limit_w: f64) -> f64 {
+        limit_w * (1.0 - params().grid_limit_margin)
+    }
+
+    fn assert_near(got: f64, want: f64) {
+        assert!((got - want).abs() < 1e-6, "got {got}, want {want}");
     }
 
     fn input(t: f64, battery_w: f64, d0: f64, c0: f64) -> SiteInput {
@@ -666,14 +684,17 @@ mod tests {
         // Hub load 850 kW (grid 850 with the battery idle), a charge session asking 100 kW.
         s.grid_reading(0.0, Ok(850_000.0));
         let d = s.decide(&input(0.0, 0.0, 0.0, 100_000.0), &mut ev);
-        // P >= 850 - 800 = 50 kW: the charge session goes (100 -> 0), then 50 kW for the site.
+        // P >= 850 - 800 = 50 kW, aimed a margin inside (66 kW with 2 %): the charge session
+        // goes (100 -> 0), then the rest for the site.
         assert_eq!(d.charge_budget_w, 0.0);
-        assert_eq!(d.site_w, 50_000.0);
+        assert_near(d.site_w, 850_000.0 - aim(800_000.0));
+        assert!(d.site_w > 50_000.0);
         assert!(d.constraints.contains(&Constraint::GridImportMax));
-        // Load 760 kW: 40 kW of headroom for the charge session, no site power.
+        // Load 760 kW: 40 kW of headroom to the limit, less the margin, for the charge session;
+        // no site power.
         s.grid_reading(0.1, Ok(760_000.0));
         let d = s.decide(&input(0.1, 0.0, 0.0, 100_000.0), &mut ev);
-        assert_eq!(d.charge_budget_w, 40_000.0);
+        assert_near(d.charge_budget_w, aim(800_000.0) - 760_000.0);
         assert_eq!(d.site_w, 0.0);
     }
 
@@ -761,13 +782,15 @@ mod tests {
         assert!(matches!(ev[0], SiteEvent::GridMeterLost(_)));
         s.grid_reading(1.0, Ok(760_000.0));
         let d = s.decide(&input(1.0, 0.0, 0.0, 100_000.0), &mut ev);
-        assert_eq!(d.charge_budget_w, 40_000.0);
+        let headroom = aim(800_000.0) - 760_000.0;
+        assert_near(d.charge_budget_w, headroom);
         assert!(ev.contains(&SiteEvent::GridMeterRestored));
-        // Silent for longer than the timeout (500 ms): held at 40 kW, no site power even
+        // Silent for longer than the timeout (500 ms): held at that budget, no site power even
         // though the load may now be far above the limit.
         s.grid_reading(1.2, Err(GridError::Silent("timeout".into())));
         let d = s.decide(&input(1.6, 0.0, 0.0, 100_000.0), &mut ev);
-        assert_eq!((d.charge_budget_w, d.site_w), (40_000.0, 0.0));
+        assert_near(d.charge_budget_w, headroom);
+        assert_eq!(d.site_w, 0.0);
         assert!(d.constraints.contains(&Constraint::MeterStale));
     }
 
@@ -779,11 +802,12 @@ mod tests {
         let mut s = Site::new(p);
         s.grid_reading(0.0, Ok(760_000.0));
         let d = s.decide(&input(0.0, 0.0, 0.0, 150_000.0), &mut Vec::new());
-        assert_eq!(d.charge_budget_w, 40_000.0);
-        // No new reading yet; the battery now charges 40 kW. The load is still 760 kW: pairing
-        // the old grid reading with today's battery would read 720 kW and allow 80 kW.
-        let d = s.decide(&input(0.1, -40_000.0, 0.0, 150_000.0), &mut Vec::new());
-        assert_eq!(d.charge_budget_w, 40_000.0);
+        let headroom = aim(800_000.0) - 760_000.0;
+        assert_near(d.charge_budget_w, headroom);
+        // No new reading yet; the battery now charges that much. The load is still 760 kW:
+        // pairing the old grid reading with today's battery would read less load and allow more.
+        let d = s.decide(&input(0.1, -headroom, 0.0, 150_000.0), &mut Vec::new());
+        assert_near(d.charge_budget_w, headroom);
     }
 
     #[test]
@@ -794,11 +818,12 @@ mod tests {
         let mut s = Site::new(p);
         s.grid_reading(0.0, Ok(900_000.0));
         let d = s.decide(&input(0.0, 0.0, 0.0, 0.0), &mut Vec::new());
-        assert_eq!(d.site_w, 100_000.0);
+        let need = 900_000.0 - aim(800_000.0);
+        assert_near(d.site_w, need);
         // Silence 100 ms later: the reading is held (younger than the 500 ms timeout).
         s.grid_reading(0.1, Err(GridError::Silent("timeout".into())));
-        let d = s.decide(&input(0.1, 100_000.0, 0.0, 0.0), &mut Vec::new());
-        assert_eq!(d.site_w, 100_000.0);
+        let d = s.decide(&input(0.1, need, 0.0, 0.0), &mut Vec::new());
+        assert_near(d.site_w, need);
         // "Not available": no site power from the next decision on.
         s.grid_reading(0.2, Err(GridError::Invalid("not available".into())));
         let d = s.decide(&input(0.2, 100_000.0, 0.0, 0.0), &mut Vec::new());
@@ -882,10 +907,10 @@ mod tests {
         s.grid_reading(101.0, Ok(100_000.0));
         let d = s.decide(&input(101.0, 0.0, 0.0, 0.0), &mut Vec::new());
         assert_eq!(d.site_w, 0.0);
-        // 900 kW: the connection's limit still binds (100 kW).
+        // 900 kW: the connection's limit still binds (100 kW, plus the margin).
         s.grid_reading(102.0, Ok(900_000.0));
         let d = s.decide(&input(102.0, 0.0, 0.0, 0.0), &mut Vec::new());
-        assert_eq!(d.site_w, 100_000.0);
+        assert_near(d.site_w, 900_000.0 - aim(800_000.0));
     }
 
     #[test]

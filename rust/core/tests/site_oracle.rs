@@ -4,7 +4,9 @@
 //!
 //! - the hard limit: wherever the load has been steady for the time the battery needs to follow
 //!   (two steps) and the battery's power can cover the excess, the import is at most
-//!   `grid_import_max`;
+//!   `grid_import_max` (the limit), and where the power covers it, at most the aim a
+//!   `grid_limit_margin_pct` inside the limit; never below that aim either (no discharge for
+//!   more than the limit with its margin asks);
 //! - the demand window: every window in which the battery's power suffices at every step (load -
 //!   target at most 90 % of it) ends at or below the target on average;
 //! - the battery never goes past its own power, and the site never discharges below its needs
@@ -19,6 +21,9 @@ const PERIOD_S: f64 = 0.1;
 const BATTERY_W: f64 = 400_000.0;
 const TARGET_W: f64 = 450_000.0;
 const IMPORT_MAX_W: f64 = 800_000.0;
+/// `grid_limit_margin_pct`: the law aims this much inside the hard limit.
+const LIMIT_MARGIN_PCT: f64 = 1.0;
+const IMPORT_AIM_W: f64 = IMPORT_MAX_W * (1.0 - LIMIT_MARGIN_PCT / 100.0);
 const WINDOW_S: f64 = 60.0;
 
 fn controller(peak_shave: bool) -> Controller {
@@ -31,6 +36,7 @@ fn controller(peak_shave: bool) -> Controller {
         ("site_max_discharge_kw", kw(BATTERY_W)),
         ("site_max_charge_kw", kw(BATTERY_W)),
         ("site_grid_import_max_kw", kw(IMPORT_MAX_W)),
+        ("site_grid_limit_margin_pct", ParamValue::Float(LIMIT_MARGIN_PCT)),
         ("site_demand_window_min", ParamValue::Int(1)),
     ];
     if peak_shave {
@@ -107,9 +113,15 @@ proptest! {
                 prop_assert!(grid[i].1 <= IMPORT_MAX_W + 1.0,
                     "step {}: load {} grid {}", i, load[i], grid[i].1);
             }
-            // Without a demand target the battery only discharges for the hard limit.
-            if steady && load[i] <= IMPORT_MAX_W {
-                prop_assert!(grid[i].1 >= load[i] - 1.0, "step {}: discharged for nothing", i);
+            if steady && load[i] - IMPORT_AIM_W <= BATTERY_W {
+                prop_assert!(grid[i].1 <= IMPORT_AIM_W + 1.0,
+                    "step {}: load {} grid {} above the aim", i, load[i], grid[i].1);
+            }
+            // Without a demand target the battery only discharges for the hard limit, and
+            // only down to its aim.
+            if steady {
+                prop_assert!(grid[i].1 >= load[i].min(IMPORT_AIM_W) - 1.0,
+                    "step {}: load {} grid {}: discharged for nothing", i, load[i], grid[i].1);
             }
         }
     }
