@@ -39,6 +39,9 @@ def test_design_example_parses_and_reaches_the_core() -> None:
     assert params["site_grid_meter_port"] == 502
     assert params["site_grid_export_max_kw"] == 0.0  # 0 is a limit, not "absent"
     assert "site_grid_import_max_kw" in params and params["site_reserve_soc_pct"] == 30.0
+    # The hard limits are aimed 1 % inside by default; the limit itself is sent unchanged.
+    assert params["site_grid_limit_margin_pct"] == 1.0
+    assert params["site_grid_import_max_kw"] == 800.0
     Controller(params)  # the core takes every key
     # Absent keys are off: nothing is sent for them.
     assert "site_peak_shave_kw" not in site_config().core_params()
@@ -50,6 +53,7 @@ def test_design_example_parses_and_reaches_the_core() -> None:
     ({"grid_meter_profile": "modbus"}, "site.grid_meter_profile"),
     ({"demand_window_min": 0}, "site.demand_window_min: 0 is out of range 1..60"),
     ({"peak_shave_kw": -5}, "site.peak_shave_kw: -5 is out of range"),
+    ({"grid_limit_margin_pct": 11}, "site.grid_limit_margin_pct: 11 is out of range"),
     ({"timezone": "Europe/Atlantis"}, "site.timezone"),
     ({"peak_shave": 500}, 'site.peak_shave: unknown key; did you mean "peak_shave_kw"?'),
     ({"window": [{"days": "Mon-Fry", "start": "17:00", "end": "21:00", "mode": "hold"}]},
@@ -102,7 +106,8 @@ def test_check_config_accepts_the_design_example_and_says_what_the_site_does(
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert ("site: grid meter 192.0.2.20:502 (generic), import max 800 kW, export max 0 kW, "
-            "demand target 500 kW, 1 window(s) in Europe/Berlin") in r.stdout
+            "demand target 500 kW, hard limits aimed 1 % inside, 1 window(s) in Europe/Berlin"
+            ) in r.stdout
 
 
 def test_calendar_offsets_change_at_the_eu_dst_instants() -> None:

@@ -138,10 +138,16 @@ def pcs() -> Iterator[MirroringPcs]:
         server.close()
 
 
+# The site law aims the hard limits this much inside them; the tests' 800 kW limit -> its aim.
+LIMIT_MARGIN_PCT = 2.0
+AIM_800 = 800_000.0 * (1.0 - LIMIT_MARGIN_PCT / 100.0)
+
+
 def site_params(pcs: FakePcs, meter: GridMeter, **kw: object) -> dict[str, object]:
     return {"pcs_port": pcs.port, "period_ms": 20, "pcs_timeout_ms": 300,
             "site_grid_meter_host": "127.0.0.1", "site_grid_meter_port": meter.port,
-            "site_grid_meter_timeout_ms": 200, **kw}
+            "site_grid_meter_timeout_ms": 200,
+            "site_grid_limit_margin_pct": LIMIT_MARGIN_PCT, **kw}
 
 
 def until(loop: ControlLoop, pred: Callable[[dict], bool], timeout: float = 5.0) -> dict:
@@ -167,9 +173,10 @@ def test_no_session_the_battery_holds_the_import_limit_and_stops_when_not_needed
     meter = GridMeter(hub.generic)
     try:
         with running(site_params(pcs, meter, site_grid_import_max_kw=800)) as loop:
-            # 900 kW of load on an 800 kW connection: the battery covers 100 kW, alone.
-            snap = until(loop, lambda s: near(s["setpoint_w"], 100_000.0)
-                         and near(s["site"]["grid_w"], 800_000.0))
+            # 900 kW of load on an 800 kW connection: the battery covers 100 kW and the margin,
+            # alone.
+            snap = until(loop, lambda s: near(s["setpoint_w"], 900_000.0 - AIM_800)
+                         and near(s["site"]["grid_w"], AIM_800))
             assert snap["allocations"] == {}
             assert "grid_import_max" in snap["site"]["constraints"]
             assert snap["site"]["grid_valid"] and snap["run"]
@@ -188,15 +195,16 @@ def test_charge_sessions_are_curtailed_before_the_battery_discharges(pcs):
     try:
         with running(site_params(pcs, meter, site_grid_import_max_kw=800)) as loop:
             # Connector 2 charges the battery from the hub's connection: 150 kW asked, 100 kW
-            # left under the limit.
+            # left under the limit, less the margin.
             loop.start_session(1, -1, 150_000.0)
-            until(loop, lambda s: near(s["allocations"].get(1), 100_000.0)
-                  and near(s["setpoint_w"], -100_000.0) and near(s["site"]["grid_w"], 800_000.0))
-            # 900 kW of load: the charge session goes to 0 first, then 100 kW of discharge.
+            until(loop, lambda s: near(s["allocations"].get(1), AIM_800 - 700_000.0)
+                  and near(s["setpoint_w"], 700_000.0 - AIM_800)
+                  and near(s["site"]["grid_w"], AIM_800))
+            # 900 kW of load: the charge session goes to 0 first, then discharge to the aim.
             hub.load_w = 900_000.0
             snap = until(loop, lambda s: s["allocations"].get(1) == 0.0
-                         and near(s["setpoint_w"], 100_000.0))
-            assert near(snap["site"]["site_w"], 100_000.0)
+                         and near(s["setpoint_w"], 900_000.0 - AIM_800))
+            assert near(snap["site"]["site_w"], 900_000.0 - AIM_800)
             # The load falls again: the session gets its power back, the site stops.
             hub.load_w = 500_000.0
             snap = until(loop, lambda s: near(s["allocations"].get(1), 150_000.0))
@@ -212,23 +220,23 @@ def test_a_silent_or_sentinel_meter_fails_safe_and_recovers(pcs):
         p = site_params(pcs, meter, site_grid_import_max_kw=800)
         with running(p) as loop:
             loop.start_session(1, -1, 150_000.0)
-            until(loop, lambda s: near(s["allocations"].get(1), 40_000.0))
+            until(loop, lambda s: near(s["allocations"].get(1), AIM_800 - 760_000.0))
             # The meter stops answering while the load climbs far past the limit: no site
             # power on stale data, and the charge session no higher than the last valid
-            # reading allowed (40 kW).
+            # reading allowed.
             meter.set_muted(True)
             hub.load_w = 1_200_000.0
             events = wait_event(loop, "grid_meter_lost")
             snap = until(loop, lambda s: "meter_stale" in s["site"]["constraints"])
             assert not snap["site"]["grid_valid"]
             assert snap["site"]["site_w"] == 0.0
-            assert snap["allocations"].get(1, 0.0) <= 40_000.0 + 1e-6
-            assert snap["setpoint_w"] >= -40_000.0 - 1e-6
+            assert snap["allocations"].get(1, 0.0) <= AIM_800 - 760_000.0 + 1e-6
+            assert snap["setpoint_w"] >= -(AIM_800 - 760_000.0) - 1e-6
             assert any(e["kind"] == "grid_meter_lost" for e in events)
             # It answers again: the site acts on the new reading by itself.
             meter.set_muted(False)
             wait_event(loop, "grid_meter_restored")
-            snap = until(loop, lambda s: near(s["setpoint_w"], 400_000.0)
+            snap = until(loop, lambda s: near(s["setpoint_w"], 1_200_000.0 - AIM_800)
                          and s["allocations"].get(1) == 0.0)
             # "Not available" in the power register is no reading either.
             hub.sentinel = True
@@ -247,8 +255,8 @@ def test_sunspec_meter_is_discovered_and_scaled(pcs):
                         site_grid_meter_profile="sunspec")
         with running(p) as loop:
             # W_SF = 2: the meter's W point counts hundreds of watts.
-            snap = until(loop, lambda s: near(s["setpoint_w"], 100_000.0, 2_000.0)
-                         and near(s["site"]["grid_w"], 800_000.0, 2_000.0))
+            snap = until(loop, lambda s: near(s["setpoint_w"], 900_000.0 - AIM_800, 2_000.0)
+                         and near(s["site"]["grid_w"], AIM_800, 2_000.0))
             assert snap["site"]["grid_meter_error"] is None
     finally:
         meter.close()

@@ -29,6 +29,9 @@ from bess_gateway.sim.server import SimulatorThread
 from tests.test_site_loop import GridMeter
 
 IMPORT_MAX_KW = 800.0
+# The site law aims the hard limit this much inside it ([site] grid_limit_margin_pct, default).
+LIMIT_MARGIN_PCT = SiteConfig().grid_limit_margin_pct
+IMPORT_AIM_W = IMPORT_MAX_KW * 1000.0 * (1.0 - LIMIT_MARGIN_PCT / 100.0)
 
 
 class SimHub:
@@ -82,7 +85,8 @@ def site_limit(gw: Gateway, sid: str, connector: int) -> float | None:
 
 async def test_201_the_site_limit_is_an_ems_limit(site_gateway: SiteGateway,
                                                   csms: CsmsServer) -> None:
-    # 700 kW of load on an 800 kW connection: a charge session (EVSE 2, 150 kW) gets 100 kW.
+    # 700 kW of load on an 800 kW connection: a charge session (EVSE 2, 150 kW) gets the 100 kW
+    # left, less the margin the law keeps under the limit.
     gw, hub = await site_gateway("2.0.1", 700_000.0)
     (sid,) = await booted(gw, csms)
     after = csms.last_seq()
@@ -93,7 +97,7 @@ async def test_201_the_site_limit_is_an_ems_limit(site_gateway: SiteGateway,
                             after=after, timeout=20)
     assert m.payload["chargingLimit"] == {"chargingLimitSource": "EMS", "isGridCritical": True}
     limit = m.payload["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
-    assert limit == pytest.approx(100_000, abs=5_000)
+    assert limit == pytest.approx(IMPORT_AIM_W - 700_000, abs=2_000)
     # /status and /metrics say why (the status page and scripts read these).
     await until(lambda: "grid_import_max" in gw.core.snapshot()["site"]["constraints"])
     server = MetricsServer(gw)
@@ -107,7 +111,7 @@ async def test_201_the_site_limit_is_an_ems_limit(site_gateway: SiteGateway,
     r = await csms.call(sid, "GetCompositeSchedule",
                         {"evseId": 2, "duration": 60, "chargingRateUnit": "W"})
     first = r["schedule"]["chargingSchedulePeriod"][0]["limit"]
-    assert first == pytest.approx(100_000, abs=5_000)
+    assert first == pytest.approx(IMPORT_AIM_W - 700_000, abs=2_000)
     # The load falls: the site lets go, and says so once.
     after = csms.last_seq()
     hub.load_w = 400_000.0
@@ -131,7 +135,8 @@ async def test_16_a_charge_session_cut_to_zero_is_suspended_evse(
     r = await csms.call(sid, "RemoteStartTransaction", {"idTag": "TAG-1", "connectorId": 2})
     assert r == {"status": "Accepted"}
     await csms.wait_for(sid, "StartTransaction", after=after, timeout=20)
-    # MeterValues carry what the gateway offers the session: the 100 kW the site leaves it.
+    # MeterValues carry what the gateway offers the session: what the site leaves it under its
+    # aim (100 kW to the limit, less the margin).
 
     def offered(p: dict[str, Any]) -> float | None:
         for mv in p.get("meterValue", []):
@@ -142,7 +147,7 @@ async def test_16_a_charge_session_cut_to_zero_is_suspended_evse(
 
     m = await csms.wait_for(sid, "MeterValues",
                             lambda p: p.get("connectorId") == 2 and offered(p) is not None
-                            and abs((offered(p) or 0.0) - 100_000) <= 5_000,
+                            and abs((offered(p) or 0.0) - (IMPORT_AIM_W - 700_000)) <= 2_000,
                             after=after, timeout=20)
     assert m.payload["connectorId"] == 2
     # 900 kW of load: the charge session goes to 0 (the battery discharges the rest).

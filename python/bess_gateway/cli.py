@@ -220,6 +220,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         limits = [f"{name} {value:g} kW" for name, value in (
             ("import max", site.grid_import_max_kw), ("export max", site.grid_export_max_kw),
             ("demand target", site.peak_shave_kw)) if value is not None]
+        if site.grid_import_max_kw is not None or site.grid_export_max_kw is not None:
+            # The limit is what is configured; say where the law aims, so nobody reads the
+            # steady import a margin under it as a fault.
+            limits.append(f"hard limits aimed {site.grid_limit_margin_pct:g} % inside")
         print(f"site: grid meter {site.grid_meter} ({site.grid_meter_profile})"
               f"{', ' + ', '.join(limits) if limits else ''}, {len(site.window)} window(s) "
               f"in {site.timezone}")

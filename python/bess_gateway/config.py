@@ -160,6 +160,7 @@ class SiteConfig:
     reserve_soc_pct: float | None = None  # CSMS discharge sessions stop here
     timezone: str = "UTC"  # IANA name, for the windows and the demand window's alignment
     peak_margin_pct: float = 1.0  # part of the target the window law keeps in hand (control lag)
+    grid_limit_margin_pct: float = 1.0  # the law aims this much inside the hard grid limits
     window: tuple[SiteWindow, ...] = ()  # [[site.window]] tables
 
     @property
@@ -290,6 +291,7 @@ class Config:
             "site_demand_window_min": site.demand_window_min,
             "site_recharge_max_kw": site.recharge_max_kw,
             "site_peak_margin_pct": site.peak_margin_pct,
+            "site_grid_limit_margin_pct": site.grid_limit_margin_pct,
         }
         for key in ("grid_import_max_kw", "grid_export_max_kw", "peak_shave_kw",
                     "recharge_below_kw", "reserve_soc_pct"):
@@ -756,6 +758,7 @@ def _site(raw: Any, ctx: _Context) -> SiteConfig | None:
         reserve_soc_pct=t.optional_number("reserve_soc_pct", 0.0, 100.0),
         timezone=timezone,
         peak_margin_pct=t.number("peak_margin_pct", 0.0, 50.0),
+        grid_limit_margin_pct=t.number("grid_limit_margin_pct", 0.0, 10.0),
         window=_site_windows(raw.get("window", []), ctx),
     )
     t.finish()

@@ -55,6 +55,7 @@ class ControlParams(TypedDict, total=False):
     site_recharge_max_kw: float
     site_reserve_soc_pct: float
     site_peak_margin_pct: float
+    site_grid_limit_margin_pct: float
 
 
 class CoreEvent(TypedDict):
