@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use crate::sunspec::{BASES, END_MODEL, MARKER};
+use crate::sunspec::{find_marker, END_MODEL};
 
 /// Words read each cycle from a generic meter.
 pub const GENERIC_LEN: u16 = 10;
@@ -143,23 +143,16 @@ pub fn discover<F>(mut read: F) -> Result<MeterMap, MeterError>
 where
     F: FnMut(u16, u16) -> Result<Vec<u16>, String>,
 {
-    let mut last_err = None;
-    let mut base = None;
-    for b in BASES {
-        match read(b, 2) {
-            Ok(w) if w == MARKER => {
-                base = Some(b);
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => last_err = Some(e),
+    let base = match find_marker(&mut read) {
+        Ok(base) => base,
+        Err(last_err) => {
+            return Err(MeterError::Discovery(match last_err {
+                Some(e) => {
+                    format!("no SunSpec marker \"SunS\" at 40000, 0 or 50000 (last error: {e})")
+                }
+                None => "no SunSpec marker \"SunS\" at 40000, 0 or 50000".to_string(),
+            }))
         }
-    }
-    let Some(base) = base else {
-        return Err(MeterError::Discovery(match last_err {
-            Some(e) => format!("no SunSpec marker \"SunS\" at 40000, 0 or 50000 (last error: {e})"),
-            None => "no SunSpec marker \"SunS\" at 40000, 0 or 50000".to_string(),
-        }));
     };
     let mut at = u32::from(base) + 2;
     for _ in 0..MAX_MODELS {
@@ -210,7 +203,7 @@ mod tests {
 
     /// A SunSpec image: marker at `base`, a common model, an inverter model, then `meter`.
     fn image(base: u16, meter: u16, w: i16, sf: i16) -> Vec<(u16, u16)> {
-        let mut words = vec![MARKER[0], MARKER[1], 1, 66];
+        let mut words = vec![crate::sunspec::MARKER[0], crate::sunspec::MARKER[1], 1, 66];
         words.extend(std::iter::repeat_n(0u16, 66));
         words.extend([701, 4]);
         words.extend([0u16; 4]);

@@ -552,25 +552,30 @@ impl SunSpecMap {
     }
 }
 
+/// The first of `BASES` that holds the "SunS" marker (inverter and meter discovery alike);
+/// `Err` carries the last read error, if any read failed.
+pub fn find_marker<F>(read: &mut F) -> Result<u16, Option<String>>
+where
+    F: FnMut(u16, u16) -> Result<Vec<u16>, String>,
+{
+    let mut last_err = None;
+    for b in BASES {
+        match read(b, 2) {
+            Ok(w) if w == MARKER => return Ok(b),
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err)
+}
+
 /// Finds the marker, walks the model list and reads the scale factors through `read(address,
 /// count)`. Never panics on a malformed device: every problem is a `SunSpecError`.
 pub fn discover<F>(mut read: F) -> Result<SunSpecMap, SunSpecError>
 where
     F: FnMut(u16, u16) -> Result<Vec<u16>, String>,
 {
-    let mut last_err = None;
-    let mut base = None;
-    for b in BASES {
-        match read(b, 2) {
-            Ok(w) if w == MARKER => {
-                base = Some(b);
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => last_err = Some(e),
-        }
-    }
-    let base = base.ok_or(SunSpecError::NoMarker(last_err))?;
+    let base = find_marker(&mut read).map_err(SunSpecError::NoMarker)?;
     let mut headers = Vec::new();
     let mut at = u32::from(base) + 2;
     loop {
@@ -883,7 +888,10 @@ pub(crate) mod tests {
         img2.set32(701, m701::ALRM, u32::MAX);
         let map2 = discover_image(&img2).unwrap();
         img2.set32(701, m701::ALRM, 1 << 6);
-        assert_eq!(map2.decode(&img2.blocks(&map2)).unwrap().alarm_bits, 1 << 10);
+        assert_eq!(
+            map2.decode(&img2.blocks(&map2)).unwrap().alarm_bits,
+            1 << 10
+        );
 
         img.set(701, m701::W, 0x8000);
         let m = map.decode(&img.blocks(&map));
