@@ -107,7 +107,9 @@ impl Resolver {
                 Err(TryRecvError::Empty) => None,
                 Err(TryRecvError::Disconnected) => {
                     self.pending = None;
-                    Some(Err(io::Error::other("the resolver thread ended without an answer")))
+                    Some(Err(io::Error::other(
+                        "the resolver thread ended without an answer",
+                    )))
                 }
             };
         }

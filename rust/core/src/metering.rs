@@ -145,7 +145,10 @@ impl Metering {
         max_increase_wh: f64,
     ) {
         let Some((mut dis, mut chg)) = self.baseline else {
-            let at = |v| Baseline { value: v, low: None };
+            let at = |v| Baseline {
+                value: v,
+                low: None,
+            };
             self.baseline = Some((at(regs.discharged_wh), at(regs.charged_wh)));
             return;
         };
@@ -237,7 +240,11 @@ impl Metering {
         flow_w: Option<(f64, f64)>,
     ) {
         if flow_w.is_some() {
-            let dt = if elapsed_s.is_finite() { elapsed_s.max(0.0) } else { 0.0 };
+            let dt = if elapsed_s.is_finite() {
+                elapsed_s.max(0.0)
+            } else {
+                0.0
+            };
             for t in self.tails.values_mut() {
                 t.age_s += dt;
             }
@@ -425,7 +432,11 @@ mod tests {
         }
         assert!(m.settling(0));
         m.update(regs(400, 0), &[], 1e9);
-        assert_eq!(m.energy(0), Some(400.0), "the energy found is the session's");
+        assert_eq!(
+            m.energy(0),
+            Some(400.0),
+            "the energy found is the session's"
+        );
         assert_eq!(m.unattributed_wh(), (0.0, 0.0));
         // Measured time ages it: 10 s of readings that still show the flow end it.
         for _ in 0..101 {
@@ -437,7 +448,10 @@ mod tests {
     #[test]
     fn a_tail_shares_with_running_sessions_by_power() {
         let mut m = Metering::default();
-        let before = [(0, Direction::Discharge, 60.0), (1, Direction::Discharge, 60.0)];
+        let before = [
+            (0, Direction::Discharge, 60.0),
+            (1, Direction::Discharge, 60.0),
+        ];
         let after = [(1, Direction::Discharge, 60.0)];
         m.update(regs(0, 0), &before, 1e9);
         m.retarget(0.0, &before, &after, None);
@@ -452,7 +466,10 @@ mod tests {
     #[test]
     fn a_tail_on_the_other_side_of_the_net_is_capped_by_the_net_flow() {
         let mut m = Metering::default();
-        let before = [(0, Direction::Discharge, 150_000.0), (1, Direction::Charge, 100_000.0)];
+        let before = [
+            (0, Direction::Discharge, 150_000.0),
+            (1, Direction::Charge, 100_000.0),
+        ];
         let after = [(1, Direction::Charge, 100_000.0)];
         m.retarget(0.0, &before, &after, Some((50_000.0, 0.0)));
         assert!(m.settling(0));

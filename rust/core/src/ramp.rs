@@ -34,7 +34,11 @@ pub fn next_setpoint(previous_w: f64, inp: &RampInput) -> f64 {
     }
     let lo = inp.lo_w.min(0.0);
     let hi = inp.hi_w.max(0.0);
-    let previous = if previous_w.is_finite() { previous_w } else { 0.0 };
+    let previous = if previous_w.is_finite() {
+        previous_w
+    } else {
+        0.0
+    };
     let start = previous.clamp(lo, hi);
     let target = inp.target_w.clamp(lo, hi);
     let step = (inp.ramp_w_per_s * inp.dt_s.max(0.0)).max(0.0);

@@ -201,17 +201,49 @@ fn serve_generic(r: &mut [u16], rd: &Reading, energy: (u64, u64)) {
     put32(r, 101, if na(Point::MeasuredW) { 0x8000_0000 } else { 0 });
     r[103] = 4000;
     r[104] = 5000;
-    r[105] = if na(Point::DcV) { 0xFFFF } else { (rd.dc_v * 10.0) as u16 };
+    r[105] = if na(Point::DcV) {
+        0xFFFF
+    } else {
+        (rd.dc_v * 10.0) as u16
+    };
     r[106] = 0;
-    r[107] = if na(Point::Soc) { 0xFFFF } else { (rd.soc_pct * 10.0) as u16 };
+    r[107] = if na(Point::Soc) {
+        0xFFFF
+    } else {
+        (rd.soc_pct * 10.0) as u16
+    };
     r[108] = 1000;
-    r[109] = if na(Point::TempMax) { 0x8000 } else { ((rd.temp_max_c * 10.0) as i16) as u16 };
+    r[109] = if na(Point::TempMax) {
+        0x8000
+    } else {
+        ((rd.temp_max_c * 10.0) as i16) as u16
+    };
     r[110] = ((rd.temp_min_c * 10.0) as i16) as u16;
     r[111] = 3300;
     r[112] = 3290;
-    put32(r, 113, if na(Point::BmsDis) { u32::MAX } else { rd.bms_dis_w });
-    put32(r, 115, if na(Point::BmsChg) { u32::MAX } else { rd.bms_chg_w });
-    let alarms = if na(Point::Alarms) { u32::MAX } else { rd.alarm.map_or(0, |b| 1 << b) };
+    put32(
+        r,
+        113,
+        if na(Point::BmsDis) {
+            u32::MAX
+        } else {
+            rd.bms_dis_w
+        },
+    );
+    put32(
+        r,
+        115,
+        if na(Point::BmsChg) {
+            u32::MAX
+        } else {
+            rd.bms_chg_w
+        },
+    );
+    let alarms = if na(Point::Alarms) {
+        u32::MAX
+    } else {
+        rd.alarm.map_or(0, |b| 1 << b)
+    };
     put32(r, 117, alarms);
     put64(r, 119, energy.0);
     put64(r, 123, energy.1);
@@ -240,7 +272,12 @@ const SUNSPEC_ALARMS: [(u16, u32); 11] = [
 fn layout_sunspec(r: &mut [u16], sfs: Sfs) {
     r[usize::from(SUNS)] = 0x5375;
     r[usize::from(SUNS) + 1] = 0x6E53;
-    for (id, at, len) in [(1u16, M1, 66u16), (701, M701, 153), (704, M704, 65), (802, M802, 62)] {
+    for (id, at, len) in [
+        (1u16, M1, 66u16),
+        (701, M701, 153),
+        (704, M704, 65),
+        (802, M802, 62),
+    ] {
         let a = usize::from(at);
         r[a] = id;
         r[a + 1] = len;
@@ -294,9 +331,17 @@ fn serve_sunspec(r: &mut [u16], rd: &Reading, sfs: Sfs, energy: (u64, u64)) {
     put32(r, m701 + 17, 5000);
     put64(r, m701 + 19, energy.0);
     put64(r, m701 + 23, energy.1);
-    r[m802 + 11] = if na(Point::Soc) { 0xFFFF } else { (rd.soc_pct * 10.0) as u16 };
+    r[m802 + 11] = if na(Point::Soc) {
+        0xFFFF
+    } else {
+        (rd.soc_pct * 10.0) as u16
+    };
     r[m802 + 13] = 1000;
-    r[m802 + 34] = if na(Point::DcV) { 0xFFFF } else { (rd.dc_v * 10.0) as u16 };
+    r[m802 + 34] = if na(Point::DcV) {
+        0xFFFF
+    } else {
+        (rd.dc_v * 10.0) as u16
+    };
     r[m802 + 37] = 3300;
     r[m802 + 40] = 3290;
     r[m802 + 44] = 0;
@@ -346,7 +391,10 @@ enum Op {
     Stop(u32),
     /// A cap of NaN or below 0: must be refused, nothing changes.
     BadCap(u32, f64),
-    Cycle { dt_ms: u64, reading: Reading },
+    Cycle {
+        dt_ms: u64,
+        reading: Reading,
+    },
     WallStep(f64),
     Drop,
     Silent(bool),
@@ -446,7 +494,10 @@ fn written_w(writes: &[(u64, u16, Vec<u16>)], profile: PcsProfile, sfs: Sfs) -> 
         }
         PcsProfile::SunSpec => {
             let (conn, _, w) = writes.iter().find(|w| w.1 == M704 + 22)?;
-            assert_eq!(w[0], 1, "WSetEna is never 0 (that is the inverter's own mode)");
+            assert_eq!(
+                w[0], 1,
+                "WSetEna is never 0 (that is the inverter's own mode)"
+            );
             (*conn, w, (u32::from(w[2]) << 16 | u32::from(w[3])) as i32)
         }
     };
@@ -692,9 +743,17 @@ fn reconnect_within_the_timeout_writes_zero_first() {
         serve_generic(&mut e.pcs.regs, &rd, (0, 0));
         e.pcs.writes.clear();
         e.cycle();
-        last = written_w(&e.pcs.writes, PcsProfile::Generic, Sfs { wset: 0, w: 0, wmax: 0 })
-            .unwrap()
-            .1;
+        last = written_w(
+            &e.pcs.writes,
+            PcsProfile::Generic,
+            Sfs {
+                wset: 0,
+                w: 0,
+                wmax: 0,
+            },
+        )
+        .unwrap()
+        .1;
     }
     assert_eq!(last, 100_000.0);
     // The connection drops and comes back 100 ms later, well inside the 1 s timeout.
@@ -704,8 +763,21 @@ fn reconnect_within_the_timeout_writes_zero_first() {
     e.clock.mono += Duration::from_millis(100);
     e.pcs.writes.clear();
     e.cycle();
-    let (conn, w) = written_w(&e.pcs.writes, PcsProfile::Generic, Sfs { wset: 0, w: 0, wmax: 0 }).unwrap();
-    assert_eq!((conn, w), (2, 0.0), "the first write on the new connection is 0 W");
+    let (conn, w) = written_w(
+        &e.pcs.writes,
+        PcsProfile::Generic,
+        Sfs {
+            wset: 0,
+            w: 0,
+            wmax: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (conn, w),
+        (2, 0.0),
+        "the first write on the new connection is 0 W"
+    );
 }
 
 // ---- the site (issue 14): the grid meter is a second device the test owns ----------------------

@@ -36,7 +36,10 @@ fn controller(peak_shave: bool) -> Controller {
         ("site_max_discharge_kw", kw(BATTERY_W)),
         ("site_max_charge_kw", kw(BATTERY_W)),
         ("site_grid_import_max_kw", kw(IMPORT_MAX_W)),
-        ("site_grid_limit_margin_pct", ParamValue::Float(LIMIT_MARGIN_PCT)),
+        (
+            "site_grid_limit_margin_pct",
+            ParamValue::Float(LIMIT_MARGIN_PCT),
+        ),
         ("site_demand_window_min", ParamValue::Int(1)),
     ];
     if peak_shave {
