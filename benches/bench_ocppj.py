@@ -1,7 +1,7 @@
 """Per-message CPU cost of the OCPP-J path: decode + schema-validate + encode.
 
 Run: .venv/bin/pytest benches/bench_ocppj.py
-Our path is orjson + fastjsonschema (bess_gateway.ocppj); the reference is the `ocpp` library's own
+Our path is orjson + fastjsonschema (bess_gateway.ocpp); the reference is the `ocpp` library's own
 path (json + jsonschema: messages.unpack, _validate_payload, to_json), printed once as a table.
 """
 
@@ -14,8 +14,8 @@ import orjson
 import pytest
 from ocpp import messages as ocpp_messages
 
-from bess_gateway.ocppj.framing import Call, decode, encode
-from bess_gateway.ocppj.schemas import validator
+from bess_gateway.ocpp.framing import Call, decode, encode
+from bess_gateway.ocpp.schemas import validator
 
 TS = "2024-05-01T12:00:00.000Z"
 

@@ -17,8 +17,8 @@ import pytest
 from bess_gateway.config import Config, ControlConfig, PcsConfig
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.demo.run import demo_config
+from bess_gateway.endpoint.link import VALIDATE_OUTGOING_ENV
 from bess_gateway.gateway import Gateway
-from bess_gateway.link import VALIDATE_OUTGOING_ENV
 from bess_gateway.sim.server import SimulatorThread
 
 # What the gateway sends is schema-checked in every test (gateway subprocesses inherit it).
@@ -87,7 +87,7 @@ def logging_restored() -> Iterator[None]:
         lg.setLevel(level)
     root = loggers[0]
     for handler in [h for h in root.handlers if h not in handlers]:
-        if type(handler).__module__ == "bess_gateway.logs":
+        if type(handler).__module__ == "bess_gateway.ops.logs":
             root.removeHandler(handler)
             handler.close()
 

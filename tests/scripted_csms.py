@@ -26,9 +26,9 @@ from websockets.exceptions import ConnectionClosed
 
 from bess_gateway.config import PcsConfig
 from bess_gateway.demo.run import demo_config
+from bess_gateway.endpoint.link import Backoff
 from bess_gateway.gateway import Gateway
-from bess_gateway.link import Backoff
-from bess_gateway.ocppj.schemas import validator
+from bess_gateway.ocpp.schemas import validator
 
 # What the CSMS does with the next CALL of an action: answer; answer with a CALLERROR; go down
 # without answering ("outage": every socket cut, no new connection until start() again); answer,

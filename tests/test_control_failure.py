@@ -18,10 +18,10 @@ from scripted_csms import scripted_csms
 from waiting import booted, until
 
 from bess_gateway import gateway as gateway_module
-from bess_gateway.alarms import ALARMS
 from bess_gateway.config import Config, PcsConfig
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.demo.run import demo_config
+from bess_gateway.domain.alarms import ALARMS
 from bess_gateway.gateway import EXIT_SOFTWARE, Gateway
 from bess_gateway.sim.server import SimulatorThread
 

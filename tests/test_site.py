@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bess_gateway import site
 from bess_gateway._core import Controller
 from bess_gateway.config import ConfigError, parse_config
+from bess_gateway.domain import site_calendar as site
 
 
 def utc(*args: int) -> float:

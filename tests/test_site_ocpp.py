@@ -24,7 +24,7 @@ from bess_gateway.config import ControlConfig, PcsConfig, SiteConfig
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.demo.run import demo_config
 from bess_gateway.gateway import Gateway
-from bess_gateway.metrics import MetricsServer
+from bess_gateway.ops.metrics import MetricsServer
 from bess_gateway.sim.server import SimulatorThread
 from tests.test_site_loop import GridMeter
 

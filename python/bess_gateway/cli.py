@@ -102,7 +102,7 @@ def _print_config_errors(errors: Sequence[str], source: Path | None) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bess_gateway.config import ConfigError, load_config
-    from bess_gateway.logs import setup_logging
+    from bess_gateway.ops.logs import setup_logging
 
     try:
         config = load_config(args.config, require_endpoints=True)
@@ -133,7 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from bess_gateway.logs import setup_logging
+    from bess_gateway.ops.logs import setup_logging
 
     setup_logging("text", args.log_level)
     run_demo = _load("bess_gateway.demo.run", "run_demo")
@@ -147,7 +147,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from bess_gateway.logs import setup_logging
+    from bess_gateway.ops.logs import setup_logging
 
     setup_logging("text", args.log_level)
     serve = _load("bess_gateway.sim.server", "serve")
@@ -186,7 +186,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    probe_main = _load("bess_gateway.probe", "main")
+    probe_main = _load("bess_gateway.tools.probe", "main")
     if probe_main is None:
         return EXIT_FAILED
     return int(probe_main(args.target, args.unit, args.json))

@@ -317,7 +317,8 @@ class ControlCore:
 
     def set_site_calendar(self, offsets: list[tuple[float, float]],
                           windows: list[tuple[float, float, str, float]]) -> None:
-        """The site's UTC offsets and time-of-use windows (`bess_gateway.site.calendar`)."""
+        """The site's UTC offsets and time-of-use windows
+        (`bess_gateway.domain.site_calendar.calendar`)."""
         self._core.set_site_calendar(offsets, windows)
 
     def set_meter(self, meter_id: int, energy_wh: float) -> None:

@@ -15,31 +15,32 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from bess_gateway import sdnotify, settling
-from bess_gateway import site as site_calendar
 from bess_gateway.aio import wait_event
 from bess_gateway.config import Config, EndpointConfig
 from bess_gateway.control import ControlCore
+from bess_gateway.domain import site_calendar
 from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.settings import Settings
 from bess_gateway.domain.station import CoreView, Station, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
+from bess_gateway.endpoint import settling
+from bess_gateway.endpoint.link import EndpointBase
+from bess_gateway.endpoint.pacing import TokenBucket
 from bess_gateway.journal import Journal, TxRecord
-from bess_gateway.link import EndpointBase
-from bess_gateway.logs import FileLogs
 from bess_gateway.maintenance.diagnostics import BundleSources, Scope, Uploads, Window
 from bess_gateway.maintenance.firmware import EXIT_RESTART, FirmwareUpdater
 from bess_gateway.maintenance.service import Maintenance
-from bess_gateway.metrics import MetricsServer
-from bess_gateway.pacing import TokenBucket
+from bess_gateway.ocpp.v16.endpoint import Endpoint16
+from bess_gateway.ocpp.v21.endpoint import Endpoint21
+from bess_gateway.ocpp.v201.endpoint import Endpoint201
+from bess_gateway.ops import sdnotify
+from bess_gateway.ops.logs import FileLogs
+from bess_gateway.ops.metrics import MetricsServer
 from bess_gateway.security.certificates import (
     CertificateStore,
     migrate_shared_store,
     operator_directory,
 )
-from bess_gateway.v16.endpoint import Endpoint16
-from bess_gateway.v21.endpoint import Endpoint21
-from bess_gateway.v201.endpoint import Endpoint201
 from bess_gateway.wall_clock import StepDetector
 
 log = logging.getLogger("bess_gateway")
@@ -476,7 +477,7 @@ class Gateway:
             self._saved_meters[self.stations[endpoint_id].meter_id(connector)] = wh
 
     def _finish_cut_stops(self, journal: Journal, registers: dict[tuple[str, int], float]) -> None:
-        """Stops the crash caught settling (bess_gateway.settling) get their connector's
+        """Stops the crash caught settling (bess_gateway.endpoint.settling) get their connector's
         register as restored (`_attribute_outage`): it counted their ramp-down up to the last
         save, and after it when no session of their direction was open; their StopTransaction
         is still queued."""

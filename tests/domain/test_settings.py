@@ -8,8 +8,8 @@ import pytest
 
 from bess_gateway.domain.settings import SettingError, Settings
 from bess_gateway.journal import JournalError
-from bess_gateway.v16 import config_keys
-from bess_gateway.v201 import provisioning
+from bess_gateway.ocpp.v16 import config_keys
+from bess_gateway.ocpp.v201 import provisioning
 
 
 class FailingStore:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bess_gateway.charging_limits import CompositePeriod, composite_periods
 from bess_gateway.control import ControlCore
 from bess_gateway.domain.settings import Settings
 from bess_gateway.domain.smart_charging import (
@@ -36,6 +35,7 @@ from bess_gateway.domain.smart_charging import (
     validate,
 )
 from bess_gateway.domain.station import CoreView, Station, StopReason
+from bess_gateway.endpoint.charging_limits import CompositePeriod, composite_periods
 from bess_gateway.gateway import tx_record
 from bess_gateway.journal import Journal, JournalError
 

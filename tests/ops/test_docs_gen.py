@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bess_gateway import config, docs_gen
+from bess_gateway import config
+from bess_gateway.tools import docs_gen
 
 
 def test_generated_docs_are_current() -> None:
     docs = Path(__file__).resolve().parents[2] / "docs"
     for name, make in docs_gen.GENERATED.items():
         assert (docs / name).read_text(encoding="utf-8") == make(), (
-            f"docs/{name} is stale: run `python -m bess_gateway.docs_gen`")
+            f"docs/{name} is stale: run `python -m bess_gateway.tools.docs_gen`")
 
 
 def test_matrix_alarms_and_maps_come_from_the_code() -> None:
-    from bess_gateway.alarms import ALARMS
-    from bess_gateway.v16 import config_keys
+    from bess_gateway.domain.alarms import ALARMS
+    from bess_gateway.ocpp.v16 import config_keys
 
     matrix = docs_gen.generate_ocpp_support()
-    assert "| RemoteStartTransaction | CSMS | yes | v16/transactions.py |" in matrix
+    assert "| RemoteStartTransaction | CSMS | yes | ocpp/v16/transactions.py |" in matrix
     assert "| BootNotification | station | yes |" in matrix
     for key in config_keys.KEYS:
         assert f"| {key} |" in matrix

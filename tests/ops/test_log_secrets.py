@@ -11,7 +11,7 @@ import pytest
 from waiting import until
 
 from bess_gateway.demo.csms import CsmsServer
-from bess_gateway.logs import setup_logging
+from bess_gateway.ops.logs import setup_logging
 
 TAG = "SECRETTAG42"
 LONG_TAG = "SECRETTAG-TOO-LONG-FOR-CISTRING20"

@@ -11,9 +11,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from waiting import until
 
 from bess_gateway.cli import main
-from bess_gateway.probe import probe
 from bess_gateway.sim import sunspec
 from bess_gateway.sim.server import SimulatorThread
+from bess_gateway.tools.probe import probe
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import socket
 
 from waiting import until
 
-from bess_gateway import sdnotify
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.demo.run import demo_config
 from bess_gateway.gateway import run_gateway
+from bess_gateway.ops import sdnotify
 from bess_gateway.sim.server import SimulatorThread
 
 

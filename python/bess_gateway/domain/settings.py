@@ -168,7 +168,7 @@ SPECS: dict[str, SettingSpec] = {
                     max_items=len(TX_POINTS)),
         SettingSpec("tx_stop_point", "csv", "PowerPathClosed", choices=TX_POINTS,
                     max_items=len(TX_POINTS)),
-        # Retries of a queued message the CSMS failed to process (bess_gateway.outbox): 1.6
+        # Retries of a queued message the CSMS failed to process (bess_gateway.endpoint.outbox): 1.6
         # TransactionMessageAttempts / TransactionMessageRetryInterval and 2.0.1 OCPPCommCtrlr
         # MessageAttempts / MessageAttemptInterval (TransactionEvent) are both these two; the
         # wait before a resend is the interval x the failed attempts so far.

@@ -71,7 +71,7 @@ class Kind(StrEnum):
     ABSOLUTE = "Absolute"
     RECURRING = "Recurring"
     RELATIVE = "Relative"
-    DYNAMIC = "Dynamic"  # 2.1 K28: one period whose values the CSMS updates (bess_gateway.v21)
+    DYNAMIC = "Dynamic"  # 2.1 K28: one period whose values the CSMS updates (bess_gateway.ocpp.v21)
 
 
 class Recurrency(StrEnum):
@@ -100,7 +100,7 @@ class Period:
     start_s: int  # offset from the schedule's start
     limit: float  # in the schedule's unit (2.1 may omit it: UNLIMITED_W)
     phases: int | None = None
-    # 2.1 V2X (bess_gateway.v21.v2x); None: not given (1.6 and 2.0.1 never give them).
+    # 2.1 V2X (bess_gateway.ocpp.v21.v2x); None: not given (1.6 and 2.0.1 never give them).
     operation_mode: str | None = None
     setpoint: float | None = None  # 2.1 sign: + charges the battery, - discharges it
     discharge_limit: float | None = None  # <= 0, in the schedule's unit

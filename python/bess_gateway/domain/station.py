@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol
 
-from bess_gateway import alarms
+from bess_gateway.domain import alarms
 from bess_gateway.domain.reservations import (
     ConnectorFacts,
     Reservation,

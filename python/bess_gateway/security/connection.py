@@ -11,9 +11,9 @@ import base64
 import logging
 import ssl
 
+from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import JournalError, OutboxItem
-from bess_gateway.link import Context
-from bess_gateway.ocppj.errors import CallErrorReceived
+from bess_gateway.ocpp.errors import CallErrorReceived
 from bess_gateway.security import events, profiles
 from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT
 from bess_gateway.security.keys import StationKeys

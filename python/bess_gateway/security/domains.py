@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from bess_gateway.link import Context
+from bess_gateway.endpoint.link import Context
 
 log = logging.getLogger("bess_gateway.security")
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import Journal, JournalError, Retention
-from bess_gateway.ocppj.framing import new_unique_id
+from bess_gateway.ocpp.framing import new_unique_id
 
 log = logging.getLogger("bess_gateway.security")
 

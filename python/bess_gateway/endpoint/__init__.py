@@ -1,0 +1,15 @@
+"""One OCPP endpoint (a charging-station identity), whatever its OCPP version.
+
+- ``link``: the connection lifecycle (connect with back-off, boot until Accepted, heartbeat,
+  status reporting, reconnect, shutdown) and the ``Context`` the feature blocks share.
+- The endpoint's services, used by every version's translator: ``sessions`` (start/stop and
+  the meter-value loops), ``outbox`` (the journaled message queue and its delivery policy),
+  ``settling`` (a stop message waits for the final meter register), ``authorizer``
+  (local list, cache, Authorize), ``charging_limits`` (the station's smart-charging block),
+  ``reservation_service``, ``pacing`` (the gateway-wide token bucket for replayed messages).
+
+Direction: CSMS -> ``ocpp`` translator -> endpoint services -> ``domain`` -> ``control``.
+May import: ``domain``, ``journal``, ``control``, ``security``, ``maintenance``, the wire parts of
+``ocpp`` (``rpc``, ``errors``, ``framing``, ``schemas``), ``config``. Never a version package
+(``ocpp.v16``/``v201``/``v21``), ``ops`` or ``gateway``.
+"""
