@@ -28,9 +28,9 @@ from waiting import until
 from bess_gateway.config import Config
 from bess_gateway.demo.csms import CsmsServer, Policy
 from bess_gateway.domain.timefmt import iso
+from bess_gateway.endpoint.connection_security import ssl_context
 from bess_gateway.gateway import Gateway
 from bess_gateway.security.certificates import CertificateStore, hash_data
-from bess_gateway.security.connection import ssl_context
 from bess_gateway.sim.server import SimulatorThread
 
 ACME_16, ACME_201 = "ACME-01", "ACME-02"

@@ -18,7 +18,7 @@ from pymodbus.exceptions import ModbusIOException
 from bess_gateway.sim import sunspec
 from bess_gateway.sim.grid_meter import GridMeter
 from bess_gateway.sim.hub_load import ConstantLoad, StepLoad
-from bess_gateway.sim.regmap import load_profile
+from bess_gateway.sim.profiles import load_profile
 from bess_gateway.sim.server import Simulator, SimulatorThread, serve
 
 from .helpers import eventually

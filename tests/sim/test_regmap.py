@@ -3,16 +3,14 @@ from importlib import resources
 import pytest
 
 from bess_gateway.sim.battery import Alarm, PcsState
+from bess_gateway.sim.profiles import PROFILES, load_profile, resolve_profile
 from bess_gateway.sim.regmap import (
-    PROFILES,
     Direction,
     Register,
     RegisterMapError,
     RegType,
-    load_profile,
     load_register_map,
     parse_register_map,
-    resolve_profile,
 )
 
 # design.md section 4, transcribed independently of the TOML: (address, type, scale, unit, dir)

@@ -10,7 +10,8 @@ from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from bess_gateway.sim import sunspec
 from bess_gateway.sim.battery import Alarm, PcsState
-from bess_gateway.sim.regmap import RegisterMapError, load_profile
+from bess_gateway.sim.profiles import load_profile
+from bess_gateway.sim.regmap import RegisterMapError
 from bess_gateway.sim.server import DEFAULT_LOCAL_POWER_W, Simulator, SimulatorThread, serve
 
 from .helpers import eventually, eventually_sync

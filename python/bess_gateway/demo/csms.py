@@ -42,6 +42,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from bess_gateway.demo.policy import Policy
 from bess_gateway.demo.recording import RecordsFrames
 from bess_gateway.demo.station21 import Station21
 from bess_gateway.demo.station201 import Station201, energy_wh
@@ -81,34 +82,6 @@ class Transaction:
     export_stop: int | None = None
 
 
-@dataclass
-class Policy:
-    """How the CSMS answers; tests change these fields."""
-
-    boot_status: str = "Accepted"
-    heartbeat_interval: int = 60
-    blocked_id_tags: set[str] = field(default_factory=set)
-    authorize_fails: bool = False  # answer Authorize with a CALLERROR (InternalError)
-    passwords: dict[str, str | bytes] | None = None  # station id -> Basic auth password
-    # (None = open; bytes = a raw 1.6 AuthorizationKey, sent as-is after "<id>:")
-    client_cert_cn: bool = False  # TLS client certificate CN must be the station id (profile 3)
-    sign_certificate_status: str = "Accepted"
-    security_extension: bool = True  # False: a plain 1.6 CSMS (SecurityEvent -> NotImplemented)
-    group_ids: dict[str, str] = field(default_factory=dict)  # 2.0.1 idToken -> its GroupId
-    # ISO 15118 pass-through (2.0.1): the EXI answer to Get15118EVCertificate (None: Failed) and
-    # the OCSP result to GetCertificateStatus (None: no OCSP responder, NotImplemented).
-    ev_certificate_exi: str | None = None
-    # 2.1 PullDynamicScheduleUpdate: the scheduleUpdate to answer with (None: Accepted, none).
-    dynamic_schedule_update: dict[str, Any] | None = None
-    ocsp_result: str | None = None
-    # action -> the CALLERROR code every CALL of it is answered with (a CSMS that does not
-    # support a message: {"StatusNotification": "NotSupported"}); recorded like any CALL.
-    call_errors: dict[str, str] = field(default_factory=dict)
-    # action -> the CALLRESULT payload every CALL of it is answered with, sent as it is (a CSMS
-    # whose answers break the schema: {"Heartbeat": {}}); recorded like any CALL.
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
 class _Station16(RecordsFrames, CP16):
     """A 1.6 station as the CSMS sees it; handlers answer per the server's policy."""
 
@@ -136,14 +109,14 @@ class _Station16(RecordsFrames, CP16):
     def on_authorize(self, id_tag: str) -> result16.Authorize:
         if self.server.policy.authorize_fails:
             raise InternalError(description="authorization backend down (test policy)")
-        return result16.Authorize(id_tag_info={"status": self.server._tag_status(id_tag)})
+        return result16.Authorize(id_tag_info={"status": self.server.tag_status(id_tag)})
 
     @on("StartTransaction")
     def on_start(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str,
                  **_: Any) -> result16.StartTransaction:
         tx = self.server._new_transaction(self.id, connector_id, id_tag, meter_start)
         return result16.StartTransaction(transaction_id=tx.id,
-                                         id_tag_info={"status": self.server._tag_status(id_tag)})
+                                         id_tag_info={"status": self.server.tag_status(id_tag)})
 
     @on("StopTransaction")
     def on_stop(self, meter_stop: int, timestamp: str, transaction_id: int,
@@ -305,7 +278,7 @@ class CsmsServer:
         `transactions`, is up to date."""
         self._handled.add(received.seq)
 
-    def _tag_status(self, id_tag: str) -> str:
+    def tag_status(self, id_tag: str) -> str:
         return "Blocked" if id_tag in self.policy.blocked_id_tags else "Accepted"
 
     def _new_transaction(self, station: str, connector: int, id_tag: str,
@@ -314,7 +287,7 @@ class CsmsServer:
         self.transactions[tx.id] = tx
         return tx
 
-    def _transaction_event(self, station: str, event: dict[str, Any]) -> None:
+    def transaction_event(self, station: str, event: dict[str, Any]) -> None:
         """A 2.0.1 TransactionEvent: one transaction per transactionId, whatever the order."""
         info = event.get("transactionInfo") or {}
         tx_id = str(info.get("transactionId"))

@@ -7,7 +7,7 @@ keeps one transaction table for both (1.6 integer ids, 2.0.1 string ids).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ocpp.exceptions import InternalError
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
@@ -16,10 +16,19 @@ from ocpp.v201 import ChargePoint as CP201
 from ocpp.v201 import call_result as result201
 from websockets.asyncio.server import ServerConnection
 
+from bess_gateway.demo.policy import Policy
 from bess_gateway.demo.recording import RecordsFrames
 
-if TYPE_CHECKING:
-    from bess_gateway.demo.csms import CsmsServer
+
+class Csms(Protocol):
+    """What the stations' handlers use of the server (demo.csms.CsmsServer). A protocol, not an
+    import: the server's module imports the stations."""
+
+    policy: Policy
+
+    def tag_status(self, id_tag: str) -> str: ...
+
+    def transaction_event(self, station: str, event: dict[str, Any]) -> None: ...
 
 
 def _now() -> str:
@@ -46,18 +55,18 @@ class Station201(RecordsFrames, CP201):
 
     version = "2.0.1"
 
-    def __init__(self, station_id: str, ws: ServerConnection, server: CsmsServer) -> None:
+    def __init__(self, station_id: str, ws: ServerConnection, server: Csms) -> None:
         super().__init__(station_id, ws, response_timeout=15)
         self._start_recording(server)
 
     def _on_call(self, action: str, payload: dict[str, Any]) -> None:
         if action == "TransactionEvent":
-            self.server._transaction_event(self.id, payload)
+            self.server.transaction_event(self.id, payload)
 
     def _token_info(self, id_token: dict[str, Any] | None) -> dict[str, Any]:
         # the `ocpp` library hands handlers snake_case keys, nested ones too
         token = (id_token or {}).get("id_token") or (id_token or {}).get("idToken", "")
-        info: dict[str, Any] = {"status": self.server._tag_status(token)}
+        info: dict[str, Any] = {"status": self.server.tag_status(token)}
         group = self.server.policy.group_ids.get(token)
         if group is not None:
             info["groupIdToken"] = {"idToken": group, "type": "Central"}

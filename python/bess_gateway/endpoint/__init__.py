@@ -6,10 +6,15 @@
   the meter-value loops), ``outbox`` (the journaled message queue and its delivery policy),
   ``settling`` (a stop message waits for the final meter register), ``authorizer``
   (local list, cache, Authorize), ``charging_limits`` (the station's smart-charging block),
-  ``reservation_service``, ``pacing`` (the gateway-wide token bucket for replayed messages).
+  ``reservation_service``, ``log_requests`` (GetLog), ``pacing`` (the gateway-wide token
+  bucket for replayed messages).
+- Security as an endpoint lives it: ``connection_security`` (URL, TLS context and Basic auth
+  under the security profile; security events of a failed connection),
+  ``certificate_operations`` (what a CSMS may install, delete or have signed),
+  ``trust_domain`` (which operator may act on what).
 
 Direction: CSMS -> ``ocpp`` translator -> endpoint services -> ``domain`` -> ``control``.
 May import: ``domain``, ``journal``, ``control``, ``security``, ``maintenance``, the wire parts of
 ``ocpp`` (``rpc``, ``errors``, ``framing``, ``schemas``), ``config``. Never a version package
-(``ocpp.v16``/``v201``/``v21``), ``ops`` or ``gateway``.
+(``ocpp.v16``/``v201``/``v21``), ``ops`` or ``gateway`` (tests/test_package_layers.py).
 """

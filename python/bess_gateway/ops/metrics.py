@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -41,7 +41,20 @@ from bess_gateway.ocpp.errors import InvalidAnswer
 from bess_gateway.ocpp.rpc import Payload, RpcConnection
 
 if TYPE_CHECKING:
-    from bess_gateway.gateway import Gateway
+    from bess_gateway.config import Config
+    from bess_gateway.control import ControlCore
+    from bess_gateway.endpoint.link import EndpointBase
+    from bess_gateway.journal import Journal
+
+
+class Gateway(Protocol):
+    """What metrics and /status read of the gateway. A protocol rather than an import of
+    gateway.py: the gateway builds the metrics server, so ops must not import it back."""
+
+    config: Config
+    journal: Journal | None
+    core: ControlCore | None
+    endpoints: dict[str, EndpointBase]
 
 log = logging.getLogger(__name__)
 

@@ -19,23 +19,15 @@ from types import MappingProxyType
 from typing import Any, Final
 
 __all__ = [
-    "PROFILES",
     "Direction",
     "RegType",
     "Register",
     "RegisterMap",
     "RegisterMapError",
-    "load_profile",
     "load_register_map",
+    "load_toml_profile",
     "parse_register_map",
-    "resolve_profile",
 ]
-
-#: Profiles shipped with the package (files under ``sim/registers/``).
-PROFILES: Final[tuple[str, ...]] = ("generic", "sunspec")
-
-#: Profiles named in the product contract that the simulator does not implement yet.
-_PLANNED_PROFILES: Final[tuple[str, ...]] = ()
 
 
 class RegisterMapError(ValueError):
@@ -376,35 +368,7 @@ def load_register_map(path: str | Path) -> RegisterMap:
     return parse_register_map(text, source=str(p))
 
 
-def load_profile(name: str) -> RegisterMap:
-    """Load a register map shipped with the package, by profile name."""
-    if name not in PROFILES:
-        raise RegisterMapError(_unsupported(name))
-    if name == "sunspec":
-        from .sunspec import build_register_map  # laid out from model definitions, not a flat map
-
-        return build_register_map()
+def load_toml_profile(name: str) -> RegisterMap:
+    """A flat register map shipped with the package (``sim/registers/<name>.toml``)."""
     resource = resources.files("bess_gateway.sim").joinpath("registers", f"{name}.toml")
     return parse_register_map(resource.read_text(encoding="utf-8"), source=f"profile {name!r}")
-
-
-def resolve_profile(profile: str) -> RegisterMap:
-    """A shipped profile name, or a path to a register-map TOML file (as ``pcs.profile`` allows)."""
-    if profile in PROFILES:
-        return load_profile(profile)
-    if profile.endswith(".toml") or "/" in profile or "\\" in profile:
-        return load_register_map(profile)
-    raise RegisterMapError(_unsupported(profile))
-
-
-def _unsupported(name: str) -> str:
-    supported = ", ".join(PROFILES)
-    if name in _PLANNED_PROFILES:
-        return (
-            f"profile {name!r} is not implemented yet; supported profiles: {supported} "
-            "(or a path to a register-map .toml file)"
-        )
-    return (
-        f"unknown profile {name!r}; supported profiles: {supported} "
-        "(or a path to a register-map .toml file)"
-    )

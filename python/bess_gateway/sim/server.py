@@ -30,7 +30,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from .battery import BatteryModel, BatteryParams, BatteryState, PcsCommand, PcsState
 from .grid_meter import GridMeter, MeterReading
 from .hub_load import HubLoad
-from .regmap import Direction, RegisterMap, RegisterMapError, resolve_profile
+from .profiles import resolve_profile
+from .regmap import Direction, RegisterMap, RegisterMapError
 
 __all__ = [
     "CONTROL_HELP",

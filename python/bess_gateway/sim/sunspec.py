@@ -22,7 +22,7 @@ from typing import Any, Final
 from bess_gateway import __version__
 
 from .battery import BatteryParams
-from .regmap import Direction, Register, RegisterMap, RegType
+from .regmap import Direction, Register, RegisterMap, RegType, load_toml_profile
 
 __all__ = [
     "BASE",
@@ -165,11 +165,9 @@ def _remap_bits(table: Mapping[str, tuple[str, int]], target: str,
 def build_register_map(params: BatteryParams | None = None,
                        alarm_bits: Mapping[str, int] | None = None) -> RegisterMap:
     """The simulator's register map for the sunspec profile."""
-    from .regmap import load_profile  # the generic map defines our alarm bit numbers
-
     params = params or BatteryParams()
     if alarm_bits is None:
-        alarm_bits = load_profile("generic").alarm_bits
+        alarm_bits = load_toml_profile("generic").alarm_bits  # our alarm bit numbers
     doc = _doc()
     bind = doc["bind"]
     sfs = scale_factors()

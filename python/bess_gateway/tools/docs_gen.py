@@ -483,7 +483,7 @@ def generate_alarms() -> str:
 
 def generate_register_maps() -> str:
     from bess_gateway.sim import sunspec
-    from bess_gateway.sim.regmap import load_profile
+    from bess_gateway.sim.profiles import load_profile
 
     generic = load_profile("generic")
     lines = [

@@ -17,7 +17,8 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from bess_gateway.sim import sunspec
-from bess_gateway.sim.regmap import Direction, load_profile
+from bess_gateway.sim.profiles import load_profile
+from bess_gateway.sim.regmap import Direction
 
 __all__ = ["ProbeError", "main", "probe"]
 

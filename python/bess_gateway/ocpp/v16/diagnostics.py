@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from bess_gateway.maintenance import log_requests
+from bess_gateway.endpoint import log_requests
 from bess_gateway.maintenance.diagnostics import UploadRequest
 from bess_gateway.maintenance.transfer import check_url, safe_url
 from bess_gateway.ocpp.rpc import After, Reply

@@ -14,6 +14,7 @@ import logging
 from typing import Any, Final
 
 from bess_gateway.domain.timefmt import parse_iso
+from bess_gateway.endpoint.trust_domain import may_maintain
 from bess_gateway.maintenance.firmware import (
     SECURITY_EVENTS,
     FirmwareRequest,
@@ -26,7 +27,6 @@ from bess_gateway.ocpp.errors import ActionNotSupportedError, SecurityError
 from bess_gateway.ocpp.rpc import After, Reply
 from bess_gateway.ocpp.v16.context import Context
 from bess_gateway.ocpp.v16.security import security_event
-from bess_gateway.security.domains import may_maintain
 
 log = logging.getLogger("bess_gateway.ocpp.v16")
 

@@ -11,12 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bess_gateway.domain.settings import SettingError
-from bess_gateway.ocpp.rpc import Reply
-from bess_gateway.ocpp.v16 import config_keys
-from bess_gateway.ocpp.v16.context import Context
-from bess_gateway.security import operations, profiles
-from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT
-from bess_gateway.security.connection import (
+from bess_gateway.endpoint import certificate_operations
+from bess_gateway.endpoint.connection_security import (
     auth_headers,
     connect_failed,
     credentials,
@@ -26,6 +22,11 @@ from bess_gateway.security.connection import (
     station_keys,
     url,
 )
+from bess_gateway.ocpp.rpc import Reply
+from bess_gateway.ocpp.v16 import config_keys
+from bess_gateway.ocpp.v16.context import Context
+from bess_gateway.security import profiles
+from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT
 
 log = logging.getLogger("bess_gateway.security")
 
@@ -93,13 +94,13 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         kind = p["certificateType"]
         # The rule 2.0.1 follows too (security.operations): on profiles 0 and 1 only the CSMS
         # root, which a raise to profile 2 needs.
-        if kind != CENTRAL_SYSTEM_ROOT and operations.refused_without_tls(
+        if kind != CENTRAL_SYSTEM_ROOT and certificate_operations.refused_without_tls(
                 ctx, f"InstallCertificate {kind}"):
             return {"status": "Rejected"}
         return {"status": ctx.certificates.install(kind, p["certificate"])}
 
     async def delete_certificate(p: dict[str, Any]) -> dict[str, Any]:
-        return {"status": operations.delete_certificate(ctx, p["certificateHashData"])}
+        return {"status": certificate_operations.delete_certificate(ctx, p["certificateHashData"])}
 
     async def get_installed_ids(p: dict[str, Any]) -> dict[str, Any]:
         ids = ctx.certificates.ids(p["certificateType"])
@@ -108,19 +109,19 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         return {"status": "Accepted", "certificateHashData": ids}
 
     async def certificate_signed(p: dict[str, Any]) -> dict[str, Any]:
-        if operations.refused_without_tls(ctx, "CertificateSigned"):
+        if certificate_operations.refused_without_tls(ctx, "CertificateSigned"):
             return {"status": "Rejected"}
-        return {"status": operations.accept_signed_chain(ctx, p["certificateChain"])}
+        return {"status": certificate_operations.accept_signed_chain(ctx, p["certificateChain"])}
 
     async def sign_certificate() -> None:
-        await operations.send_csr(ctx)
+        await certificate_operations.send_csr(ctx)
 
     async def extended_trigger(p: dict[str, Any]) -> Any:
         what = p["requestedMessage"]
         connector = p.get("connectorId")
         if what == "SignChargePointCertificate":
-            if operations.refused_without_tls(ctx, "ExtendedTriggerMessage(SignChargePoint"
-                                                   "Certificate)"):
+            if certificate_operations.refused_without_tls(
+                    ctx, "ExtendedTriggerMessage(SignChargePointCertificate)"):
                 return {"status": "Rejected"}
             return Reply({"status": "Accepted"}, sign_certificate)
         sender = ctx.triggers.get(what)

@@ -16,12 +16,12 @@ import orjson
 from bess_gateway.domain.station import CONNECTORS, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.endpoint import outbox, sessions, settling
+from bess_gateway.endpoint.connection_security import notification_refused
 from bess_gateway.journal import OutboxItem, Retention, set_meter_stop
 from bess_gateway.ocpp.rpc import Reply
 from bess_gateway.ocpp.v16 import authorization, smart_charging
 from bess_gateway.ocpp.v16.context import Context
 from bess_gateway.ocpp.v16.meter import meter_value
-from bess_gateway.security.connection import notification_refused
 
 log = logging.getLogger("bess_gateway.ocpp.v16")
 

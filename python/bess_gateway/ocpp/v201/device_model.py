@@ -23,6 +23,7 @@ from bess_gateway.domain.settings import SPECS, SettingError
 from bess_gateway.domain.smart_charging import Limits as ChargingLimits
 from bess_gateway.domain.station import DISCHARGE_CONNECTOR
 from bess_gateway.domain.timefmt import iso
+from bess_gateway.endpoint import connection_security
 from bess_gateway.endpoint.link import Context
 from bess_gateway.ocpp.v201 import network
 from bess_gateway.ocpp.v201.status import (
@@ -32,7 +33,6 @@ from bess_gateway.ocpp.v201.status import (
     V21_EVSE,
     connector_status,
 )
-from bess_gateway.security import connection
 from bess_gateway.security.certificates import MAX_CERTIFICATES
 
 log = logging.getLogger("bess_gateway.ocpp.v201")
@@ -173,7 +173,7 @@ def _pcs_state(ctx: Context) -> str | None:
 
 
 def _security_profile(ctx: Context) -> str:
-    return str(connection.effective_profile(ctx))
+    return str(connection_security.effective_profile(ctx))
 
 
 def _certificate_entries(ctx: Context) -> str:

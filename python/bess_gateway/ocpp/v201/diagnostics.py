@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from bess_gateway.domain.timefmt import iso
+from bess_gateway.endpoint import log_requests
 from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import JournalError
-from bess_gateway.maintenance import log_requests
 from bess_gateway.ocpp.errors import CallErrorReceived
 from bess_gateway.ocpp.rpc import Reply
 

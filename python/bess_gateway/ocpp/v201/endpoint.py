@@ -18,7 +18,7 @@ from bess_gateway import __version__
 from bess_gateway.config import EndpointConfig
 from bess_gateway.domain.station import Station, StopReason
 from bess_gateway.domain.timefmt import iso
-from bess_gateway.endpoint import sessions
+from bess_gateway.endpoint import connection_security, sessions
 from bess_gateway.endpoint.link import Backoff, EndpointBase
 from bess_gateway.journal import Journal, TxRecord
 from bess_gateway.ocpp.v201 import (
@@ -36,7 +36,6 @@ from bess_gateway.ocpp.v201 import (
     transactions,
 )
 from bess_gateway.ocpp.v201.status import CONNECTOR_ID, EVSES, connector_status, evse_of
-from bess_gateway.security import connection
 from bess_gateway.security.certificates import CertificateStore
 
 log = logging.getLogger("bess_gateway.ocpp.v201")
@@ -59,7 +58,7 @@ class Endpoint201(EndpointBase):
         certificates: CertificateStore | None = None,
     ) -> None:
         super().__init__(cfg, station, journal, backoff=backoff, certificates=certificates)
-        connection.security_event(self.ctx, "StartupOfTheDevice")
+        connection_security.security_event(self.ctx, "StartupOfTheDevice")
         self.ctx.restart = self._restart
         network.start(self.ctx)  # the network profile to connect through (slot 0 = config)
         availability.watch(self.ctx)  # trips are NotifyEvents from the start
@@ -75,16 +74,16 @@ class Endpoint201(EndpointBase):
         })
 
     def _url(self) -> str:
-        return connection.url(self.ctx)
+        return connection_security.url(self.ctx)
 
     def _ssl(self) -> ssl.SSLContext | None:
-        return connection.ssl_context(self.ctx, self._url())
+        return connection_security.ssl_context(self.ctx, self._url())
 
     def _headers(self) -> dict[str, str]:
-        return connection.auth_headers(self.ctx)
+        return connection_security.auth_headers(self.ctx)
 
     def _connect_failed(self, exc: BaseException) -> None:
-        connection.connect_failed(self.ctx, exc)
+        connection_security.connect_failed(self.ctx, exc)
         network.connect_failed(self.ctx)
 
     def _periodic(self) -> list[Any]:
@@ -167,7 +166,7 @@ class Endpoint201(EndpointBase):
 
     async def _restart(self, kind: str) -> None:
         """Reset: sessions end (PCS to 0 for them), then the connection starts over with a boot."""
-        connection.security_event(self.ctx, "ResetOrReboot", f"{kind} reset by the CSMS")
+        connection_security.security_event(self.ctx, "ResetOrReboot", f"{kind} reset by the CSMS")
         self.stop_all(StopReason.HARD_RESET)
         self.ctx.extra["boot_reason"] = "RemoteReset"
         await self._drain_outbox()

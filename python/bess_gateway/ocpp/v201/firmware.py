@@ -23,7 +23,9 @@ import logging
 from typing import Any, Final
 
 from bess_gateway.domain.timefmt import parse_iso
+from bess_gateway.endpoint.connection_security import security_event
 from bess_gateway.endpoint.link import Context
+from bess_gateway.endpoint.trust_domain import may_maintain
 from bess_gateway.maintenance.firmware import (
     SECURITY_EVENTS,
     FirmwareRequest,
@@ -34,8 +36,6 @@ from bess_gateway.maintenance.firmware import (
 from bess_gateway.maintenance.transfer import check_url, safe_url
 from bess_gateway.ocpp.rpc import Reply
 from bess_gateway.security.certificates import MANUFACTURER_ROOT
-from bess_gateway.security.connection import security_event
-from bess_gateway.security.domains import may_maintain
 
 log = logging.getLogger("bess_gateway.ocpp.v201")
 

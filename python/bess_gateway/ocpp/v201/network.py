@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from bess_gateway.domain.settings import SettingError
+from bess_gateway.endpoint import connection_security
 from bess_gateway.endpoint.link import Context
-from bess_gateway.security import connection
 from bess_gateway.security.profiles import check_change
 
 log = logging.getLogger("bess_gateway.ocpp.v201")
@@ -72,12 +72,12 @@ def store(ctx: Context, slot: int, profile: dict[str, Any]) -> tuple[str, str | 
         return "Rejected", "InvalidURL"
     if not 0 <= level <= 3:
         return "Rejected", "InvalidProfile"
-    current = connection.effective_profile(ctx)
+    current = connection_security.effective_profile(ctx)
     if level < current:
         return "Rejected", "NoSecurityDowngrade"
     # What the new profile uses must be in place (password, CSMS root, client certificate), or
     # activating the slot would lock the station out: the rule 1.6's SecurityProfile key follows.
-    missing = check_change(current, level, connection.credentials(ctx))
+    missing = check_change(current, level, connection_security.credentials(ctx))
     if missing is not None:
         log.warning("%s: network profile for slot %d refused: %s", ctx.endpoint_id, slot,
                     missing)
@@ -118,7 +118,7 @@ def activate(ctx: Context, slot: int) -> None:
     profile = profiles(ctx)[slot]
     ctx.extra["csms_url"] = str(profile["ocppCsmsUrl"])
     level = int(profile.get("securityProfile", 0))
-    if level > connection.effective_profile(ctx):
+    if level > connection_security.effective_profile(ctx):
         ctx.station.settings.set("security_profile", str(level))
     log.info("%s: using network profile slot %d", ctx.endpoint_id, slot)
 

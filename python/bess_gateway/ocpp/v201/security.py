@@ -26,9 +26,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from bess_gateway.aio import wait_event
+from bess_gateway.endpoint import certificate_operations
+from bess_gateway.endpoint.connection_security import (
+    effective_profile,
+    security_event,
+    station_keys,
+)
 from bess_gateway.endpoint.link import Context
 from bess_gateway.ocpp.rpc import Reply
-from bess_gateway.security import operations
 from bess_gateway.security.certificates import (
     CENTRAL_SYSTEM_ROOT,
     MANUFACTURER_ROOT,
@@ -36,7 +41,6 @@ from bess_gateway.security.certificates import (
     V2G_ROOT,
     hash_data,
 )
-from bess_gateway.security.connection import effective_profile, security_event, station_keys
 from bess_gateway.security.keys import StationKeys
 
 log = logging.getLogger("bess_gateway.security")
@@ -55,11 +59,11 @@ SIGN_TRIGGERS: Final = {"SignChargingStationCertificate": CHARGING_STATION,
                         "SignV2GCertificate": V2G}
 
 
-tls = operations.tls  # whether the CSMS authenticated itself (profiles 2 and 3)
+tls = certificate_operations.tls  # whether the CSMS authenticated itself (profiles 2 and 3)
 
 
 def _keys(ctx: Context, certificate_type: str | None) -> StationKeys:
-    return operations.v2g_keys(ctx) if certificate_type == V2G else station_keys(ctx)
+    return certificate_operations.v2g_keys(ctx) if certificate_type == V2G else station_keys(ctx)
 
 
 def _refused(status: str, reason: str) -> dict[str, Any]:
@@ -126,14 +130,14 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         return {"status": ctx.certificates.install(store_type, p["certificate"])}
 
     async def delete_certificate(p: dict[str, Any]) -> dict[str, Any]:
-        return {"status": operations.delete_certificate(ctx, p["certificateHashData"])}
+        return {"status": certificate_operations.delete_certificate(ctx, p["certificateHashData"])}
 
     async def get_installed_ids(p: dict[str, Any]) -> dict[str, Any]:
         wanted = p.get("certificateType") or [*STORE_TYPES, V2G_CHAIN]
         entries: list[dict[str, Any]] = []
         for kind in wanted:
             if kind == V2G_CHAIN:
-                entry = _chain_entry(V2G_CHAIN, operations.v2g_keys(ctx))
+                entry = _chain_entry(V2G_CHAIN, certificate_operations.v2g_keys(ctx))
                 entries += [entry] if entry is not None else []
                 continue
             entries += [{"certificateType": kind, "certificateHashData": h}
@@ -148,7 +152,8 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
             log.warning("%s: CertificateSigned refused on security profile %d",
                         ctx.endpoint_id, effective_profile(ctx))
             return _refused("Rejected", "SecurityProfile")
-        status = operations.accept_signed_chain(ctx, p["certificateChain"], _keys(ctx, kind))
+        status = certificate_operations.accept_signed_chain(ctx, p["certificateChain"],
+                                                            _keys(ctx, kind))
         if status == "Accepted" and kind in signing:
             signing[kind].set()  # no repeat of the SignCertificate it answers
         return {"status": status}
@@ -161,7 +166,7 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
                             ctx.endpoint_id, kind, effective_profile(ctx))
                 return
             keys = _keys(ctx, kind)
-            csr = operations.new_csr(ctx, keys)
+            csr = certificate_operations.new_csr(ctx, keys)
             if csr is None:
                 return
             # A02.FR.17-19: no CertificateSigned within CertSigningWaitMinimum -> the same CSR
@@ -169,7 +174,8 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
             signed = signing[kind] = asyncio.Event()
             wait = settings.int("cert_signing_wait_minimum_s")
             for _ in range(settings.int("cert_signing_repeat_times") + 1):
-                status = await operations.send_csr(ctx, {"certificateType": kind}, keys, csr)
+                status = await certificate_operations.send_csr(
+                    ctx, {"certificateType": kind}, keys, csr)
                 if status != "Accepted" or await wait_event(signed, wait):
                     return
                 wait *= 2

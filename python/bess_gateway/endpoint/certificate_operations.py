@@ -17,10 +17,14 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from bess_gateway.endpoint.connection_security import (
+    effective_profile,
+    security_event,
+    station_keys,
+)
 from bess_gateway.endpoint.link import Context
 from bess_gateway.ocpp.errors import CallErrorReceived, OcppError
 from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT, hash_data, same_hash
-from bess_gateway.security.connection import effective_profile, security_event, station_keys
 from bess_gateway.security.keys import StationKeys
 
 log = logging.getLogger("bess_gateway.security")
