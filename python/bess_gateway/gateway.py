@@ -27,6 +27,7 @@ from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import Journal, TxRecord
 from bess_gateway.link import EndpointBase
 from bess_gateway.logs import FileLogs
+from bess_gateway.loop_lag import LoopLagMonitor
 from bess_gateway.maintenance.diagnostics import BundleSources, Scope, Uploads, Window
 from bess_gateway.maintenance.firmware import EXIT_RESTART, FirmwareUpdater
 from bess_gateway.maintenance.service import Maintenance
@@ -186,6 +187,9 @@ class Gateway:
             for endpoint in self.endpoints.values():
                 endpoint.rpc_factory = self.metrics.rpc_factory(endpoint.id)
             await self.metrics.start(*address)
+            # From before the endpoints run, so their start-up counts too (loop_lag.py).
+            self._tasks.append(loop.create_task(LoopLagMonitor(self.metrics.registry).run(),
+                                                name="loop-lag"))
         for endpoint in self.endpoints.values():
             self._tasks.append(loop.create_task(endpoint.run(), name=f"endpoint:{endpoint.id}"))
         self._tasks.append(loop.create_task(self._refresh_view(), name="view"))
