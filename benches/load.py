@@ -26,6 +26,14 @@ CentralSetpoint TxProfile (a discharge setpoint of the session maximum), Request
 SetChargingProfile moving the running transaction's setpoint (the "setpoint command"), so
 cmd->PCS is the setpoint command -> PCS latency of 2.1 endpoints. There is no plain-`ocpp` 2.1
 baseline (benches/baseline_cp.py speaks 1.6).
+
+Event-loop lag: the gateway runs with its metrics server on (`--no-metrics` turns it off, as
+before this was measured); the tester scrapes `/metrics` just before and just after the measured
+phase and prints the lag of that phase from the difference of `bess_event_loop_lag_seconds`
+(python/bess_gateway/ops/loop_lag.py): p50 and p99 interpolated linearly within the histogram's
+buckets (as Prometheus' histogram_quantile does), and the max from the last-minute max gauge
+when that lies in the phase's highest occupied bucket, else that bucket's upper bound ("<=").
+`--json FILE` writes the rows for benches/compare_load.py.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -48,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson
 from ocpp.exceptions import NotSupportedError
 from pcs_stub import PcsStubProcess
+from prometheus_client.parser import text_string_to_metric_families
 
 from bess_gateway.demo.csms import CsmsServer
 
@@ -55,6 +65,8 @@ HERE = Path(__file__).resolve().parent
 CMD_TIMEOUT_S = 5.0
 SESSION_MAX_W = 90_000  # [control] session_max_kw below
 SETTLE_TIMEOUT_S = 3.0
+LAG = "bess_event_loop_lag_seconds"
+LAG_MAX = "bess_event_loop_lag_max_seconds"
 
 
 @dataclass
@@ -75,10 +87,27 @@ class Row:
     rss_kib: int = 0
     errors: int = 0
     notes: list[str] = field(default_factory=list)
+    lag: Lag | None = None  # event-loop lag of the measured phase (gateway runs only)
 
     @property
     def cpu_per_1000(self) -> float:
         return 1000 * self.cpu_ocpp_s / self.messages if self.messages else float("nan")
+
+
+@dataclass
+class Lag:
+    """Event-loop lag of the measured phase, in ms; `max_bound`: the max is only known to be at
+    most `max_ms` (its bucket's upper bound)."""
+
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    max_bound: bool
+
+    def text(self) -> str:
+        return (f"{self.p50_ms:.2f} / {self.p99_ms:.2f} / {'<=' if self.max_bound else ''}"
+                f"{self.max_ms:.1f}")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -107,6 +136,71 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def free_port() -> int:
+    """A free loopback port for the gateway's metrics server (free when asked; the gateway binds
+    it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The gateway's event-loop lag samples from /metrics, keyed by sample name (+ `le`)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        async with asyncio.timeout(10):
+            data = await reader.read()  # the server closes after one answer
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"/metrics: {head[:60]!r}")
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name.startswith("bess_event_loop_lag"):
+                le = sample.labels.get("le")
+                out[sample.name + (f"{{le={le}}}" if le else "")] = sample.value
+    return out
+
+
+def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus' histogram_quantile over (upper bound, count in that bucket) pairs in order:
+    linear within the bucket the rank falls in (the first one starts at 0); a rank in the +Inf
+    bucket gives the highest finite bound."""
+    total = sum(n for _, n in buckets)
+    rank, below, lower = q * total, 0.0, 0.0
+    for upper, n in buckets:
+        if n > 0 and below + n >= rank:
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * (rank - below) / n
+        below += n
+        lower = upper if upper != float("inf") else lower
+    return lower
+
+
+def phase_lag(before: dict[str, float], after: dict[str, float]) -> Lag | None:
+    """The lag of the samples taken between the two scrapes (see the module docstring)."""
+    keyed = sorted((float(k[len(LAG + "_bucket{le="):-1]), k) for k in after
+                   if k.startswith(LAG + "_bucket{"))
+    bounds = [b for b, _ in keyed]
+    cumulative = [after[k] - before.get(k, 0.0) for _, k in keyed]
+    counts = [c - p for c, p in zip(cumulative, [0.0, *cumulative[:-1]], strict=True)]
+    buckets = list(zip(bounds, counts, strict=True))
+    total = sum(counts)
+    if total <= 0:
+        return None
+    top = max(i for i, n in enumerate(counts) if n > 0)
+    low, high = (bounds[top - 1] if top else 0.0), bounds[top]
+    recent_max = after.get(LAG_MAX, float("nan"))
+    exact = low < recent_max <= high
+    max_s = recent_max if exact else (high if high != float("inf") else recent_max)
+    return Lag(int(total), 1000 * bucket_quantile(0.5, buckets),
+               1000 * bucket_quantile(0.99, buckets), 1000 * max_s, not exact)
 
 
 class Traffic:
@@ -345,12 +439,14 @@ def _setpoint_profile(discharge_w: int, tx_id: int | str | None = None) -> dict[
 
 
 def gateway_config(tmp: Path, n: int, url: str, pcs_port: int, interval: int,
-                   ocpp: str = "1.6") -> Path:
+                   ocpp: str = "1.6", metrics_port: int | None = None) -> Path:
     cfg = tmp / "gateway.toml"
+    listen = "" if metrics_port is None else f"127.0.0.1:{metrics_port}"
     cfg.write_text(f"""
 [gateway]
 data_dir = "{tmp / 'var'}"
-metrics_listen = ""
+# On for the event-loop lag (scraped before and after the measured phase), "" with --no-metrics.
+metrics_listen = "{listen}"
 # Live traffic only: the outage-replay pacer (50 queued messages/s for the whole gateway) would
 # hold every StartTransaction behind the 1000 start-up security events at N = 1000.
 replay_rate_per_s = 0
@@ -380,9 +476,10 @@ ocpp_version = "{ocpp}"
 
 async def run_one(n: int, duration: float, interval: int, baseline: bool,
                   seed: int = 1, commands: bool = True, python: str = sys.executable,
-                  ocpp: str = "1.6") -> Row:
+                  ocpp: str = "1.6", metrics: bool = True) -> Row:
     """One row; `python` runs the gateway (e.g. an emulated aarch64 venv, packaging/
-    test-arm-wheel.sh), while the tester, the PCS stub and the baseline stay on this one."""
+    test-arm-wheel.sh), while the tester, the PCS stub and the baseline stay on this one.
+    `metrics`: the gateway serves /metrics, and the row gets the phase's event-loop lag."""
     label = "ocpp baseline" if baseline else "bess-gateway" + (" 2.1" if ocpp == "2.1" else "")
     if not commands:
         label += " (MeterValues only)"
@@ -392,6 +489,7 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
     pcs = None if baseline else PcsStubProcess()
     tmp = Path(tempfile.mkdtemp(prefix="bess-load-"))
     log = (tmp / "process.log").open("w")
+    metrics_port = free_port() if metrics and not baseline else None
     if baseline:
         cmd = [sys.executable, str(HERE / "baseline_cp.py"), "--endpoints", str(n), "--url",
                csms.url, "--interval", str(interval)]
@@ -404,7 +502,7 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
         prof = os.environ.get("BESS_LOAD_PROFILE")
         cmd = [python, *([str(HERE / "profile_gateway.py"), prof] if prof
                                  else ["-m", "bess_gateway"]), "run", "--config",
-               str(gateway_config(tmp, n, csms.url, pcs.port, interval, ocpp)),
+               str(gateway_config(tmp, n, csms.url, pcs.port, interval, ocpp, metrics_port)),
                "--log-level", "WARNING"]
         ids = [f"LOAD-{i:04d}" for i in range(1, n + 1)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log)
@@ -419,6 +517,8 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
         await asyncio.sleep(2 * interval)  # let the periodic MeterValues settle in
         # The ramp up to every session's limit (about 10 s, see gateway_config).
         await traffic.settle(30.0)
+        # Scraped before cpu0 and after cpu1: rendering /metrics is not in the CPU figures.
+        lag0 = await scrape(metrics_port) if metrics_port is not None else None
         cpu0, msg0, t0 = thread_cpu(proc.pid), len(csms.received), time.monotonic()
         sent0 = traffic.sent
         if os.environ.get("BESS_LOAD_PROFILE") and not baseline:
@@ -426,6 +526,8 @@ async def run_one(n: int, duration: float, interval: int, baseline: bool,
         print(f"[{label} N={n}] measuring {duration:.0f} s", flush=True)
         await traffic.run(row, duration)
         cpu1, t1 = thread_cpu(proc.pid), time.monotonic()
+        if metrics_port is not None and lag0 is not None:
+            row.lag = phase_lag(lag0, await scrape(metrics_port))
         row.window_s = t1 - t0
         received = len(csms.received) - msg0
         row.messages = received + traffic.sent - sent0
@@ -462,6 +564,29 @@ def fmt3(values: list[float]) -> str:
     return f"{pct(values, 50):.1f} / {pct(values, 99):.1f} / {max(values):.1f}"
 
 
+def lag_line(r: Row) -> str:
+    assert r.lag is not None
+    return (f"event-loop lag ({r.label} N={r.n}, measured phase, {r.lag.samples} samples every "
+            f"50 ms): p50 / p99 / max {r.lag.text()} ms (p50, p99 interpolated within the "
+            "histogram's buckets)")
+
+
+def row_json(r: Row) -> dict[str, Any]:
+    """A row's figures for benches/compare_load.py."""
+    def p(values: list[float], q: float) -> float | None:
+        return pct(values, q) if values else None
+
+    return {"label": r.label, "n": r.n, "cmd_p50_ms": p(r.cmd_ms, 50),
+            "cmd_p99_ms": p(r.cmd_ms, 99), "cmd_max_ms": max(r.cmd_ms, default=None),
+            "commands": len(r.cmd_ms), "trigger_p99_ms": p(r.trig_ms, 99),
+            "cpu_per_1000": r.cpu_per_1000 if r.messages else None,
+            "cpu_control_pct": 100 * r.cpu_control_s / r.window_s if r.window_s else None,
+            "jitter_p99_ms": r.jitter_p99_ms, "errors": r.errors,
+            "lag": None if r.lag is None else {
+                "samples": r.lag.samples, "p50_ms": r.lag.p50_ms, "p99_ms": r.lag.p99_ms,
+                "max_ms": r.lag.max_ms, "max_bound": r.lag.max_bound}}
+
+
 def table(rows: list[Row], baselines: dict[int, Row]) -> str:
     head = ("| run | N | cmd->PCS ms p50/p99/max | trigger->MeterValues ms p50/p99/max | "
             "jitter ms p99/max | CPU s per 1000 msg | vs baseline | control thread CPU % | "
@@ -494,6 +619,9 @@ async def main(argv: list[str] | None = None) -> int:
                     help="the gateway endpoints' OCPP version (2.1: V2X setpoint commands)")
     ap.add_argument("--gateway-python", default=sys.executable, metavar="PYTHON",
                     help="interpreter that runs the gateway (default: this one)")
+    ap.add_argument("--no-metrics", action="store_true",
+                    help="the gateway's metrics server off (no event-loop lag figures)")
+    ap.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
     args = ap.parse_args(argv)
     rows: list[Row] = []
     baselines: dict[int, Row] = {}
@@ -502,7 +630,7 @@ async def main(argv: list[str] | None = None) -> int:
         commands = not args.meter_values_only
         rows.append(await run_one(n, args.duration, interval, baseline=False,
                                   commands=commands, python=args.gateway_python,
-                                  ocpp=args.ocpp))
+                                  ocpp=args.ocpp, metrics=not args.no_metrics))
         if not args.no_baseline and args.ocpp == "1.6":
             baselines[n] = await run_one(n, args.duration, interval, baseline=True,
                                          commands=commands)
@@ -513,6 +641,9 @@ async def main(argv: list[str] | None = None) -> int:
         if r.cmd_by_kind:
             print(f"cmd->PCS by command ({r.label} N={r.n}): " + ", ".join(
                 f"{k} {fmt3(v)} ms (n={len(v)})" for k, v in sorted(r.cmd_by_kind.items())))
+    for r in rows:
+        if r.lag is not None:
+            print(lag_line(r))
     for r in rows:
         for note in dict.fromkeys(r.notes):
             print(f"note ({r.label} N={r.n}): {note}")
@@ -525,6 +656,8 @@ async def main(argv: list[str] | None = None) -> int:
           f"triggers: {sum(len(r.trig_ms) for r in rows)}; "
           f"median of all cmd->PCS: "
           f"{statistics.median([v for r in rows for v in r.cmd_ms] or [0]):.1f} ms")
+    if args.json is not None:
+        args.json.write_bytes(orjson.dumps([row_json(r) for r in rows], option=orjson.OPT_INDENT_2))
     return 1 if any(r.errors for r in rows) else 0
 
 

@@ -30,7 +30,10 @@ def test_load_short(benchmark) -> None:
         cmd_p50_ms=load.pct(ours.cmd_ms, 50), cmd_p99_ms=load.pct(ours.cmd_ms, 99),
         trigger_p99_ms=load.pct(ours.trig_ms, 99), cpu_per_1000=ours.cpu_per_1000,
         limit_p99_ms=load.pct(ours.limit_ms, 99) if ours.limit_ms else None,
-        baseline_cpu_per_1000=base.cpu_per_1000, jitter_p99_ms=ours.jitter_p99_ms)
+        baseline_cpu_per_1000=base.cpu_per_1000, jitter_p99_ms=ours.jitter_p99_ms,
+        loop_lag_p99_ms=ours.lag.p99_ms if ours.lag else None)
+    if ours.lag is not None:
+        print(load.lag_line(ours))
     # Correctness, not timing: under load nothing may fail and every command must show effect.
     assert ours.errors == 0, ours.notes
     assert base.errors == 0, base.notes

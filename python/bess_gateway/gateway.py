@@ -35,6 +35,7 @@ from bess_gateway.ocpp.v21.endpoint import Endpoint21
 from bess_gateway.ocpp.v201.endpoint import Endpoint201
 from bess_gateway.ops import sdnotify
 from bess_gateway.ops.logs import FileLogs
+from bess_gateway.ops.loop_lag import LoopLagMonitor
 from bess_gateway.ops.metrics import MetricsServer
 from bess_gateway.security.certificates import (
     CertificateStore,
@@ -187,6 +188,9 @@ class Gateway:
             for endpoint in self.endpoints.values():
                 endpoint.rpc_factory = self.metrics.rpc_factory(endpoint.id)
             await self.metrics.start(*address)
+            # From before the endpoints run, so their start-up counts too (loop_lag.py).
+            self._tasks.append(loop.create_task(LoopLagMonitor(self.metrics.registry).run(),
+                                                name="loop-lag"))
         for endpoint in self.endpoints.values():
             self._tasks.append(loop.create_task(endpoint.run(), name=f"endpoint:{endpoint.id}"))
         self._tasks.append(loop.create_task(self._refresh_view(), name="view"))
