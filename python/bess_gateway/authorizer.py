@@ -65,7 +65,7 @@ def decide(ctx: Context, id_hash: str, online: bool) -> Decision:
         log.error("%s: local authorization unavailable (%s)", ctx.endpoint_id, exc)
         return Decision("ask", "csms") if online else Decision("refuse", "unknown")
     return authorize(online, policy, list_entry=list_entry, cache_entry=cache_entry,
-                     now=ctx.station._clock())
+                     now=ctx.station.now())
 
 
 def remember(ctx: Context, id_hash: str, info: AuthInfo | None) -> None:
@@ -76,7 +76,7 @@ def remember(ctx: Context, id_hash: str, info: AuthInfo | None) -> None:
     if info is None or not ctx.station.settings.bool("authorization_cache_enabled"):
         return
     try:
-        ctx.journal.put_auth_cache(ctx.endpoint_id, id_hash, info, ctx.station._clock())
+        ctx.journal.put_auth_cache(ctx.endpoint_id, id_hash, info, ctx.station.now())
     except JournalError as exc:
         log.error("%s: authorization cache not updated for %s: %s", ctx.endpoint_id,
                   tag_ref(id_hash), exc)

@@ -44,7 +44,7 @@ def block(ctx: Context) -> sc.SmartCharging:
 
     made = FACTORIES.get(ctx.version, sc.SmartCharging)(
         st, cast(sc.ScheduleCore, st.core), store=ctx.journal, limits=lambda: limits,
-        electrical=electrical, clock=lambda: sc.utc(st._clock()))
+        electrical=electrical, clock=lambda: sc.utc(st.now()))
     _blocks[st] = made
     st.start_schedule = made.start_schedule
     st.on_change(made.sessions_changed)

@@ -573,20 +573,11 @@ class EndpointBase:
         # Let a CALL of ours in flight get its answer, and start no new one, before closing: a
         # CSMS whose answer to it fails on the closed socket may drop what we sent just before
         # the close (e.g. the ChangeConfiguration.conf that asked for this reconnect).
-        lock = rpc._call_lock if rpc is not None else None
-        held = False
-        if lock is not None:
-            try:
-                async with asyncio.timeout(RECONNECT_GRACE_S):
-                    await lock.acquire()
-                held = True
-            except TimeoutError:
-                pass
-        try:
+        if rpc is None:
             await ws.close(1000, reason[:120])
-        finally:
-            if held and lock is not None:
-                lock.release()
+            return
+        async with rpc.calls_held(RECONNECT_GRACE_S):
+            await ws.close(1000, reason[:120])
 
     async def _drain_outbox(self, timeout_s: float = 2.5) -> None:
         """Give queued messages a moment to leave while the link is still up (reset)."""

@@ -361,7 +361,7 @@ async def aligned_loop(ctx: Context, send: Callable[[], Awaitable[None]],
         if every <= 0:
             await wake.wait()
             continue
-        now = ctx.station._clock()
+        now = ctx.station.now()
         if await wait_event(wake, (next_aligned(now, every) - now).total_seconds()):
             continue  # the interval changed: align afresh
         try:

@@ -34,7 +34,7 @@ def security_event(ctx: Context, event_type: str, tech_info: str | None = None) 
     the event is in the security log only."""
     if events.record(ctx.journal, ctx.endpoint_id, events.name_for(ctx.version, event_type),
                      tech_info,
-                     now=ctx.station._clock, send=not refuses_events(ctx)):
+                     now=ctx.station.now, send=not refuses_events(ctx)):
         ctx.outbox_wake.set()
 
 

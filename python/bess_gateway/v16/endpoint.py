@@ -98,7 +98,7 @@ class Endpoint16(EndpointBase):
             return
         payload: dict[str, Any] = {"connectorId": connector, "status": str(report.status),
                                    "errorCode": "NoError",
-                                   "timestamp": iso(self.ctx.station._clock())}
+                                   "timestamp": iso(self.ctx.station.now())}
         alarm = report.alarm
         if alarm is not None:
             payload["errorCode"] = alarm.error_code
@@ -139,7 +139,7 @@ class Endpoint16(EndpointBase):
             payload = {
                 "transactionId": None if rec.transaction_id is None else int(rec.transaction_id),
                 "meterStop": stop_wh,
-                "timestamp": iso(st._clock()),
+                "timestamp": iso(st.now()),
                 "reason": str(StopReason.POWER_LOSS),
             }
             # What was kept for it before the crash (StopTxnIntermediateData).

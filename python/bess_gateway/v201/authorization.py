@@ -44,7 +44,7 @@ def info_from_wire(ctx: Context, id_token_info: dict[str, Any]) -> AuthInfo:
     expiry = authorizer.wire_time(id_token_info.get("cacheExpiryDateTime"))
     lifetime = ctx.station.settings.int("auth_cache_lifetime_s")
     if expiry is None and lifetime > 0:
-        expiry = ctx.station._clock() + timedelta(seconds=lifetime)
+        expiry = ctx.station.now() + timedelta(seconds=lifetime)
     return AuthInfo(
         status=parse_status(str(id_token_info.get("status", ""))),
         expiry=expiry,

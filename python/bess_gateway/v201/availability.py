@@ -70,7 +70,7 @@ class AlarmEvents:
         raised, cleared = now - self.reported, self.reported - now
         if not raised and not cleared:
             return
-        stamp = iso(self.ctx.station._clock())
+        stamp = iso(self.ctx.station.now())
         events = [self._event(c, stamp, cleared=False) for c in sorted(raised)]
         events += [self._event(c, stamp, cleared=True) for c in sorted(cleared)]
         payload = {"generatedAt": stamp, "seqNo": 0, "tbc": False, "eventData": events}

@@ -235,7 +235,7 @@ def _rows(version: str = "2.0.1") -> Iterable[Variable | None]:
     yield fixed(c, "ValueSize", str(VALUE_SIZE), "integer")
     # -- ClockCtrlr ------------------------------------------------------------------------------
     c = "ClockCtrlr"
-    yield live(c, "DateTime", lambda ctx: iso(ctx.station._clock()), "dateTime")
+    yield live(c, "DateTime", lambda ctx: iso(ctx.station.now()), "dateTime")
     # The gateway runs on the host's clock, which the OS keeps by NTP.
     yield fixed(c, "TimeSource", "NTP", "SequenceList", values_list="Heartbeat,NTP")
     # -- SecurityCtrlr ---------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class Endpoint201(EndpointBase):
         if not force and last is not None and (
                 connector_status(last.status) == connector_status(report.status)):
             return
-        payload = {"timestamp": iso(self.ctx.station._clock()),
+        payload = {"timestamp": iso(self.ctx.station.now()),
                    "connectorStatus": connector_status(report.status),
                    "evseId": evse_of(self.ctx, evse), "connectorId": CONNECTOR_ID}
         await self._notify_status(evse, report, payload)

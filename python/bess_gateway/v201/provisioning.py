@@ -114,7 +114,7 @@ async def send_report(ctx: Context, request_id: int, rows: list[dm.Variable]) ->
     """NotifyReport in parts of ItemsPerMessage[GetReport], seqNo from 0, tbc on all but the
     last. Values are read as each part is built, so live readings are current."""
     per = ctx.station.settings.int("items_per_message_getreport")
-    generated = iso(ctx.station._clock())
+    generated = iso(ctx.station.now())
     parts = [rows[i:i + per] for i in range(0, len(rows), per)]
     for seq, part in enumerate(parts):
         await ctx.call("NotifyReport", {

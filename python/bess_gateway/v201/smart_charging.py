@@ -482,7 +482,7 @@ def _notify_payload(ctx: Context, evse: int, limit_w: float, *, source: str = BA
     }
     if ctx.station.settings.bool("notify_charging_limit_with_schedules"):
         payload["chargingSchedule"] = [{
-            "id": evse, "chargingRateUnit": "W", "startSchedule": iso(ctx.station._clock()),
+            "id": evse, "chargingRateUnit": "W", "startSchedule": iso(ctx.station.now()),
             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit_w, 1)}],
         }]
     return payload

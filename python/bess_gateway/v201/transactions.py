@@ -333,7 +333,7 @@ def _end_register(payload: dict[str, Any]) -> int | None:
     return math.floor(float(found[0]["value"])) if found else None
 
 
-def _set_end_register(payload: dict[str, Any], wh: int,
+def set_end_register(payload: dict[str, Any], wh: int,
                       measurand: str | None = None) -> None:
     """Write the session's final register: the measurand `_end_register` read (the first one;
     2.1's Ended also carries the other direction's register, which is not this session's)."""
@@ -346,7 +346,7 @@ def _set_end_register(payload: dict[str, Any], wh: int,
 
 settling.register_format(settling.StopFormat(
     "TransactionEvent", is_stop=lambda p: p.get("eventType") == "Ended",
-    register=_end_register, set_register=_set_end_register))
+    register=_end_register, set_register=set_end_register))
 
 def _is_started(item: OutboxItem) -> bool:
     return item.action == "TransactionEvent" and item.payload.get("eventType") == "Started"
@@ -425,7 +425,7 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
         if rec.data.get("started", True):
             meter = st.core.meter(st.meter_id(rec.connector))
             stop_wh = max(rec.meter_start_wh, math.floor(float(meter["energy_wh"])))
-            now = st._clock()
+            now = st.now()
             sample = MeterSample(timestamp=now, connector=rec.connector, energy_wh=stop_wh,
                                  power_w=0.0, current_a=None, voltage_v=None, soc_pct=None,
                                  temperature_c=None, flow=st.flow(rec.connector))

@@ -244,7 +244,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
                                                      "additionalInfo": info[:512]}}
         s = store(ctx)
         new = DerControl(str(p["controlId"]), p["controlType"], bool(p["isDefault"]),
-                         dict(p[FIELDS[p["controlType"]]]), ctx.station._clock())
+                         dict(p[FIELDS[p["controlType"]]]), ctx.station.now())
         try:
             gone = s.set(new)
         except JournalError as exc:
@@ -296,7 +296,7 @@ async def start_stop_watch(ctx: Context) -> None:
     """The connection-long job behind NotifyDERStartStop (scheduled controls only)."""
     s = store(ctx)
     while True:
-        now = ctx.station._clock()
+        now = ctx.station.now()
         active = {c.control_id: c for c in s.applying(now) if not c.is_default}
         reported: set[str] = ctx.extra.setdefault(_ACTIVE, set())
         try:

@@ -61,7 +61,7 @@ def _write(ctx: Context, local_id: str, wh: int | None,
     def rewrite(payload: dict[str, Any]) -> bool:
         if payload.get("eventType") != "Ended":
             return False
-        transactions._set_end_register(payload, wh, EXPORT)
+        transactions.set_end_register(payload, wh, EXPORT)
         return True
 
     ctx.journal.rewrite_queued(ctx.endpoint_id, local_id, "TransactionEvent", rewrite)

@@ -376,7 +376,7 @@ def charging_needs(ctx: Context) -> dict[str, Any]:
         if snap.get("soc_pct") is not None:
             dc["stateOfCharge"] = max(0, min(100, round(float(snap["soc_pct"]))))
         needs["dcChargingParameters"] = dc
-    return {"evseId": 1, "timestamp": iso(st._clock()), "chargingNeeds": needs}
+    return {"evseId": 1, "timestamp": iso(st.now()), "chargingNeeds": needs}
 
 
 async def send_needs(ctx: Context) -> None:
@@ -470,7 +470,7 @@ def _limit_payload(ctx: Context, got_w: float, want_w: float) -> dict[str, Any]:
             "chargingLimit": {"chargingLimitSource": sc201.BATTERY_SOURCE,
                               "isGridCritical": False},
             "chargingSchedule": [{"id": 1, "chargingRateUnit": "W",
-                                  "startSchedule": iso(ctx.station._clock()),
+                                  "startSchedule": iso(ctx.station.now()),
                                   "chargingSchedulePeriod": [period]}]}
 
 
