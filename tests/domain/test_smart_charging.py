@@ -26,7 +26,6 @@ from bess_gateway.domain.smart_charging import (
     Recurrency,
     Schedule,
     Segment,
-    SmartCharging,
     StationProfiles,
     composite,
     endpoint_schedule,
@@ -38,6 +37,7 @@ from bess_gateway.domain.smart_charging import (
 from bess_gateway.domain.station import CoreView, Station, StopReason
 from bess_gateway.gateway import tx_record
 from bess_gateway.journal import Journal, JournalError
+from bess_gateway.smart_charging_service import SmartCharging
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday
 EL = Electrical(phase_voltage_v=230.0)

@@ -99,7 +99,7 @@ def credentials(ctx: Context) -> profiles.Credentials:
 def url(ctx: Context) -> str:
     """The CSMS URL for this station; profiles 2 and 3 always use TLS (wss://)."""
     # A 2.0.1 network profile chosen by v201.network replaces the configured URL.
-    base = str(ctx.extra.get("csms_url") or ctx.cfg.csms_url).rstrip("/")
+    base = str(ctx.csms_url or ctx.cfg.csms_url).rstrip("/")
     if effective_profile(ctx) >= 2 and base.startswith("ws://"):
         base = "wss://" + base[len("ws://"):]
     return f"{base}/{ctx.endpoint_id}"

@@ -23,15 +23,14 @@ from bess_gateway import alarms
 from bess_gateway.domain.station import CONTROL_FAILED
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.journal import JournalError
-from bess_gateway.link import Context
 from bess_gateway.ocppj.framing import new_unique_id
+from bess_gateway.v201.context import Context
 from bess_gateway.v201.status import CONNECTOR_ID, connector_of
 
 log = logging.getLogger("bess_gateway.v201")
 
 NOTIFY_EVENT: Final = "NotifyEvent"
 LINK_LOST: Final = "pcs_link_lost"
-_WATCHER: Final = "availability.alarms"
 # The reading that shows a measurement-type cause (actualValue); scale turns it into the unit.
 _READINGS: Final[dict[str, tuple[str, float]]] = {
     "cell_over_voltage": ("cell_v_max_mv", 0.001),
@@ -114,9 +113,9 @@ class AlarmEvents:
 def watch(ctx: Context) -> AlarmEvents:
     """Start reporting trips for this endpoint (once, at construction: trips are reported
     even when they happen before the first connection)."""
-    watcher = ctx.extra.get(_WATCHER)
+    watcher = ctx.v201.alarms
     if watcher is None:
-        watcher = ctx.extra[_WATCHER] = AlarmEvents(ctx)
+        watcher = ctx.v201.alarms = AlarmEvents(ctx)
         ctx.station.on_change(watcher.check)
         watcher.check()
     return watcher

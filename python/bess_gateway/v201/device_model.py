@@ -23,10 +23,10 @@ from bess_gateway.domain.settings import SPECS, SettingError
 from bess_gateway.domain.smart_charging import Limits as ChargingLimits
 from bess_gateway.domain.station import DISCHARGE_CONNECTOR
 from bess_gateway.domain.timefmt import iso
-from bess_gateway.link import Context
 from bess_gateway.security import connection
 from bess_gateway.security.certificates import MAX_CERTIFICATES
 from bess_gateway.v201 import network
+from bess_gateway.v201.context import Context
 from bess_gateway.v201.status import (
     CONNECTOR_ID,
     EVSES,
@@ -203,7 +203,7 @@ SUMMARY_NAMES = frozenset({"AvailabilityState", "Available", "Problem", "Tripped
 def _rows(version: str = "2.0.1") -> Iterable[Variable | None]:
     # -- OCPPCommCtrlr ---------------------------------------------------------------------------
     c = "OCPPCommCtrlr"
-    yield live(c, "ActiveNetworkProfile", lambda ctx: str(ctx.extra.get("active_slot", 0)),
+    yield live(c, "ActiveNetworkProfile", lambda ctx: str(ctx.v201.active_slot),
                "integer")
     yield fixed(c, "FileTransferProtocols", "FTP,HTTP,HTTPS", "MemberList",
                 values_list="FTP,FTPS,HTTP,HTTPS,SFTP")

@@ -21,11 +21,11 @@ from typing import Any
 import orjson
 
 from bess_gateway.domain.timefmt import iso
-from bess_gateway.link import Context
 from bess_gateway.ocppj.errors import FormatViolationError, OccurrenceConstraintViolationError
 from bess_gateway.ocppj.rpc import Reply
 from bess_gateway.v201 import device_model as dm
 from bess_gateway.v201 import network
+from bess_gateway.v201.context import Context
 
 log = logging.getLogger("bess_gateway.v201")
 
@@ -125,14 +125,15 @@ async def send_report(ctx: Context, request_id: int, rows: list[dm.Variable]) ->
 
 def reset_when_idle(ctx: Context) -> None:
     """Arm a pending OnIdle reset: it runs once, when the last session has ended."""
-    ctx.extra["reset_pending"] = True
-    if ctx.extra.get("reset_watch"):
+    state = ctx.v201
+    state.reset_pending = True
+    if state.reset_watch:
         return
-    ctx.extra["reset_watch"] = True
+    state.reset_watch = True
 
     def check() -> None:
-        if ctx.extra.get("reset_pending") and not ctx.station.transactions:
-            ctx.extra["reset_pending"] = False
+        if state.reset_pending and not ctx.station.transactions:
+            state.reset_pending = False
             ctx.spawn(_restart(ctx, "OnIdle"), "reset")
 
     ctx.station.on_change(check)
@@ -181,7 +182,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
             log.info("%s: Reset OnIdle scheduled for when the sessions end", ctx.endpoint_id)
             reset_when_idle(ctx)
             return {"status": "Scheduled"}
-        ctx.extra["reset_pending"] = False
+        ctx.v201.reset_pending = False
 
         async def after() -> None:
             await _restart(ctx, kind)

@@ -42,6 +42,7 @@ from bess_gateway.security.keys import StationKeys
 log = logging.getLogger("bess_gateway.security")
 
 Reconnect = Callable[[str], Awaitable[None]]
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 # 2.0.1 certificate type -> the store's type.
 STORE_TYPES: Final = {"CSMSRootCertificate": CENTRAL_SYSTEM_ROOT,
@@ -81,16 +82,15 @@ def _chain_entry(certificate_type: str, keys: StationKeys) -> dict[str, Any] | N
     return entry
 
 
-def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> dict[str, Any]:
-    """``table`` is the handlers built so far: SetVariables (v201.provisioning) is wrapped, so
-    register this block after provisioning."""
+def handlers(ctx: Context, *, set_variables: Handler, trigger_message: Handler,
+             reconnect: Reconnect) -> dict[str, Any]:
+    """The certificate messages, and SetVariables and TriggerMessage: this block answers them
+    through `set_variables` (v201.provisioning's) and `trigger_message` (v201.remote's), which
+    the endpoint hands it, and adds what security needs (BasicAuthPassword, signing triggers)."""
     settings = ctx.station.settings
-    set_variables = table.get("SetVariables")
     signing: dict[str, asyncio.Event] = {}  # certificate type -> set when its chain came
-    trigger_message = table.get("TriggerMessage")
 
     async def on_trigger_message(p: dict[str, Any]) -> Any:
-        assert trigger_message is not None
         if p["requestedMessage"] in SIGN_TRIGGERS and not tls(ctx):
             log.warning("%s: TriggerMessage %s refused on security profile %d",
                         ctx.endpoint_id, p["requestedMessage"], effective_profile(ctx))
@@ -98,7 +98,6 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         return await trigger_message(p)
 
     async def on_set_variables(p: dict[str, Any]) -> Any:
-        assert set_variables is not None
         before = settings.text(PASSWORD_SETTING)
         result = await set_variables(p)
         if settings.text(PASSWORD_SETTING) == before:
@@ -179,14 +178,11 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
 
     for message, kind in SIGN_TRIGGERS.items():
         ctx.triggers[message] = sign_sender(kind)
-    out: dict[str, Any] = {
+    return {
         "InstallCertificate": install_certificate,
         "DeleteCertificate": delete_certificate,
         "GetInstalledCertificateIds": get_installed_ids,
         "CertificateSigned": certificate_signed,
+        "SetVariables": on_set_variables,
+        "TriggerMessage": on_trigger_message,
     }
-    if set_variables is not None:
-        out["SetVariables"] = on_set_variables
-    if trigger_message is not None:
-        out["TriggerMessage"] = on_trigger_message
-    return out
