@@ -63,6 +63,10 @@ GOING_AWAY_S = 3.0  # at a stop, how long the CSMSs get to answer our close fram
 # The endpoint class of each ocpp_version (1.6 is the default).
 ENDPOINT_KINDS: dict[str, type[Endpoint16 | Endpoint201]] = {
     "2.0.1": Endpoint201, "2.1": Endpoint21}
+# Every version's stop message formats, by action: a crash's cut stops are patched in the journal
+# before the endpoints exist (bess_gateway.endpoint.settling).
+STOP_FORMATS = tuple({f.action: f for kind in (Endpoint16, *ENDPOINT_KINDS.values())
+                      for f in kind.STOP_FORMATS}.values())
 
 
 def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
@@ -174,7 +178,7 @@ class Gateway:
                 ctx.operator_endpoints = ids
                 ctx.maintainer = name == maintainer
         for endpoint in self.endpoints.values():
-            endpoint.ctx.maintenance = self.maintenance
+            endpoint.ctx.services.maintenance = self.maintenance
             endpoint.ctx.pacer = pacer
         # A 1.6 UpdateFirmware kept before the restart (an install was running) starts now.
         self.maintenance.firmware.resume(
@@ -233,7 +237,7 @@ class Gateway:
             data_dir / "firmware", installer=self.config.gateway.firmware_installer,
             # a stop whose register is not final yet is still a session for the installer
             sessions_open=lambda: any(s.transactions for s in self.stations.values()) or any(
-                settling.pending(e.ctx) for e in self.endpoints.values()),
+                e.ctx.services.settling.pending() for e in self.endpoints.values()),
             request_restart=self._request_restart, facts=journal)
         return Maintenance(firmware, Uploads(data_dir / "diagnostics", sources))
 
@@ -264,7 +268,7 @@ class Gateway:
     def _live_url(self, endpoint_id: str) -> str | None:
         """The CSMS URL an endpoint uses now, when its CSMS changed it (2.0.1 network profile)."""
         endpoint = self.endpoints.get(endpoint_id)
-        url = endpoint.ctx.extra.get("csms_url") if endpoint is not None else None
+        url = endpoint.ctx.csms_url if endpoint is not None else None
         return str(url) if url else None
 
     def _request_restart(self) -> None:
@@ -440,7 +444,8 @@ class Gateway:
             return
         for endpoint in self.endpoints.values():
             try:
-                settling.resolve(endpoint.ctx)  # stops whose meter settled: final meterStop
+                # stops whose meter settled: final meterStop
+                endpoint.ctx.services.settling.resolve()
             except Exception:
                 log.exception("%s: could not finish a stop's register", endpoint.id)
         snap = self.core.snapshot()
@@ -461,7 +466,7 @@ class Gateway:
         # stops whose meter is still settling: a crash must not lose what they counted so far
         waiting = [[eid, connector, local_id, stop_wh]
                    for eid, endpoint in self.endpoints.items()
-                   for local_id, connector, stop_wh in settling.pending(endpoint.ctx)]
+                   for local_id, connector, stop_wh in endpoint.ctx.services.settling.pending()]
         basis = None
         if "energy_discharged_wh" in snap:
             basis = {"time_s": snap["now_s"], "discharged_wh": snap["energy_discharged_wh"],
@@ -493,7 +498,9 @@ class Gateway:
             final = later[0].meter_start_wh if later else \
                 math.floor(registers.get((endpoint_id, int(connector)), 0.0))
             if final > stop_wh:
-                settling.patch_stop(journal, endpoint_id, local_id, final)
+                # Whichever version's stop message it is (the endpoint's version may have
+                # changed with the configuration since).
+                settling.patch_stop(journal, endpoint_id, local_id, final, STOP_FORMATS)
 
     async def _attribute_outage(self, journal: Journal, core: ControlCore,
                                 saved: dict[tuple[str, int], float]

@@ -58,7 +58,11 @@ async def test_sample_interval_0_sends_no_sampled_values_until_an_interval_is_se
     station = SimpleNamespace(settings=settings, transactions={1: tx},
                               enforce_energy_limits=lambda: None,
                               energy_limits_pending=lambda: False)
-    ctx = SimpleNamespace(station=station, tx_wake=asyncio.Event(), extra={}, endpoint_id="E")
+    tx_wake = asyncio.Event()
+    # The endpoint's session state hooks a settings change to the sample loop's wake.
+    ctx = SimpleNamespace(station=station, tx_wake=tx_wake, endpoint_id="E",
+                          services=SimpleNamespace(
+                              sessions=sessions.SessionState(settings, tx_wake)))
     turns: list[int] = []  # the interval each loop turn saw
     sent: list[int] = []  # the interval in force at each send
 

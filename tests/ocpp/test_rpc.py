@@ -526,3 +526,35 @@ async def test_call_with_a_given_unique_id():
             assert await task == {"currentTime": "2024-01-01T00:00:00Z"}
             with pytest.raises(ValueError):
                 await conn.call("Heartbeat", {}, unique_id="x" * 37)
+
+
+async def test_calls_held_waits_for_the_call_in_flight_and_starts_none_until_released():
+    """A deliberate close (link.EndpointBase._reconnect) holds our CALLs: the hold comes once
+    the CALL in flight has its answer, and a CALL made meanwhile leaves only after it."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    seen: list[str] = []
+
+    async def on_boot(payload: dict) -> dict:
+        seen.append(payload["chargePointModel"])
+        entered.set()
+        await release.wait()
+        return BOOT_16_RESULT
+
+    async with ws_pair() as (client, srv):
+        cp = RpcConnection(client, "1.6", {}, name="cp")
+        csms = RpcConnection(srv, "1.6", {"BootNotification": on_boot}, name="csms")
+        async with running(cp, csms):
+            first = asyncio.create_task(cp.call("BootNotification", BOOT_16))
+            await asyncio.wait_for(entered.wait(), WAIT)
+            # The answer does not come within the grace: the block runs without the hold.
+            async with cp.calls_held(0.01) as held:
+                assert not held
+            release.set()
+            async with cp.calls_held(WAIT) as held:
+                assert held and first.done()  # held only once the CALL in flight was answered
+                second = asyncio.create_task(
+                    cp.call("BootNotification", {**BOOT_16, "chargePointModel": "second"}))
+                done, _ = await asyncio.wait({second}, timeout=0.2)
+                assert not done and seen == ["BESS"]  # nothing left while held
+            assert await asyncio.wait_for(second, WAIT) == BOOT_16_RESULT
+            assert seen == ["BESS", "second"]

@@ -243,6 +243,11 @@ class Station:
         # idTag hash -> its parent's hash, as far as the version layer knows (local list, cache)
         self.parent_of: Callable[[str], str | None] = lambda _hash: None
 
+    def now(self) -> datetime:
+        """The station's wall clock (injected: tests and the demo jump it), for every layer
+        that stamps or schedules on the station's behalf."""
+        return self._clock()
+
     # -- observers -------------------------------------------------------------------------
     def on_change(self, listener: Callable[[], None]) -> None:
         """Called whenever something a status depends on may have changed."""

@@ -1,9 +1,11 @@
 """Smart charging of one endpoint, whatever its OCPP version: the glue between the domain rules
 (bess_gateway.domain.smart_charging), the control core and the journal.
 
-Each station gets one domain `SmartCharging` the first time a version layer asks for it (it
-outlives connections); it is restored from the journal, where profiles are stored in the domain's
-neutral form, so a restart brings them back whichever version the endpoint then speaks. The
+Each endpoint builds its station's one `SmartCharging` (`make`) when it is constructed (it
+outlives connections) and keeps it in its services (`ctx.services.smart_charging`); it is
+restored from the journal, where profiles are stored in the domain's neutral form, so a restart
+brings them back whichever version the endpoint then speaks. The version chooses the class (2.1:
+V2X setpoints, bess_gateway.ocpp.v21.v2x) and the replace rules (`Limits`). The
 gateway hands the core fresh schedules every `REFRESH` whether or not the CSMS is reachable,
 because profiles keep limiting power offline. The 1.6 and 2.0.1 layers (v16/smart_charging.py,
 v201/smart_charging.py) only translate messages to and from what is here.
@@ -12,7 +14,6 @@ v201/smart_charging.py) only translate messages to and from what is here.
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -20,32 +21,23 @@ from typing import Any, cast
 from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.station import Station
 from bess_gateway.endpoint.link import Context
-from bess_gateway.journal import JournalError
+from bess_gateway.endpoint.smart_charging_service import ScheduleCore, SmartCharging
+from bess_gateway.journal import Journal, JournalError
 
 log = logging.getLogger(__name__)
 
-# A version whose sessions need more than the domain's limits (2.1 V2X setpoints) registers its
-# subclass of SmartCharging here (bess_gateway.ocpp.v21.v2x).
-FACTORIES: dict[str, type[sc.SmartCharging]] = {}
-_blocks: weakref.WeakKeyDictionary[Station, sc.SmartCharging] = weakref.WeakKeyDictionary()
 
-
-def block(ctx: Context) -> sc.SmartCharging:
-    """The station's smart charging, made (and restored from the journal) on first use."""
-    st = ctx.station
-    found = _blocks.get(st)
-    if found is not None:
-        return found
-    # The version decides the replace rule only (Limits.replace_same_stack); the rest is shared.
-    limits = sc.STATION_LIMITS if ctx.version == "1.6" else sc.LIMITS_201
+def make(st: Station, journal: Journal, kind: type[SmartCharging] = SmartCharging,
+         limits: sc.Limits = sc.STATION_LIMITS) -> SmartCharging:
+    """The station's smart charging, restored from the journal and wired to the station: the
+    schedule a session starts with, and every change of sessions reapplied. Once per endpoint,
+    at its construction. `limits`: the version's replace rule (Limits.replace_same_stack)."""
 
     def electrical() -> sc.Electrical:
         return sc.Electrical(phase_voltage_v=float(st.settings.int("ac_phase_voltage_v")))
 
-    made = FACTORIES.get(ctx.version, sc.SmartCharging)(
-        st, cast(sc.ScheduleCore, st.core), store=ctx.journal, limits=lambda: limits,
-        electrical=electrical, clock=lambda: sc.utc(st._clock()))
-    _blocks[st] = made
+    made = kind(st, cast(ScheduleCore, st.core), store=journal, limits=lambda: limits,
+                electrical=electrical, clock=lambda: sc.utc(st.now()))
     st.start_schedule = made.start_schedule
     st.on_change(made.sessions_changed)
     made.sessions_changed()
@@ -55,7 +47,7 @@ def block(ctx: Context) -> sc.SmartCharging:
 
 def refresh(ctx: Context) -> None:
     """Recompute the station's schedules for the next horizon (the gateway calls it)."""
-    block(ctx).refresh()
+    ctx.services.smart_charging.refresh()
 
 
 # -- what the battery allows ------------------------------------------------------------------
@@ -90,7 +82,7 @@ def site_w(st: Station, connector: int) -> float | None:
 
 def profile_w(ctx: Context, connector: int) -> float | None:
     """What the CSMS's profiles allow a session on `connector` now (None: they do not limit)."""
-    b = block(ctx)
+    b = ctx.services.smart_charging
     segs = sc.composite(b.snapshot(), connector, b.clock(), timedelta(0), b.electrical(),
                         tx_start=b.tx_start(connector), physical_w=sc.UNLIMITED_W)
     value = segs[0].limit_w
@@ -120,7 +112,7 @@ def composite(ctx: Context, connector: int, duration_s: int,
     """GetCompositeSchedule for a connector (0: the endpoint): its start, its duration (at most
     `COMPOSITE_MAX`) and its periods in `unit`, the battery's own limit included."""
     duration_s = min(duration_s, int(sc.COMPOSITE_MAX.total_seconds()))
-    b = block(ctx)
+    b = ctx.services.smart_charging
     el = b.electrical()
     segs = b.composite(connector, timedelta(seconds=duration_s),
                        physical_w=physical_w(ctx.station, connector))
@@ -157,7 +149,7 @@ def composite_periods(segs: list[sc.Segment], unit: sc.RateUnit,
 def accept_start_profile(ctx: Context, profile: sc.ChargingProfile) -> bool:
     """Install a remote start's TxProfile for the session about to start; False = Rejected."""
     try:
-        block(ctx).set_start_profile(profile)
+        ctx.services.smart_charging.set_start_profile(profile)
     except (sc.ProfileError, JournalError) as exc:
         log.info("%s: remote start's charging profile refused: %s", ctx.endpoint_id, exc)
         return False
@@ -166,4 +158,4 @@ def accept_start_profile(ctx: Context, profile: sc.ChargingProfile) -> bool:
 
 def start_failed(ctx: Context, connector: int) -> None:
     """The remote start did not happen: its TxProfile goes."""
-    block(ctx).drop_start_profile(connector)
+    ctx.services.smart_charging.drop_start_profile(connector)

@@ -34,7 +34,7 @@ def security_event(ctx: Context, event_type: str, tech_info: str | None = None) 
     the event is in the security log only."""
     if events.record(ctx.journal, ctx.endpoint_id, events.name_for(ctx.version, event_type),
                      tech_info,
-                     now=ctx.station._clock, send=not refuses_events(ctx)):
+                     now=ctx.station.now, send=not refuses_events(ctx)):
         ctx.outbox_wake.set()
 
 
@@ -99,7 +99,7 @@ def credentials(ctx: Context) -> profiles.Credentials:
 def url(ctx: Context) -> str:
     """The CSMS URL for this station; profiles 2 and 3 always use TLS (wss://)."""
     # A 2.0.1 network profile chosen by v201.network replaces the configured URL.
-    base = str(ctx.extra.get("csms_url") or ctx.cfg.csms_url).rstrip("/")
+    base = str(ctx.csms_url or ctx.cfg.csms_url).rstrip("/")
     if effective_profile(ctx) >= 2 and base.startswith("ws://"):
         base = "wss://" + base[len("ws://"):]
     return f"{base}/{ctx.endpoint_id}"

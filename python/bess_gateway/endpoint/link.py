@@ -17,7 +17,7 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -30,10 +30,12 @@ from bess_gateway.domain.settings import SettingError, Settings
 from bess_gateway.domain.station import Station
 from bess_gateway.endpoint.pacing import TokenBucket
 from bess_gateway.journal import Journal
-from bess_gateway.maintenance.service import Maintenance
 from bess_gateway.ocpp.errors import CallErrorReceived, InvalidAnswer
 from bess_gateway.ocpp.rpc import RpcConnection
 from bess_gateway.security.certificates import CertificateStore, operator_directory
+
+if TYPE_CHECKING:
+    from bess_gateway.endpoint.services import EndpointServices
 
 log = logging.getLogger("bess_gateway.endpoint.link")
 
@@ -95,9 +97,12 @@ class Backoff:
 
 @dataclass
 class Context:
-    """What an endpoint's feature blocks share: the station, the journal and the CSMS link.
+    """What an endpoint's feature blocks share: the station, the journal, the CSMS link and the
+    endpoint's services (`services`: outbox, settling, smart charging, ...,
+    bess_gateway.endpoint.services).
 
     Blocks get this passed in (libocpp's functional blocks) rather than living in one big class.
+    A version keeps its own per-endpoint state in a subclass (v201.context.Context201).
     """
 
     cfg: EndpointConfig
@@ -114,8 +119,6 @@ class Context:
     status_wake: asyncio.Event = field(default_factory=asyncio.Event)
     heartbeat_wake: asyncio.Event = field(default_factory=asyncio.Event)
     restart: Callable[[str], Awaitable[None]] | None = None  # set by the endpoint: reset hook
-    # The gateway's firmware/diagnostics service, shared by all endpoints (set by the gateway).
-    maintenance: Maintenance | None = None
     # The endpoints of this endpoint's operator, itself included (set by the gateway): what its
     # CSMS's diagnostics, logs and customer-data requests may see or change.
     operator_endpoints: frozenset[str] = frozenset()
@@ -130,8 +133,11 @@ class Context:
     # Trigger senders by requested message, for messages a block owns (e.g.
     # "LogStatusNotification"); a block registers its sender here when building its handlers.
     triggers: dict[str, Callable[[int | None], Awaitable[None]]] = field(default_factory=dict)
-    # Anything a version layer keeps per endpoint (2.0.1 device-model values, ...).
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The CSMS URL to connect to instead of the configured one (a 2.0.1 network profile the
+    # CSMS set); None: the configuration's.
+    csms_url: str | None = None
+    # The endpoint's services, built once by the version endpoint at construction.
+    services: EndpointServices = field(init=False, repr=False)
 
     @property
     def online(self) -> bool:
@@ -201,6 +207,20 @@ class Context:
             self.closing = for_good
 
 
+def merge_handlers(*tables: dict[str, Any]) -> dict[str, Any]:
+    """One handler table from the blocks' tables. An action is one block's: two blocks naming
+    the same action is a wiring error (raised), never "the later one wins", so the order the
+    blocks are listed in does not matter. A block that builds on another's handler is handed
+    that handler explicitly (1.6 security's ChangeConfiguration delegates to provisioning's)."""
+    table: dict[str, Any] = {}
+    for block in tables:
+        twice = table.keys() & block.keys()
+        if twice:
+            raise ValueError(f"actions handled by two blocks: {sorted(twice)}")
+        table.update(block)
+    return table
+
+
 class EndpointBase:
     """The connection lifecycle of one endpoint; subclasses translate one OCPP version."""
 
@@ -208,6 +228,8 @@ class EndpointBase:
     SUBPROTOCOL: ClassVar[Subprotocol]
     # Status targets the reporter walks: 1.6 connector 0, 1, 2; 2.0.1 (evse, connector) pairs.
     STATUS_TARGETS: ClassVar[tuple[Any, ...]]
+    # The context the version's blocks share (a version may add its own state to it).
+    CONTEXT: ClassVar[type[Context]] = Context
 
     def __init__(
         self,
@@ -219,10 +241,11 @@ class EndpointBase:
         certificates: CertificateStore | None = None,
     ) -> None:
         self.cfg = cfg
-        self.ctx = Context(cfg=cfg, station=station, journal=journal,
-                           certificates=certificates or CertificateStore(operator_directory(
-                               journal.path.parent / "certs", cfg.trust_domain)),
-                           operator_endpoints=frozenset({cfg.id}), version=self.VERSION)
+        self.ctx = self.CONTEXT(cfg=cfg, station=station, journal=journal,
+                                certificates=certificates or CertificateStore(
+                                    operator_directory(journal.path.parent / "certs",
+                                                       cfg.trust_domain)),
+                                operator_endpoints=frozenset({cfg.id}), version=self.VERSION)
         self.backoff = backoff or Backoff(settings=station.settings)
         self.registration: str | None = None
         self.connected = asyncio.Event()
@@ -240,6 +263,8 @@ class EndpointBase:
         self._offline_since: float | None = None
         self._status_all_next = True
         self._ws: ClientConnection | None = None
+        # The CSMS -> station handlers, built at the first connection and kept (`handlers`).
+        self._handler_table: dict[str, Any] | None = None
         self._reconnect_now = False
         self._going_away = False  # the gateway stops: no connection after the current one
         # How long an opening handshake may take; None = the message_timeout_s setting.
@@ -268,7 +293,14 @@ class EndpointBase:
         """A failed attempt (the security layer turns some into security events)."""
 
     def _handlers(self) -> dict[str, Any]:
+        """The version's handler table (`merge_handlers` of its blocks); built once."""
         raise NotImplementedError
+
+    def handlers(self) -> dict[str, Any]:
+        """The handler table: built at the first connection, then the same for every one."""
+        if self._handler_table is None:
+            self._handler_table = self._handlers()
+        return self._handler_table
 
     def _boot_payload(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -393,7 +425,7 @@ class EndpointBase:
         ctx = self.ctx
         self._ws = ws
         self.connects += 1
-        rpc = self.rpc_factory(ws, self.VERSION, self._handlers(), name=self.id,
+        rpc = self.rpc_factory(ws, self.VERSION, self.handlers(), name=self.id,
                                call_timeout=float(ctx.station.settings.int("message_timeout_s")),
                                validate_outgoing=os.environ.get(VALIDATE_OUTGOING_ENV) == "1",
                                before_send=lambda: ctx.journal.durable(ctx.endpoint_id))
@@ -574,20 +606,11 @@ class EndpointBase:
         # Let a CALL of ours in flight get its answer, and start no new one, before closing: a
         # CSMS whose answer to it fails on the closed socket may drop what we sent just before
         # the close (e.g. the ChangeConfiguration.conf that asked for this reconnect).
-        lock = rpc._call_lock if rpc is not None else None
-        held = False
-        if lock is not None:
-            try:
-                async with asyncio.timeout(RECONNECT_GRACE_S):
-                    await lock.acquire()
-                held = True
-            except TimeoutError:
-                pass
-        try:
+        if rpc is None:
             await ws.close(1000, reason[:120])
-        finally:
-            if held and lock is not None:
-                lock.release()
+            return
+        async with rpc.calls_held(RECONNECT_GRACE_S):
+            await ws.close(1000, reason[:120])
 
     async def _drain_outbox(self, timeout_s: float = 2.5) -> None:
         """Give queued messages a moment to leave while the link is still up (reset)."""

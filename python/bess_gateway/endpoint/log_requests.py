@@ -47,7 +47,7 @@ def retries(p: dict[str, Any]) -> tuple[int, int]:
 
 async def get_log(ctx: Context, p: dict[str, Any]) -> Any:
     """Answer a GetLog and start its upload after the answer."""
-    m = ctx.maintenance
+    m = ctx.services.maintenance
     params = p["log"]
     location = params["remoteLocation"]
     kind = _LOG_KINDS.get(p["logType"])
@@ -85,7 +85,7 @@ async def get_log(ctx: Context, p: dict[str, Any]) -> Any:
 async def send_status(ctx: Context, _evse: int | None = None) -> None:
     """Triggered LogStatusNotification: Uploading (with its requestId) while a GetLog upload
     runs, else Idle."""
-    m = ctx.maintenance
+    m = ctx.services.maintenance
     payload: dict[str, Any] = {"status": "Idle"}
     if m is not None and m.uploads.busy(ctx.endpoint_id, CHANNEL):
         payload["status"] = "Uploading"

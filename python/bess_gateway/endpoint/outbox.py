@@ -80,7 +80,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bess_gateway.domain.settings import Settings
-from bess_gateway.endpoint import sessions, settling
+from bess_gateway.endpoint import sessions
 from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import OutboxItem
 from bess_gateway.ocpp.errors import CallErrorReceived, InvalidAnswer, OcppError
@@ -132,6 +132,17 @@ def timeout_delay(settings: Settings, policy: Policy, timeouts: int) -> int:
     """
     interval = settings.int(policy.interval_setting)
     return interval * max(1, min(timeouts, settings.int(policy.attempts_setting)))
+
+
+class Outbox:
+    """One endpoint's delivery, with the policy its version chose at construction."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    async def deliver(self, ctx: Context) -> None:
+        """The connection-long delivery job (`deliver` with this endpoint's policy)."""
+        await deliver(ctx, self.policy)
 
 
 async def deliver(ctx: Context, policy: Policy) -> None:
@@ -233,4 +244,5 @@ async def _failed(ctx: Context, policy: Policy, item: OutboxItem, exc: Exception
             sessions.abandon(ctx, item, *policy.started(item), policy.stop)
         else:
             ctx.journal.ack(item.seq)
-            settling.delivered(ctx, item)  # a stop given up ends its Finishing all the same
+            # A stop given up ends its Finishing all the same.
+            ctx.services.settling.delivered(item)

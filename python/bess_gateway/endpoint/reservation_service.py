@@ -81,7 +81,7 @@ class ExpiryTimer:
             self._handle = None
         self._armed_for = deadline
         if deadline is not None:
-            delay = max(0.0, (deadline - self.station._clock()).total_seconds())
+            delay = max(0.0, (deadline - self.station.now()).total_seconds())
             self._handle = self.loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
@@ -158,7 +158,7 @@ def attach(ctx: Context,
     kept = st.use_reservation_store(store, restored)
     if kept:
         log.info("%s: %d reservation(s) restored", ctx.endpoint_id, len(kept))
-    now = st._clock()
+    now = st.now()
     lapsed = [r for r in restored if r not in kept and r.expiry <= now]
     if lapsed and on_expired is not None:
         on_expired(lapsed)

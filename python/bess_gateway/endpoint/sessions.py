@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from bess_gateway.aio import wait_event
 from bess_gateway.domain import metering
+from bess_gateway.domain.settings import Settings
 from bess_gateway.domain.station import MeterSample, StopReason, Transaction
-from bess_gateway.endpoint import settling
 from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import OutboxItem, Retention
 from bess_gateway.ocpp.errors import CallErrorReceived
@@ -50,12 +50,44 @@ def enqueue(ctx: Context, action: str, payload: dict[str, Any], tx: Transaction 
     ctx.outbox_wake.set()
 
 
-def _prepare_wake(ctx: Context) -> asyncio.Event:
-    wake = ctx.extra.get("prepare_wake")
-    if wake is None:
-        wake = ctx.extra["prepare_wake"] = asyncio.Event()
-    assert isinstance(wake, asyncio.Event)
-    return wake
+@dataclass(frozen=True, slots=True)
+class KeepRule:
+    """What `keep_loop` keeps: its intervals (0: none of that kind) and whether a session is
+    kept yet."""
+
+    periodic: Callable[[], int]
+    aligned: Callable[[], int]
+    active: Callable[[Transaction], bool]
+
+
+class KeptValues:
+    """The kept-meter-values state of one endpoint: the keep loop's wakes and its rule."""
+
+    def __init__(self, settings: Settings) -> None:
+        # Set on every settings change (the intervals may depend on several) and, for the
+        # periodic keeper, when a session starts.
+        self.wake = asyncio.Event()
+        self.aligned_wake = asyncio.Event()
+        self.rule: KeepRule | None = None  # None until keep_loop runs: nothing is kept
+        settings.on_change(lambda _name: self.wake.set())
+        settings.on_change(lambda _name: self.aligned_wake.set())
+
+
+class SessionState:
+    """The wakes of one endpoint's session loops, made once with the endpoint."""
+
+    def __init__(self, settings: Settings, tx_wake: asyncio.Event) -> None:
+        self.prepare_wake = asyncio.Event()  # a connector was prepared (preparing_watch)
+        self.aligned_wake = asyncio.Event()  # the aligned interval changed (aligned_loop)
+
+        def changed(name: str) -> None:
+            if name == "clock_aligned_interval_s":
+                self.aligned_wake.set()
+
+        settings.on_change(changed)
+        # With a sample interval of 0 the sample loop's wait has no end of its own: a new one
+        # must end it (any setting: the interval may be any of several).
+        settings.on_change(lambda _name: tx_wake.set())
 
 
 def prepare(ctx: Context, connector: int) -> None:
@@ -66,14 +98,14 @@ def prepare(ctx: Context, connector: int) -> None:
     until = asyncio.get_running_loop().time() + \
         ctx.station.settings.int("connection_timeout_s")
     ctx.station.prepare(connector, until)
-    _prepare_wake(ctx).set()
+    ctx.services.sessions.prepare_wake.set()
 
 
 async def preparing_watch(ctx: Context) -> None:
     """Release preparations no start followed within ConnectionTimeOut (a lifelong job: it
     runs with or without a link, as a lost link is one way the start never comes)."""
     loop = asyncio.get_running_loop()
-    wake = _prepare_wake(ctx)
+    wake = ctx.services.sessions.prepare_wake
     while True:
         wake.clear()
         for connector in ctx.station.expire_preparing(loop.time()):
@@ -137,7 +169,7 @@ async def _start(ctx: Context, connector: int, id_tag: str,
 
     tx = st.begin(connector, id_tag, journal_with=journal_with)
     ctx.tx_wake.set()
-    _keep_wake(ctx).set()
+    ctx.services.kept.wake.set()
     return tx
 
 
@@ -222,7 +254,7 @@ def drop_if_abandoned(ctx: Context, item: OutboxItem) -> bool:
     marker = ctx.journal.abandoned_transaction(ctx.endpoint_id, item.local_tx_id)
     if marker is None or item.local_tx_id is None:
         return False
-    is_stop, register = settling.stop_register(item.action, item.payload)
+    is_stop, register = ctx.services.settling.stop_register(item.action, item.payload)
     if not is_stop:
         log.debug("%s: %s of abandoned transaction %s dropped", ctx.endpoint_id, item.action,
                   item.local_tx_id[:8])
@@ -295,10 +327,6 @@ async def sample_loop(ctx: Context, interval: Callable[[], int],
     ENERGY_CHECK_S until held."""
     loop = asyncio.get_running_loop()
     due = DueTimes()
-    if not ctx.extra.get("sample_wake"):
-        ctx.extra["sample_wake"] = True
-        # With an interval of 0 the wait below has no end of its own: a new one must end it.
-        ctx.station.settings.on_change(lambda _name: ctx.tx_wake.set())
     while True:
         ctx.tx_wake.clear()
         ctx.station.enforce_energy_limits()
@@ -331,21 +359,6 @@ def next_aligned(now: datetime, interval_s: int) -> datetime:
     return min(nxt, midnight + timedelta(days=1))
 
 
-def aligned_wake(ctx: Context) -> asyncio.Event:
-    """An event set whenever the aligned interval changes (made once per endpoint)."""
-    wake = ctx.extra.get("aligned_wake")
-    if wake is None:
-        wake = ctx.extra["aligned_wake"] = asyncio.Event()
-
-        def changed(name: str) -> None:
-            if name == "clock_aligned_interval_s":
-                wake.set()
-
-        ctx.station.settings.on_change(changed)
-    assert isinstance(wake, asyncio.Event)
-    return wake
-
-
 async def aligned_loop(ctx: Context, send: Callable[[], Awaitable[None]],
                        interval: Callable[[], int] | None = None,
                        wake: asyncio.Event | None = None) -> None:
@@ -353,7 +366,7 @@ async def aligned_loop(ctx: Context, send: Callable[[], Awaitable[None]],
     the setting clock_aligned_interval_s) is above 0; `wake` is set when it changes."""
     if interval is None:
         interval, wake = (lambda: ctx.station.settings.int("clock_aligned_interval_s"),
-                          aligned_wake(ctx))
+                          ctx.services.sessions.aligned_wake)
     assert wake is not None
     while True:
         wake.clear()
@@ -361,7 +374,7 @@ async def aligned_loop(ctx: Context, send: Callable[[], Awaitable[None]],
         if every <= 0:
             await wake.wait()
             continue
-        now = ctx.station._clock()
+        now = ctx.station.now()
         if await wait_event(wake, (next_aligned(now, every) - now).total_seconds()):
             continue  # the interval changed: align afresh
         try:
@@ -371,27 +384,12 @@ async def aligned_loop(ctx: Context, send: Callable[[], Awaitable[None]],
 
 
 # -- samples kept for the stop message ---------------------------------------------------------
-KEEP = "keep"  # ctx.extra: (periodic interval, aligned interval, active) of keep_loop
-
-
-def _keep_wake(ctx: Context, key: str = "keep_wake") -> asyncio.Event:
-    """Set on every settings change (the intervals may depend on several) and, for the periodic
-    keeper, when a session starts."""
-    wake = ctx.extra.get(key)
-    if wake is None:
-        wake = ctx.extra[key] = asyncio.Event()
-        ctx.station.settings.on_change(lambda _name: wake.set())
-    assert isinstance(wake, asyncio.Event)
-    return wake
-
-
 def _keeping(ctx: Context, tx: Transaction) -> bool:
     """Whether a session starting now keeps its start's reading (Transaction.Begin)."""
-    keep = ctx.extra.get(KEEP)
-    if keep is None:
+    rule = ctx.services.kept.rule
+    if rule is None:
         return False
-    periodic, aligned, active = keep
-    return bool(active(tx)) and (periodic() > 0 or aligned() > 0)
+    return bool(rule.active(tx)) and (rule.periodic() > 0 or rule.aligned() > 0)
 
 
 def _keep(ctx: Context, tx: Transaction, context: str,
@@ -420,8 +418,9 @@ async def keep_loop(ctx: Context, periodic: Callable[[], int], aligned: Callable
     def aligned() -> int:
         return given_aligned() if settings.items("stop_txn_aligned_data") else 0
 
-    ctx.extra[KEEP] = (periodic, aligned, active)
-    wake = _keep_wake(ctx)
+    kept = ctx.services.kept
+    kept.rule = KeepRule(periodic, aligned, active)
+    wake = kept.wake
 
     async def periodic_loop() -> None:
         loop = asyncio.get_running_loop()
@@ -444,7 +443,7 @@ async def keep_loop(ctx: Context, periodic: Callable[[], int], aligned: Callable
 
     async with asyncio.TaskGroup() as tg:
         tg.create_task(periodic_loop())
-        tg.create_task(aligned_loop(ctx, at_aligned, aligned, _keep_wake(ctx, "keep_aligned")))
+        tg.create_task(aligned_loop(ctx, at_aligned, aligned, kept.aligned_wake))
 
 
 def kept_meter_values(ctx: Context, extra: dict[str, Any], connector: int,

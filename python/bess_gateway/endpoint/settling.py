@@ -8,9 +8,10 @@ final register into it. The meter saves name the stops still waiting, so after a
 restart writes the register saved last into them (gateway.py); what flowed after that save goes
 to the sessions still open.
 
-Each version says once how its stop message carries the register (`StopFormat`, registered by
-action when its transactions module loads): 1.6 StopTransaction meterStop and its Transaction.End
-register, 2.0.1 TransactionEvent Ended's Transaction.End register sampledValue.
+Each version says once how its stop message carries the register (`StopFormat`), and its
+endpoint hands those formats to its `Settling` at construction: 1.6 StopTransaction meterStop and
+its Transaction.End register, 2.0.1 TransactionEvent Ended's Transaction.End register
+sampledValue. `Settling` (one per endpoint, in its services) keeps the stops still waiting.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bess_gateway.domain.station import Transaction
-from bess_gateway.endpoint.link import Context
+from bess_gateway.domain.station import Station, Transaction
 from bess_gateway.journal import Journal, OutboxItem
 
 log = logging.getLogger("bess_gateway.endpoint.settling")
@@ -31,7 +31,6 @@ log = logging.getLogger("bess_gateway.endpoint.settling")
 # A PCS that never settles exactly on its setpoint, or a link lost while settling, must not hold
 # a stop message for ever: after this the register as it is then is final.
 SETTLE_MAX_S = 10.0
-_KEY = "settling"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,27 +45,11 @@ class StopFormat:
     set_register: Callable[[dict[str, Any], int], None]
 
 
-_FORMATS: dict[str, StopFormat] = {}
-
-
-def register_format(fmt: StopFormat) -> None:
-    _FORMATS[fmt.action] = fmt
-
-
-def _format_of(action: str, payload: dict[str, Any]) -> StopFormat | None:
-    fmt = _FORMATS.get(action)
-    return fmt if fmt is not None and fmt.is_stop(payload) else None
-
-
-def stop_register(action: str, payload: dict[str, Any]) -> tuple[bool, int | None]:
-    """(whether the message is a stop message, the register it carries if it carries one)."""
-    fmt = _format_of(action, payload)
-    return (False, None) if fmt is None else (True, fmt.register(payload))
-
-
-def patch_stop(journal: Journal, endpoint_id: str, local_id: str, final: int) -> None:
-    """Write `final` into the queued stop message of `local_id`, whatever its version."""
-    for fmt in _FORMATS.values():
+def patch_stop(journal: Journal, endpoint_id: str, local_id: str, final: int,
+               formats: Iterable[StopFormat]) -> None:
+    """Write `final` into the queued stop message of `local_id`, in whichever of `formats` it
+    is (the gateway's crash path passes every version's: the journal may hold another's)."""
+    for fmt in formats:
 
         def rewrite(payload: dict[str, Any], fmt: StopFormat = fmt) -> bool:
             if not fmt.is_stop(payload):
@@ -77,27 +60,6 @@ def patch_stop(journal: Journal, endpoint_id: str, local_id: str, final: int) ->
         journal.rewrite_queued(endpoint_id, local_id, fmt.action, rewrite)
 
 
-def queued_register(journal: Journal, endpoint_id: str, local_id: str) -> int | None:
-    """The register in the still-queued stop message of `local_id` (None: none queued)."""
-    for fmt in _FORMATS.values():
-        for payload in journal.queued_of(endpoint_id, local_id, fmt.action):
-            if fmt.is_stop(payload):
-                return fmt.register(payload)
-    return None
-
-
-def hold(ctx: Context, item: OutboxItem) -> bool:
-    """outbox.Policy.hold: a stop message waits until its meter has settled; the final register
-    is written into the journal and into `item` (what is sent, and any resend, carries it)."""
-    fmt = _format_of(item.action, item.payload)
-    if fmt is None:
-        return False
-    wait, final = waiting(ctx, item.local_tx_id)
-    if final is not None:
-        fmt.set_register(item.payload, final)
-    return wait
-
-
 @dataclass(frozen=True, slots=True)
 class _Pending:
     connector: int
@@ -105,66 +67,103 @@ class _Pending:
     deadline: float
 
 
-def track(ctx: Context, tx: Transaction) -> None:
-    """`tx` has just stopped and its stop message is journaled with `tx.meter_stop_wh`."""
-    assert tx.meter_stop_wh is not None
-    pending: dict[str, _Pending] = ctx.extra.setdefault(_KEY, {})
-    pending[tx.local_id] = _Pending(tx.connector, tx.meter_stop_wh,
-                                    time.monotonic() + SETTLE_MAX_S)
-    ctx.journal.raise_meter_floor(ctx.endpoint_id, tx.connector, tx.meter_stop_wh)
-    # The connector shows Finishing until the CSMS has the stop message (`delivered`): its
-    # Available must not overtake the stop, which waits here for the settled register.
-    ctx.station.hold_finishing(tx.local_id, tx.connector)
+class Settling:
+    """One endpoint's stops waiting for their final register, in its version's stop formats."""
 
+    def __init__(self, station: Station, journal: Journal,
+                 formats: Iterable[StopFormat]) -> None:
+        self.station = station
+        self.journal = journal
+        self.endpoint_id = station.endpoint_id
+        self.formats: dict[str, StopFormat] = {f.action: f for f in formats}
+        self._pending: dict[str, _Pending] = {}  # local id -> the stop waiting for its meter
 
-def delivered(ctx: Context, item: OutboxItem) -> None:
-    """The CSMS answered `item` (outbox.Policy.answered): a stop message ends Finishing."""
-    if _format_of(item.action, item.payload) is not None:
-        ctx.station.finished(item.local_tx_id)
+    def format_of(self, action: str, payload: dict[str, Any]) -> StopFormat | None:
+        fmt = self.formats.get(action)
+        return fmt if fmt is not None and fmt.is_stop(payload) else None
 
+    def stop_register(self, action: str, payload: dict[str, Any]) -> tuple[bool, int | None]:
+        """(whether the message is a stop message, the register it carries if it carries one)."""
+        fmt = self.format_of(action, payload)
+        return (False, None) if fmt is None else (True, fmt.register(payload))
 
-def pending(ctx: Context) -> list[tuple[str, int, int]]:
-    """(local id, connector, meterStop as journaled) of the stops still waiting."""
-    items: dict[str, _Pending] = ctx.extra.get(_KEY) or {}
-    return [(local_id, p.connector, p.meter_stop_wh) for local_id, p in items.items()]
+    def patch_stop(self, local_id: str, final: int) -> None:
+        """Write `final` into the queued stop message of `local_id`."""
+        patch_stop(self.journal, self.endpoint_id, local_id, final, self.formats.values())
 
+    def queued_register(self, local_id: str) -> int | None:
+        """The register in the still-queued stop message of `local_id` (None: none queued)."""
+        for fmt in self.formats.values():
+            for payload in self.journal.queued_of(self.endpoint_id, local_id, fmt.action):
+                if fmt.is_stop(payload):
+                    return fmt.register(payload)
+        return None
 
-def waiting(ctx: Context, local_id: str | None) -> tuple[bool, int | None]:
-    """(True while the stop of `local_id` waits for its final register, the final register if
-    it was written just now: the caller's copy of the message needs it too)."""
-    pending: dict[str, _Pending] | None = ctx.extra.get(_KEY)
-    if not pending or local_id not in pending:
-        return False, None
-    final = resolve(ctx, only=local_id).get(local_id)  # type: ignore[arg-type]
-    return local_id in pending, final
+    def hold(self, item: OutboxItem) -> bool:
+        """outbox.Policy.hold: a stop message waits until its meter has settled; the final
+        register is written into the journal and into `item` (what is sent, and any resend,
+        carries it)."""
+        fmt = self.format_of(item.action, item.payload)
+        if fmt is None:
+            return False
+        wait, final = self.waiting(item.local_tx_id)
+        if final is not None:
+            fmt.set_register(item.payload, final)
+        return wait
 
+    def track(self, tx: Transaction) -> None:
+        """`tx` has just stopped and its stop message is journaled with `tx.meter_stop_wh`."""
+        assert tx.meter_stop_wh is not None
+        self._pending[tx.local_id] = _Pending(tx.connector, tx.meter_stop_wh,
+                                              time.monotonic() + SETTLE_MAX_S)
+        self.journal.raise_meter_floor(self.endpoint_id, tx.connector, tx.meter_stop_wh)
+        # The connector shows Finishing until the CSMS has the stop message (`delivered`): its
+        # Available must not overtake the stop, which waits here for the settled register.
+        self.station.hold_finishing(tx.local_id, tx.connector)
 
-def resolve(ctx: Context, only: str | None = None) -> dict[str, int]:
-    """Write the final register of every tracked stop whose meter has settled; returns those
-    written (local id -> register)."""
-    pending: dict[str, _Pending] | None = ctx.extra.get(_KEY)
-    done: dict[str, int] = {}
-    if not pending:
-        return done
-    st = ctx.station
-    for local_id, p in list(pending.items()):
-        if only is not None and local_id != only:
-            continue
-        newer = st.transactions.get(p.connector)
-        if newer is not None:
-            # A new session took the meter over (its start ended the tail): the register it
-            # started at is where this one ended.
-            final = newer.meter_start_wh
-        else:
-            meter = st.core.meter(st.meter_id(p.connector))
-            if (meter["active"] or meter["settling"]) and time.monotonic() < p.deadline:
+    def delivered(self, item: OutboxItem) -> None:
+        """The CSMS answered `item` (outbox.Policy.answered): a stop message ends Finishing."""
+        if self.format_of(item.action, item.payload) is not None:
+            self.station.finished(item.local_tx_id)
+
+    def pending(self) -> list[tuple[str, int, int]]:
+        """(local id, connector, meterStop as journaled) of the stops still waiting."""
+        return [(local_id, p.connector, p.meter_stop_wh)
+                for local_id, p in self._pending.items()]
+
+    def waiting(self, local_id: str | None) -> tuple[bool, int | None]:
+        """(True while the stop of `local_id` waits for its final register, the final register
+        if it was written just now: the caller's copy of the message needs it too)."""
+        if local_id is None or local_id not in self._pending:
+            return False, None
+        final = self.resolve(only=local_id).get(local_id)
+        return local_id in self._pending, final
+
+    def resolve(self, only: str | None = None) -> dict[str, int]:
+        """Write the final register of every tracked stop whose meter has settled; returns
+        those written (local id -> register)."""
+        done: dict[str, int] = {}
+        if not self._pending:
+            return done
+        st = self.station
+        for local_id, p in list(self._pending.items()):
+            if only is not None and local_id != only:
                 continue
-            final = math.floor(float(meter["energy_wh"]))
-        del pending[local_id]
-        if final > p.meter_stop_wh:
-            patch_stop(ctx.journal, ctx.endpoint_id, local_id, final)
-            ctx.journal.raise_meter_floor(ctx.endpoint_id, p.connector, final)
-            done[local_id] = final
-            log.debug("%s: session %s final register %d Wh (+%d Wh after the stop)",
-                      ctx.endpoint_id, local_id[:8], final, final - p.meter_stop_wh)
-    return done
+            newer = st.transactions.get(p.connector)
+            if newer is not None:
+                # A new session took the meter over (its start ended the tail): the register it
+                # started at is where this one ended.
+                final = newer.meter_start_wh
+            else:
+                meter = st.core.meter(st.meter_id(p.connector))
+                if (meter["active"] or meter["settling"]) and time.monotonic() < p.deadline:
+                    continue
+                final = math.floor(float(meter["energy_wh"]))
+            del self._pending[local_id]
+            if final > p.meter_stop_wh:
+                self.patch_stop(local_id, final)
+                self.journal.raise_meter_floor(self.endpoint_id, p.connector, final)
+                done[local_id] = final
+                log.debug("%s: session %s final register %d Wh (+%d Wh after the stop)",
+                          self.endpoint_id, local_id[:8], final, final - p.meter_stop_wh)
+        return done

@@ -26,9 +26,10 @@ logged, and is cancelled when `run()` ends. Nothing a peer sends makes `run()` r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -384,6 +385,27 @@ class RpcConnection:
 
     # The timeout parameter is the contract (architecture.md): it must count from when this CALL
     # gets the slot, which an asyncio.timeout() around call() (covering the queueing) cannot do.
+    @contextlib.asynccontextmanager
+    async def calls_held(self, grace_s: float) -> AsyncIterator[bool]:
+        """Hold our own CALLs for the block: wait (at most `grace_s`) until the CALL in flight,
+        if any, has its answer, and start no new one until the block ends. Yields whether the
+        hold was had in time (False: the block runs anyway, a CALL may still be in flight).
+
+        What a deliberate close needs (link.EndpointBase._reconnect): a CSMS whose answer to
+        our CALL fails on the closed socket may drop what we sent just before the close."""
+        held = False
+        try:
+            async with asyncio.timeout(grace_s):
+                await self._call_lock.acquire()
+            held = True
+        except TimeoutError:
+            pass
+        try:
+            yield held
+        finally:
+            if held:
+                self._call_lock.release()
+
     async def call(
         self,
         action: str,

@@ -78,7 +78,8 @@ class ModelDef:
 
 
 @cache
-def _doc() -> dict[str, Any]:
+def register_doc() -> dict[str, Any]:
+    """The SunSpec register description (registers/sunspec.toml) as loaded, read once."""
     text = resources.files("bess_gateway.sim").joinpath("registers", "sunspec.toml").read_text(
         encoding="utf-8")
     return tomllib.loads(text)
@@ -88,7 +89,7 @@ def _doc() -> dict[str, Any]:
 def models() -> dict[int, ModelDef]:
     """Every model whose layout we know, by id."""
     out: dict[int, ModelDef] = {}
-    for m in _doc()["model"]:
+    for m in register_doc()["model"]:
         if "same_as" in m:  # meters 201-204 share one layout; the base is listed first
             points = out[int(m["same_as"])].points
         else:
@@ -103,14 +104,14 @@ def models() -> dict[int, ModelDef]:
 
 
 def scale_factors() -> dict[int, dict[str, int]]:
-    return {int(k): dict(v) for k, v in _doc()["scale_factors"].items()}
+    return {int(k): dict(v) for k, v in register_doc()["scale_factors"].items()}
 
 
 def layout() -> dict[int, int]:
     """model id -> address of its ID register, as the simulator serves them."""
     addr = BASE + 2
     out: dict[int, int] = {}
-    for mid in _doc()["map"]["models"]:
+    for mid in register_doc()["map"]["models"]:
         out[int(mid)] = addr
         addr += 2 + models()[int(mid)].length
     return out
@@ -168,7 +169,7 @@ def build_register_map(params: BatteryParams | None = None,
     params = params or BatteryParams()
     if alarm_bits is None:
         alarm_bits = load_toml_profile("generic").alarm_bits  # our alarm bit numbers
-    doc = _doc()
+    doc = register_doc()
     bind = doc["bind"]
     sfs = scale_factors()
     where = layout()

@@ -456,7 +456,7 @@ def generate_alarms() -> str:
     from bess_gateway.domain.alarms import _TABLE
     from bess_gateway.sim import sunspec
 
-    bind = sunspec._doc()["bind"]["alarms"]
+    bind = sunspec.register_doc()["bind"]["alarms"]
     lines = [
         "# Alarms and trips -> OCPP",
         "",
@@ -514,7 +514,7 @@ def generate_register_maps() -> str:
     lines += ["", "Alarm bits: " + ", ".join(f"{b} `{n}`" for n, b in generic.alarm_bits.items())
               + ". PCS state: " + ", ".join(f"{v} {n}" for n, v in generic.pcs_states.items())
               + ".", ""]
-    doc = sunspec._doc()
+    doc = sunspec.register_doc()
     where = sunspec.layout()
     sfs = sunspec.scale_factors()
     lines += [

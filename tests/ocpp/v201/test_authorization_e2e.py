@@ -83,7 +83,7 @@ async def test_cache_lifetime_bounds_entries(gateway_factory: GatewayFactory,
     _, ctx = await setup(gateway_factory, csms)
     await set_vars(csms, "AuthCtrlr", AuthorizeRemoteStart="true")
     await set_vars(csms, "AuthCacheCtrlr", LifeTime="3600")
-    before = ctx.station._clock()
+    before = ctx.station.now()
     assert await authorize_start(ctx, tok("TIMED"))
     entry = ctx.journal.auth_cache_entry(SID, token_hash(ctx, tok("TIMED")))
     assert entry is not None and entry.expiry is not None

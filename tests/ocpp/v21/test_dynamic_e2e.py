@@ -9,7 +9,6 @@ import pytest
 from waiting import booted, until
 
 from bess_gateway.demo.csms import CsmsServer
-from bess_gateway.endpoint.charging_limits import block
 from bess_gateway.sim.server import SimulatorThread
 from v21.test_v2x_e2e import set_profile, start_tx
 
@@ -107,7 +106,7 @@ async def test_setpoint_ends_max_offline_duration_after_the_link(
     await until(lambda: sim.written.setpoint_w == 0, 10)  # then the Idle default decides
     # invalidAfterOfflineDuration: gone for good (checked every second while offline);
     # otherwise it stays for the next link.
-    installed = block(gw.endpoints[sid].ctx).installed.profiles
+    installed = gw.endpoints[sid].ctx.services.smart_charging.installed.profiles
     if invalid_after:
         await until(lambda: 7 not in installed, 5)
     else:

@@ -17,7 +17,6 @@ from bess_gateway.domain.authorization import (
     ListUpdateStatus,
     parse_status,
 )
-from bess_gateway.endpoint import authorizer
 from bess_gateway.endpoint.authorizer import tag_ref, wire_time
 from bess_gateway.journal import JournalError
 from bess_gateway.ocpp.v16.context import Context
@@ -40,7 +39,7 @@ def info_from_wire(ctx: Context, id_tag_info: dict[str, Any]) -> AuthInfo:
 def remember(ctx: Context, id_hash: str, id_tag_info: dict[str, Any] | None) -> None:
     """Keep what a CSMS answer (Authorize.conf, StartTransaction.conf) said about an idTag."""
     if id_tag_info:
-        authorizer.remember(ctx, id_hash, info_from_wire(ctx, id_tag_info))
+        ctx.services.authorizer.remember(id_hash, info_from_wire(ctx, id_tag_info))
 
 
 async def authorized(ctx: Context, id_tag: str) -> bool:
@@ -50,7 +49,7 @@ async def authorized(ctx: Context, id_tag: str) -> bool:
         resp = await ctx.call("Authorize", {"idTag": id_tag})
         return info_from_wire(ctx, resp.get("idTagInfo") or {})
 
-    return await authorizer.authorized(ctx, ctx.journal.hash_id_tag(id_tag), ask)
+    return await ctx.services.authorizer.authorized(ctx.journal.hash_id_tag(id_tag), ask)
 
 
 def handlers(ctx: Context) -> dict[str, Any]:
@@ -69,7 +68,8 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if version < 1:
             # 0 means "no list" and -1 "not supported" in GetLocalListVersion: not a version.
             return {"status": str(ListUpdateStatus.FAILED)}
-        status = authorizer.update_local_list(ctx, full=full, version=version, changes=changes)
+        status = ctx.services.authorizer.update_local_list(full=full, version=version,
+                                                           changes=changes)
         return {"status": str(ListUpdateStatus.FAILED if status is None else status)}
 
     async def get_local_list_version(p: dict[str, Any]) -> dict[str, Any]:

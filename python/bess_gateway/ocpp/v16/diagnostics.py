@@ -23,7 +23,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
         await ctx.call("DiagnosticsStatusNotification", {"status": status})
 
     async def get_diagnostics(p: dict[str, Any]) -> Any:
-        m = ctx.maintenance
+        m = ctx.services.maintenance
         location = p["location"]
         problem = check_url(location)
         if m is None or problem:
@@ -65,7 +65,7 @@ def trigger(ctx: Context) -> After:
     diagnostics upload runs, else Idle (1.6 section 6.53)."""
 
     async def send() -> None:
-        m = ctx.maintenance
+        m = ctx.services.maintenance
         status = "Idle" if m is None else m.uploads.status(ctx.endpoint_id, DIAGNOSTICS)
         if status not in ("Idle", "Uploading"):
             status = "Idle"

@@ -12,16 +12,20 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from websockets.typing import Subprotocol
 
 from bess_gateway import __version__
 from bess_gateway.config import EndpointConfig
+from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.station import CONNECTORS, Station, StopReason
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.endpoint import sessions
-from bess_gateway.endpoint.link import VALIDATE_OUTGOING_ENV, Backoff, EndpointBase
+from bess_gateway.endpoint.link import VALIDATE_OUTGOING_ENV, Backoff, EndpointBase, merge_handlers
+from bess_gateway.endpoint.services import EndpointServices
+from bess_gateway.endpoint.settling import StopFormat
+from bess_gateway.endpoint.smart_charging_service import SmartCharging
 from bess_gateway.journal import Journal, TxRecord
 from bess_gateway.ocpp.framing import new_unique_id
 from bess_gateway.ocpp.v16 import (
@@ -48,6 +52,8 @@ class Endpoint16(EndpointBase):
     VERSION = VERSION
     SUBPROTOCOL = Subprotocol("ocpp1.6")
     STATUS_TARGETS = (0, *CONNECTORS)
+    # How its stop message carries the final register (bess_gateway.endpoint.settling).
+    STOP_FORMATS: ClassVar[tuple[StopFormat, ...]] = (transactions.STOP_FORMAT,)
 
     def __init__(
         self,
@@ -61,7 +67,10 @@ class Endpoint16(EndpointBase):
         super().__init__(cfg, station, journal, backoff=backoff, certificates=certificates)
         security.security_event(self.ctx, "StartupOfTheDevice")
         self.ctx.restart = self._restart
-        self.reservations = reservation.attach(self.ctx)
+        EndpointServices.build(self.ctx, policy=transactions.POLICY,
+                               stop_formats=self.STOP_FORMATS, smart_charging=SmartCharging,
+                               limits=sc.STATION_LIMITS,
+                               reservations=reservation.attach(self.ctx))
 
     # The security profile (possibly raised by the CSMS) decides URL scheme, TLS and auth.
     def _url(self) -> str:
@@ -77,7 +86,7 @@ class Endpoint16(EndpointBase):
         security.connect_failed(self.ctx, exc)
 
     def _periodic(self) -> list[Any]:
-        return [transactions.deliver_outbox(self.ctx)]
+        return [self.ctx.services.outbox.deliver(self.ctx)]
 
     def _lifelong(self) -> list[Any]:
         # Meter values are taken offline too: they queue (and are thinned if the queue fills).
@@ -99,7 +108,7 @@ class Endpoint16(EndpointBase):
             return
         payload: dict[str, Any] = {"connectorId": connector, "status": str(report.status),
                                    "errorCode": "NoError",
-                                   "timestamp": iso(self.ctx.station._clock())}
+                                   "timestamp": iso(self.ctx.station.now())}
         alarm = report.alarm
         if alarm is not None:
             payload["errorCode"] = alarm.error_code
@@ -112,18 +121,19 @@ class Endpoint16(EndpointBase):
         await transactions.send_meter_values(self.ctx, connector, context)
 
     def _handlers(self) -> dict[str, Any]:
-        table: dict[str, Any] = {}
-        table.update(transactions.handlers(self.ctx))
-        table.update(smart_charging.handlers(self.ctx))
-        table.update(reservation.handlers(self.ctx))
-        table.update(authorization.handlers(self.ctx))
-        table.update({**firmware.handlers(self.ctx), **diagnostics.handlers(self.ctx)})
-        table.update(provisioning.handlers(
-            self.ctx, boot=self.send_boot, heartbeat=self.send_heartbeat,
-            status=self.send_status, meter_values=self.send_meter_values))
-        # Security wraps provisioning's ChangeConfiguration: keep this line after it.
-        table.update(security.handlers(self.ctx, table, reconnect=self._reconnect))
-        return table
+        ctx = self.ctx
+        core = provisioning.handlers(ctx, boot=self.send_boot, heartbeat=self.send_heartbeat,
+                                     status=self.send_status,
+                                     meter_values=self.send_meter_values)
+        # Security owns two configuration keys and hands the rest to provisioning's
+        # ChangeConfiguration; its ExtendedTriggerMessage forwards to the Core TriggerMessage.
+        secure = security.handlers(ctx, change_configuration=core.pop("ChangeConfiguration"),
+                                   trigger_message=core["TriggerMessage"],
+                                   reconnect=self._reconnect)
+        return merge_handlers(
+            transactions.handlers(ctx), smart_charging.handlers(ctx), reservation.handlers(ctx),
+            authorization.handlers(ctx), firmware.handlers(ctx), diagnostics.handlers(ctx),
+            core, secure)
 
     def recover(self, records: list[TxRecord]) -> None:
         """Transactions the journal still holds open were cut by a crash or power loss.
@@ -140,7 +150,7 @@ class Endpoint16(EndpointBase):
             payload = {
                 "transactionId": None if rec.transaction_id is None else int(rec.transaction_id),
                 "meterStop": stop_wh,
-                "timestamp": iso(st._clock()),
+                "timestamp": iso(st.now()),
                 "reason": str(StopReason.POWER_LOSS),
             }
             # What was kept for it before the crash (StopTxnIntermediateData).
@@ -169,7 +179,7 @@ class Endpoint16(EndpointBase):
         return when_booted
 
     def shut_down(self) -> None:
-        self.reservations.cancel()
+        self.ctx.services.reservations.cancel()
 
     def stop_all(self, reason: StopReason) -> None:
         for c in list(self.ctx.station.transactions):

@@ -66,7 +66,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
         return send
 
     async def update_firmware(p: dict[str, Any]) -> Any:
-        m = ctx.maintenance
+        m = ctx.services.maintenance
         if m is None:
             raise ActionNotSupportedError("firmware management is not available")
         if not may_maintain(ctx, "UpdateFirmware"):
@@ -101,7 +101,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
         return Reply({}, start)
 
     async def signed_update_firmware(p: dict[str, Any]) -> Any:
-        m = ctx.maintenance
+        m = ctx.services.maintenance
         fw = p["firmware"]
         if m is None or check_url(fw["location"]) is not None:
             return {"status": "Rejected"}
@@ -143,7 +143,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
 
     async def extended_trigger(_connector: int | None) -> None:
         # ExtendedTriggerMessage(FirmwareStatusNotification) -> the signed flow's message.
-        fw = ctx.maintenance.firmware if ctx.maintenance is not None else None
+        fw = ctx.services.maintenance.firmware if ctx.services.maintenance is not None else None
         payload: dict[str, Any] = {"status": "Idle" if fw is None else fw.status}
         # The requestId is the ordering CSMS's number: told to its own operator only.
         if fw is not None and fw.busy and fw.request is not None and (
@@ -166,7 +166,8 @@ def trigger(ctx: Context) -> After:
     """
 
     async def send() -> None:
-        status = "Idle" if ctx.maintenance is None else ctx.maintenance.firmware.status
+        m = ctx.services.maintenance
+        status = "Idle" if m is None else m.firmware.status
         if status not in PLAIN_STATUSES:
             status = "Downloaded" if status == "SignatureVerified" else "Idle"
         await ctx.call("FirmwareStatusNotification", {"status": status})

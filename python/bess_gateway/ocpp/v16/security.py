@@ -23,7 +23,6 @@ from bess_gateway.endpoint.connection_security import (
     url,
 )
 from bess_gateway.ocpp.rpc import Reply
-from bess_gateway.ocpp.v16 import config_keys
 from bess_gateway.ocpp.v16.context import Context
 from bess_gateway.security import profiles
 from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT
@@ -39,21 +38,24 @@ CORE_TRIGGERS = ("BootNotification", "Heartbeat", "MeterValues", "StatusNotifica
                  "FirmwareStatusNotification")
 
 
-def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> dict[str, Any]:
-    """``table`` is the handlers built so far: ChangeConfiguration wraps the one in it (so add
-    this block after provisioning) and ExtendedTriggerMessage forwards to its TriggerMessage."""
-    settings = ctx.station.settings
-    change_other = table.get("ChangeConfiguration")
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
-    async def change_configuration(p: dict[str, Any]) -> Any:
+
+def handlers(ctx: Context, *, change_configuration: Handler, trigger_message: Handler,
+             reconnect: Reconnect) -> dict[str, Any]:
+    """The security messages, and ChangeConfiguration: this block owns SecurityProfile and
+    AuthorizationKey and hands every other key to `change_configuration` (provisioning's).
+    ExtendedTriggerMessage forwards the Core messages to `trigger_message` (provisioning's)."""
+    settings = ctx.station.settings
+    change_other = change_configuration
+
+    async def on_change_configuration(p: dict[str, Any]) -> Any:
         key, value = p["key"], p["value"]
         if key == "SecurityProfile":
             return change_profile(value)
         if key == "AuthorizationKey":
             return change_key(value)
-        if change_other is not None:
-            return await change_other(p)
-        return {"status": config_keys.change_configuration(settings, key, value)}
+        return await change_other(p)
 
     def change_profile(value: str) -> Any:
         try:
@@ -92,7 +94,8 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
 
     async def install_certificate(p: dict[str, Any]) -> dict[str, Any]:
         kind = p["certificateType"]
-        # The rule 2.0.1 follows too (security.operations): on profiles 0 and 1 only the CSMS
+        # The rule 2.0.1 follows too (endpoint.certificate_operations): on profiles 0 and 1 only
+        # the CSMS
         # root, which a raise to profile 2 needs.
         if kind != CENTRAL_SYSTEM_ROOT and certificate_operations.refused_without_tls(
                 ctx, f"InstallCertificate {kind}"):
@@ -127,13 +130,12 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         sender = ctx.triggers.get(what)
         if sender is not None:
             return Reply({"status": "Accepted"}, lambda: sender(connector))
-        trigger = table.get("TriggerMessage")
-        if what in CORE_TRIGGERS and trigger is not None:
-            return await trigger(p)
+        if what in CORE_TRIGGERS:
+            return await trigger_message(p)
         return {"status": "NotImplemented"}
 
     return {
-        "ChangeConfiguration": change_configuration,
+        "ChangeConfiguration": on_change_configuration,
         "InstallCertificate": install_certificate,
         "DeleteCertificate": delete_certificate,
         "GetInstalledCertificateIds": get_installed_ids,

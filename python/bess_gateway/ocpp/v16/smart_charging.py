@@ -13,13 +13,12 @@ from typing import Any
 from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.timefmt import iso, parse_iso
 from bess_gateway.endpoint import charging_limits
-from bess_gateway.endpoint.charging_limits import block
 from bess_gateway.journal import JournalError
 from bess_gateway.ocpp.v16.context import Context
 
 log = logging.getLogger("bess_gateway.ocpp.v16")
 
-__all__ = ["accept_start_profile", "block", "handlers", "refresh", "start_failed"]
+__all__ = ["accept_start_profile", "handlers", "refresh", "start_failed"]
 
 
 # -- translation ----------------------------------------------------------------------------
@@ -92,7 +91,7 @@ refresh = charging_limits.refresh
 # -- CSMS -> CP handlers ----------------------------------------------------------------------
 def handlers(ctx: Context) -> dict[str, Any]:
     st = ctx.station
-    b = block(ctx)
+    b = ctx.services.smart_charging
 
     async def set_profile(p: dict[str, Any]) -> dict[str, Any]:
         connector = int(p["connectorId"])

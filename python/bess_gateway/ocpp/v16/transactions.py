@@ -78,7 +78,8 @@ def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transactio
         if kept or end:
             payload["transactionData"] = kept + end
         enqueue(ctx, "StopTransaction", payload, tx)
-        settling.track(ctx, tx)  # meterStop becomes final once the ramp-down has been counted
+        # meterStop becomes final once the ramp-down has been counted.
+        ctx.services.settling.track(tx)
 
     return sessions.stop(ctx, connector, reason, queue_stop)
 
@@ -220,7 +221,7 @@ def _prepare(ctx: Context, item: OutboxItem) -> dict[str, Any] | None:
 
 def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
               resp: dict[str, Any]) -> None:
-    settling.delivered(ctx, item)
+    ctx.services.settling.delivered(item)
     if item.action == "StartTransaction":
         if isinstance(payload.get("idTag"), str):
             authorization.remember(ctx, ctx.journal.hash_id_tag(payload["idTag"]),
@@ -233,10 +234,11 @@ def _meter_stop(payload: dict[str, Any]) -> int | None:
     return None if value is None else int(value)
 
 
-# meterStop and the Transaction.End register become final once the ramp-down has been counted.
-settling.register_format(settling.StopFormat(
+# meterStop and the Transaction.End register become final once the ramp-down has been counted
+# (the endpoint gives this to its Settling).
+STOP_FORMAT = settling.StopFormat(
     "StopTransaction", is_stop=lambda p: "meterStop" in p, register=_meter_stop,
-    set_register=set_meter_stop))
+    set_register=set_meter_stop)
 
 ID_TAG_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"})
 
@@ -265,16 +267,12 @@ def _started_facts(item: OutboxItem) -> tuple[int | None, int | None]:
 
 
 POLICY = outbox.Policy(tx_actions=frozenset(TX_ACTIONS), prepare=_prepare, answered=_answered,
-                       hold=settling.hold, refused=notification_refused,
+                       hold=lambda ctx, item: ctx.services.settling.hold(item),
+                       refused=notification_refused,
                        is_start=lambda item: item.action == "StartTransaction",
                        started=_started_facts,
                        stop=lambda ctx, connector: stop_session(ctx, connector, StopReason.OTHER),
                        salvage=_salvage)
-
-
-async def deliver_outbox(ctx: Context) -> None:
-    """Send journaled transaction messages in order, one at a time, until the link drops."""
-    await outbox.deliver(ctx, POLICY)
 
 
 def _started(ctx: Context, local_id: str | None, resp: dict[str, Any]) -> None:

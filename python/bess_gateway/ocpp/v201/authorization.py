@@ -44,7 +44,7 @@ def info_from_wire(ctx: Context, id_token_info: dict[str, Any]) -> AuthInfo:
     expiry = authorizer.wire_time(id_token_info.get("cacheExpiryDateTime"))
     lifetime = ctx.station.settings.int("auth_cache_lifetime_s")
     if expiry is None and lifetime > 0:
-        expiry = ctx.station._clock() + timedelta(seconds=lifetime)
+        expiry = ctx.station.now() + timedelta(seconds=lifetime)
     return AuthInfo(
         status=parse_status(str(id_token_info.get("status", ""))),
         expiry=expiry,
@@ -55,7 +55,8 @@ def info_from_wire(ctx: Context, id_token_info: dict[str, Any]) -> AuthInfo:
 def remember(ctx: Context, id_token: dict[str, Any], id_token_info: dict[str, Any] | None) -> None:
     """Cache what a CSMS answer (Authorize, TransactionEvent) said about an idToken."""
     if id_token_info and id_token.get("type") != NO_AUTHORIZATION:
-        authorizer.remember(ctx, token_hash(ctx, id_token), info_from_wire(ctx, id_token_info))
+        ctx.services.authorizer.remember(token_hash(ctx, id_token),
+                                         info_from_wire(ctx, id_token_info))
 
 
 def _asker(ctx: Context, id_token: dict[str, Any]) -> authorizer.Ask:
@@ -82,7 +83,8 @@ async def authorize_start(ctx: Context, id_token: dict[str, Any]) -> bool:
         return True
     if not ctx.station.settings.bool("authorize_remote_tx"):
         return True
-    return await authorizer.authorized(ctx, token_hash(ctx, id_token), _asker(ctx, id_token))
+    return await ctx.services.authorizer.authorized(token_hash(ctx, id_token),
+                                                    _asker(ctx, id_token))
 
 
 async def same_group(ctx: Context, started_hash: str, id_token: dict[str, Any]) -> bool:
@@ -95,12 +97,12 @@ async def same_group(ctx: Context, started_hash: str, id_token: dict[str, Any]) 
     h = token_hash(ctx, id_token)
     if h == started_hash:
         return True
-    started = authorizer.known(ctx, started_hash)
+    started = ctx.services.authorizer.known(started_hash)
     if started is None or started.parent_hash is None:
         return False
-    presented = authorizer.known(ctx, h)
+    presented = ctx.services.authorizer.known(h)
     if presented is None and ctx.online:
-        presented = await authorizer.ask_csms(ctx, h, _asker(ctx, id_token))
+        presented = await ctx.services.authorizer.ask_csms(h, _asker(ctx, id_token))
     if presented is None or presented.status != AuthStatus.ACCEPTED:
         return False
     return presented.parent_hash == started.parent_hash
@@ -122,7 +124,8 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if version < 1:
             # 0 is "no list" in GetLocalListVersion: not a version a list can have.
             return {"status": "Failed", "statusInfo": {"reasonCode": "InvalidVersion"}}
-        status = authorizer.update_local_list(ctx, full=full, version=version, changes=changes)
+        status = ctx.services.authorizer.update_local_list(full=full, version=version,
+                                                           changes=changes)
         if status is None:
             return {"status": "Failed", "statusInfo": {"reasonCode": "InternalError"}}
         if status == ListUpdateStatus.NOT_SUPPORTED:

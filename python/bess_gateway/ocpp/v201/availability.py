@@ -22,16 +22,15 @@ from typing import Any, Final
 from bess_gateway.domain import alarms
 from bess_gateway.domain.station import CONTROL_FAILED
 from bess_gateway.domain.timefmt import iso
-from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import JournalError
 from bess_gateway.ocpp.framing import new_unique_id
+from bess_gateway.ocpp.v201.context import Context
 from bess_gateway.ocpp.v201.status import CONNECTOR_ID, connector_of
 
 log = logging.getLogger("bess_gateway.ocpp.v201")
 
 NOTIFY_EVENT: Final = "NotifyEvent"
 LINK_LOST: Final = "pcs_link_lost"
-_WATCHER: Final = "availability.alarms"
 # The reading that shows a measurement-type cause (actualValue); scale turns it into the unit.
 _READINGS: Final[dict[str, tuple[str, float]]] = {
     "cell_over_voltage": ("cell_v_max_mv", 0.001),
@@ -70,7 +69,7 @@ class AlarmEvents:
         raised, cleared = now - self.reported, self.reported - now
         if not raised and not cleared:
             return
-        stamp = iso(self.ctx.station._clock())
+        stamp = iso(self.ctx.station.now())
         events = [self._event(c, stamp, cleared=False) for c in sorted(raised)]
         events += [self._event(c, stamp, cleared=True) for c in sorted(cleared)]
         payload = {"generatedAt": stamp, "seqNo": 0, "tbc": False, "eventData": events}
@@ -114,9 +113,9 @@ class AlarmEvents:
 def watch(ctx: Context) -> AlarmEvents:
     """Start reporting trips for this endpoint (once, at construction: trips are reported
     even when they happen before the first connection)."""
-    watcher = ctx.extra.get(_WATCHER)
+    watcher = ctx.v201.alarms
     if watcher is None:
-        watcher = ctx.extra[_WATCHER] = AlarmEvents(ctx)
+        watcher = ctx.v201.alarms = AlarmEvents(ctx)
         ctx.station.on_change(watcher.check)
         watcher.check()
     return watcher

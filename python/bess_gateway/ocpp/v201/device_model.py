@@ -24,8 +24,8 @@ from bess_gateway.domain.smart_charging import Limits as ChargingLimits
 from bess_gateway.domain.station import DISCHARGE_CONNECTOR
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.endpoint import connection_security
-from bess_gateway.endpoint.link import Context
 from bess_gateway.ocpp.v201 import network
+from bess_gateway.ocpp.v201.context import Context
 from bess_gateway.ocpp.v201.status import (
     CONNECTOR_ID,
     EVSES,
@@ -203,7 +203,7 @@ SUMMARY_NAMES = frozenset({"AvailabilityState", "Available", "Problem", "Tripped
 def _rows(version: str = "2.0.1") -> Iterable[Variable | None]:
     # -- OCPPCommCtrlr ---------------------------------------------------------------------------
     c = "OCPPCommCtrlr"
-    yield live(c, "ActiveNetworkProfile", lambda ctx: str(ctx.extra.get("active_slot", 0)),
+    yield live(c, "ActiveNetworkProfile", lambda ctx: str(ctx.v201.active_slot),
                "integer")
     yield fixed(c, "FileTransferProtocols", "FTP,HTTP,HTTPS", "MemberList",
                 values_list="FTP,FTPS,HTTP,HTTPS,SFTP")
@@ -235,7 +235,7 @@ def _rows(version: str = "2.0.1") -> Iterable[Variable | None]:
     yield fixed(c, "ValueSize", str(VALUE_SIZE), "integer")
     # -- ClockCtrlr ------------------------------------------------------------------------------
     c = "ClockCtrlr"
-    yield live(c, "DateTime", lambda ctx: iso(ctx.station._clock()), "dateTime")
+    yield live(c, "DateTime", lambda ctx: iso(ctx.station.now()), "dateTime")
     # The gateway runs on the host's clock, which the OS keeps by NTP.
     yield fixed(c, "TimeSource", "NTP", "SequenceList", values_list="Heartbeat,NTP")
     # -- SecurityCtrlr ---------------------------------------------------------------------------

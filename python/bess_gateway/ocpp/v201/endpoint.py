@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any
+from typing import Any, ClassVar
 
 from websockets.typing import Subprotocol
 
 from bess_gateway import __version__
 from bess_gateway.config import EndpointConfig
+from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.station import Station, StopReason
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.endpoint import connection_security, sessions
-from bess_gateway.endpoint.link import Backoff, EndpointBase
+from bess_gateway.endpoint.link import Backoff, EndpointBase, merge_handlers
+from bess_gateway.endpoint.outbox import Policy
+from bess_gateway.endpoint.services import EndpointServices
+from bess_gateway.endpoint.settling import StopFormat
+from bess_gateway.endpoint.smart_charging_service import SmartCharging
 from bess_gateway.journal import Journal, TxRecord
 from bess_gateway.ocpp.v201 import (
     authorization,
@@ -35,6 +40,7 @@ from bess_gateway.ocpp.v201 import (
     smart_charging,
     transactions,
 )
+from bess_gateway.ocpp.v201.context import Context201
 from bess_gateway.ocpp.v201.status import CONNECTOR_ID, EVSES, connector_status, evse_of
 from bess_gateway.security.certificates import CertificateStore
 
@@ -47,6 +53,12 @@ class Endpoint201(EndpointBase):
     VERSION = VERSION
     SUBPROTOCOL = Subprotocol("ocpp2.0.1")
     STATUS_TARGETS = EVSES
+    CONTEXT = Context201
+    # What this version's services are built with (2.1 chooses its own).
+    STOP_FORMATS: ClassVar[tuple[StopFormat, ...]] = (transactions.STOP_FORMAT,)
+    TX_POLICY: ClassVar[Policy] = transactions.POLICY
+    SMART_CHARGING: ClassVar[type[SmartCharging]] = SmartCharging
+    ctx: Context201
 
     def __init__(
         self,
@@ -62,11 +74,14 @@ class Endpoint201(EndpointBase):
         self.ctx.restart = self._restart
         network.start(self.ctx)  # the network profile to connect through (slot 0 = config)
         availability.watch(self.ctx)  # trips are NotifyEvents from the start
-        self.reservations = reservation.attach(self.ctx)  # restored ones hold power at once
+        EndpointServices.build(self.ctx, policy=self.TX_POLICY, stop_formats=self.STOP_FORMATS,
+                               smart_charging=self.SMART_CHARGING, limits=sc.LIMITS_201,
+                               # restored reservations hold power at once
+                               reservations=reservation.attach(self.ctx))
         # Charging-state changes (ChargingStateChanged) are looked for on every station change.
         station.on_change(self.ctx.tx_wake.set)
         # BootNotification reason: PowerUp after a process start; blocks set it before a restart.
-        self.ctx.extra["boot_reason"] = firmware.boot_reason(self.ctx) or "PowerUp"
+        self.ctx.v201.boot_reason = firmware.boot_reason(self.ctx) or "PowerUp"
         self.ctx.triggers.update({
             "BootNotification": lambda _evse: self.send_boot(),
             "Heartbeat": lambda _evse: self.send_heartbeat(),
@@ -87,7 +102,7 @@ class Endpoint201(EndpointBase):
         network.connect_failed(self.ctx)
 
     def _periodic(self) -> list[Any]:
-        return [transactions.deliver_outbox(self.ctx), smart_charging.limit_watch(self.ctx)]
+        return [self.ctx.services.outbox.deliver(self.ctx), smart_charging.limit_watch(self.ctx)]
 
     def _lifelong(self) -> list[Any]:
         # Sessions are sampled with or without a link: events made offline queue (offline flag).
@@ -98,11 +113,11 @@ class Endpoint201(EndpointBase):
 
     def shut_down(self) -> None:
         super().shut_down()
-        self.reservations.cancel()
+        self.ctx.services.reservations.cancel()
 
     def _boot_payload(self) -> dict[str, Any]:
         return {
-            "reason": self.ctx.extra.get("boot_reason", "PowerUp"),
+            "reason": self.ctx.v201.boot_reason,
             "chargingStation": {
                 "vendorName": self.cfg.vendor[:50],
                 "model": self.cfg.model[:20],
@@ -114,7 +129,7 @@ class Endpoint201(EndpointBase):
     async def _boot_until_accepted(self) -> None:
         await super()._boot_until_accepted()
         network.connected(self.ctx)
-        self.ctx.extra["boot_reason"] = "PowerUp"  # a later reconnect is no reset
+        self.ctx.v201.boot_reason = "PowerUp"  # a later reconnect is no reset
         self.ctx.spawn(firmware.after_boot(self.ctx), "firmware-installed")
 
     async def send_status(self, evse: int, *, force: bool = False) -> None:
@@ -126,7 +141,7 @@ class Endpoint201(EndpointBase):
         if not force and last is not None and (
                 connector_status(last.status) == connector_status(report.status)):
             return
-        payload = {"timestamp": iso(self.ctx.station._clock()),
+        payload = {"timestamp": iso(self.ctx.station.now()),
                    "connectorStatus": connector_status(report.status),
                    "evseId": evse_of(self.ctx, evse), "connectorId": CONNECTOR_ID}
         await self._notify_status(evse, report, payload)
@@ -142,20 +157,18 @@ class Endpoint201(EndpointBase):
         smart_charging.refresh(self.ctx)
 
     def _handlers(self) -> dict[str, Any]:
-        table: dict[str, Any] = {}
-        table.update(transactions.handlers(self.ctx))
-        table.update(smart_charging.handlers(self.ctx))
-        table.update(reservation.handlers(self.ctx))
-        table.update(remote.handlers(self.ctx))
-        table.update(authorization.handlers(self.ctx))
-        table.update(availability.handlers(self.ctx))
-        table.update(firmware.handlers(self.ctx))
-        table.update(diagnostics.handlers(self.ctx))
-        table.update(data_transfer.handlers(self.ctx))
-        table.update(provisioning.handlers(self.ctx))
-        # Wraps SetVariables and TriggerMessage: after provisioning and remote.
-        table.update(security.handlers(self.ctx, table, reconnect=self._reconnect))
-        return table
+        ctx = self.ctx
+        variables, control = provisioning.handlers(ctx), remote.handlers(ctx)
+        # Security answers SetVariables and TriggerMessage through provisioning's and remote's
+        # handlers, handed to it here (BasicAuthPassword changes, signing triggers).
+        secure = security.handlers(ctx, set_variables=variables.pop("SetVariables"),
+                                   trigger_message=control.pop("TriggerMessage"),
+                                   reconnect=self._reconnect)
+        return merge_handlers(
+            transactions.handlers(ctx), smart_charging.handlers(ctx), reservation.handlers(ctx),
+            control, authorization.handlers(ctx), availability.handlers(ctx),
+            firmware.handlers(ctx), diagnostics.handlers(ctx), data_transfer.handlers(ctx),
+            variables, secure)
 
     def recover(self, records: list[TxRecord]) -> None:
         transactions.recover(self.ctx, records)
@@ -168,6 +181,6 @@ class Endpoint201(EndpointBase):
         """Reset: sessions end (PCS to 0 for them), then the connection starts over with a boot."""
         connection_security.security_event(self.ctx, "ResetOrReboot", f"{kind} reset by the CSMS")
         self.stop_all(StopReason.HARD_RESET)
-        self.ctx.extra["boot_reason"] = "RemoteReset"
+        self.ctx.v201.boot_reason = "RemoteReset"
         await self._drain_outbox()
         await self._reconnect(f"{kind} reset")

@@ -80,7 +80,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
         return send
 
     async def update_firmware(p: dict[str, Any]) -> Any:
-        m = ctx.maintenance
+        m = ctx.services.maintenance
         fw = p["firmware"]
         request_id = p["requestId"]
         if m is None:
@@ -130,7 +130,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
 
     async def trigger_status(_evse: int | None) -> None:
         # F06/L01: Idle when no update runs for this endpoint, else its status and requestId.
-        fw = ctx.maintenance.firmware if ctx.maintenance is not None else None
+        fw = ctx.services.maintenance.firmware if ctx.services.maintenance is not None else None
         payload: dict[str, Any] = {"status": "Idle"}
         if fw is not None and fw.busy and fw.owner == ctx.endpoint_id:
             payload["status"] = fw.status

@@ -16,7 +16,7 @@ and ``bess_gateway.ocpp.errors.CallErrorReceived`` when it answers with a CALLER
 anchors the stack needs (V2GRootCertificate, MORootCertificate) are the ones the CSMS installs
 through InstallCertificate, in its operator's certificate store (``ctx.certificates``); the
 station's own SECC certificate is requested with TriggerMessage(SignV2GCertificate) and kept by
-``security.operations.v2g_keys``.
+``endpoint.certificate_operations.v2g_keys``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import orjson
 
 from bess_gateway.domain.settings import SettingError
 from bess_gateway.endpoint import connection_security
-from bess_gateway.endpoint.link import Context
+from bess_gateway.ocpp.v201.context import Context
 from bess_gateway.security.profiles import check_change
 
 log = logging.getLogger("bess_gateway.ocpp.v201")
@@ -110,13 +110,13 @@ def priority(ctx: Context) -> list[int]:
 
 def activate(ctx: Context, slot: int) -> None:
     """Connect through this slot from the next attempt on."""
-    ctx.extra["active_slot"] = slot
-    ctx.extra["network_failures"] = 0
+    ctx.v201.active_slot = slot
+    ctx.v201.network_failures = 0
     if slot == 0:
-        ctx.extra.pop("csms_url", None)
+        ctx.csms_url = None
         return
     profile = profiles(ctx)[slot]
-    ctx.extra["csms_url"] = str(profile["ocppCsmsUrl"])
+    ctx.csms_url = str(profile["ocppCsmsUrl"])
     level = int(profile.get("securityProfile", 0))
     if level > connection_security.effective_profile(ctx):
         ctx.station.settings.set("security_profile", str(level))
@@ -130,16 +130,16 @@ def start(ctx: Context) -> None:
 
 def connect_failed(ctx: Context) -> None:
     """One more failed attempt: after NetworkProfileConnectionAttempts, the next slot."""
-    failures = int(ctx.extra.get("network_failures", 0)) + 1
-    ctx.extra["network_failures"] = failures
+    failures = ctx.v201.network_failures + 1
+    ctx.v201.network_failures = failures
     order = priority(ctx)
     if failures < ctx.station.settings.int("network_profile_connection_attempts") or len(
             order) < 2:
         return
-    current = int(ctx.extra.get("active_slot", 0))
+    current = ctx.v201.active_slot
     nxt = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
     activate(ctx, nxt)
 
 
 def connected(ctx: Context) -> None:
-    ctx.extra["network_failures"] = 0
+    ctx.v201.network_failures = 0

@@ -21,11 +21,11 @@ from typing import Any
 import orjson
 
 from bess_gateway.domain.timefmt import iso
-from bess_gateway.endpoint.link import Context
 from bess_gateway.ocpp.errors import FormatViolationError, OccurrenceConstraintViolationError
 from bess_gateway.ocpp.rpc import Reply
 from bess_gateway.ocpp.v201 import device_model as dm
 from bess_gateway.ocpp.v201 import network
+from bess_gateway.ocpp.v201.context import Context
 
 log = logging.getLogger("bess_gateway.ocpp.v201")
 
@@ -114,7 +114,7 @@ async def send_report(ctx: Context, request_id: int, rows: list[dm.Variable]) ->
     """NotifyReport in parts of ItemsPerMessage[GetReport], seqNo from 0, tbc on all but the
     last. Values are read as each part is built, so live readings are current."""
     per = ctx.station.settings.int("items_per_message_getreport")
-    generated = iso(ctx.station._clock())
+    generated = iso(ctx.station.now())
     parts = [rows[i:i + per] for i in range(0, len(rows), per)]
     for seq, part in enumerate(parts):
         await ctx.call("NotifyReport", {
@@ -125,14 +125,15 @@ async def send_report(ctx: Context, request_id: int, rows: list[dm.Variable]) ->
 
 def reset_when_idle(ctx: Context) -> None:
     """Arm a pending OnIdle reset: it runs once, when the last session has ended."""
-    ctx.extra["reset_pending"] = True
-    if ctx.extra.get("reset_watch"):
+    state = ctx.v201
+    state.reset_pending = True
+    if state.reset_watch:
         return
-    ctx.extra["reset_watch"] = True
+    state.reset_watch = True
 
     def check() -> None:
-        if ctx.extra.get("reset_pending") and not ctx.station.transactions:
-            ctx.extra["reset_pending"] = False
+        if state.reset_pending and not ctx.station.transactions:
+            state.reset_pending = False
             ctx.spawn(_restart(ctx, "OnIdle"), "reset")
 
     ctx.station.on_change(check)
@@ -181,7 +182,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
             log.info("%s: Reset OnIdle scheduled for when the sessions end", ctx.endpoint_id)
             reset_when_idle(ctx)
             return {"status": "Scheduled"}
-        ctx.extra["reset_pending"] = False
+        ctx.v201.reset_pending = False
 
         async def after() -> None:
             await _restart(ctx, kind)

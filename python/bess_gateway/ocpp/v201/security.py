@@ -1,7 +1,9 @@
 """2.0.1 A Security and M certificate management, translated onto ``bess_gateway.security``.
 
-The connect path (URL, TLS, Basic auth, connection security events) is ``security.connection``,
-shared with 1.6; the decisions on certificates are ``security.operations``. What is 2.0.1's own:
+The connect path (URL, TLS, Basic auth, connection security events) is
+``endpoint.connection_security``,
+shared with 1.6; the decisions on certificates are ``endpoint.certificate_operations``. What is
+2.0.1's own:
 
 - BasicAuthPassword (SecurityCtrlr, WriteOnly, 16-40 characters sent as is after "<id>:") is a
   device-model variable (v201.device_model stores it in the shared ``basic_auth_password``
@@ -13,7 +15,7 @@ shared with 1.6; the decisions on certificates are ``security.operations``. What
 - Certificate types: CSMSRootCertificate is the store's CentralSystemRootCertificate;
   V2GRootCertificate and MORootCertificate are kept for an ISO 15118 stack (v201.iso15118);
   V2GCertificateChain is the station's own ISO 15118 chain (SignCertificate V2GCertificate).
-- Refusals on profiles 0 and 1: ``security.operations`` (1.6 follows the same rule):
+- Refusals on profiles 0 and 1: ``endpoint.certificate_operations`` (1.6 follows the same rule):
   only the CSMS root is installed, no station certificate is requested or taken.
   docs/security.md.
 """
@@ -46,6 +48,7 @@ from bess_gateway.security.keys import StationKeys
 log = logging.getLogger("bess_gateway.security")
 
 Reconnect = Callable[[str], Awaitable[None]]
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 # 2.0.1 certificate type -> the store's type.
 STORE_TYPES: Final = {"CSMSRootCertificate": CENTRAL_SYSTEM_ROOT,
@@ -85,16 +88,15 @@ def _chain_entry(certificate_type: str, keys: StationKeys) -> dict[str, Any] | N
     return entry
 
 
-def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> dict[str, Any]:
-    """``table`` is the handlers built so far: SetVariables (v201.provisioning) is wrapped, so
-    register this block after provisioning."""
+def handlers(ctx: Context, *, set_variables: Handler, trigger_message: Handler,
+             reconnect: Reconnect) -> dict[str, Any]:
+    """The certificate messages, and SetVariables and TriggerMessage: this block answers them
+    through `set_variables` (v201.provisioning's) and `trigger_message` (v201.remote's), which
+    the endpoint hands it, and adds what security needs (BasicAuthPassword, signing triggers)."""
     settings = ctx.station.settings
-    set_variables = table.get("SetVariables")
     signing: dict[str, asyncio.Event] = {}  # certificate type -> set when its chain came
-    trigger_message = table.get("TriggerMessage")
 
     async def on_trigger_message(p: dict[str, Any]) -> Any:
-        assert trigger_message is not None
         if p["requestedMessage"] in SIGN_TRIGGERS and not tls(ctx):
             log.warning("%s: TriggerMessage %s refused on security profile %d",
                         ctx.endpoint_id, p["requestedMessage"], effective_profile(ctx))
@@ -102,7 +104,6 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
         return await trigger_message(p)
 
     async def on_set_variables(p: dict[str, Any]) -> Any:
-        assert set_variables is not None
         before = settings.text(PASSWORD_SETTING)
         result = await set_variables(p)
         if settings.text(PASSWORD_SETTING) == before:
@@ -185,14 +186,11 @@ def handlers(ctx: Context, table: dict[str, Any], *, reconnect: Reconnect) -> di
 
     for message, kind in SIGN_TRIGGERS.items():
         ctx.triggers[message] = sign_sender(kind)
-    out: dict[str, Any] = {
+    return {
         "InstallCertificate": install_certificate,
         "DeleteCertificate": delete_certificate,
         "GetInstalledCertificateIds": get_installed_ids,
         "CertificateSigned": certificate_signed,
+        "SetVariables": on_set_variables,
+        "TriggerMessage": on_trigger_message,
     }
-    if set_variables is not None:
-        out["SetVariables"] = on_set_variables
-    if trigger_message is not None:
-        out["TriggerMessage"] = on_trigger_message
-    return out

@@ -45,13 +45,12 @@ from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.station import DIRECTION
 from bess_gateway.domain.timefmt import iso, parse_iso
 from bess_gateway.endpoint import charging_limits
-from bess_gateway.endpoint.charging_limits import block
-from bess_gateway.endpoint.link import Context
 from bess_gateway.endpoint.sessions import SEND_ERRORS
 from bess_gateway.journal import JournalError
 from bess_gateway.ocpp.errors import CallErrorReceived
 from bess_gateway.ocpp.rpc import Reply
 from bess_gateway.ocpp.v201 import transactions
+from bess_gateway.ocpp.v201.context import Context
 from bess_gateway.ocpp.v201.device_model import Variable
 from bess_gateway.ocpp.v201.status import connector_of, evse_of, evses
 
@@ -69,18 +68,12 @@ EMS_SOURCE = "EMS"  # the site's energy management, see the module docstring
 LIMIT_CHECK_S = 1.0  # the core view is refreshed every second (gateway.VIEW_REFRESH_S)
 REPORT_PER_MESSAGE = 10  # profiles per ReportChargingProfiles; more go in parts with tbc
 
-# What a later version adds, by version (bess_gateway.ocpp.v21 registers itself): a check of the
-# wire
-# profile before it is translated (ProfileError), and GetCompositeSchedule period annotations.
-CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
-ANNOTATE: dict[str, Callable[..., list[dict[str, Any]]]] = {}
-
 # SmartChargingCtrlr's other variables are rows of v201/device_model.py; this one is live.
 VARIABLES: list[Variable] = [
     Variable("SmartChargingCtrlr", "Entries", instance="ChargingProfiles",
              mutability="ReadOnly", data_type="integer",
              max_limit=float(sc.LIMITS_201.max_installed),
-             read=lambda ctx: str(len(block(ctx).installed))),
+             read=lambda ctx: str(len(ctx.services.smart_charging.installed))),
 ]
 
 
@@ -218,7 +211,7 @@ def accept_start_profile(ctx: Context, connector: int, profile: dict[str, Any]) 
     """Install a RequestStartTransaction's TxProfile for the session about to start on EVSE
     `connector`; False = the request is Rejected."""
     try:
-        check = CHECKS.get(ctx.version)
+        check = ctx.v201.check_profile
         if check is not None:
             check(profile)
         parsed = profile_from_201(connector, profile, start=True)
@@ -280,7 +273,7 @@ def report_messages(request_id: int, found: list[sc.ChargingProfile],
 # -- CSMS -> CS handlers ----------------------------------------------------------------------
 def handlers(ctx: Context) -> dict[str, Any]:
     st = ctx.station
-    b = block(ctx)
+    b = ctx.services.smart_charging
 
     def tx_id(evse: int) -> str | None:
         tx = st.transactions.get(evse)
@@ -291,7 +284,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
         if connector is None:
             return _rejected("UnknownEvse", f"no EVSE {p['evseId']}")
         try:
-            check = CHECKS.get(ctx.version)
+            check = ctx.v201.check_profile
             if check is not None:
                 check(p["chargingProfile"])
             profile = profile_from_201(connector, p["chargingProfile"])
@@ -348,7 +341,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
             return _rejected("InvalidValue", "negative duration")
         start, duration, segs = charging_limits.composite(ctx, connector, duration, unit)
         periods = charging_limits.wire_periods(segs)
-        annotate = ANNOTATE.get(ctx.version)
+        annotate = ctx.v201.annotate_composite
         if annotate is not None:
             periods = annotate(ctx, connector, start, periods, unit)
         return {"status": "Accepted", "schedule": {
@@ -403,8 +396,8 @@ def battery_w(ctx: Context, evse: int) -> float | None:
 
 async def limit_watch(ctx: Context) -> None:
     """The connection-long job that reports battery limits (NotifyChargingLimit) and their end
-    (ClearedChargingLimit); what was reported is kept across reconnects in `ctx.extra`."""
-    reported: dict[int, float] = ctx.extra.setdefault("battery_limit_reported", {})
+    (ClearedChargingLimit); what was reported is kept across reconnects (V201State)."""
+    reported = ctx.v201.battery_limit_reported
     st = ctx.station
     while True:
         for evse in evses(ctx):
@@ -449,7 +442,7 @@ def site_change(site_w: float | None, reported_w: float | None,
 
 async def _site_limits(ctx: Context) -> None:
     """One pass over the EVSEs for the site's (EMS) limits; kept across reconnects."""
-    reported: dict[int, float] = ctx.extra.setdefault("site_limit_reported", {})
+    reported = ctx.v201.site_limit_reported
     st = ctx.station
     site = st.view.snapshot.get("site")
     if site is None and not reported:
@@ -484,7 +477,7 @@ def _notify_payload(ctx: Context, evse: int, limit_w: float, *, source: str = BA
     }
     if ctx.station.settings.bool("notify_charging_limit_with_schedules"):
         payload["chargingSchedule"] = [{
-            "id": evse, "chargingRateUnit": "W", "startSchedule": iso(ctx.station._clock()),
+            "id": evse, "chargingRateUnit": "W", "startSchedule": iso(ctx.station.now()),
             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": round(limit_w, 1)}],
         }]
     return payload
@@ -493,7 +486,6 @@ def _notify_payload(ctx: Context, evse: int, limit_w: float, *, source: str = BA
 # -- TransactionEvent ChargingRateChanged --------------------------------------------------------
 RATE_CHECK_S = 1.0  # the allocations are read from the core view, refreshed every second
 _RATE_REPORTED = "rate_reported_w"  # Transaction.extra: the rate the CSMS last heard of
-_RATE_WAKE = "rate_watch_wake"  # ctx.extra: set on every station change
 
 
 def rate_changed(rate_w: float, reported_w: float, significance: float) -> bool:
@@ -542,9 +534,9 @@ async def rate_watch(ctx: Context) -> None:
     """The endpoint-long job behind ChargingRateChanged; runs with or without a link (events
     made offline queue with the others, in seqNo order). Without a session it sleeps until the
     station changes (a start), so idle endpoints cost no timer."""
-    wake = ctx.extra.get(_RATE_WAKE)
+    wake = ctx.v201.rate_wake
     if wake is None:
-        wake = ctx.extra[_RATE_WAKE] = asyncio.Event()
+        wake = ctx.v201.rate_wake = asyncio.Event()  # set on every station change
         ctx.station.on_change(wake.set)
     while True:
         wake.clear()

@@ -190,7 +190,8 @@ def stop_session(ctx: Context, connector: int, reason: StopReason,
                          meter=meter, info={"stoppedReason": stopped, "chargingState": "Idle"})
         _add_kept(ctx, tx.extra, tx.connector, payload)
         sessions.enqueue(ctx, "TransactionEvent", payload, tx)
-        settling.track(ctx, tx)  # its register becomes final once the ramp-down has been counted
+        # Its register becomes final once the ramp-down has been counted.
+        ctx.services.settling.track(tx)
 
     return sessions.stop(ctx, connector, reason, queue_stop)
 
@@ -300,7 +301,7 @@ def _answered(ctx: Context, item: OutboxItem, payload: dict[str, Any],
               resp: dict[str, Any]) -> None:
     """TransactionEventResponse: cache the idTokenInfo; a token not Accepted ends the session
     or limits its energy (E05: StopTxOnInvalidId, MaxEnergyOnInvalidId; sessions.py)."""
-    settling.delivered(ctx, item)
+    ctx.services.settling.delivered(item)
     info = resp.get("idTokenInfo")
     token = payload.get("idToken")
     if item.action != "TransactionEvent" or not isinstance(info, dict):
@@ -335,7 +336,7 @@ def _end_register(payload: dict[str, Any]) -> int | None:
     return math.floor(float(found[0]["value"])) if found else None
 
 
-def _set_end_register(payload: dict[str, Any], wh: int,
+def set_end_register(payload: dict[str, Any], wh: int,
                       measurand: str | None = None) -> None:
     """Write the session's final register: the measurand `_end_register` read (the first one;
     2.1's Ended also carries the other direction's register, which is not this session's)."""
@@ -346,9 +347,11 @@ def _set_end_register(payload: dict[str, Any], wh: int,
         sv["value"] = float(int(wh))  # whole Wh, as metering writes registers
 
 
-settling.register_format(settling.StopFormat(
+# The Ended event's register becomes final once the ramp-down has been counted (the endpoint
+# gives this to its Settling).
+STOP_FORMAT = settling.StopFormat(
     "TransactionEvent", is_stop=lambda p: p.get("eventType") == "Ended",
-    register=_end_register, set_register=_set_end_register))
+    register=_end_register, set_register=set_end_register)
 
 def _is_started(item: OutboxItem) -> bool:
     return item.action == "TransactionEvent" and item.payload.get("eventType") == "Started"
@@ -368,17 +371,14 @@ def _started_facts(item: OutboxItem) -> tuple[int | None, int | None]:
 
 
 POLICY = outbox.Policy(tx_actions=TX_ACTIONS, prepare=_prepare, answered=_answered,
-                       hold=settling.hold, is_start=_is_started, started=_started_facts,
+                       hold=lambda ctx, item: ctx.services.settling.hold(item),
+                       is_start=_is_started, started=_started_facts,
                        stop=lambda ctx, connector: stop_session(ctx, connector, StopReason.OTHER),
                        # The transaction id is ours: an off-schema answer still says the CSMS
                        # got the event, and its idTokenInfo (optional) is not read.
                        salvage=lambda _item, _answer: {},
                        attempts_setting="transaction_message_attempts",
                        interval_setting="transaction_message_retry_interval_s")
-
-
-async def deliver_outbox(ctx: Context) -> None:
-    await outbox.deliver(ctx, POLICY)
 
 
 # -- CSMS -> CS --------------------------------------------------------------------------------
@@ -427,7 +427,7 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
         if rec.data.get("started", True):
             meter = st.core.meter(st.meter_id(rec.connector))
             stop_wh = max(rec.meter_start_wh, math.floor(float(meter["energy_wh"])))
-            now = st._clock()
+            now = st.now()
             sample = MeterSample(timestamp=now, connector=rec.connector, energy_wh=stop_wh,
                                  power_w=0.0, current_a=None, voltage_v=None, soc_pct=None,
                                  temperature_c=None, flow=st.flow(rec.connector))

@@ -38,12 +38,11 @@ from typing import Any
 import orjson
 
 from bess_gateway.domain.timefmt import iso, parse_iso
-from bess_gateway.endpoint.charging_limits import block
-from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import JournalError
 from bess_gateway.ocpp.errors import CallErrorReceived, InvalidAnswer
 from bess_gateway.ocpp.rpc import Reply
 from bess_gateway.ocpp.v21 import v2x
+from bess_gateway.ocpp.v21.context import Context
 
 log = logging.getLogger("bess_gateway.ocpp.v21")
 
@@ -62,7 +61,6 @@ WHY_NOT = {
 }
 CHECK_S = 1.0
 _FACT = "der_controls:"  # journal fact key prefix (+ endpoint id)
-_ACTIVE = "der_active"  # ctx.extra: ids of the scheduled controls last reported as started
 
 
 @dataclass(slots=True)
@@ -210,17 +208,17 @@ class DerStore:
         return [t for c in self.controls.values() for t in c.window() if t is not None]
 
 
-def store(ctx: Context) -> DerStore:
-    found = ctx.extra.get("der_store")
-    if found is None:
-        found = ctx.extra["der_store"] = DerStore(ctx)
-        _attach(ctx, found)
+def open_store(ctx: Context) -> DerStore:
+    """The endpoint's DER controls, restored from the journal and given to its smart charging
+    (once, when the 2.1 endpoint is built: stored controls limit the battery from the start)."""
+    found = DerStore(ctx)
+    _attach(ctx, found)
     return found
 
 
 def _attach(ctx: Context, s: DerStore) -> None:
     """Give the V2X smart charging the discharge cap of the controls (and reapply)."""
-    b = block(ctx)
+    b = ctx.services.smart_charging
     if isinstance(b, v2x.V2XSmartCharging):
         rated = ctx.station.session_max_w
 
@@ -242,22 +240,22 @@ def handlers(ctx: Context) -> dict[str, Any]:
                      info)
             return {"status": status, "statusInfo": {"reasonCode": reason,
                                                      "additionalInfo": info[:512]}}
-        s = store(ctx)
+        s = ctx.v21.der
         new = DerControl(str(p["controlId"]), p["controlType"], bool(p["isDefault"]),
-                         dict(p[FIELDS[p["controlType"]]]), ctx.station._clock())
+                         dict(p[FIELDS[p["controlType"]]]), ctx.station.now())
         try:
             gone = s.set(new)
         except JournalError as exc:
             log.error("%s: DER control not stored: %s", ctx.endpoint_id, exc)
             return {"status": "Rejected", "statusInfo": {"reasonCode": "InternalError"}}
-        block(ctx).apply()
+        ctx.services.smart_charging.apply()
         out: dict[str, Any] = {"status": "Accepted"}
         if gone:
             out["supersededIds"] = gone
         return out
 
     async def get_control(p: dict[str, Any]) -> Any:
-        s = store(ctx)
+        s = ctx.v21.der
         found = [c for c in s.controls.values()
                  if (p.get("isDefault") is None or c.is_default == p["isDefault"])
                  and (p.get("controlType") is None or c.control_type == p["controlType"])
@@ -278,14 +276,14 @@ def handlers(ctx: Context) -> dict[str, Any]:
 
     async def clear_control(p: dict[str, Any]) -> dict[str, Any]:
         try:
-            gone = store(ctx).clear(bool(p["isDefault"]), p.get("controlType"),
+            gone = ctx.v21.der.clear(bool(p["isDefault"]), p.get("controlType"),
                                     p.get("controlId"))
         except JournalError as exc:
             log.error("%s: DER controls not cleared: %s", ctx.endpoint_id, exc)
             return {"status": "Rejected", "statusInfo": {"reasonCode": "InternalError"}}
         if not gone:
             return {"status": "NotFound"}
-        block(ctx).apply()
+        ctx.services.smart_charging.apply()
         return {"status": "Accepted"}
 
     return {"SetDERControl": set_control, "GetDERControl": get_control,
@@ -294,11 +292,11 @@ def handlers(ctx: Context) -> dict[str, Any]:
 
 async def start_stop_watch(ctx: Context) -> None:
     """The connection-long job behind NotifyDERStartStop (scheduled controls only)."""
-    s = store(ctx)
+    s = ctx.v21.der
     while True:
-        now = ctx.station._clock()
+        now = ctx.station.now()
         active = {c.control_id: c for c in s.applying(now) if not c.is_default}
-        reported: set[str] = ctx.extra.setdefault(_ACTIVE, set())
+        reported = ctx.v21.der_active
         try:
             for cid in sorted(set(active) - reported):
                 payload: dict[str, Any] = {"controlId": cid, "started": True,

@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bess_gateway.domain import smart_charging as sc
-from bess_gateway.endpoint.charging_limits import block
 from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import JournalError
 from bess_gateway.ocpp.errors import CallErrorReceived, InvalidAnswer
@@ -68,7 +67,7 @@ def updated(p: sc.ChargingProfile, update: dict[str, Any], now: datetime) -> sc.
 
 def apply_update(ctx: Context, profile_id: int, update: dict[str, Any]) -> dict[str, Any]:
     """Install an update of Dynamic profile `profile_id`; the UpdateDynamicSchedule answer."""
-    b = block(ctx)
+    b = ctx.services.smart_charging
     p = b.installed.profiles.get(profile_id)
     if p is None:
         return _rejected("UnknownProfile", f"no charging profile {profile_id}")
@@ -104,7 +103,7 @@ def due(p: sc.ChargingProfile, installed_at: datetime | None, now: datetime) -> 
 async def pull_loop(ctx: Context) -> None:
     """The connection-long job that pulls each Dynamic profile every dynUpdateInterval."""
     while True:
-        b = block(ctx)
+        b = ctx.services.smart_charging
         now = b.clock()
         for p in list(b.installed):
             if not due(p, b.installed_at.get(p.profile_id), now):
@@ -140,7 +139,7 @@ async def expiry_watch(ctx: Context) -> None:
     time has passed while the link is still down (the schedules already ended them on time)."""
     while True:
         await asyncio.sleep(EXPIRY_CHECK_S)
-        b = block(ctx)
+        b = ctx.services.smart_charging
         if isinstance(b, v2x.V2XSmartCharging) and b.offline_since is not None:
             b.drop_expired()
 
@@ -148,7 +147,7 @@ async def expiry_watch(ctx: Context) -> None:
 async def link_watch(ctx: Context) -> None:
     """A connection-long job (it starts once the boot is accepted and is cancelled the moment
     the link ends): online while it runs, offline from its end, exactly."""
-    b = block(ctx)
+    b = ctx.services.smart_charging
     if not isinstance(b, v2x.V2XSmartCharging):
         return
     b.set_offline(None)

@@ -20,17 +20,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from bess_gateway.domain.station import DISCHARGE_CONNECTOR
-from bess_gateway.endpoint import settling
-from bess_gateway.endpoint.link import Context
+from bess_gateway.endpoint.settling import SETTLE_MAX_S
 from bess_gateway.journal import OutboxItem
+from bess_gateway.ocpp.v21.context import Context
 from bess_gateway.ocpp.v201 import transactions
 
 EXPORT = "Energy.Active.Export.Register"
-_KEY = "export_settling"
 
 
 @dataclass(frozen=True, slots=True)
-class _Pending:
+class ExportPending:
+    """A stopped 2.1 transaction's discharge leg: its register at the stop, and until when it
+    may settle (monotonic s); kept in V21State.export_pending."""
+
     at_stop_wh: int
     deadline: float
 
@@ -39,15 +41,14 @@ def track(ctx: Context, local_id: str) -> None:
     """The 2.1 transaction `local_id` just stopped (its discharge leg with it)."""
     st = ctx.station
     wh = math.floor(float(st.core.meter(st.meter_id(DISCHARGE_CONNECTOR))["energy_wh"]))
-    ctx.extra.setdefault(_KEY, {})[local_id] = _Pending(wh, time.monotonic()
-                                                        + settling.SETTLE_MAX_S)
+    ctx.v21.export_pending[local_id] = ExportPending(wh, time.monotonic() + SETTLE_MAX_S)
 
 
 def leg_started(ctx: Context, local_id: str) -> None:
     """A new transaction's leg takes the meter over: what it starts at ends the older tails."""
     st = ctx.station
     wh = math.floor(float(st.core.meter(st.meter_id(DISCHARGE_CONNECTOR))["energy_wh"]))
-    pending: dict[str, _Pending] = ctx.extra.get(_KEY) or {}
+    pending = ctx.v21.export_pending
     for other, p in list(pending.items()):
         if other != local_id:
             _write(ctx, other, wh if wh > p.at_stop_wh else None)
@@ -62,7 +63,7 @@ def _write(ctx: Context, local_id: str, wh: int | None,
     def rewrite(payload: dict[str, Any]) -> bool:
         if payload.get("eventType") != "Ended":
             return False
-        transactions._set_end_register(payload, wh, EXPORT)
+        transactions.set_end_register(payload, wh, EXPORT)
         return True
 
     ctx.journal.rewrite_queued(ctx.endpoint_id, local_id, "TransactionEvent", rewrite)
@@ -72,9 +73,9 @@ def _write(ctx: Context, local_id: str, wh: int | None,
 
 def hold(ctx: Context, item: OutboxItem) -> bool:
     """outbox.Policy.hold for 2.1: the import register's hold, then the export register's."""
-    if settling.hold(ctx, item):
+    if ctx.services.settling.hold(item):
         return True
-    pending: dict[str, _Pending] = ctx.extra.get(_KEY) or {}
+    pending = ctx.v21.export_pending
     p = pending.get(item.local_tx_id or "")
     if p is None or item.payload.get("eventType") != "Ended":
         return False

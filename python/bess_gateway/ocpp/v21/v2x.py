@@ -43,10 +43,10 @@ from bess_gateway.domain.station import (
 )
 from bess_gateway.domain.timefmt import iso
 from bess_gateway.endpoint import charging_limits
-from bess_gateway.endpoint.charging_limits import block
-from bess_gateway.endpoint.link import Context
 from bess_gateway.endpoint.sessions import SEND_ERRORS
+from bess_gateway.endpoint.smart_charging_service import SmartCharging
 from bess_gateway.ocpp.errors import CallErrorReceived
+from bess_gateway.ocpp.v21.context import Context
 from bess_gateway.ocpp.v201 import smart_charging as sc201
 from bess_gateway.ocpp.v201 import transactions
 
@@ -192,7 +192,7 @@ def _core(targets: list[Target], leg: Callable[[Target], float]) -> list[tuple[f
     return [(t.start.timestamp(), leg(t)) for t in targets]
 
 
-class V2XSmartCharging(sc.SmartCharging):
+class V2XSmartCharging(SmartCharging):
     """The domain's smart charging with the 2.1 transaction's two legs driven by its profiles."""
 
     def __init__(self, station: Station, *args: Any, **kw: Any) -> None:
@@ -314,7 +314,7 @@ def annotate_composite(ctx: Context, connector: int, start: datetime,
                        periods: list[dict[str, Any]], unit: sc.RateUnit) -> list[dict[str, Any]]:
     """GetCompositeSchedule on the 2.1 EVSE: each period also says its operationMode, setpoint
     and dischargeLimit (W or A as asked); the discharge limit includes the battery's own."""
-    b = block(ctx)
+    b = ctx.services.smart_charging
     if connector != CHARGE_CONNECTOR or not isinstance(b, V2XSmartCharging):
         return periods
     el = b.electrical()
@@ -343,10 +343,8 @@ def annotate_composite(ctx: Context, connector: int, start: datetime,
 
 # -- a setpoint that cannot be met is told -------------------------------------------------------
 SETPOINT_CHECK_S = 1.0
-_REPORTED = "setpoint_limit_reported"
 
 
-_NEEDS = "ev_charging_needs_sent"  # ctx.extra: (local id, max charge W, max discharge W)
 
 
 def charging_needs(ctx: Context) -> dict[str, Any]:
@@ -376,7 +374,7 @@ def charging_needs(ctx: Context) -> dict[str, Any]:
         if snap.get("soc_pct") is not None:
             dc["stateOfCharge"] = max(0, min(100, round(float(snap["soc_pct"]))))
         needs["dcChargingParameters"] = dc
-    return {"evseId": 1, "timestamp": iso(st._clock()), "chargingNeeds": needs}
+    return {"evseId": 1, "timestamp": iso(st.now()), "chargingNeeds": needs}
 
 
 async def send_needs(ctx: Context) -> None:
@@ -388,13 +386,13 @@ async def send_needs(ctx: Context) -> None:
         return
     max_charge = charging_limits.physical_w(st, CHARGE_CONNECTOR)
     max_discharge = charging_limits.physical_w(st, DISCHARGE_CONNECTOR)
-    sent = ctx.extra.get(_NEEDS)
+    sent = ctx.v21.needs_sent
     sig = st.settings.int("limit_change_significance_pct") / 100.0
     if sent is not None and sent[0] == tx.local_id and all(
             abs(now - before) <= sig * max(before, 1.0)
             for now, before in ((max_charge, sent[1]), (max_discharge, sent[2]))):
         return
-    ctx.extra[_NEEDS] = (tx.local_id, max_charge, max_discharge)
+    ctx.v21.needs_sent = (tx.local_id, max_charge, max_discharge)
     answer = await ctx.call("NotifyEVChargingNeeds", charging_needs(ctx))
     log.info("%s: NotifyEVChargingNeeds %s", ctx.endpoint_id, answer.get("status"))
 
@@ -412,10 +410,10 @@ async def setpoint_watch(ctx: Context) -> None:
             await send_needs(ctx)
         except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
             log.warning("%s: NotifyEVChargingNeeds failed: %s", ctx.endpoint_id, exc)
-        b = block(ctx)
+        b = ctx.services.smart_charging
         tx = st.transactions.get(CHARGE_CONNECTOR)
         if tx is None or not isinstance(b, V2XSmartCharging):
-            ctx.extra.pop(_REPORTED, None)
+            ctx.v21.setpoint_reported = None
             continue
         t = b.target_now()
         try:
@@ -429,15 +427,15 @@ async def setpoint_watch(ctx: Context) -> None:
         sig = st.settings.int("limit_change_significance_pct") / 100.0
         short = t.mode == "CentralSetpoint" and abs(want) < sc.UNLIMITED_W and \
             abs(got) < abs(want) - sig * abs(want)
-        reported = ctx.extra.get(_REPORTED)
+        reported = ctx.v21.setpoint_reported
         try:
             if short and (reported is None or abs(got - reported) > sig * abs(want)):
                 await ctx.notify("NotifyChargingLimit", _limit_payload(ctx, got, want))
-                ctx.extra[_REPORTED] = got
+                ctx.v21.setpoint_reported = got
             elif not short and reported is not None:
                 await ctx.notify("ClearedChargingLimit", {
                     "chargingLimitSource": sc201.BATTERY_SOURCE, "evseId": 1})
-                ctx.extra.pop(_REPORTED, None)
+                ctx.v21.setpoint_reported = None
         except (CallErrorReceived, TimeoutError, ConnectionError) as exc:
             log.warning("%s: setpoint limit report failed: %s", ctx.endpoint_id, exc)
 
@@ -470,12 +468,5 @@ def _limit_payload(ctx: Context, got_w: float, want_w: float) -> dict[str, Any]:
             "chargingLimit": {"chargingLimitSource": sc201.BATTERY_SOURCE,
                               "isGridCritical": False},
             "chargingSchedule": [{"id": 1, "chargingRateUnit": "W",
-                                  "startSchedule": iso(ctx.station._clock()),
+                                  "startSchedule": iso(ctx.station.now()),
                                   "chargingSchedulePeriod": [period]}]}
-
-
-def register() -> None:
-    """Hook the 2.1 pieces into the shared smart-charging glue (idempotent)."""
-    charging_limits.FACTORIES[VERSION] = V2XSmartCharging
-    sc201.CHECKS[VERSION] = check_profile
-    sc201.ANNOTATE[VERSION] = annotate_composite
