@@ -114,7 +114,7 @@ class _Station16(RecordsFrames, CP16):
     @on("StartTransaction")
     def on_start(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str,
                  **_: Any) -> result16.StartTransaction:
-        tx = self.server._new_transaction(self.id, connector_id, id_tag, meter_start)
+        tx = self.server.new_transaction(self.id, connector_id, id_tag, meter_start)
         return result16.StartTransaction(transaction_id=tx.id,
                                          id_tag_info={"status": self.server.tag_status(id_tag)})
 
@@ -265,7 +265,7 @@ class CsmsServer:
                 del self.stations[station_id]
 
     # -- what stations send ----------------------------------------------------------------
-    def _record(self, station: str, action: str, payload: dict[str, Any],
+    def record_call(self, station: str, action: str, payload: dict[str, Any],
                 unique_id: str = "") -> Received:
         """A CALL as it arrives, before its handler runs (`received` keeps the arrival order)."""
         received = Received(station, action, payload, time.monotonic(), next(self._seq),
@@ -273,7 +273,7 @@ class CsmsServer:
         self.received.append(received)
         return received
 
-    def _done(self, received: Received) -> None:
+    def mark_done(self, received: Received) -> None:
         """The CALL's handler has run (answered, refused or failed): the state it changes, e.g.
         `transactions`, is up to date."""
         self._handled.add(received.seq)
@@ -281,7 +281,7 @@ class CsmsServer:
     def tag_status(self, id_tag: str) -> str:
         return "Blocked" if id_tag in self.policy.blocked_id_tags else "Accepted"
 
-    def _new_transaction(self, station: str, connector: int, id_tag: str,
+    def new_transaction(self, station: str, connector: int, id_tag: str,
                          meter_start: int) -> Transaction:
         tx = Transaction(next(self._tx_ids), station, connector, id_tag, meter_start)
         self.transactions[tx.id] = tx

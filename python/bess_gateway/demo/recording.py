@@ -36,17 +36,17 @@ class RecordsFrames:
         received = None
         if isinstance(msg, list) and len(msg) >= 3:
             if msg[0] == 2 and len(msg) == 4 and isinstance(msg[3], dict):
-                received = self.server._record(self.id, str(msg[2]), msg[3], str(msg[1]))
+                received = self.server.record_call(self.id, str(msg[2]), msg[3], str(msg[1]))
                 code = self.server.policy.call_errors.get(str(msg[2]))
                 if code is not None:
                     await self._connection.send(orjson.dumps(
                         [4, msg[1], code, "refused by the CSMS's policy", {}]).decode())
-                    self.server._done(received)
+                    self.server.mark_done(received)
                     return
                 answer = self.server.policy.answers.get(str(msg[2]))
                 if answer is not None:
                     await self._connection.send(orjson.dumps([3, msg[1], answer]).decode())
-                    self.server._done(received)
+                    self.server.mark_done(received)
                     return
                 self._on_call(str(msg[2]), msg[3])
             elif msg[0] in (3, 4):
@@ -56,4 +56,4 @@ class RecordsFrames:
             await super().route_message(raw_msg)  # type: ignore[misc]
         finally:
             if received is not None:
-                self.server._done(received)
+                self.server.mark_done(received)
