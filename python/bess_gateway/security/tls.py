@@ -22,7 +22,9 @@ ns) of every file the context loads: the ``ca_file``, each installed CentralSyst
 and their folder, the client certificate and key, and the system store's file and folder when
 that is what the context trusts. An operator who edits or replaces a file by hand is seen at the
 next connection attempt; the generation covers what the store itself wrote even if a rewrite
-kept all of that (same size within one timestamp tick on a reused inode).
+kept all of that (same size within one timestamp tick on a reused inode). A hand edit is only
+missed if it keeps the inode and size and lands in the same timestamp tick as the stat before it
+(many kernels stamp files with the timer tick, a few ms; the 6.18 test box stamps them at ns).
 
 Nothing stale is ever used: the version is taken *before* the files are read, so a change while
 a context is being built gives a version that no longer matches at the next attempt, which
