@@ -109,6 +109,8 @@ async def test_a_call_does_not_leave_before_the_fsync_of_its_write(
     [sid] = await booted(gw, csms)
     assert gw.journal is not None
     path = gw.journal.path
+    # Whatever start-up wrote is on disk (its frames must not wait for the held fsync below).
+    await gw.journal.durable()
     # From here every fsync of the writer thread is held: a commit made now is in the WAL (the
     # file's other readers see it) but not known to be on disk.
     fsyncs.gate.clear()
@@ -147,6 +149,7 @@ async def test_an_fsync_failure_stops_the_message_it_held(
             raise
 
     monkeypatch.setattr(db, "durable", watched)
+    await durable()  # start-up's writes are on disk: only the session start meets the failure
     fsyncs.gate.clear()  # hold the writer, so the failure hits the commit of the session start
     after = csms.last_seq()
     answer = await start_session(csms, sid)

@@ -12,9 +12,18 @@ The -wal file is fsynced through a descriptor of this thread's own, kept open so
 writeback error on the file since it was opened is reported to this descriptor (Linux reports
 each such error once to every open file description), and opened anew whenever the path names
 another file than the one held (a WAL deleted and made again must never be missed); a newly
-opened WAL also gets its directory fsynced. Checkpoints (PASSIVE: they never wait for, nor hold
-up, the loop's connection) run here too, on this thread's own connection, once the -wal file has
-grown past `checkpoint_bytes`: the loop's connection runs none (`wal_autocheckpoint = 0`).
+opened WAL also gets its directory fsynced.
+
+Checkpoints run here too, on this thread's own connection (the loop's runs none:
+`wal_autocheckpoint = 0`), after an fsync's outcome is reported, so they never delay a frame:
+PASSIVE (it neither waits for nor holds up the loop's connection) once `checkpoint_pages`
+frames wait in the WAL, read from the wal-index header in the -shm file (mxFrame - nBackfill,
+https://www.sqlite.org/walformat.html, "The WAL-Index Header"). The WAL is reused from its
+start only by a write transaction that begins when every frame is checkpointed; under steady
+writes from the loop a PASSIVE checkpoint may never catch up, so once the -wal file is past
+`restart_bytes` a RESTART checkpoint runs: it waits for the loop's open group to commit and
+holds the loop's next write back while it copies (SQLite's autocheckpoint used to run on the
+loop itself every 1000 pages), and the next write then starts the WAL over.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,16 +40,23 @@ log = logging.getLogger(__name__)
 
 Outcome = tuple[int, OSError | None]  # (covered up to this commit number, the fsync's error)
 
+# In the -shm file (native byte order): the wal-index header's mxFrame, the last valid frame,
+# and the checkpoint info's nBackfill, the last frame copied into the database file.
+_MX_FRAME = struct.Struct("=I")
+_MX_FRAME_AT, _BACKFILL_AT = 16, 96
+
 
 class WalWriter:
     """One daemon thread per journal; see the module docstring."""
 
-    def __init__(self, db_path: Path, *, notify: Callable[[], None], checkpoint_bytes: int,
-                 busy_timeout_ms: int) -> None:
+    def __init__(self, db_path: Path, *, notify: Callable[[], None], checkpoint_pages: int,
+                 restart_bytes: int, busy_timeout_ms: int) -> None:
         self.wal_path = db_path.with_name(db_path.name + "-wal")
+        self._shm_path = db_path.with_name(db_path.name + "-shm")
         self._db_path = db_path
         self._notify = notify
-        self._checkpoint_bytes = checkpoint_bytes
+        self._checkpoint_pages = checkpoint_pages
+        self._restart_bytes = restart_bytes
         self._busy_timeout_ms = busy_timeout_ms
         self._cond = threading.Condition()
         self._requested = 0  # the highest commit number the loop asked to make durable
@@ -50,6 +67,7 @@ class WalWriter:
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file _fd holds
         self.fsyncs = 0  # successful fsyncs of the -wal file (tests, benchmarks)
         self.checkpoints = 0
+        self.restarts = 0  # RESTART checkpoints (a PASSIVE one did not let the WAL start over)
         self._thread = threading.Thread(target=self._run, name=f"journal-writer {db_path.name}",
                                         daemon=True)
         self._thread.start()
@@ -94,10 +112,13 @@ class WalWriter:
                     self._outcomes.append((target, err))
                 self._notify()
                 # After the report: a checkpoint's own I/O never delays a frame.
-                if err is None and conn is not None and self._wal_bytes() > self._checkpoint_bytes:
-                    self._checkpoint(conn)
+                if err is None and conn is not None:
+                    if self._wal_bytes() > self._restart_bytes:
+                        self._checkpoint(conn, "RESTART")
+                    elif self._frames_waiting() >= self._checkpoint_pages:
+                        self._checkpoint(conn, "PASSIVE")
             if conn is not None:
-                self._checkpoint(conn)
+                self._checkpoint(conn, "PASSIVE")
         finally:
             if conn is not None:
                 conn.close()
@@ -109,7 +130,6 @@ class WalWriter:
         try:
             conn = sqlite3.connect(str(self._db_path), isolation_level=None,
                                    timeout=self._busy_timeout_ms / 1000)
-            conn.execute(f"PRAGMA journal_size_limit = {int(self._checkpoint_bytes)}")
             return conn
         except sqlite3.Error as e:
             # Without it the WAL is checkpointed when the journal closes (its last connection).
@@ -146,10 +166,26 @@ class WalWriter:
         except OSError:
             return 0
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def _frames_waiting(self) -> int:
+        """Frames in the WAL not yet copied into the database file. Read without SQLite's
+        locks: a torn read only moves one checkpoint a little."""
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            with self._shm_path.open("rb") as f:
+                head = f.read(_BACKFILL_AT + 4)
+        except OSError:
+            return 0  # no wal-index: the restart bound above still holds the WAL's size
+        if len(head) < _BACKFILL_AT + 4:
+            return 0
+        (mx_frame,) = _MX_FRAME.unpack_from(head, _MX_FRAME_AT)
+        (backfill,) = _MX_FRAME.unpack_from(head, _BACKFILL_AT)
+        return max(0, mx_frame - backfill)
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
+        try:
+            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as e:
             log.warning("journal %s: checkpoint failed: %s", self._db_path, e)
             return
         self.checkpoints += 1
+        if mode == "RESTART":
+            self.restarts += 1
