@@ -82,9 +82,10 @@ class _Via(Generic[P, R]):
 
 
 class _Attr(Generic[T]):
-    """A Journal attribute that is a store's attribute (read and write)."""
+    """A Journal attribute that is a store's attribute (read and write); its type is the
+    annotation where it is declared."""
 
-    def __init__(self, store: str, name: str, kind: type[T]) -> None:
+    def __init__(self, store: str, name: str) -> None:
         self.store, self.name = store, name
 
     @overload
@@ -139,9 +140,9 @@ class Journal:
     durable = _Via("db", Database.durable)
     flush = _Via("db", Database.flush)
     atomic = _Via("db", Database.atomic)
-    commits = _Attr("db", "commits", int)
-    uncommitted = _Attr("db", "uncommitted", bool)
-    schema_version = _Attr("db", "schema_version", int)
+    commits: _Attr[int] = _Attr("db", "commits")
+    uncommitted: _Attr[bool] = _Attr("db", "uncommitted")
+    schema_version: _Attr[int] = _Attr("db", "schema_version")
     hash_id_tag = _Via("sealing", Sealing.hash_id_tag)
     # -- settings, facts, meters -------------------------------------------------------------
     get_settings = _Via("settings", Settings.get_settings)
@@ -185,10 +186,10 @@ class Journal:
     depths = _Via("outbox", Outbox.depths)
     live_depth = _Via("outbox", Outbox.live_depth)
     outbox_bytes = _Via("outbox", Outbox.outbox_bytes)
-    outbox_budget_bytes = _Attr("outbox", "budget_bytes", int | None)  # type: ignore[arg-type]
-    outbox_thinned = _Attr("outbox", "thinned", int)
-    outbox_dropped = _Attr("outbox", "dropped", int)
-    outbox_over_budget = _Attr("outbox", "over_budget", bool)
+    outbox_budget_bytes: _Attr[int | None] = _Attr("outbox", "budget_bytes")
+    outbox_thinned: _Attr[int] = _Attr("outbox", "thinned")
+    outbox_dropped: _Attr[int] = _Attr("outbox", "dropped")
+    outbox_over_budget: _Attr[bool] = _Attr("outbox", "over_budget")
     # -- endpoints -------------------------------------------------------------------------------
     set_live_endpoints = _Via("endpoints", Endpoints.set_live_endpoints)
     removed_endpoints = _Via("endpoints", Endpoints.removed_endpoints)
@@ -196,8 +197,8 @@ class Journal:
     export_endpoint = _Via("endpoints", Endpoints.export_endpoint)
     purge_endpoint = _Via("endpoints", Endpoints.purge_endpoint)
     summary = _Via("endpoints", Endpoints.summary)
-    removed = _Attr("endpoints", "removed", frozenset)
-    live_endpoints = _Attr("endpoints", "live_endpoints", frozenset)
+    removed: _Attr[frozenset[str]] = _Attr("endpoints", "removed")
+    live_endpoints: _Attr[frozenset[str]] = _Attr("endpoints", "live_endpoints")
     # -- authorization ---------------------------------------------------------------------------
     auth_list_version = _Via("auth", Auth.auth_list_version)
     auth_list_entry = _Via("auth", Auth.auth_list_entry)
