@@ -22,10 +22,10 @@ returns; no fsync (SQLite's WAL page, "Performance Considerations": writers sync
 every commit with FULL and omit that sync with NORMAL, https://www.sqlite.org/wal.html). The
 writer thread fsyncs the -wal file after the commit, and `durable()` returns only once the fsync
 covering the endpoint's last commit is done: the same bytes reach the disk in the same order as
-with FULL, the fsync has only moved threads. That fsyncing the -wal file is what makes committed
-WAL transactions durable is SQLite's own advice for making NORMAL's commits durable (SQLite forum,
-"Switching pragma synchronous to upgrade durability", https://sqlite.org/forum/forumpost/d1a6bc7c4cd2baca:
-flushing the journal file makes the previously committed transactions durable). NORMAL keeps
+with FULL, the fsync has only moved threads. That syncing the -wal file makes the commits in it
+durable is SQLite's own advice for NORMAL (SQLite forum, "Switching pragma synchronous to
+upgrade durability": flushing the journal file makes previously committed transactions durable,
+https://sqlite.org/forum/forumpost/d1a6bc7c4cd2baca). NORMAL keeps
 the file consistent whatever happens (https://www.sqlite.org/pragma.html#pragma_synchronous:
 with NORMAL "the WAL file is synchronized before each checkpoint and the database file ... after
 each completed checkpoint and the WAL file header is synchronized when a WAL file begins to be
@@ -38,10 +38,12 @@ when the WAL starts over after a checkpoint (about once per `CHECKPOINT_PAGES` w
 
 `flush()` commits at once and leaves the fsync to the writer thread: what depends on it being on
 disk before it is *sent* waits for it in `durable()`; a process crash after `flush()` returned
-loses nothing (see above). An fsync that fails leaves those commits' durability unknown: they
-are reported like a lost group (`durable()` raises JournalError to the endpoints that wrote in
-them, once each). Without group commits (start-up, the CLI) the connection keeps
-`synchronous = FULL`: SQLite fsyncs at each COMMIT, on the caller's thread.
+loses nothing (see above). Only a power cut within the fsync's few ms could: a session's power
+(Station.begin flushes its record first) may then have flowed for those ms unrecorded.
+An fsync that fails leaves those commits' durability unknown: they are reported like a lost
+group (`durable()` raises JournalError to the endpoints that wrote in them, once each).
+Without group commits (start-up, the CLI) the connection keeps `synchronous = FULL`: SQLite
+fsyncs at each COMMIT, on the caller's thread.
 
 One Database per file per process: the file is locked (flock) while open, so a second gateway
 started on the same data folder fails at once instead of duplicating transactions.
