@@ -34,7 +34,7 @@ across application crashes regardless of the synchronous setting"): a process th
 COMMIT loses nothing; a power cut or kernel crash can lose the commits whose fsync had not
 finished, always a suffix (WAL frames are checksummed in a chain), and nothing sent depended on
 them. What stays on the loop thread: the COMMIT's write(2) calls, and the one WAL-header sync
-when the WAL starts over after a checkpoint (about once per `CHECKPOINT_PAGES` written).
+when the WAL starts over after a checkpoint (about once per `CHECKPOINT_COMMITS` commits).
 
 `flush()` commits at once and leaves the fsync to the writer thread: what depends on it being on
 disk before it is *sent* waits for it in `durable()`; a process crash after `flush()` returned
@@ -69,10 +69,11 @@ except ImportError:  # pragma: no cover - not on POSIX
 
 log = logging.getLogger(__name__)
 
-# The writer thread checkpoints once this many frames wait in the WAL (SQLite's default
-# autocheckpoint: 1000 pages, 4 MB with 4 KiB pages); the -wal file is cut back to
-# CHECKPOINT_BYTES when it starts over, and past RESTART_BYTES a checkpoint makes it start over.
-CHECKPOINT_PAGES = 1000
+# The writer thread checkpoints every CHECKPOINT_COMMITS group commits (each is at least one
+# page; SQLite's own autocheckpoint is every 1000 pages), or once the -wal file grew by
+# CHECKPOINT_BYTES; the file is cut back to CHECKPOINT_BYTES when it starts over, and past
+# RESTART_BYTES a checkpoint makes it start over.
+CHECKPOINT_COMMITS = 500
 CHECKPOINT_BYTES = 4 * 1024 * 1024
 RESTART_BYTES = 4 * CHECKPOINT_BYTES
 
@@ -234,7 +235,8 @@ class Database:
         except sqlite3.Error as e:
             raise JournalError(f"journal {self.path}: cannot set up group commits: {e}") from e
         self._writer = WalWriter(self.path, notify=self._notify_from_writer,
-                                 checkpoint_pages=CHECKPOINT_PAGES, restart_bytes=RESTART_BYTES,
+                                 checkpoint_commits=CHECKPOINT_COMMITS,
+                                 checkpoint_bytes=CHECKPOINT_BYTES, restart_bytes=RESTART_BYTES,
                                  busy_timeout_ms=self._busy_timeout_ms)
 
     @property

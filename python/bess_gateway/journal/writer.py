@@ -16,14 +16,19 @@ opened WAL also gets its directory fsynced.
 
 Checkpoints run here too, on this thread's own connection (the loop's runs none:
 `wal_autocheckpoint = 0`), after an fsync's outcome is reported, so they never delay a frame:
-PASSIVE (it neither waits for nor holds up the loop's connection) once `checkpoint_pages`
-frames wait in the WAL, read from the wal-index header in the -shm file (mxFrame - nBackfill,
-https://www.sqlite.org/walformat.html, "The WAL-Index Header"). The WAL is reused from its
-start only by a write transaction that begins when every frame is checkpointed; under steady
-writes from the loop a PASSIVE checkpoint may never catch up, so once the -wal file is past
-`restart_bytes` a RESTART checkpoint runs: it waits for the loop's open group to commit and
-holds the loop's next write back while it copies (SQLite's autocheckpoint used to run on the
-loop itself every 1000 pages), and the next write then starts the WAL over.
+PASSIVE (it neither waits for nor holds up the loop's connection) every `checkpoint_commits`
+group commits, or sooner once the -wal file grew by `checkpoint_bytes`. The WAL is reused from
+its start only by a write transaction that begins when every frame is checkpointed; under
+steady writes from the loop a PASSIVE checkpoint may never catch up, so once the -wal file is
+past `restart_bytes` a RESTART checkpoint runs: it waits for the loop's open group to commit
+and holds the loop's next write back while it copies (SQLite's autocheckpoint used to run on
+the loop itself every 1000 pages), and the next write then starts the WAL over.
+
+Never open the -shm or the database file here: closing any descriptor of a file drops every
+POSIX lock the process holds on it, SQLite's included, and another process may then reset the
+-shm file under this one's mapping (SIGBUS; https://www.sqlite.org/howtocorrupt.html, 2.2).
+The -wal file carries no such lock, and this thread's SQLite connection shares the process's
+locks through SQLite itself.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -40,23 +44,20 @@ log = logging.getLogger(__name__)
 
 Outcome = tuple[int, OSError | None]  # (covered up to this commit number, the fsync's error)
 
-# In the -shm file (native byte order): the wal-index header's mxFrame, the last valid frame,
-# and the checkpoint info's nBackfill, the last frame copied into the database file.
-_MX_FRAME = struct.Struct("=I")
-_MX_FRAME_AT, _BACKFILL_AT = 16, 96
-
 
 class WalWriter:
     """One daemon thread per journal; see the module docstring."""
 
-    def __init__(self, db_path: Path, *, notify: Callable[[], None], checkpoint_pages: int,
-                 restart_bytes: int, busy_timeout_ms: int) -> None:
+    def __init__(self, db_path: Path, *, notify: Callable[[], None], checkpoint_commits: int,
+                 checkpoint_bytes: int, restart_bytes: int, busy_timeout_ms: int) -> None:
         self.wal_path = db_path.with_name(db_path.name + "-wal")
-        self._shm_path = db_path.with_name(db_path.name + "-shm")
         self._db_path = db_path
         self._notify = notify
-        self._checkpoint_pages = checkpoint_pages
+        self._checkpoint_commits = checkpoint_commits
+        self._checkpoint_bytes = checkpoint_bytes
         self._restart_bytes = restart_bytes
+        # the commit number and the -wal file's size at the last checkpoint
+        self._checkpointed_at = (0, 0)
         self._busy_timeout_ms = busy_timeout_ms
         self._cond = threading.Condition()
         self._requested = 0  # the highest commit number the loop asked to make durable
@@ -113,10 +114,16 @@ class WalWriter:
                 self._notify()
                 # After the report: a checkpoint's own I/O never delays a frame.
                 if err is None and conn is not None:
-                    if self._wal_bytes() > self._restart_bytes:
+                    size = self._wal_bytes()
+                    commits, size_then = self._checkpointed_at
+                    if size > self._restart_bytes:
                         self._checkpoint(conn, "RESTART")
-                    elif self._frames_waiting() >= self._checkpoint_pages:
+                    elif (target - commits >= self._checkpoint_commits
+                          or size - size_then >= self._checkpoint_bytes):
                         self._checkpoint(conn, "PASSIVE")
+                    else:
+                        continue
+                    self._checkpointed_at = (target, size)
             if conn is not None:
                 self._checkpoint(conn, "PASSIVE")
         finally:
@@ -165,20 +172,6 @@ class WalWriter:
             return os.fstat(self._fd).st_size if self._fd is not None else 0
         except OSError:
             return 0
-
-    def _frames_waiting(self) -> int:
-        """Frames in the WAL not yet copied into the database file. Read without SQLite's
-        locks: a torn read only moves one checkpoint a little."""
-        try:
-            with self._shm_path.open("rb") as f:
-                head = f.read(_BACKFILL_AT + 4)
-        except OSError:
-            return 0  # no wal-index: the restart bound above still holds the WAL's size
-        if len(head) < _BACKFILL_AT + 4:
-            return 0
-        (mx_frame,) = _MX_FRAME.unpack_from(head, _MX_FRAME_AT)
-        (backfill,) = _MX_FRAME.unpack_from(head, _BACKFILL_AT)
-        return max(0, mx_frame - backfill)
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
         try:
