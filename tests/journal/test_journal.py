@@ -42,7 +42,7 @@ def tx(local_id: str = "L1", **kw) -> TxRecord:
 
 def test_wal_mode_full_sync_and_schema_version(journal, path):
     assert path.exists()
-    db = journal._db()
+    db = journal.db.connection()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert journal.schema_version == len(MIGRATIONS)
@@ -191,10 +191,10 @@ def test_unopenable_path_is_a_journal_error(tmp_path):
 
 
 def test_query_only_database_write_is_a_journal_error(journal):
-    journal._db().execute("PRAGMA query_only = ON")  # what a read-only medium looks like
+    journal.db.connection().execute("PRAGMA query_only = ON")  # what a read-only medium looks like
     with pytest.raises(JournalError, match="write failed"):
         journal.put_meters({("E", 1): 1.0})
-    journal._db().execute("PRAGMA query_only = OFF")
+    journal.db.connection().execute("PRAGMA query_only = OFF")
     journal.put_meters({("E", 1): 1.0})
 
 

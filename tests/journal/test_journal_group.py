@@ -102,7 +102,7 @@ async def test_writes_lost_with_a_failed_group_stop_each_endpoint_once(path: Pat
         j.group_commits(max_delay_s=60)
         j.put_setting("E1", "k", "v")
         j.enqueue("E2", "StopTransaction", {}, None, "u1")
-        j._db().execute("ROLLBACK")  # the group is gone under us, as after an I/O error
+        j.db.connection().execute("ROLLBACK")  # the group is gone under us, as after an I/O error
         with pytest.raises(JournalError):
             await j.durable("E1")  # its commit fails: E1 must not send what it promised
         with pytest.raises(JournalError):
@@ -123,11 +123,11 @@ def refuse_next_commit(j: Journal) -> None:
 
     def authorize(action: int, arg1: str | None, *_: object) -> int:
         if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT":
-            j._db().set_authorizer(None)
+            j.db.connection().set_authorizer(None)
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
-    j._db().set_authorizer(authorize)
+    j.db.connection().set_authorizer(authorize)
 
 
 async def test_a_lost_write_for_every_endpoint_is_reported_once_to_each_then_forgotten(
@@ -249,7 +249,7 @@ async def test_an_endpoints_frames_wait_only_for_writes_that_concern_it(path: Pa
         j.bump_attempts(1)
         await j.durable("A")
         assert j.uncommitted  # a lazy write alone holds nobody
-        with j._write():  # a write for no one endpoint (e.g. the meta table): everyone waits
+        with j.db.write():  # a write for no one endpoint (e.g. the meta table): everyone waits
             pass
         await j.durable("B")
         assert not j.uncommitted
