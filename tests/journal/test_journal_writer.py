@@ -172,9 +172,9 @@ async def test_a_failed_fsync_is_reported_once_to_the_endpoints_that_wrote(
     with Journal(tmp_path / "journal.sqlite") as j:
         j.group_commits(max_delay_s=60)
         fsyncs.fail_next = 1
-        j.enqueue("E1", "StopTransaction", {}, None, "u1")
-        j.put_setting("E2", "k", "v")
-        j.ack(999)  # lazy: nobody waits for it
+        j.outbox.enqueue("E1", "StopTransaction", {}, None, "u1")
+        j.settings.put_setting("E2", "k", "v")
+        j.outbox.ack(999)  # lazy: nobody waits for it
         commits = j.commits
         with pytest.raises(JournalError, match="fsync"):
             await j.durable("E1")
@@ -184,7 +184,7 @@ async def test_a_failed_fsync_is_reported_once_to_the_endpoints_that_wrote(
         await j.durable("E2")
         await j.durable("E1")
         assert j.commits == commits  # that commit is not counted as durable
-        j.put_setting("E1", "k", "w")  # the next fsync works
+        j.settings.put_setting("E1", "k", "w")  # the next fsync works
         await j.durable("E1")
         assert j.commits == commits + 1
         assert on_disk(j.path, "SELECT value FROM settings WHERE endpoint_id = 'E1'") == [("w",)]
@@ -194,15 +194,15 @@ async def test_one_fsync_covers_every_commit_made_before_it_started(
         tmp_path: Path, fsyncs: FsyncSpy) -> None:
     with Journal(tmp_path / "journal.sqlite") as j:
         j.group_commits(max_delay_s=60)
-        j.put_setting("E0", "k", "v")
+        j.settings.put_setting("E0", "k", "v")
         await j.durable("E0")  # the writer has opened the WAL; from here one fsync per round
         fsyncs.gate.clear()
         synced = fsyncs.by_writer()
-        j.put_setting("E1", "k", "v")
+        j.settings.put_setting("E1", "k", "v")
         first = asyncio.create_task(j.durable("E1"))  # commit 1; the writer is held in its fsync
         await until(lambda: fsyncs.by_writer() == synced + 1, 10)
         for k in (2, 3, 4):  # three more commits while that fsync is held
-            j.put_setting(f"E{k}", "k", "v")
+            j.settings.put_setting(f"E{k}", "k", "v")
             j.flush()
         later = [asyncio.create_task(j.durable(f"E{k}")) for k in (2, 3, 4)]
         await asyncio.sleep(0.05)
@@ -219,7 +219,7 @@ async def test_close_waits_for_the_last_fsync_and_checkpoints(
     path = tmp_path / "journal.sqlite"
     j = Journal(path)
     j.group_commits(max_delay_s=60)
-    j.enqueue("E1", "StopTransaction", {"k": 1}, None, "u1")
+    j.outbox.enqueue("E1", "StopTransaction", {"k": 1}, None, "u1")
     j.flush()
     writer = j.db.writer_thread
     assert writer is not None and writer.name.startswith(WRITER_PREFIX) and writer.daemon
@@ -247,12 +247,12 @@ CRASHER = textwrap.dedent("""
         j = Journal(sys.argv[1])
         j.group_commits(max_delay_s=10)
         for i in range(200):
-            j.enqueue("E1", "StartTransaction", {"i": i}, f"L{i}", f"u{i}")
+            j.outbox.enqueue("E1", "StartTransaction", {"i": i}, f"L{i}", f"u{i}")
             await j.durable("E1")
             print("durable", i, flush=True)  # "sent": the CSMS has seen message i
         hold.set()
         for i in range(200, 210):  # committed, but their fsync never finishes
-            j.enqueue("E1", "StartTransaction", {"i": i}, f"L{i}", f"u{i}")
+            j.outbox.enqueue("E1", "StartTransaction", {"i": i}, f"L{i}", f"u{i}")
             j.flush()
             print("committed", i, flush=True)
         await j.durable("E1")  # never returns
@@ -281,7 +281,7 @@ async def test_a_crash_between_commit_and_fsync_loses_nothing_reported_durable(
     assert durable == set(range(200))  # the last ten never reported durable
     with Journal(path) as j:  # SQLite reopens the file and recovers its WAL
         assert j.db.read("PRAGMA integrity_check") == [("ok",)]
-        queued = {item.payload["i"] for item in j.pending("E1", limit=1000)}
+        queued = {item.payload["i"] for item in j.outbox.pending("E1", limit=1000)}
     assert durable <= queued
     # A process crash loses no commit (only a power cut could lose the unsynced ten): they are
     # in the WAL the kernel already had.

@@ -52,7 +52,7 @@ def refuses_events(ctx: Context) -> bool:
     if ctx.version != "1.6":
         return False  # core in 2.0.1: a refusal there is the outbox's ordinary drop
     try:
-        return ctx.journal.get_fact(_refused_key(ctx)) == ctx.cfg.csms_url
+        return ctx.journal.facts.get_fact(_refused_key(ctx)) == ctx.cfg.csms_url
     except JournalError:
         return False
 
@@ -66,7 +66,7 @@ def notification_refused(ctx: Context, item: OutboxItem, exc: CallErrorReceived)
         log.debug("%s: %s refused again (%s)", ctx.endpoint_id, item.action, exc.code)
         return True
     try:
-        ctx.journal.put_fact(_refused_key(ctx), ctx.cfg.csms_url)
+        ctx.journal.facts.put_fact(_refused_key(ctx), ctx.cfg.csms_url)
     except JournalError as e:
         log.error("%s: could not remember that the CSMS refuses %s: %s", ctx.endpoint_id,
                   item.action, e)

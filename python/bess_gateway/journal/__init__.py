@@ -17,7 +17,7 @@ What lives here, in layers (each imports only the ones below it):
   export, purge, diagnostics summary).
 - `Journal` (here) opens the database, composes the stores and exposes each as an attribute:
   `journal.outbox`, `journal.transactions`, `journal.auth`, `journal.settings`,
-  `journal.facts`, `journal.meters`, `journal.abandoned`, `journal.reservation_store`,
+  `journal.facts`, `journal.meters`, `journal.abandoned`, `journal.reservations`,
   `journal.profiles`, `journal.endpoints`, `journal.sealing`, and `journal.db`.
 
 What it may import: the standard library, its own modules and third-party packages; nothing of
@@ -25,8 +25,9 @@ the gateway above it (no endpoint, ocpp, version or service modules). The one ex
 `bess_gateway.domain.authorization`, a pure module of values and rules (AuthInfo, ListChange,
 the cache's eviction rule, no I/O) that `auth.py` stores and returns as they are.
 
-For now every method the Journal had before its split is still a Journal method, delegating
-to its store (`_Via` below, one line each): callers move to the stores, then they go.
+Callers speak to a store (`ctx.journal.outbox.enqueue(...)`); the Journal itself keeps only the
+database layer's face (durable, flush, atomic, group_commits, close, commits) and the idTag hash,
+which every store's writes share (`_Via` below, one line each).
 """
 
 from __future__ import annotations
@@ -120,8 +121,7 @@ class Journal:
         self.endpoints = Endpoints(db)
         self.outbox = Outbox(db, self.sealing, self.endpoints, budget_bytes=outbox_budget_bytes)
         self.auth = Auth(db, self.sealing)
-        # not `reservations`: that name is still the method below until callers move
-        self.reservation_store = Reservations(db)
+        self.reservations = Reservations(db)
         self.profiles = Profiles(db)
 
     @property
@@ -134,7 +134,7 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the database layer ------------------------------------------------------------------
+    # -- the database layer: the commit policy every store's writes share ------------------
     close = _Via("db", Database.close)
     group_commits = _Via("db", Database.group_commits)
     durable = _Via("db", Database.durable)
@@ -144,69 +144,3 @@ class Journal:
     uncommitted: _Attr[bool] = _Attr("db", "uncommitted")
     schema_version: _Attr[int] = _Attr("db", "schema_version")
     hash_id_tag = _Via("sealing", Sealing.hash_id_tag)
-    # -- settings, facts, meters -------------------------------------------------------------
-    get_settings = _Via("settings", Settings.get_settings)
-    put_setting = _Via("settings", Settings.put_setting)
-    put_fact = _Via("facts", Facts.put_fact)
-    get_fact = _Via("facts", Facts.get_fact)
-    drop_fact = _Via("facts", Facts.drop_fact)
-    raise_meter_floor = _Via("meters", Meters.raise_meter_floor)
-    meter_floors = _Via("meters", Meters.meter_floors)
-    get_meters = _Via("meters", Meters.get_meters)
-    put_meters = _Via("meters", Meters.put_meters)
-    meter_basis = _Via("meters", Meters.meter_basis)
-    # -- transactions --------------------------------------------------------------------------
-    put_transaction = _Via("transactions", Transactions.put_transaction)
-    open_transactions = _Via("transactions", Transactions.open_transactions)
-    finish_transaction = _Via("transactions", Transactions.finish_transaction)
-    patch_transaction_id = _Via("transactions", Transactions.patch_transaction_id)
-    abandon_transaction = _Via("abandoned", Abandoned.abandon_transaction)
-    abandoned_transaction = _Via("abandoned", Abandoned.abandoned_transaction)
-    settle_abandoned = _Via("abandoned", Abandoned.settle_abandoned)
-    count_given_up = _Via("abandoned", Abandoned.count_given_up)
-    abandoned_totals = _Via("abandoned", Abandoned.abandoned_totals)
-    # -- reservations, charging profiles ------------------------------------------------------
-    put_reservation = _Via("reservation_store", Reservations.put_reservation)
-    delete_reservation = _Via("reservation_store", Reservations.delete_reservation)
-    reservations = _Via("reservation_store", Reservations.reservations)
-    put_charging_profile = _Via("profiles", Profiles.put_charging_profile)
-    delete_charging_profiles = _Via("profiles", Profiles.delete_charging_profiles)
-    charging_profiles = _Via("profiles", Profiles.charging_profiles)
-    # -- outbox ----------------------------------------------------------------------------------
-    enqueue = _Via("outbox", Outbox.enqueue)
-    pending = _Via("outbox", Outbox.pending)
-    queued_payloads = _Via("outbox", Outbox.queued_payloads)
-    queued_stop = _Via("outbox", Outbox.queued_stop)
-    queued_of = _Via("outbox", Outbox.queued_of)
-    patch_meter_stop = _Via("outbox", Outbox.patch_meter_stop)
-    rewrite_queued = _Via("outbox", Outbox.rewrite_queued)
-    ack = _Via("outbox", Outbox.ack)
-    bump_attempts = _Via("outbox", Outbox.bump_attempts)
-    depth = _Via("outbox", Outbox.depth)
-    depths = _Via("outbox", Outbox.depths)
-    live_depth = _Via("outbox", Outbox.live_depth)
-    outbox_bytes = _Via("outbox", Outbox.outbox_bytes)
-    outbox_budget_bytes: _Attr[int | None] = _Attr("outbox", "budget_bytes")
-    outbox_thinned: _Attr[int] = _Attr("outbox", "thinned")
-    outbox_dropped: _Attr[int] = _Attr("outbox", "dropped")
-    outbox_over_budget: _Attr[bool] = _Attr("outbox", "over_budget")
-    # -- endpoints -------------------------------------------------------------------------------
-    set_live_endpoints = _Via("endpoints", Endpoints.set_live_endpoints)
-    removed_endpoints = _Via("endpoints", Endpoints.removed_endpoints)
-    known_endpoints = _Via("endpoints", Endpoints.known_endpoints)
-    export_endpoint = _Via("endpoints", Endpoints.export_endpoint)
-    purge_endpoint = _Via("endpoints", Endpoints.purge_endpoint)
-    summary = _Via("endpoints", Endpoints.summary)
-    removed: _Attr[frozenset[str]] = _Attr("endpoints", "removed")
-    live_endpoints: _Attr[frozenset[str]] = _Attr("endpoints", "live_endpoints")
-    # -- authorization ---------------------------------------------------------------------------
-    auth_list_version = _Via("auth", Auth.auth_list_version)
-    auth_list_entry = _Via("auth", Auth.auth_list_entry)
-    auth_list_size = _Via("auth", Auth.auth_list_size)
-    auth_list_count = _Via("auth", Auth.auth_list_count)
-    apply_auth_list = _Via("auth", Auth.apply_auth_list)
-    auth_cache_entry = _Via("auth", Auth.auth_cache_entry)
-    auth_cache_size = _Via("auth", Auth.auth_cache_size)
-    put_auth_cache = _Via("auth", Auth.put_auth_cache)
-    clear_auth_cache = _Via("auth", Auth.clear_auth_cache)
-    forget_id_tag = _Via("auth", Auth.forget_id_tag)

@@ -106,7 +106,8 @@ class Outbox:
 
     def patch_meter_stop(self, endpoint_id: str, local_tx_id: str, meter_stop: int) -> None:
         """Set `meterStop` of a transaction's queued StopTransaction (its final register, known
-        once the meter has settled: bess_gateway.settling, which holds the message until then)."""
+        once the meter has settled: bess_gateway.endpoint.settling, which holds the message until
+        then)."""
         with self._db.write(endpoint_id) as c:
             rows = c.execute(
                 "SELECT seq, payload FROM outbox WHERE endpoint_id = ? AND local_tx_id = ? "

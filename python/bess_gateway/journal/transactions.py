@@ -14,6 +14,11 @@ class Transactions:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    def flush(self) -> None:
+        """Commit what is written so far, now (domain.station.TxStore: a session's record is
+        committed before its power flows)."""
+        self._db.flush()
+
     def put_transaction(self, rec: TxRecord) -> None:
         """Insert or replace the record with this (endpoint_id, local_id)."""
         data = dumps(rec.data)
@@ -108,7 +113,8 @@ class Abandoned:
 
     def abandon_transaction(self, endpoint_id: str, local_tx_id: str, connector: int,
                             meter_start_wh: int | None) -> None:
-        """Mark a transaction whose start message was given up (bess_gateway.outbox): its other
+        """Mark a transaction whose start message was given up (bess_gateway.endpoint.outbox): its
+        other
         queued messages are dropped as they come up, and the energy its stop message carries is
         counted as unattributed (`settle_abandoned`). Counted at once in the endpoint's totals."""
         marker = {"connector": int(connector), "meter_start_wh": meter_start_wh}
@@ -145,7 +151,8 @@ class Abandoned:
             self._put_totals(c, endpoint_id, totals)
 
     def count_given_up(self, endpoint_id: str, action: str) -> None:
-        """A queued message was given up after its attempts (bess_gateway.outbox): counted per
+        """A queued message was given up after its attempts (bess_gateway.endpoint.outbox): counted
+        per
         endpoint and action in the same totals (the caller's commit, with the message's ack)."""
         with self._db.write(endpoint_id) as c:
             totals = self._totals(c, endpoint_id)
