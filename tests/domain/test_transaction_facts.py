@@ -7,12 +7,15 @@ through a real journal file, so an old journal is what is read."""
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bess_gateway.domain.transaction_facts import TxFacts
+from bess_gateway.domain import metering
+from bess_gateway.domain.station import MeterSample
+from bess_gateway.domain.transaction_facts import KeptSamples, KeptSeries, TxFacts
 from bess_gateway.journal import Journal, TxRecord
 
 # A 2.1 transaction late in its life: remote start on a reservation, Started sent (seqNo 0-4
@@ -124,3 +127,37 @@ def test_a_written_record_shares_nothing_with_the_live_facts() -> None:
     facts.other["x"] = 1
     assert written == OLD_201
 
+
+def sample(t: float, wh: float) -> MeterSample:
+    return MeterSample(timestamp=datetime.fromtimestamp(t, UTC), connector=1, energy_wh=wh,
+                       power_w=1000.0, current_a=None, voltage_v=None, soc_pct=50.0,
+                       temperature_c=None)
+
+
+def test_keeping_goes_on_from_an_old_record() -> None:
+    """A series read back continues where it was: the next sample is the 4th offered, kept
+    at stride 1, and the values come out Begin first, then in time order across kinds."""
+    facts = TxFacts.from_dict(copy.deepcopy(OLD_201))
+    assert metering.keep(facts.kept, metering.PERIODIC, sample(1_765_000_040.5, 2650.0))
+    periodic = facts.to_dict()["tx_ended"]["Sample.Periodic"]
+    assert periodic["n"] == 4 and periodic["stride"] == 1
+    assert periodic["rows"][-1] == [1_765_000_040_500, 2650.0, 1000.0, None, None, 50.0, None]
+    kept = metering.kept(facts.kept, 1)
+    assert [c for c, _ in kept] == ["Transaction.Begin", "Sample.Periodic", "Sample.Clock",
+                                    "Sample.Periodic", "Sample.Periodic", "Sample.Periodic"]
+    assert [s.energy_wh for _, s in kept] == [1000.0, 1400.5, 1610.0, 1817.25, 2234.0, 2650.0]
+
+
+def test_a_full_series_thins_to_every_other_sample() -> None:
+    """97 samples offered: the 97th overflows MAX_KEPT (96), so every other one goes (49
+    left: the 1st, 3rd, ... 97th) and from then on every 2nd offered is kept."""
+    store = KeptSamples()
+    for i in range(97):
+        metering.keep(store, metering.PERIODIC, sample(1_765_000_000 + i, float(i)))
+    series = store.series[metering.PERIODIC]
+    assert (series.n, series.stride, len(series.rows)) == (97, 2, 49)
+    assert [row[1] for row in series.rows] == [float(i) for i in range(0, 97, 2)]
+    assert not metering.keep(store, metering.PERIODIC, sample(1_765_000_097, 97.0))  # 98th
+    assert metering.keep(store, metering.PERIODIC, sample(1_765_000_098, 98.0))  # 99th
+    assert series == KeptSeries(n=99, stride=2, rows=series.rows)
+    assert len(series.rows) == 50
