@@ -1,4 +1,4 @@
-"""Journal commits (one fsync each) per session cycle, and who asked for them.
+"""Journal commits per session cycle, who asked for them, and the event loop's time in them.
 
     python benches/journal_commits.py --cycles 20
 
@@ -6,7 +6,9 @@ One gateway endpoint against the demo CSMS and the PCS simulator, in this proces
 what the load benchmark's CSMS does most: SetChargingProfile on the running session, then
 RemoteStop and RemoteStart. Counts every COMMIT the journal's connection runs during the cycles
 and groups them by the code path that made it, so a change to the commit path shows up as a
-number rather than as noise in a loaded machine's latencies.
+number rather than as noise in a loaded machine's latencies. Also times each COMMIT statement
+(on the event loop's thread, where the journal runs its statements): with group commits the
+fsync runs on the journal's writer thread, so what is left there is the COMMIT's own write(2)s.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import collections
 import dataclasses
 import sqlite3
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -31,17 +34,24 @@ STATION = "DEMO-01"
 
 
 class CountingConnection:
-    """The journal's sqlite3 connection, counting COMMITs by the call path that ran them."""
+    """The journal's sqlite3 connection, counting and timing COMMITs by the call path that ran
+    them."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.by_path: collections.Counter[str] = collections.Counter()
+        self.times_s: list[float] = []
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql.strip().upper() == "COMMIT":
-            frames = traceback.extract_stack()[:-1][-5:]
-            self.by_path[" < ".join(f.name for f in reversed(frames))] += 1
-        return self.conn.execute(sql, *args)
+        if sql.strip().upper() != "COMMIT":
+            return self.conn.execute(sql, *args)
+        frames = traceback.extract_stack()[:-1][-5:]
+        self.by_path[" < ".join(f.name for f in reversed(frames))] += 1
+        t0 = time.perf_counter()
+        try:
+            return self.conn.execute(sql, *args)
+        finally:
+            self.times_s.append(time.perf_counter() - t0)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.conn, name)
@@ -71,8 +81,9 @@ async def run(cycles: int) -> None:
         tx = await start()
         await asyncio.sleep(0.5)
         assert gw.journal is not None
-        counting = CountingConnection(gw.journal._conn)  # type: ignore[arg-type]
-        gw.journal._conn = counting  # type: ignore[assignment]
+        db = gw.journal.db
+        counting = CountingConnection(db.connection())
+        db._conn = counting  # type: ignore[assignment]
         for i in range(cycles):
             r = await csms.call(STATION, "SetChargingProfile", {
                 "connectorId": 1, "csChargingProfiles": {
@@ -86,9 +97,12 @@ async def run(cycles: int) -> None:
                 lambda stopped=tx: csms.transactions[stopped].meter_stop is not None, 10)
             tx = await start()
             await asyncio.sleep(0.2)
-        gw.journal._conn = counting.conn
+        db._conn = counting.conn
         total = sum(counting.by_path.values())
         print(f"{cycles} cycles: {total} commits, {total / cycles:.2f} per cycle")
+        times_ms = [t * 1000 for t in counting.times_s]
+        print(f"event loop in COMMIT: {sum(times_ms):.1f} ms in all, "
+              f"{sum(times_ms) / cycles:.2f} ms per cycle, max {max(times_ms, default=0):.2f} ms")
         for path, n in counting.by_path.most_common():
             print(f"  {n / cycles:5.2f}  {path}")
     finally:

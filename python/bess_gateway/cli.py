@@ -250,7 +250,7 @@ def _cmd_forget_idtag(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     try:
         with Journal(path) as journal:
-            removed = journal.forget_id_tag(tag, drop_undelivered=args.drop_undelivered)
+            removed = journal.auth.forget_id_tag(tag, drop_undelivered=args.drop_undelivered)
     except JournalError as e:
         _error(f"{e}")
         return EXIT_FAILED
@@ -289,7 +289,7 @@ def _cmd_journal(args: argparse.Namespace) -> int:
     configured = {ep.id for ep in config.endpoints}
     try:
         with Journal(path) as journal:
-            removed = journal.set_live_endpoints(configured)
+            removed = journal.endpoints.set_live_endpoints(configured)
             ids = [r["endpoint_id"] for r in removed]
             wanted = ids if args.endpoint is None else [args.endpoint]
             if args.endpoint is not None and args.endpoint not in ids:
@@ -309,7 +309,7 @@ def _cmd_journal(args: argparse.Namespace) -> int:
                 return EXIT_OK
             if args.action == "export":
                 out = {"journal": str(path),
-                       "endpoints": [journal.export_endpoint(e) for e in wanted]}
+                       "endpoints": [journal.endpoints.export_endpoint(e) for e in wanted]}
                 text = json.dumps(out, indent=2, sort_keys=True)
                 if args.output is None:
                     print(text)
@@ -323,7 +323,7 @@ def _cmd_journal(args: argparse.Namespace) -> int:
                        "(the CSMS never gets them): export them first, then add --yes")
                 return EXIT_USAGE
             for e in wanted:
-                counts = journal.purge_endpoint(e)
+                counts = journal.endpoints.purge_endpoint(e)
                 print(f"{e}: purged " + ", ".join(f"{n} {t}" for t, n in counts.items() if n))
     except JournalError as e:
         _error(f"{e} (is the gateway running? stop it first: the journal is locked while it "

@@ -135,9 +135,9 @@ class Gateway:
         migrate_shared_store(certs, {ep.id: ep.trust_domain for ep in cfg.endpoints})
         self.stores = {name: CertificateStore(operator_directory(certs, name))
                        for name in cfg.operators()}
-        self._report_removed(journal.set_live_endpoints(ep.id for ep in cfg.endpoints))
+        self._report_removed(journal.endpoints.set_live_endpoints(ep.id for ep in cfg.endpoints))
         self.core = core = ControlCore(cfg.core_params())
-        saved = journal.get_meters()
+        saved = journal.meters.get_meters()
         for (endpoint_id, connector), wh in saved.items():
             ep = next((e for e in cfg.endpoints if e.id == endpoint_id), None)
             if ep is not None:
@@ -159,7 +159,7 @@ class Gateway:
                 kind = ENDPOINT_KINDS.get(ep.ocpp_version, Endpoint16)
                 endpoint = kind(ep, station, journal,
                                 certificates=self.stores[ep.trust_domain])
-                endpoint.recover(journal.open_transactions(ep.id))
+                endpoint.recover(journal.transactions.open_transactions(ep.id))
                 self.stations[ep.id] = station
                 station.on_change(lambda s=station: self._sessions_changed(s))
                 self.endpoints[ep.id] = endpoint
@@ -227,18 +227,18 @@ class Gateway:
         data_dir = self.config.gateway.data_dir
 
         def summary(window: Window) -> dict[str, Any]:
-            return journal.summary(window.as_dict()["start"], window.as_dict()["stop"])
+            return journal.endpoints.summary(window.as_dict()["start"], window.as_dict()["stop"])
 
         sources = BundleSources(
             log_dir=data_dir / "logs", config=self.config,
-            settings=lambda: {e: journal.get_settings(e) for e in self.endpoints},
+            settings=lambda: {e: journal.settings.get_settings(e) for e in self.endpoints},
             journal_summary=summary, scope=self._bundle_scope)
         firmware = FirmwareUpdater(
             data_dir / "firmware", installer=self.config.gateway.firmware_installer,
             # a stop whose register is not final yet is still a session for the installer
             sessions_open=lambda: any(s.transactions for s in self.stations.values()) or any(
                 e.ctx.services.settling.pending() for e in self.endpoints.values()),
-            request_restart=self._request_restart, facts=journal)
+            request_restart=self._request_restart, facts=journal.facts)
         return Maintenance(firmware, Uploads(data_dir / "diagnostics", sources))
 
     def _bundle_scope(self, endpoint_id: str) -> Scope:
@@ -262,7 +262,8 @@ class Gateway:
         others = [ep for ep in self.config.endpoints if ep.id not in own]
         # Endpoints the journal still holds but the configuration no longer names: nobody's now,
         # so no operator's bundle names them either.
-        gone = (self.journal.known_endpoints() if self.journal is not None else set()) - own
+        gone = (self.journal.endpoints.known_endpoints() if self.journal is not None
+                else set()) - own
         return Scope.of(own, [*(ep.id for ep in others), *gone], texts(others), texts(mine))
 
     def _live_url(self, endpoint_id: str) -> str | None:
@@ -278,17 +279,17 @@ class Gateway:
 
     def _make_station(self, ep: EndpointConfig, core: ControlCore, journal: Journal) -> Station:
         settings = Settings(
-            journal.get_settings(ep.id),
+            journal.settings.get_settings(ep.id),
             overrides={"heartbeat_interval_s": ep.heartbeat_interval_s,
                        "meter_sample_interval_s": ep.meter_sample_interval_s,
                        # a CSMS-raised profile is stored and wins (it can only be higher)
                        "security_profile": ep.security_profile},
-            persist=lambda name, text, _id=ep.id: journal.put_setting(_id, name, text),
+            persist=lambda name, text, _id=ep.id: journal.settings.put_setting(_id, name, text),
         )
         return Station(
             ep.id, ep.index, core=core, view=self.view, settings=settings,
             session_max_w=self.config.control.session_max_kw * 1000.0,
-            tx_store=journal, make_record=tx_record, hash_id_tag=journal.hash_id_tag,
+            tx_store=journal.transactions, make_record=tx_record, hash_id_tag=journal.hash_id_tag,
             discharge_as=ep.discharge_as,
         )
 
@@ -311,7 +312,7 @@ class Gateway:
                 async with asyncio.timeout(drain_s):
                     # The journal has no change signal; a bounded poll at shutdown is enough.
                     # Removed endpoints' messages have nobody to send them: not waited for.
-                    while self.journal.live_depth() > 0 and any(  # noqa: ASYNC110
+                    while self.journal.outbox.live_depth() > 0 and any(  # noqa: ASYNC110
                             e.ctx.online for e in self.endpoints.values()):
                         await asyncio.sleep(0.05)
         # Every CSMS hears a normal departure (1001 Going Away) before the endpoints' tasks
@@ -395,7 +396,7 @@ class Gateway:
                 if any(endpoint.confirmed_status.get(t) != station.status(t)
                        for t in endpoint.STATUS_TARGETS):
                     return False
-                if journal is not None and journal.depth(endpoint.id) > 0:
+                if journal is not None and journal.outbox.depth(endpoint.id) > 0:
                     return False
             return True
 
@@ -478,7 +479,7 @@ class Gateway:
                 # unaccounted: it is no session's energy (docs/site.md).
                 basis["site_w"] = float(site.get("site_w") or 0.0)
         try:
-            self.journal.put_meters(values, basis)
+            self.journal.meters.put_meters(values, basis)
         except Exception:
             log.exception("could not save meter registers; will retry")
             return
@@ -490,9 +491,9 @@ class Gateway:
         register as restored (`_attribute_outage`): it counted their ramp-down up to the last
         save, and after it when no session of their direction was open; their StopTransaction
         is still queued."""
-        basis = journal.meter_basis() or {}
+        basis = journal.meters.meter_basis() or {}
         for endpoint_id, connector, local_id, stop_wh in basis.get("settling", []):
-            later = [r for r in journal.open_transactions(endpoint_id)
+            later = [r for r in journal.transactions.open_transactions(endpoint_id)
                      if r.connector == connector]
             # A session started on the connector since: the register it started at.
             final = later[0].meter_start_wh if later else \
@@ -518,9 +519,10 @@ class Gateway:
         with the PCS registers they now stand for, so a second crash does not count the gap
         again.
         """
-        basis = journal.meter_basis()
-        open_tx = {ep.id: journal.open_transactions(ep.id) for ep in self.config.endpoints}
-        floors = {k: wh for k, wh in journal.meter_floors().items() if k[0] in open_tx}
+        basis = journal.meters.meter_basis()
+        open_tx = {ep.id: journal.transactions.open_transactions(ep.id)
+                   for ep in self.config.endpoints}
+        floors = {k: wh for k, wh in journal.meters.meter_floors().items() if k[0] in open_tx}
         for endpoint_id, recs in open_tx.items():
             for r in recs:
                 key = (endpoint_id, r.connector)
@@ -554,7 +556,7 @@ class Gateway:
         index = {ep.id: ep.index for ep in self.config.endpoints}
         for (endpoint_id, connector), wh in changed.items():
             core.set_meter(index[endpoint_id] * 2 + connector - 1, wh)
-        journal.put_meters(changed, new_basis)
+        journal.meters.put_meters(changed, new_basis)
         # recover() reads the core's meters: wait until the control thread has applied them.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):

@@ -56,10 +56,10 @@ OLD_16: dict[str, Any] = {
 def through_journal(tmp_path: Path, data: dict[str, Any]) -> dict[str, Any]:
     """`data` as it comes back from an open transaction's record in a journal file."""
     with Journal(tmp_path / "journal.sqlite") as j:
-        j.put_transaction(TxRecord(endpoint_id="HUB-1", local_id="L1", connector=1,
-                                   id_tag_hash="h" * 32, meter_start_wh=1000,
-                                   started_at="2025-12-06T05:46:40.123Z", data=data))
-        [rec] = j.open_transactions("HUB-1")
+        j.transactions.put_transaction(TxRecord(
+            endpoint_id="HUB-1", local_id="L1", connector=1, id_tag_hash="h" * 32,
+            meter_start_wh=1000, started_at="2025-12-06T05:46:40.123Z", data=data))
+        [rec] = j.transactions.open_transactions("HUB-1")
     return rec.data
 
 

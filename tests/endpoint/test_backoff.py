@@ -105,7 +105,7 @@ async def test_1_6_exposes_the_2_0_1_names(gateway_factory, csms: CsmsServer) ->
     backoff = gw.endpoints[sid].backoff
     assert backoff.settings is gw.stations[sid].settings
     assert gw.journal is not None
-    stored = gw.journal.get_settings(sid)
+    stored = gw.journal.settings.get_settings(sid)
     assert stored["retry_backoff_wait_minimum_s"] == "5"
     assert stored["retry_backoff_random_range_s"] == "2"
 

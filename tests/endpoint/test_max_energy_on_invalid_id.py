@@ -176,5 +176,6 @@ async def test_a_later_verdict_never_raises_an_allowance(
     await until(lambda: sim.written.setpoint_w == 0, 15)
     # The allowance is journaled with the open transaction (crash recovery sees it).
     assert gw.journal is not None
-    rec = next(r for r in gw.journal.open_transactions(SID) if r.local_id == tx.local_id)
+    rec = next(r for r in gw.journal.transactions.open_transactions(SID)
+               if r.local_id == tx.local_id)
     assert rec.data["energy_cap_wh"] == tx.meter_start_wh and rec.data["energy_limited"]

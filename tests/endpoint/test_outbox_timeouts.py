@@ -140,7 +140,7 @@ async def test_a_start_left_unanswered_more_times_than_the_attempts_still_reache
     queued: set[str] = set()
 
     def stalled_through() -> bool:
-        queued.update(i.unique_id for i in journal.pending(sid, limit=1000)
+        queued.update(i.unique_id for i in journal.outbox.pending(sid, limit=1000)
                       if i.action == "MeterValues" or i.payload.get("eventType") == "Updated")
         return len(starts(csms, sid, ocpp)) > STALLS
 
@@ -151,14 +151,14 @@ async def test_a_start_left_unanswered_more_times_than_the_attempts_still_reache
     # Not a flood either: resent after a back-off (interval x n, n capped at the attempts).
     assert all(b.at - a.at >= CALL_TIMEOUT_S + 0.9 for a, b in itertools.pairwise(sent))
 
-    await until(lambda: journal.depth(sid) == 0, 15)  # what queued meanwhile went out
+    await until(lambda: journal.outbox.depth(sid) == 0, 15)  # what queued meanwhile went out
     if ocpp == "1.6":
         tx_id: int | str = csms.tx_ids[sent[0].unique_id]
     else:
         tx_id = sent[0].payload["transactionInfo"]["transactionId"]
     assert 1 in gw.stations[sid].transactions  # the session ran on throughout
     await remote_stop(csms, sid, ocpp, tx_id)
-    await until(lambda: stops(csms, sid, ocpp) and journal.depth(sid) == 0, 15)
+    await until(lambda: stops(csms, sid, ocpp) and journal.outbox.depth(sid) == 0, 15)
     await until(lambda: abs(sim.state.measured_w) < 1.0, 10)
     e1 = discharged_wh(sim)
 
@@ -185,7 +185,7 @@ async def test_a_start_left_unanswered_more_times_than_the_attempts_still_reache
     assert e1 - e0 > 20  # enough flowed for the comparison to mean something
     assert abs(billed - (e1 - e0)) <= 2, (billed, e1 - e0)
     assert gw.endpoints[sid].connects == 1  # all on one link: no reconnect hid the stall
-    assert journal.abandoned_totals() == {}
+    assert journal.abandoned.abandoned_totals() == {}
 
 
 def unattributed(gw: Gateway, sid: str) -> tuple[float, float]:
@@ -220,7 +220,7 @@ async def test_a_start_refused_as_often_as_the_attempts_is_given_up_openly(
                           starts(csms, sid, ocpp)[0].payload["transactionInfo"]["transactionId"])
     # Given up after the last refusal: the session ends here (1.6: it was still running).
     await until(lambda: len(starts(csms, sid, ocpp)) == ATTEMPTS
-                and 1 not in gw.stations[sid].transactions and journal.depth(sid) == 0, 15)
+                and 1 not in gw.stations[sid].transactions and journal.outbox.depth(sid) == 0, 15)
     await until(lambda: abs(sim.state.measured_w) < 1.0, 10)
     await until(lambda: unattributed(gw, sid)[1] > 0, 15)
     e1 = discharged_wh(sim)
@@ -244,7 +244,7 @@ async def test_a_start_refused_as_often_as_the_attempts_is_given_up_openly(
     # The queue goes on: the next session reaches the CSMS as usual.
     await remote_start(csms, sid, ocpp, 1)
     await until(lambda: len(starts(csms, sid, ocpp)) == ATTEMPTS + 1
-                and journal.depth(sid) == 0, 15)
+                and journal.outbox.depth(sid) == 0, 15)
     assert starts(csms, sid, ocpp)[-1].answered == "answer"
     assert unattributed(gw, sid) == (1.0, energy)
 
@@ -268,7 +268,7 @@ async def test_off_schema_answers_to_transaction_messages(
     else:
         csms.script["TransactionEvent"] = ["invalid"] * 100
     await remote_start(csms, sid, ocpp, 1)
-    await until(lambda: len(values(csms, sid, ocpp)) >= 2 and journal.depth(sid) == 0, 15)
+    await until(lambda: len(values(csms, sid, ocpp)) >= 2 and journal.outbox.depth(sid) == 0, 15)
     sent = starts(csms, sid, ocpp)
     tx = gw.stations[sid].transactions[1]  # running: no verdict was read into the answer
     if ocpp == "1.6":
@@ -280,10 +280,10 @@ async def test_off_schema_answers_to_transaction_messages(
         assert [g.answered for g in sent] == ["invalid"]
         tx_id = sent[0].payload["transactionInfo"]["transactionId"]
     await remote_stop(csms, sid, ocpp, tx_id)
-    await until(lambda: stops(csms, sid, ocpp) and journal.depth(sid) == 0, 15)
+    await until(lambda: stops(csms, sid, ocpp) and journal.outbox.depth(sid) == 0, 15)
     # Answered off the schema, every other message went out once: none was resent.
     rest = [g for g in csms.of(sid, "MeterValues", "StopTransaction", "TransactionEvent")
             if g.unique_id != sent[0].unique_id]
     assert all(g.answered == "invalid" for g in rest)
     assert len({g.unique_id for g in rest}) == len(rest)
-    assert journal.abandoned_totals().get(sid, {}).get("given_up", {}) == {}
+    assert journal.abandoned.abandoned_totals().get(sid, {}).get("given_up", {}) == {}

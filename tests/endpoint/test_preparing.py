@@ -116,7 +116,7 @@ async def test_a_journal_failure_at_the_start_releases_the_connector(
     (sid,) = await booted(gw)
     journal = gw.journal
     assert journal is not None
-    real_put = journal.put_transaction
+    real_put = journal.transactions.put_transaction
     failed: list[str] = []
 
     def put_transaction(rec: Any) -> None:
@@ -125,14 +125,14 @@ async def test_a_journal_failure_at_the_start_releases_the_connector(
             raise JournalError("disk I/O error (injected)")
         real_put(rec)
 
-    journal.put_transaction = put_transaction  # type: ignore[method-assign]
+    journal.transactions.put_transaction = put_transaction  # type: ignore[method-assign]
     action, payload = start_request(ocpp)
     r = await csms.call(sid, action, payload)
     assert r["status"] == "Accepted"
     await until(lambda: failed, 10)
     await until(lambda: available(gw, sid), 5)
     # No session, no power, nothing queued: the record it could not write never existed.
-    assert gw.stations[sid].transactions == {} and journal.depth(sid) == 0
+    assert gw.stations[sid].transactions == {} and journal.outbox.depth(sid) == 0
     assert sim.written.setpoint_w == 0
     # The connector takes the next start as usual.
     r = await csms.call(sid, action, payload)

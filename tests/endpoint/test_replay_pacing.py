@@ -67,13 +67,13 @@ async def test_endpoints_reconnecting_together_replay_at_the_gateway_rate(
     assert j is not None
     await csms.stop()
     # Offline, every endpoint queues its samples: a backlog of 4 or more each.
-    await until(lambda: all(j.depth(sid) >= 4 for sid in ids), 30)
+    await until(lambda: all(j.outbox.depth(sid) >= 4 for sid in ids), 30)
     # Sampling slows down (as a ChangeConfiguration would make it), so the backlog is finite:
     # at 24 samples/s the live traffic alone would exceed the replay rate.
     for station in gw.stations.values():
         station.settings.set("meter_sample_interval_s", "300")
     await asyncio.sleep(1.1)  # the sample already due is taken
-    backlog = j.depth()
+    backlog = j.outbox.depth()
     after = len(csms.received)
     taken = record_takes(gw)
     # They come back together (the premise: an unpaced backlog would arrive all at once): the
@@ -82,7 +82,7 @@ async def test_endpoints_reconnecting_together_replay_at_the_gateway_rate(
     await csms.start()
     await until(lambda: all(csms.online(sid) for sid in ids), 20)
     csms.boot_gate.set()
-    await until(lambda: j.depth() == 0, 60)
+    await until(lambda: j.outbox.depth() == 0, 60)
 
     replay = [g for g in csms.received[after:] if g.action == "MeterValues"]
     assert len(replay) >= backlog

@@ -39,7 +39,7 @@ UPDATED_201 = {**ENDED_201, "eventType": "Updated", "triggerReason": "MeterValue
 def station(tmp_path: Path) -> Iterator[tuple[Station, Journal]]:
     journal = Journal(tmp_path / "j.sqlite")
     st = Station("CP-1", 0, core=ControlCore(), view=CoreView(), settings=Settings({}),
-                 session_max_w=150_000.0, tx_store=journal, make_record=tx_record,
+                 session_max_w=150_000.0, tx_store=journal.transactions, make_record=tx_record,
                  hash_id_tag=journal.hash_id_tag, clock=lambda: T0)
     try:
         yield st, journal
@@ -77,13 +77,13 @@ def test_a_crash_path_patch_reaches_either_versions_queued_stop(
     """The gateway patches a crash's cut stops before any endpoint exists: with every
     version's formats, whichever version queued the stop."""
     _, journal = station
-    journal.enqueue("CP-1", "StopTransaction", dict(STOP_16), "L16", "u1")
-    journal.enqueue("CP-2", "TransactionEvent", dict(UPDATED_201), "L201", "u2")
-    journal.enqueue("CP-2", "TransactionEvent", dict(ENDED_201), "L201", "u3")
+    journal.outbox.enqueue("CP-1", "StopTransaction", dict(STOP_16), "L16", "u1")
+    journal.outbox.enqueue("CP-2", "TransactionEvent", dict(UPDATED_201), "L201", "u2")
+    journal.outbox.enqueue("CP-2", "TransactionEvent", dict(ENDED_201), "L201", "u3")
     settling.patch_stop(journal, "CP-1", "L16", 1234, STOP_FORMATS)
     settling.patch_stop(journal, "CP-2", "L201", 1234, STOP_FORMATS)
-    assert [p["meterStop"] for p in journal.queued_of("CP-1", "L16", "StopTransaction")] == [
+    assert [p["meterStop"] for p in journal.outbox.queued_of("CP-1", "L16", "StopTransaction")] == [
         1234]
     registers = [p["meterValue"][0]["sampledValue"][0]["value"]
-                 for p in journal.queued_of("CP-2", "L201", "TransactionEvent")]
+                 for p in journal.outbox.queued_of("CP-2", "L201", "TransactionEvent")]
     assert registers == [1000.0, 1234.0]  # the Updated event keeps its reading

@@ -55,9 +55,9 @@ def station_sc(tmp_path: Path) -> Iterator[StationSC]:
     journal = Journal(tmp_path / "j.sqlite")
     core = ControlCore()  # commands queue before start: a real core without a PCS
     st = Station("CP-1", 3, core=core, view=CoreView(), settings=Settings({}),
-                 session_max_w=150_000.0, tx_store=journal, make_record=tx_record,
+                 session_max_w=150_000.0, tx_store=journal.transactions, make_record=tx_record,
                  hash_id_tag=journal.hash_id_tag, clock=lambda: T0)
-    smart = SmartCharging(st, core, store=journal, limits=lambda: Limits(max_installed=3),
+    smart = SmartCharging(st, core, store=journal.profiles, limits=lambda: Limits(max_installed=3),
                           electrical=lambda: EL, clock=lambda: T0)
     st.start_schedule = smart.start_schedule
     st.on_change(smart.sessions_changed)
@@ -79,7 +79,7 @@ def test_tx_profile_needs_a_session_and_ends_with_it(station_sc: StationSC) -> N
     assert smart.start_schedule(1) == [(T0.timestamp(), 5_000.0)]
     st.end(1, StopReason.REMOTE)
     assert sorted(p.profile_id for p in smart.installed) == [2]
-    assert [d["id"] for d, _ in journal.charging_profiles("CP-1")] == [2]
+    assert [d["id"] for d, _ in journal.profiles.charging_profiles("CP-1")] == [2]
 
 
 def test_a_profile_that_cannot_be_stored_is_not_installed(station_sc: StationSC) -> None:
@@ -101,9 +101,9 @@ def test_a_wall_clock_step_back_keeps_a_running_sessions_relative_profile(
     mono = [1000.0]
     core = ControlCore()
     st = Station("CP-1", 3, core=core, view=CoreView(), settings=Settings({}),
-                 session_max_w=150_000.0, tx_store=journal, make_record=tx_record,
+                 session_max_w=150_000.0, tx_store=journal.transactions, make_record=tx_record,
                  hash_id_tag=journal.hash_id_tag, clock=lambda: wall[0])
-    smart = SmartCharging(st, core, store=journal, limits=lambda: Limits(max_installed=3),
+    smart = SmartCharging(st, core, store=journal.profiles, limits=lambda: Limits(max_installed=3),
                           electrical=lambda: EL, clock=lambda: wall[0], mono=lambda: mono[0])
     st.start_schedule = smart.start_schedule
     st.on_change(smart.sessions_changed)
@@ -148,9 +148,9 @@ def test_a_relative_charge_point_max_profile_caps_the_endpoint_without_a_transac
     journal = Journal(tmp_path / "j.sqlite")
     core = RecordingCore()
     st = Station("CP-1", 3, core=ControlCore(), view=CoreView(), settings=Settings({}),
-                 session_max_w=150_000.0, tx_store=journal, make_record=tx_record,
+                 session_max_w=150_000.0, tx_store=journal.transactions, make_record=tx_record,
                  hash_id_tag=journal.hash_id_tag, clock=lambda: T0)
-    smart = SmartCharging(st, core, store=journal, limits=lambda: Limits(),
+    smart = SmartCharging(st, core, store=journal.profiles, limits=lambda: Limits(),
                           electrical=lambda: EL, clock=lambda: T0, mono=lambda: 1000.0)
     cap = prof(1, purpose=Purpose.CHARGE_POINT_MAX, connector=0, kind=Kind.RELATIVE,
                start=None, periods=((0, 50_000.0), (600, 20_000.0)))

@@ -42,8 +42,8 @@ async def test_writes_of_one_loop_turn_share_one_commit(path: Path) -> None:
         j.group_commits(max_delay_s=60)  # only durable() commits in this test
         before = j.commits
         for k in range(10):  # ten endpoints write in the same turn
-            j.enqueue(f"E{k}", "StopTransaction", {"k": k}, None, f"u{k}")
-        assert j.depth() == 10  # the writer's own connection sees them at once
+            j.outbox.enqueue(f"E{k}", "StopTransaction", {"k": k}, None, f"u{k}")
+        assert j.outbox.depth() == 10  # the writer's own connection sees them at once
         assert on_disk(path, "SELECT COUNT(*) FROM outbox") == [(0,)]
         assert j.uncommitted
         await asyncio.gather(*(j.durable(f"E{k}") for k in range(10)))  # one commit for all
@@ -57,12 +57,12 @@ async def test_writes_of_one_loop_turn_share_one_commit(path: Path) -> None:
 async def test_a_failed_block_inside_a_group_loses_only_itself(path: Path) -> None:
     with Journal(path) as j:
         j.group_commits(max_delay_s=60)
-        j.put_setting("E1", "a", "1")
+        j.settings.put_setting("E1", "a", "1")
         with pytest.raises(RuntimeError), j.atomic():
-            j.put_setting("E1", "b", "2")
-            j.put_transaction(record("E1", "L1"))
+            j.settings.put_setting("E1", "b", "2")
+            j.transactions.put_transaction(record("E1", "L1"))
             raise RuntimeError("half a change")
-        j.put_setting("E1", "c", "3")
+        j.settings.put_setting("E1", "c", "3")
         await j.durable()
         assert on_disk(path, "SELECT key FROM settings ORDER BY key") == [("a",), ("c",)]
         assert on_disk(path, "SELECT COUNT(*) FROM transactions") == [(0,)]
@@ -72,10 +72,10 @@ async def test_flush_inside_a_block_commits_at_the_blocks_end(path: Path) -> Non
     with Journal(path) as j:
         j.group_commits(max_delay_s=60)
         with j.atomic():
-            j.put_transaction(record("E1", "L1"))
+            j.transactions.put_transaction(record("E1", "L1"))
             j.flush()  # e.g. Station.begin inside a caller's block: not half the block
             assert on_disk(path, "SELECT COUNT(*) FROM transactions") == [(0,)]
-            j.enqueue("E1", "StartTransaction", {}, "L1", "u1")
+            j.outbox.enqueue("E1", "StartTransaction", {}, "L1", "u1")
         assert on_disk(path, "SELECT COUNT(*) FROM outbox") == [(1,)]
         assert on_disk(path, "SELECT COUNT(*) FROM transactions") == [(1,)]
 
@@ -83,8 +83,8 @@ async def test_flush_inside_a_block_commits_at_the_blocks_end(path: Path) -> Non
 async def test_writes_nobody_waits_for_commit_within_max_delay(path: Path) -> None:
     with Journal(path) as j:
         j.group_commits(max_delay_s=0.02)
-        j.ack(12345)  # an ack: nothing is sent after it
-        j.put_setting("E1", "k", "v")
+        j.outbox.ack(12345)  # an ack: nothing is sent after it
+        j.settings.put_setting("E1", "k", "v")
         await until(lambda: on_disk(path, "SELECT value FROM settings") == [("v",)], 5)
         assert not j.uncommitted
 
@@ -92,7 +92,7 @@ async def test_writes_nobody_waits_for_commit_within_max_delay(path: Path) -> No
 async def test_close_commits_the_open_group(path: Path) -> None:
     j = Journal(path)
     j.group_commits(max_delay_s=60)
-    j.put_setting("E1", "k", "v")
+    j.settings.put_setting("E1", "k", "v")
     j.close()
     assert on_disk(path, "SELECT value FROM settings") == [("v",)]
 
@@ -100,9 +100,9 @@ async def test_close_commits_the_open_group(path: Path) -> None:
 async def test_writes_lost_with_a_failed_group_stop_each_endpoint_once(path: Path) -> None:
     with Journal(path) as j:
         j.group_commits(max_delay_s=60)
-        j.put_setting("E1", "k", "v")
-        j.enqueue("E2", "StopTransaction", {}, None, "u1")
-        j._db().execute("ROLLBACK")  # the group is gone under us, as after an I/O error
+        j.settings.put_setting("E1", "k", "v")
+        j.outbox.enqueue("E2", "StopTransaction", {}, None, "u1")
+        j.db.connection().execute("ROLLBACK")  # the group is gone under us, as after an I/O error
         with pytest.raises(JournalError):
             await j.durable("E1")  # its commit fails: E1 must not send what it promised
         with pytest.raises(JournalError):
@@ -110,7 +110,7 @@ async def test_writes_lost_with_a_failed_group_stop_each_endpoint_once(path: Pat
         await j.durable("E2")
         await j.durable("E3")  # wrote nothing: never held up
         assert not j.uncommitted
-        j.put_setting("E1", "k2", "v2")  # the next group works
+        j.settings.put_setting("E1", "k2", "v2")  # the next group works
         await j.durable("E1")
         assert on_disk(path, "SELECT key FROM settings") == [("k2",)]
         assert on_disk(path, "SELECT COUNT(*) FROM outbox") == [(0,)]
@@ -123,11 +123,11 @@ def refuse_next_commit(j: Journal) -> None:
 
     def authorize(action: int, arg1: str | None, *_: object) -> int:
         if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT":
-            j._db().set_authorizer(None)
+            j.db.connection().set_authorizer(None)
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
-    j._db().set_authorizer(authorize)
+    j.db.connection().set_authorizer(authorize)
 
 
 async def test_a_lost_write_for_every_endpoint_is_reported_once_to_each_then_forgotten(
@@ -135,9 +135,9 @@ async def test_a_lost_write_for_every_endpoint_is_reported_once_to_each_then_for
     facts = "SELECT key FROM meta WHERE key LIKE 'fact:%'"
     with Journal(path) as j:
         j.group_commits(max_delay_s=60)
-        j.put_fact("rebooting", "1")  # committed at once
-        j.drop_fact("rebooting")  # a write no one endpoint owns: every endpoint's frames wait
-        j.enqueue("E1", "StopTransaction", {}, None, "u1")
+        j.facts.put_fact("rebooting", "1")  # committed at once
+        j.facts.drop_fact("rebooting")  # a write no one endpoint owns: every endpoint's frames wait
+        j.outbox.enqueue("E1", "StopTransaction", {}, None, "u1")
         refuse_next_commit(j)
         with pytest.raises(JournalError):
             await j.durable("E1")  # the commit fails: E1 must not send what it promised
@@ -151,12 +151,12 @@ async def test_a_lost_write_for_every_endpoint_is_reported_once_to_each_then_for
         assert on_disk(path, facts) == [("fact:rebooting",)]  # lost indeed
         assert on_disk(path, "SELECT COUNT(*) FROM outbox") == [(0,)]
         # Later groups commit, for every endpoint, and nothing stays refused.
-        j.drop_fact("rebooting")
-        j.enqueue("E2", "StopTransaction", {}, None, "u2")
+        j.facts.drop_fact("rebooting")
+        j.outbox.enqueue("E2", "StopTransaction", {}, None, "u2")
         await j.durable("E2")
         assert on_disk(path, facts) == []
         assert on_disk(path, "SELECT unique_id FROM outbox") == [("u2",)]
-        j.put_fact("next", "1")
+        j.facts.put_fact("next", "1")
         assert on_disk(path, facts) == [("fact:next",)]
         # An endpoint that sent nothing since is told at its next frame, once, like the others.
         with pytest.raises(JournalError):
@@ -173,7 +173,7 @@ async def test_endpoints_send_again_after_a_lost_write_for_every_endpoint(
     ids = await booted(gw, csms)
     assert gw.journal is not None
     refuse_next_commit(gw.journal)
-    gw.journal.drop_fact("nothing")  # a write for every endpoint; its group's commit fails
+    gw.journal.facts.drop_fact("nothing")  # a write for every endpoint; its group's commit fails
     failed = csms.last_seq()
     # Each endpoint is told (its next frame is not sent) and then goes on: it sends again, and
     # what it writes from then on is committed before it is sent.
@@ -199,12 +199,12 @@ WRITER = textwrap.dedent("""
         while True:
             for k in range(4):  # four endpoints, one change each: a record and its message
                 with j.atomic():
-                    j.put_transaction(TxRecord(f"E{k}", f"L{i}", 1, "h" * 32, i,
+                    j.transactions.put_transaction(TxRecord(f"E{k}", f"L{i}", 1, "h" * 32, i,
                                                "2026-01-01T00:00:00.000Z"))
-                    j.enqueue(f"E{k}", "StartTransaction", {"i": i}, f"L{i}", f"u{i}-{k}")
+                    j.outbox.enqueue(f"E{k}", "StartTransaction", {"i": i}, f"L{i}", f"u{i}-{k}")
             await j.durable()
             print(i, flush=True)  # "sent": the CSMS has seen message i
-            j.put_setting("E0", "last", str(i))  # left uncommitted until the next group
+            j.settings.put_setting("E0", "last", str(i))  # left uncommitted until the next group
             i += 1
             await asyncio.sleep(0)
 
@@ -226,19 +226,19 @@ async def test_everything_released_as_durable_survives_sigkill(path: Path) -> No
         await proc.wait()
     with Journal(path) as j:
         for k in range(4):
-            queued = {item.payload["i"] for item in j.pending(f"E{k}", limit=100_000)}
-            records = {int(r.local_id[1:]) for r in j.open_transactions(f"E{k}")}
+            queued = {item.payload["i"] for item in j.outbox.pending(f"E{k}", limit=100_000)}
+            records = {int(r.local_id[1:]) for r in j.transactions.open_transactions(f"E{k}")}
             assert set(sent) <= queued  # everything "sent" is on disk
             assert records == queued  # never a record without its message, nor the reverse
         # the kill came while the writer ran on: often more is on disk than was reported
-        assert int(j.get_settings("E0").get("last", "-1")) >= sent[-1] - 1
+        assert int(j.settings.get_settings("E0").get("last", "-1")) >= sent[-1] - 1
 
 
 async def test_an_endpoints_frames_wait_only_for_writes_that_concern_it(path: Path) -> None:
     with Journal(path) as j:
         j.group_commits(max_delay_s=60)
-        j.enqueue("A", "StopTransaction", {}, None, "u1")
-        j.ack(999)  # lazy: holds up nobody
+        j.outbox.enqueue("A", "StopTransaction", {}, None, "u1")
+        j.outbox.ack(999)  # lazy: holds up nobody
         commits = j.commits
         await j.durable("B")  # B wrote nothing that must precede its frames
         assert j.uncommitted and j.commits == commits
@@ -246,10 +246,10 @@ async def test_an_endpoints_frames_wait_only_for_writes_that_concern_it(path: Pa
         await j.durable("A")
         assert j.commits == commits + 1
         assert on_disk(path, "SELECT COUNT(*) FROM outbox") == [(1,)]
-        j.bump_attempts(1)
+        j.outbox.bump_attempts(1)
         await j.durable("A")
         assert j.uncommitted  # a lazy write alone holds nobody
-        with j._write():  # a write for no one endpoint (e.g. the meta table): everyone waits
+        with j.db.write():  # a write for no one endpoint (e.g. the meta table): everyone waits
             pass
         await j.durable("B")
         assert not j.uncommitted
@@ -259,8 +259,8 @@ async def test_an_endpoints_frames_wait_only_for_writes_that_concern_it(path: Pa
 async def test_meter_registers_are_on_disk_when_put_meters_returns(path: Path) -> None:
     with Journal(path) as j:
         j.group_commits(max_delay_s=60)
-        j.enqueue("A", "StopTransaction", {}, None, "u1")
-        j.put_meters({("B", 1): 5.0}, {"discharged_wh": 1.0})
+        j.outbox.enqueue("A", "StopTransaction", {}, None, "u1")
+        j.meters.put_meters({("B", 1): 5.0}, {"discharged_wh": 1.0})
         assert on_disk(path, "SELECT energy_wh FROM meters") == [(5.0,)]
         assert on_disk(path, "SELECT COUNT(*) FROM outbox") == [(1,)]  # shared the commit
         assert not j.uncommitted

@@ -28,53 +28,55 @@ def size(payload: dict) -> int:
 
 
 def queued(j: Journal, endpoint: str = EP) -> list[tuple[str, str | None, str]]:
-    return [(i.action, i.local_tx_id, i.unique_id) for i in j.pending(endpoint, limit=10_000)]
+    return [(i.action, i.local_tx_id, i.unique_id) for i in j.outbox.pending(endpoint,
+                                                                             limit=10_000)]
 
 
 def test_usage_is_kept_by_the_file_itself(path):
     j = Journal(path)
-    a = j.enqueue(EP, "StartTransaction", {"connectorId": 1}, "T1", "a")
-    j.enqueue(EP, "MeterValues", dict(SAMPLE), "T1", "b", Retention.THIN)
-    assert j.outbox_bytes() == size({"connectorId": 1}) + size(SAMPLE)
-    j.patch_transaction_id(EP, "T1", 4711)  # a longer payload after the patch
+    a = j.outbox.enqueue(EP, "StartTransaction", {"connectorId": 1}, "T1", "a")
+    j.outbox.enqueue(EP, "MeterValues", dict(SAMPLE), "T1", "b", Retention.THIN)
+    assert j.outbox.outbox_bytes() == size({"connectorId": 1}) + size(SAMPLE)
+    j.transactions.patch_transaction_id(EP, "T1", 4711)  # a longer payload after the patch
     patched = {**SAMPLE, "transactionId": 4711}
-    assert j.outbox_bytes() == size({"connectorId": 1}) + size(patched)
-    j.ack(a)
-    assert j.outbox_bytes() == size(patched)
+    assert j.outbox.outbox_bytes() == size({"connectorId": 1}) + size(patched)
+    j.outbox.ack(a)
+    assert j.outbox.outbox_bytes() == size(patched)
     j.close()
     # the counter is in the file and agrees with a full count after a reopen
     j = Journal(path)
-    assert j.outbox_bytes() == size(patched)
+    assert j.outbox.outbox_bytes() == size(patched)
     with sqlite3.connect(path) as raw:
         (full,) = raw.execute("SELECT SUM(length(CAST(payload AS BLOB))) + COUNT(*) * ? "
                               "FROM outbox", (OUTBOX_ROW_BYTES,)).fetchone()
-    assert full == j.outbox_bytes()
+    assert full == j.outbox.outbox_bytes()
     j.close()
 
 
 def test_rolled_back_writes_leave_the_count_alone(path):
     j = Journal(path)
     with pytest.raises(RuntimeError), j.atomic():
-        j.enqueue(EP, "MeterValues", dict(SAMPLE), "T1", "b", Retention.THIN)
+        j.outbox.enqueue(EP, "MeterValues", dict(SAMPLE), "T1", "b", Retention.THIN)
         raise RuntimeError("crash inside the block")
-    assert j.outbox_bytes() == 0 and j.depth() == 0
+    assert j.outbox.outbox_bytes() == 0 and j.outbox.depth() == 0
     j.close()
 
 
 def test_full_queue_thins_oldest_transactions_samples_first_keeping_first_and_last(path, caplog):
     one = size(SAMPLE)
     j = Journal(path, outbox_budget_bytes=one * 20)
-    j.enqueue(EP, "StartTransaction", {"connectorId": 1}, "OLD", "s-old")
+    j.outbox.enqueue(EP, "StartTransaction", {"connectorId": 1}, "OLD", "s-old")
     for i in range(12):
-        j.enqueue(EP, "MeterValues", dict(SAMPLE), "OLD", f"old-{i}", Retention.THIN)
-    j.enqueue("HUB-002", "SecurityEventNotification", {"type": "InvalidMessages"}, None, "ev",
+        j.outbox.enqueue(EP, "MeterValues", dict(SAMPLE), "OLD", f"old-{i}", Retention.THIN)
+    j.outbox.enqueue("HUB-002", "SecurityEventNotification", {"type": "InvalidMessages"}, None,
+                     "ev",
               Retention.EXPENDABLE)
-    j.enqueue(EP, "StartTransaction", {"connectorId": 2}, "NEW", "s-new")
-    assert j.outbox_thinned == 0
+    j.outbox.enqueue(EP, "StartTransaction", {"connectorId": 2}, "NEW", "s-new")
+    assert j.outbox.thinned == 0
     with caplog.at_level(logging.WARNING, logger="bess_gateway.journal"):
         for i in range(14):
-            j.enqueue(EP, "MeterValues", dict(SAMPLE), "NEW", f"new-{i}", Retention.THIN)
-            assert j.outbox_bytes() <= one * 20
+            j.outbox.enqueue(EP, "MeterValues", dict(SAMPLE), "NEW", f"new-{i}", Retention.THIN)
+            assert j.outbox.outbox_bytes() <= one * 20
     ids = [u for _, _, u in queued(j)]
     old = [u for u in ids if u.startswith("old-")]
     new = [u for u in ids if u.startswith("new-")]
@@ -90,7 +92,7 @@ def test_full_queue_thins_oldest_transactions_samples_first_keeping_first_and_la
     assert new == [f"new-{i}" for i in range(14)]
     assert ids[0] == "s-old" and "s-new" in ids
     assert "ev" in [u for _, _, u in queued(j, "HUB-002")]
-    assert j.outbox_thinned == 26 - len(old) - len(new) and j.outbox_dropped == 0
+    assert j.outbox.thinned == 26 - len(old) - len(new) and j.outbox.dropped == 0
     assert "thinned" in caplog.text
     j.close()
 
@@ -99,19 +101,21 @@ def test_after_samples_expendable_messages_go_then_records_are_kept_over_budget(
     start = {"connectorId": 1, "idTag": "TAG", "meterStart": 0, "timestamp": "2026-01-01T00:00Z"}
     one = size(SAMPLE)
     j = Journal(path, outbox_budget_bytes=one * 6)
-    j.enqueue(EP, "StartTransaction", start, "T1", "start")
+    j.outbox.enqueue(EP, "StartTransaction", start, "T1", "start")
     for i in range(3):
-        j.enqueue(EP, "MeterValues", dict(SAMPLE), "T1", f"mv-{i}", Retention.THIN)
+        j.outbox.enqueue(EP, "MeterValues", dict(SAMPLE), "T1", f"mv-{i}", Retention.THIN)
     for i in range(3):
-        j.enqueue(EP, "SecurityEventNotification", {"type": "InvalidMessages"}, None, f"ev-{i}",
+        j.outbox.enqueue(EP, "SecurityEventNotification", {"type": "InvalidMessages"}, None,
+                         f"ev-{i}",
                   Retention.EXPENDABLE)
-    j.enqueue(EP, "SecurityEventNotification", {"type": "StartupOfTheDevice"}, None, "critical")
-    assert not j.outbox_over_budget
+    j.outbox.enqueue(EP, "SecurityEventNotification", {"type": "StartupOfTheDevice"}, None,
+                     "critical")
+    assert not j.outbox.over_budget
     # For the whole test: "back within its budget" below is logged too (the ambient level is
     # whatever the process has, not necessarily WARNING).
     caplog.set_level(logging.WARNING, logger="bess_gateway.journal")
     for i in range(40):
-        j.enqueue(EP, "StopTransaction", {"transactionId": None, "meterStop": i}, f"T{i}",
+        j.outbox.enqueue(EP, "StopTransaction", {"transactionId": None, "meterStop": i}, f"T{i}",
                   f"stop-{i}")
     ids = [u for _, _, u in queued(j)]
     # Samples were thinned to first + last, every expendable event went, no record was lost.
@@ -119,16 +123,16 @@ def test_after_samples_expendable_messages_go_then_records_are_kept_over_budget(
     assert not [u for u in ids if u.startswith("ev-")]
     assert ids[0] == "start" and "critical" in ids
     assert [u for u in ids if u.startswith("stop-")] == [f"stop-{i}" for i in range(40)]
-    assert j.outbox_over_budget and j.outbox_bytes() > one * 6
-    assert j.outbox_dropped == 3 and j.outbox_thinned == 1
+    assert j.outbox.over_budget and j.outbox.outbox_bytes() > one * 6
+    assert j.outbox.dropped == 3 and j.outbox.thinned == 1
     assert caplog.text.count("only transaction records left") == 1  # once, not per message
     # Delivered records make room again: the queue is back within budget.
-    for item in j.pending(EP, limit=10_000):
+    for item in j.outbox.pending(EP, limit=10_000):
         if item.unique_id.startswith("stop-"):
-            j.ack(item.seq)
-    assert not j.outbox_over_budget
-    j.enqueue(EP, "MeterValues", dict(SAMPLE), "T1", "mv-late", Retention.THIN)
-    assert not j.outbox_over_budget and "back within its budget" in caplog.text
+            j.outbox.ack(item.seq)
+    assert not j.outbox.over_budget
+    j.outbox.enqueue(EP, "MeterValues", dict(SAMPLE), "T1", "mv-late", Retention.THIN)
+    assert not j.outbox.over_budget and "back within its budget" in caplog.text
     j.close()
 
 
@@ -143,6 +147,6 @@ def test_existing_queue_is_counted_by_the_migration(path):
         raw.execute("INSERT INTO outbox (endpoint_id, action, payload, local_tx_id, unique_id) "
                     "VALUES (?, 'StopTransaction', '{\"transactionId\":1}', 'T', 'u')", (EP,))
     j = Journal(path, outbox_budget_bytes=10_000)
-    assert j.outbox_bytes() == size({"transactionId": 1})
-    assert j.pending(EP)[0].payload == {"transactionId": 1}
+    assert j.outbox.outbox_bytes() == size({"transactionId": 1})
+    assert j.outbox.pending(EP)[0].payload == {"transactionId": 1}
     j.close()

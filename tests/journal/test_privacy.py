@@ -108,10 +108,10 @@ async def _run_and_forget(gateway_factory, csms: CsmsServer, tmp_path: Path,
     assert r == {"status": "Accepted"}
     await run_session(csms, gw, listed)
     await run_session(csms, gw, cached)
-    await until(lambda: j.depth() == 0)
+    await until(lambda: j.outbox.depth() == 0)
     h = j.hash_id_tag(TAG)
-    assert j.auth_list_entry(listed, h) is not None
-    assert j.auth_cache_entry(cached, h) is not None
+    assert j.auth.auth_list_entry(listed, h) is not None
+    assert j.auth.auth_cache_entry(cached, h) is not None
     await gw.stop(drain_s=0)
 
     # The gateway's own log lines name the tag by a hash prefix only.
@@ -141,9 +141,9 @@ async def _run_and_forget(gateway_factory, csms: CsmsServer, tmp_path: Path,
     assert holding(data_dir, h.encode()) == []
     with Journal(data_dir / "journal.sqlite") as again:
         assert again.hash_id_tag(TAG) == h
-        assert again.auth_list_entry(listed, h) is None
-        assert again.auth_cache_entry(cached, h) is None
-        assert again.auth_list_version(listed) == 4  # the rest of the list is untouched
+        assert again.auth.auth_list_entry(listed, h) is None
+        assert again.auth.auth_cache_entry(cached, h) is None
+        assert again.auth.auth_list_version(listed) == 4  # the rest of the list is untouched
     # Running it again finds nothing and says so.
     assert main(["forget-idtag", "--config", str(cfg), TAG]) == 0
     assert "local authorization list entries removed: 0" in capsys.readouterr().out
@@ -152,18 +152,18 @@ async def _run_and_forget(gateway_factory, csms: CsmsServer, tmp_path: Path,
 def test_a_queued_start_transaction_keeps_its_idtag_sealed(tmp_path: Path) -> None:
     path = tmp_path / "var" / "journal.sqlite"
     with Journal(path) as j:
-        j.enqueue("DEMO-01", "StartTransaction",
+        j.outbox.enqueue("DEMO-01", "StartTransaction",
                   {"connectorId": 1, "idTag": TAG, "meterStart": 0,
                    "timestamp": "2026-01-01T00:00:00Z"}, "L1", "u1")
-        j.enqueue("DEMO-01", "StopTransaction", {"transactionId": -1, "meterStop": 5,
+        j.outbox.enqueue("DEMO-01", "StopTransaction", {"transactionId": -1, "meterStop": 5,
                                                  "timestamp": "2026-01-01T00:01:00Z"}, "L1", "u2")
         assert holding(path.parent, TAG.encode()) == []
     with Journal(path) as j:
-        first = j.pending("DEMO-01")[0]
+        first = j.outbox.pending("DEMO-01")[0]
         assert first.payload["idTag"] == TAG  # opened again for delivery
         # Forgetting keeps what the CSMS must still get, and says so.
-        assert j.forget_id_tag(TAG)["undelivered"] == 1
-        assert len(j.pending("DEMO-01")) == 2
+        assert j.auth.forget_id_tag(TAG)["undelivered"] == 1
+        assert len(j.outbox.pending("DEMO-01")) == 2
 
 
 def test_forget_idtag_command_drops_undelivered_and_explains_errors(
@@ -175,12 +175,14 @@ def test_forget_idtag_command_drops_undelivered_and_explains_errors(
 
     with Journal(data_dir / "journal.sqlite") as j:
         h = j.hash_id_tag(TAG)
-        j.put_reservation(ReservationRecord("DEMO-01", 7, 1, h, "2030-01-01T00:00:00Z"))
-        j.put_reservation(ReservationRecord("DEMO-02", 8, 1, j.hash_id_tag("CHILD"),
+        j.reservations.put_reservation(ReservationRecord("DEMO-01", 7, 1, h,
+                                                         "2030-01-01T00:00:00Z"))
+        j.reservations.put_reservation(ReservationRecord("DEMO-02", 8, 1, j.hash_id_tag("CHILD"),
                                             "2030-01-01T00:00:00Z", parent_hash=h))
-        j.enqueue("DEMO-01", "StartTransaction", {"connectorId": 1, "idTag": TAG, "meterStart": 0,
+        j.outbox.enqueue("DEMO-01", "StartTransaction", {"connectorId": 1, "idTag": TAG,
+                                                         "meterStart": 0,
                                                   "timestamp": "2026-01-01T00:00:00Z"}, "L1", "u1")
-        j.enqueue("DEMO-01", "StartTransaction", {"connectorId": 2, "idTag": "OTHER",
+        j.outbox.enqueue("DEMO-01", "StartTransaction", {"connectorId": 2, "idTag": "OTHER",
                                                   "meterStart": 0,
                                                   "timestamp": "2026-01-01T00:00:00Z"}, "L2", "u2")
         # While a gateway holds the journal, the command refuses and says why.
@@ -195,9 +197,9 @@ def test_forget_idtag_command_drops_undelivered_and_explains_errors(
     assert main(["forget-idtag", "--config", str(cfg), "--drop-undelivered", TAG]) == 0
     assert "undelivered transaction messages deleted: 1" in capsys.readouterr().out
     with Journal(data_dir / "journal.sqlite") as j:
-        assert [i.payload["idTag"] for i in j.pending("DEMO-01")] == ["OTHER"]
-        assert j.reservations("DEMO-01") == []
-        assert [r.parent_hash for r in j.reservations("DEMO-02")] == [None]
+        assert [i.payload["idTag"] for i in j.outbox.pending("DEMO-01")] == ["OTHER"]
+        assert j.reservations.reservations("DEMO-01") == []
+        assert [r.parent_hash for r in j.reservations.reservations("DEMO-02")] == [None]
 
     assert main(["forget-idtag", "--config", str(cfg), "  "]) == 2
     assert main(["forget-idtag", "--help"]) == 0

@@ -29,11 +29,12 @@ def seed(data_dir: Path, endpoint_id: str = GONE) -> None:
     and a transaction the stop cut."""
     with Journal(data_dir / "journal.sqlite") as j:
         for i in range(EVENTS):
-            j.enqueue(endpoint_id, "SecurityEventNotification",
+            j.outbox.enqueue(endpoint_id, "SecurityEventNotification",
                       {"type": "InvalidMessages", "timestamp": "2026-01-01T00:00:00Z",
                        "techInfo": f"seeded-{i} {PAD}"}, None, f"seeded-{endpoint_id}-{i}",
                       Retention.EXPENDABLE)
-        j.put_transaction(TxRecord(endpoint_id=endpoint_id, local_id=f"tx-{endpoint_id}",
+        j.transactions.put_transaction(TxRecord(endpoint_id=endpoint_id,
+                                                local_id=f"tx-{endpoint_id}",
                                    connector=1, id_tag_hash="h", meter_start_wh=0,
                                    started_at="2026-01-01T00:00:00.000Z", transaction_id="77"))
 
@@ -71,16 +72,16 @@ async def test_removed_endpoint_is_kept_visible_outside_the_budget_and_resumes(
     # Outside the live budget: with a budget the removed queue alone overflows, a live
     # endpoint's expendable event is queued without dropping anything of the removed one.
     removed_bytes = removed["queued_bytes"]
-    gw.journal.outbox_budget_bytes = removed_bytes // 2
-    gw.journal.enqueue("DEMO-01", "SecurityEventNotification",
+    gw.journal.outbox.budget_bytes = removed_bytes // 2
+    gw.journal.outbox.enqueue("DEMO-01", "SecurityEventNotification",
                        {"type": "InvalidMessages", "timestamp": "2026-01-01T00:00:00Z"},
                        None, "live-1", Retention.EXPENDABLE)
     gw.endpoints["DEMO-01"].ctx.outbox_wake.set()  # as security_event() does after queueing
-    assert gw.journal.depth(GONE) == EVENTS
-    assert not gw.journal.outbox_over_budget and gw.journal.outbox_dropped == 0
-    assert gw.journal.outbox_bytes() < removed_bytes // 2
+    assert gw.journal.outbox.depth(GONE) == EVENTS
+    assert not gw.journal.outbox.over_budget and gw.journal.outbox.dropped == 0
+    assert gw.journal.outbox.outbox_bytes() < removed_bytes // 2
     # Not sent to anyone, and not waited for at shutdown (a wait would outlast this bound).
-    await until(lambda: gw.journal is not None and gw.journal.depth("DEMO-01") == 0)
+    await until(lambda: gw.journal is not None and gw.journal.outbox.depth("DEMO-01") == 0)
     async with asyncio.timeout(10):
         await gw.stop(drain_s=60)
     assert csms.of(GONE, "SecurityEventNotification") == []
@@ -104,12 +105,12 @@ async def test_removed_endpoint_is_kept_visible_outside_the_budget_and_resumes(
     gw2 = await gateway_factory(2, data_dir=data_dir)
     stop = await csms.wait_for(GONE, "StopTransaction", after=before, timeout=20)
     assert stop.payload["transactionId"] == 77 and stop.payload["reason"] == "PowerLoss"
-    await until(lambda: gw2.journal is not None and gw2.journal.depth(GONE) == 0, 20)
+    await until(lambda: gw2.journal is not None and gw2.journal.outbox.depth(GONE) == 0, 20)
     delivered = [m.payload["techInfo"].split()[0]
                  for m in csms.of(GONE, "SecurityEventNotification")
                  if m.payload.get("techInfo", "").startswith("seeded-")]
     assert delivered == [f"seeded-{i}" for i in range(EVENTS)]
-    assert gw2.journal.removed == frozenset()
+    assert gw2.journal.endpoints.removed == frozenset()
 
 
 async def test_journal_purge_deletes_a_removed_endpoint_for_good(
@@ -119,11 +120,11 @@ async def test_journal_purge_deletes_a_removed_endpoint_for_good(
     cfg = config_file(tmp_path, data_dir)
     assert main(["journal", "purge", "-c", str(cfg)]) == 2  # not without --yes
     with Journal(data_dir / "journal.sqlite") as j:
-        assert j.depth("OLD-9") == EVENTS
+        assert j.outbox.depth("OLD-9") == EVENTS
     assert main(["journal", "purge", "-c", str(cfg), "--yes"]) == 0
     with Journal(data_dir / "journal.sqlite") as j:
-        assert j.depth("OLD-9") == 0 and j.open_transactions("OLD-9") == []
-        assert j.removed_endpoints(exclude={"DEMO-01"}) == []
+        assert j.outbox.depth("OLD-9") == 0 and j.transactions.open_transactions("OLD-9") == []
+        assert j.endpoints.removed_endpoints(exclude={"DEMO-01"}) == []
     capsys.readouterr()
     assert main(["journal", "list", "-c", str(cfg)]) == 0
     assert "no removed endpoints" in capsys.readouterr().out

@@ -176,11 +176,11 @@ async def test_wrong_unique_ids_are_ignored_and_the_start_is_resent_under_its_ow
     # Answers under wrong ids settle nothing: the StartTransaction times out and is resent.
     await until(lambda: len(csms.of(sid, "StartTransaction")) >= 2, 10)
     assert ep.ctx.rpc is not None and ep.ctx.rpc.stats.replies_dropped >= 2
-    assert gw.journal is not None and gw.journal.depth(sid) >= 1
+    assert gw.journal is not None and gw.journal.outbox.depth(sid) >= 1
     # The session runs meanwhile (the CSMS's bookkeeping lags, the battery does not).
     await until(lambda: sim.written.setpoint_w > 0)
     csms.mode = "normal"
-    await until(lambda: gw.journal is not None and gw.journal.depth(sid) == 0, 10)
+    await until(lambda: gw.journal is not None and gw.journal.outbox.depth(sid) == 0, 10)
     starts = csms.of(sid, "StartTransaction")
     assert len({s.unique_id for s in starts}) == 1  # every attempt under the one id
     assert len({orjson.dumps(s.payload) for s in starts}) == 1  # ... and the same message
@@ -200,7 +200,7 @@ async def test_a_csms_that_never_answers_times_out_our_calls_but_keeps_the_queue
     ep = gw.endpoints[sid]
     assert ep.ctx.rpc is not None and gw.journal is not None
     await remote_start(csms, sid)
-    await until(lambda: gw.journal is not None and gw.journal.depth(sid) == 0, 10)
+    await until(lambda: gw.journal is not None and gw.journal.outbox.depth(sid) == 0, 10)
     (tx_id,) = csms.tx_by_uid.values()
 
     csms.mode = "silent"
@@ -210,14 +210,14 @@ async def test_a_csms_that_never_answers_times_out_our_calls_but_keeps_the_queue
     # The stop is journaled and waits; it is sent (and unanswered) again and again.
     await csms.call(sid, "RemoteStopTransaction", {"transactionId": tx_id})
     await until(lambda: len(csms.of(sid, "StopTransaction")) >= 2, 10)
-    assert gw.journal.depth(sid) >= 1
+    assert gw.journal.outbox.depth(sid) >= 1
     # The connection stays up and usable in the other direction.
     r = await csms.call(sid, "GetConfiguration", {"key": ["HeartbeatInterval"]})
     assert r[0] == 3 and r[2]["configurationKey"][0]["key"] == "HeartbeatInterval"
     assert ep.connects == 1 and csms.connections == 2
 
     csms.mode = "normal"
-    await until(lambda: gw.journal is not None and gw.journal.depth(sid) == 0, 10)
+    await until(lambda: gw.journal is not None and gw.journal.outbox.depth(sid) == 0, 10)
     stops = csms.of(sid, "StopTransaction")
     assert len({s.unique_id for s in stops}) == 1 and stops[0].payload["transactionId"] == tx_id
     assert gw.endpoints[other].connects == 1

@@ -45,7 +45,7 @@ async def test_scrape_shows_endpoints_pcs_and_control_loop(
     gw = await gateway_factory(2, metrics_listen="127.0.0.1:0")
     ids = await booted(gw, csms)
     assert gw.metrics is not None and gw.metrics.port > 0
-    await until(lambda: gw.journal.depth() == 0, 10)
+    await until(lambda: gw.journal.outbox.depth() == 0, 10)
     got = await scrape(gw)
     for sid in ids:
         assert got[("bess_endpoint_connected", (("endpoint", sid),))] == 1

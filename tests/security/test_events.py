@@ -22,7 +22,7 @@ def test_events_are_logged_and_queued_in_order(tmp_path: Path,
         assert events.record(j, "A", "InvalidCentralSystemCertificate", "x" * 300,
                              now=lambda: T0)
         assert events.record(j, "B", "ResetOrReboot", now=lambda: T0)
-        items = j.pending("A")
+        items = j.outbox.pending("A")
         assert [i.action for i in items] == ["SecurityEventNotification"] * 2
         assert items[0].payload == {"type": "StartupOfTheDevice",
                                     "timestamp": "2026-01-02T03:04:05.000Z"}
@@ -40,12 +40,12 @@ def test_repeating_connection_events_are_coalesced_until_delivered(tmp_path: Pat
         for _ in range(5):
             events.record(j, "A", "InvalidCentralSystemCertificate")
             events.record(j, "A", "FailedToAuthenticateAtCentralSystem")
-        assert j.depth("A") == 2
+        assert j.outbox.depth("A") == 2
         # once delivered (acked), the next occurrence is queued again
-        j.ack(j.pending("A")[0].seq)
+        j.outbox.ack(j.outbox.pending("A")[0].seq)
         assert events.record(j, "A", "InvalidCentralSystemCertificate")
         assert not events.record(j, "A", "FailedToAuthenticateAtCentralSystem")
-        assert j.depth("A") == 2
+        assert j.outbox.depth("A") == 2
         # other endpoints and non-repeating events are not coalesced
         assert events.record(j, "B", "InvalidCentralSystemCertificate")
         assert events.record(j, "A", "ResetOrReboot") and events.record(j, "A", "ResetOrReboot")

@@ -243,7 +243,7 @@ async def test_diagnostics_and_logs_hold_nothing_of_another_operator(
     assert await hub.acme.call(ACME_16, "RemoteStartTransaction", {
         "idTag": "ACME-TAG", "connectorId": 2}) == {"status": "Accepted"}
     await hub.acme.wait_for(ACME_16, "StartTransaction", after=after)
-    assert any(r.endpoint_id == ACME_16 for r in journal.open_transactions(ACME_16))
+    assert any(r.endpoint_id == ACME_16 for r in journal.transactions.open_transactions(ACME_16))
     log_dir = hub.gw.config.gateway.data_dir / "logs"
     await until(lambda: ACME_16 in (log_dir / "gateway.log").read_text()
                 and ACME_16 in (log_dir / "security.log").read_text())
@@ -310,8 +310,8 @@ async def test_customer_information_clears_only_the_requesting_operators_data(
                                   lambda p: not p["tbc"], after=after, timeout=15)
     # One item removed: BETA's own entry; the count says nothing of what ACME holds.
     assert "Cleared: 1 stored item(s) removed." in msg.payload["data"]
-    assert journal.auth_list_entry(BETA_201, h) is None
-    assert journal.auth_list_entry(ACME_201, h) is not None  # ACME's customer record stays
+    assert journal.auth.auth_list_entry(BETA_201, h) is None
+    assert journal.auth.auth_list_entry(ACME_201, h) is not None  # ACME's customer record stays
 
 
 async def test_a_single_operators_shared_store_still_serves_its_tls_after_the_upgrade(

@@ -148,7 +148,7 @@ class ReservationStore(Protocol):
 
 
 class TxStore(Protocol):
-    """Where open transactions are made durable (bess_gateway.journal.Journal)."""
+    """Where open transactions are made durable (the journal's transactions store)."""
 
     def put_transaction(self, rec: Any) -> None: ...
     def finish_transaction(self, endpoint_id: str, local_id: str) -> None: ...

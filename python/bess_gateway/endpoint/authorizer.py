@@ -67,9 +67,9 @@ class Authorizer:
         policy = AuthPolicy.from_settings(settings.bool)
         journal = self.journal
         try:
-            list_entry = (journal.auth_list_entry(self.endpoint_id, id_hash)
+            list_entry = (journal.auth.auth_list_entry(self.endpoint_id, id_hash)
                           if policy.local_list_enabled else None)
-            cache_entry = (journal.auth_cache_entry(self.endpoint_id, id_hash)
+            cache_entry = (journal.auth.auth_cache_entry(self.endpoint_id, id_hash)
                            if policy.cache_enabled else None)
         except JournalError as exc:
             # Unreadable list/cache: whether the tag is blocked is unknown, so only the CSMS
@@ -87,7 +87,7 @@ class Authorizer:
         if info is None or not self.station.settings.bool("authorization_cache_enabled"):
             return
         try:
-            self.journal.put_auth_cache(self.endpoint_id, id_hash, info, self.station.now())
+            self.journal.auth.put_auth_cache(self.endpoint_id, id_hash, info, self.station.now())
         except JournalError as exc:
             log.error("%s: authorization cache not updated for %s: %s", self.endpoint_id,
                       tag_ref(id_hash), exc)
@@ -96,9 +96,9 @@ class Authorizer:
         """What the local list (first) or the cache holds about an identifier, whatever its
         status."""
         try:
-            entry = self.journal.auth_list_entry(self.endpoint_id, id_hash)
+            entry = self.journal.auth.auth_list_entry(self.endpoint_id, id_hash)
             if entry is None:
-                entry = self.journal.auth_cache_entry(self.endpoint_id, id_hash)
+                entry = self.journal.auth.auth_cache_entry(self.endpoint_id, id_hash)
         except JournalError as exc:
             log.error("%s: local authorization unavailable (%s)", self.endpoint_id, exc)
             return None
@@ -148,14 +148,14 @@ class Authorizer:
             status = check_update(
                 enabled=self.station.settings.bool("local_auth_list_enabled"),
                 full=full,
-                current_version=journal.auth_list_version(self.endpoint_id),
+                current_version=journal.auth.auth_list_version(self.endpoint_id),
                 new_version=version,
                 changes=changes,
-                current_size=journal.auth_list_size(self.endpoint_id),
-                current_hashes=lambda hs: journal.auth_list_count(self.endpoint_id, list(hs)),
+                current_size=journal.auth.auth_list_size(self.endpoint_id),
+                current_hashes=lambda hs: journal.auth.auth_list_count(self.endpoint_id, list(hs)),
             )
             if status == ListUpdateStatus.ACCEPTED:
-                journal.apply_auth_list(self.endpoint_id, full=full, version=version,
+                journal.auth.apply_auth_list(self.endpoint_id, full=full, version=version,
                                         changes=changes)
         except JournalError as exc:
             log.error("%s: local list not updated: %s", self.endpoint_id, exc)

@@ -36,7 +36,7 @@ def make(st: Station, journal: Journal, kind: type[SmartCharging] = SmartChargin
     def electrical() -> sc.Electrical:
         return sc.Electrical(phase_voltage_v=float(st.settings.int("ac_phase_voltage_v")))
 
-    made = kind(st, cast(ScheduleCore, st.core), store=journal, limits=lambda: limits,
+    made = kind(st, cast(ScheduleCore, st.core), store=journal.profiles, limits=lambda: limits,
                 electrical=electrical, clock=lambda: sc.utc(st.now()))
     st.start_schedule = made.start_schedule
     st.on_change(made.sessions_changed)

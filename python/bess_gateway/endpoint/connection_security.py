@@ -14,7 +14,7 @@ import ssl
 from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import JournalError, OutboxItem
 from bess_gateway.ocpp.errors import CallErrorReceived
-from bess_gateway.security import events, profiles
+from bess_gateway.security import events, profiles, tls
 from bess_gateway.security.certificates import CENTRAL_SYSTEM_ROOT
 from bess_gateway.security.keys import StationKeys
 
@@ -52,7 +52,7 @@ def refuses_events(ctx: Context) -> bool:
     if ctx.version != "1.6":
         return False  # core in 2.0.1: a refusal there is the outbox's ordinary drop
     try:
-        return ctx.journal.get_fact(_refused_key(ctx)) == ctx.cfg.csms_url
+        return ctx.journal.facts.get_fact(_refused_key(ctx)) == ctx.cfg.csms_url
     except JournalError:
         return False
 
@@ -66,7 +66,7 @@ def notification_refused(ctx: Context, item: OutboxItem, exc: CallErrorReceived)
         log.debug("%s: %s refused again (%s)", ctx.endpoint_id, item.action, exc.code)
         return True
     try:
-        ctx.journal.put_fact(_refused_key(ctx), ctx.cfg.csms_url)
+        ctx.journal.facts.put_fact(_refused_key(ctx), ctx.cfg.csms_url)
     except JournalError as e:
         log.error("%s: could not remember that the CSMS refuses %s: %s", ctx.endpoint_id,
                   item.action, e)
@@ -109,26 +109,28 @@ def ssl_context(ctx: Context, target: str) -> ssl.SSLContext | None:
     """TLS 1.2 or newer; the CSMS certificate must chain to the configured ca_file or a
     CentralSystemRootCertificate installed by the endpoint's operator (``ctx.certificates`` is
     that operator's store: another operator's roots are never trusted here); the system store
-    only when neither exists."""
+    only when neither exists. The context is built once per these inputs and the certificate
+    store's version, and shared by endpoints with the same inputs (security.tls)."""
     if not target.startswith("wss://"):
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer and its hostname
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    cadata = ctx.certificates.pem(CENTRAL_SYSTEM_ROOT)
-    if ctx.cfg.ca_file is None and not cadata:
-        context.load_default_certs()
-    if ctx.cfg.ca_file is not None:
-        context.load_verify_locations(cafile=str(ctx.cfg.ca_file))
-    if cadata:
-        context.load_verify_locations(cadata=cadata)
-    if effective_profile(ctx) == 3:
-        # A CSMS-signed certificate (CertificateSigned) replaces the one from the config file.
+    return tls.client_context(tls_inputs(ctx, target))
+
+
+def tls_inputs(ctx: Context, target: str) -> tls.ClientTls:
+    """What the endpoint's TLS context is made of (the cache slot, security.tls)."""
+    profile = effective_profile(ctx)
+    cert_file = key_file = None
+    if profile == 3:
+        # A CSMS-signed certificate (CertificateSigned) replaces the one from the config file;
+        # client.pem holds its key and chain.
         identity = station_keys(ctx).identity()
         if identity is not None:
-            context.load_cert_chain(str(identity))
+            cert_file = identity
         elif ctx.cfg.cert_file is not None and ctx.cfg.key_file is not None:
-            context.load_cert_chain(str(ctx.cfg.cert_file), str(ctx.cfg.key_file))
-    return context
+            cert_file, key_file = ctx.cfg.cert_file, ctx.cfg.key_file
+    return tls.ClientTls(csms=target.removesuffix(f"/{ctx.endpoint_id}"), profile=profile,
+                         store=ctx.certificates.directory, ca_file=ctx.cfg.ca_file,
+                         cert_file=cert_file, key_file=key_file)
 
 
 def auth_headers(ctx: Context) -> dict[str, str]:

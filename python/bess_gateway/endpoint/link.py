@@ -615,6 +615,6 @@ class EndpointBase:
     async def _drain_outbox(self, timeout_s: float = 2.5) -> None:
         """Give queued messages a moment to leave while the link is still up (reset)."""
         for _ in range(int(timeout_s / 0.05)):
-            if self.ctx.journal.depth(self.id) == 0:
+            if self.ctx.journal.outbox.depth(self.id) == 0:
                 break
             await asyncio.sleep(0.05)

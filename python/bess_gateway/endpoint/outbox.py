@@ -159,7 +159,7 @@ async def deliver(ctx: Context, policy: Policy) -> None:
     timeouts = 0  # unanswered sends in a row of the message at the head (this link)
     head: int | None = None
     while True:
-        items = ctx.journal.pending(ctx.endpoint_id, limit=1)
+        items = ctx.journal.outbox.pending(ctx.endpoint_id, limit=1)
         if not items:
             ctx.outbox_wake.clear()
             await ctx.outbox_wake.wait()
@@ -175,7 +175,7 @@ async def deliver(ctx: Context, policy: Policy) -> None:
             await ctx.pacer.take()
             # Read it again: meanwhile its transaction id may have been written in, or the
             # budget may have thinned it away (then the new head goes through the checks).
-            items = ctx.journal.pending(ctx.endpoint_id, limit=1)
+            items = ctx.journal.outbox.pending(ctx.endpoint_id, limit=1)
             if not items or items[0].seq != item.seq:
                 continue
             item = items[0]
@@ -185,7 +185,7 @@ async def deliver(ctx: Context, policy: Policy) -> None:
             continue
         payload = policy.prepare(ctx, item)
         if payload is None:
-            ctx.journal.ack(item.seq)
+            ctx.journal.outbox.ack(item.seq)
             continue
         try:
             resp = await ctx.rpc.call(item.action, payload, unique_id=item.unique_id)  # type: ignore[union-attr]
@@ -211,7 +211,7 @@ async def deliver(ctx: Context, policy: Policy) -> None:
                 if policy.refused is None or not policy.refused(ctx, item, exc):
                     log.warning("%s: %s refused by the CSMS (%s); dropped", ctx.endpoint_id,
                                 item.action, exc)
-                ctx.journal.ack(item.seq)
+                ctx.journal.outbox.ack(item.seq)
                 continue
             await _failed(ctx, policy, item, exc)
             continue
@@ -219,7 +219,7 @@ async def deliver(ctx: Context, policy: Policy) -> None:
         # in one commit: a crash between them could leave a queued stop without its id; and one
         # fsync instead of several.
         with ctx.journal.atomic():
-            ctx.journal.ack(item.seq)
+            ctx.journal.outbox.ack(item.seq)
             policy.answered(ctx, item, payload, resp)
 
 
@@ -228,7 +228,7 @@ async def _failed(ctx: Context, policy: Policy, item: OutboxItem, exc: Exception
     failure wait interval x n, then resend; after `attempts` failures give the message up and
     go on with the next one. A start message given up abandons its transaction."""
     settings = ctx.station.settings
-    ctx.journal.bump_attempts(item.seq)
+    ctx.journal.outbox.bump_attempts(item.seq)
     attempts = item.attempts + 1
     if attempts < settings.int(policy.attempts_setting):
         delay = settings.int(policy.interval_setting) * attempts
@@ -239,10 +239,10 @@ async def _failed(ctx: Context, policy: Policy, item: OutboxItem, exc: Exception
     log.error("%s: %s %s discarded after %d failed attempts (last: %s); going on with the "
               "next queued message", ctx.endpoint_id, item.action, item.unique_id, attempts, exc)
     with ctx.journal.atomic():
-        ctx.journal.count_given_up(ctx.endpoint_id, item.action)
+        ctx.journal.abandoned.count_given_up(ctx.endpoint_id, item.action)
         if policy.is_start(item):
             sessions.abandon(ctx, item, *policy.started(item), policy.stop)
         else:
-            ctx.journal.ack(item.seq)
+            ctx.journal.outbox.ack(item.seq)
             # A stop given up ends its Finishing all the same.
             ctx.services.settling.delivered(item)

@@ -29,7 +29,7 @@ class JournalReservations:
         self.journal = journal
 
     def save_reservation(self, endpoint_id: str, reservation: Reservation) -> None:
-        self.journal.put_reservation(ReservationRecord(
+        self.journal.reservations.put_reservation(ReservationRecord(
             endpoint_id=endpoint_id,
             reservation_id=reservation.reservation_id,
             connector=reservation.connector,
@@ -39,17 +39,17 @@ class JournalReservations:
         ))
 
     def drop_reservation(self, endpoint_id: str, reservation_id: int) -> None:
-        self.journal.delete_reservation(endpoint_id, reservation_id)
+        self.journal.reservations.delete_reservation(endpoint_id, reservation_id)
 
     def load(self, endpoint_id: str) -> list[Reservation]:
         out: list[Reservation] = []
-        for rec in self.journal.reservations(endpoint_id):
+        for rec in self.journal.reservations.reservations(endpoint_id):
             try:
                 expiry = parse_iso(rec.expiry)
             except ValueError:
                 log.error("%s: reservation %d has a bad expiry %r; dropped", endpoint_id,
                           rec.reservation_id, rec.expiry)
-                self.journal.delete_reservation(endpoint_id, rec.reservation_id)
+                self.journal.reservations.delete_reservation(endpoint_id, rec.reservation_id)
                 continue
             out.append(Reservation(rec.reservation_id, rec.connector, rec.id_tag_hash, expiry,
                                    rec.parent_hash))
@@ -110,9 +110,9 @@ def parent_lookup(ctx: Context) -> Callable[[str], str | None]:
         journal = ctx.journal
         entry = None
         if settings.bool("local_auth_list_enabled"):
-            entry = journal.auth_list_entry(ctx.endpoint_id, tag_hash)
+            entry = journal.auth.auth_list_entry(ctx.endpoint_id, tag_hash)
         if entry is None and settings.bool("authorization_cache_enabled"):
-            entry = journal.auth_cache_entry(ctx.endpoint_id, tag_hash)
+            entry = journal.auth.auth_cache_entry(ctx.endpoint_id, tag_hash)
         return None if entry is None else entry.parent_hash
 
     return parent_of

@@ -46,7 +46,7 @@ def enqueue(ctx: Context, action: str, payload: dict[str, Any], tx: Transaction 
     `retention`: what the outbox may do with it when over its disk budget (journal.Retention).
     `unique_id`: the message id it already went out with, if it did (a resend keeps it).
     """
-    ctx.journal.enqueue(ctx.endpoint_id, action, payload, tx.local_id if tx else None,
+    ctx.journal.outbox.enqueue(ctx.endpoint_id, action, payload, tx.local_id if tx else None,
                         unique_id or new_unique_id(), retention)
     ctx.outbox_wake.set()
 
@@ -231,14 +231,14 @@ def abandon(ctx: Context, item: OutboxItem, connector: int | None, meter_start_w
     st = ctx.station
     local_id = item.local_tx_id
     if local_id is None:  # no transaction to abandon (never so for a start message)
-        ctx.journal.ack(item.seq)
+        ctx.journal.outbox.ack(item.seq)
         return
     tx = next((t for t in st.transactions.values() if t.local_id == local_id), None)
     if tx is not None:
         connector, meter_start_wh = tx.connector, tx.meter_start_wh
     with ctx.journal.atomic():
-        ctx.journal.ack(item.seq)
-        ctx.journal.abandon_transaction(ctx.endpoint_id, local_id, connector or 0,
+        ctx.journal.outbox.ack(item.seq)
+        ctx.journal.abandoned.abandon_transaction(ctx.endpoint_id, local_id, connector or 0,
                                         meter_start_wh)
         if tx is not None and stop is not None:
             stop(ctx, tx.connector)
@@ -252,21 +252,21 @@ def abandon(ctx: Context, item: OutboxItem, connector: int | None, meter_start_w
 def drop_if_abandoned(ctx: Context, item: OutboxItem) -> bool:
     """Drop `item` if its transaction was abandoned (True); its stop message's energy is added
     to the unattributed energy in the same commit (held until settled, as any stop)."""
-    marker = ctx.journal.abandoned_transaction(ctx.endpoint_id, item.local_tx_id)
+    marker = ctx.journal.abandoned.abandoned_transaction(ctx.endpoint_id, item.local_tx_id)
     if marker is None or item.local_tx_id is None:
         return False
     is_stop, register = ctx.services.settling.stop_register(item.action, item.payload)
     if not is_stop:
         log.debug("%s: %s of abandoned transaction %s dropped", ctx.endpoint_id, item.action,
                   item.local_tx_id[:8])
-        ctx.journal.ack(item.seq)
+        ctx.journal.outbox.ack(item.seq)
         return True
     connector = int(marker.get("connector") or 0)
     start = marker.get("meter_start_wh")
     energy = None if register is None or start is None else max(0, register - int(start))
     with ctx.journal.atomic():
-        ctx.journal.ack(item.seq)
-        ctx.journal.settle_abandoned(ctx.endpoint_id, item.local_tx_id, connector, energy)
+        ctx.journal.outbox.ack(item.seq)
+        ctx.journal.abandoned.settle_abandoned(ctx.endpoint_id, item.local_tx_id, connector, energy)
     ctx.station.finished(item.local_tx_id)  # no stop will be confirmed: Finishing ends here
     log.error("%s: abandoned transaction %s: %s Wh delivered on connector %d, unattributed "
               "(its %s is not sent: the CSMS never got its start)", ctx.endpoint_id,
@@ -282,7 +282,7 @@ async def send_or_queue(ctx: Context, action: str, payload: dict[str, Any],
     message), else queue. `direct=False` forces the queue. Returns True when sent now."""
     unique_id = new_unique_id()
     rpc = ctx.rpc
-    if direct and ctx.online and rpc is not None and ctx.journal.depth(ctx.endpoint_id) == 0:
+    if direct and ctx.online and rpc is not None and ctx.journal.outbox.depth(ctx.endpoint_id) == 0:
         try:
             await rpc.call(action, payload, unique_id=unique_id)
             return True

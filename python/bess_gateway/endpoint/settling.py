@@ -57,7 +57,7 @@ def patch_stop(journal: Journal, endpoint_id: str, local_id: str, final: int,
             fmt.set_register(payload, final)
             return True
 
-        journal.rewrite_queued(endpoint_id, local_id, fmt.action, rewrite)
+        journal.outbox.rewrite_queued(endpoint_id, local_id, fmt.action, rewrite)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ class Settling:
     def queued_register(self, local_id: str) -> int | None:
         """The register in the still-queued stop message of `local_id` (None: none queued)."""
         for fmt in self.formats.values():
-            for payload in self.journal.queued_of(self.endpoint_id, local_id, fmt.action):
+            for payload in self.journal.outbox.queued_of(self.endpoint_id, local_id, fmt.action):
                 if fmt.is_stop(payload):
                     return fmt.register(payload)
         return None
@@ -116,7 +116,7 @@ class Settling:
         assert tx.meter_stop_wh is not None
         self._pending[tx.local_id] = _Pending(tx.connector, tx.meter_stop_wh,
                                               time.monotonic() + SETTLE_MAX_S)
-        self.journal.raise_meter_floor(self.endpoint_id, tx.connector, tx.meter_stop_wh)
+        self.journal.meters.raise_meter_floor(self.endpoint_id, tx.connector, tx.meter_stop_wh)
         # The connector shows Finishing until the CSMS has the stop message (`delivered`): its
         # Available must not overtake the stop, which waits here for the settled register.
         self.station.hold_finishing(tx.local_id, tx.connector)
@@ -162,7 +162,7 @@ class Settling:
             del self._pending[local_id]
             if final > p.meter_stop_wh:
                 self.patch_stop(local_id, final)
-                self.journal.raise_meter_floor(self.endpoint_id, p.connector, final)
+                self.journal.meters.raise_meter_floor(self.endpoint_id, p.connector, final)
                 done[local_id] = final
                 log.debug("%s: session %s final register %d Wh (+%d Wh after the stop)",
                           self.endpoint_id, local_id[:8], final, final - p.meter_stop_wh)

@@ -200,8 +200,8 @@ class _GatewayCollector(Collector):
         totals: dict[str, dict[str, Any]] = {}
         if gw.journal is not None:
             with contextlib.suppress(Exception):  # a closed journal at shutdown
-                depths = gw.journal.depths()
-                totals = gw.journal.abandoned_totals()
+                depths = gw.journal.outbox.depths()
+                totals = gw.journal.abandoned.abandoned_totals()
         total_sessions = 0
         for eid, ep in gw.endpoints.items():
             connected.add_metric([eid], 1.0 if ep.connected.is_set() else 0.0)
@@ -329,8 +329,9 @@ class _GatewayCollector(Collector):
             with contextlib.suppress(Exception):
                 j = gw.journal
                 yield from gauge("bess_journal_queue_depth",
-                                 "queued messages of the configured endpoints", j.live_depth())
-                removed = j.removed_endpoints(exclude=gw.endpoints)
+                                 "queued messages of the configured endpoints",
+                                 j.outbox.live_depth())
+                removed = j.endpoints.removed_endpoints(exclude=gw.endpoints)
                 yield from gauge("bess_journal_removed_endpoints",
                                  "endpoints not in the configuration that the journal holds "
                                  "data of (bess-gateway journal list)", len(removed))
@@ -342,18 +343,18 @@ class _GatewayCollector(Collector):
                                  sum(r["open_transactions"] for r in removed))
                 yield from gauge("bess_journal_queue_bytes",
                                  "disk the queued messages take (payload + per-message overhead)",
-                                 j.outbox_bytes())
+                                 j.outbox.outbox_bytes())
                 yield from gauge("bess_journal_queue_budget_bytes", "the queue's disk budget",
-                                 j.outbox_budget_bytes)
+                                 j.outbox.budget_bytes)
                 yield from gauge("bess_journal_queue_over_budget",
                                  "1 while over budget with only never-dropped records queued",
-                                 1 if j.outbox_over_budget else 0)
+                                 1 if j.outbox.over_budget else 0)
                 yield from counter("bess_journal_queue_thinned",
                                    "sampled MeterValues removed to keep to the budget",
-                                   j.outbox_thinned)
+                                   j.outbox.thinned)
                 yield from counter("bess_journal_queue_dropped",
                                    "expendable messages dropped to keep to the budget",
-                                   j.outbox_dropped)
+                                   j.outbox.dropped)
 
 
 class MetricsServer:
@@ -523,12 +524,12 @@ class MetricsServer:
         totals: dict[str, dict[str, Any]] = {}
         if gw.journal is not None:
             with contextlib.suppress(Exception):
-                depths = gw.journal.depths()
-                totals = gw.journal.abandoned_totals()
+                depths = gw.journal.outbox.depths()
+                totals = gw.journal.abandoned.abandoned_totals()
         removed: list[dict[str, Any]] = []
         if gw.journal is not None:
             with contextlib.suppress(Exception):
-                removed = gw.journal.removed_endpoints(exclude=gw.endpoints)
+                removed = gw.journal.endpoints.removed_endpoints(exclude=gw.endpoints)
         for eid, ep in gw.endpoints.items():
             station = ep.ctx.station
             depth = None if depths is None else depths.get(eid, 0)

@@ -116,6 +116,22 @@ class Installed:
     certificate: x509.Certificate
 
 
+_generation = 0  # see generation()
+
+
+def generation() -> int:
+    """Bumped by every write and delete through the store (this module and security.keys): part
+    of the version a cached TLS context is checked against (security.tls)."""
+    return _generation
+
+
+def _changed() -> None:
+    # Called after the change, never before: a context built in between would otherwise carry
+    # the new generation with the old files.
+    global _generation
+    _generation += 1
+
+
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a file atomically (temp file + rename) so a crash never leaves half a PEM."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +146,8 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        _changed()
 
 
 class CertificateStore:
@@ -222,6 +240,8 @@ class CertificateStore:
                 except OSError as e:
                     log.error("DeleteCertificate %s failed: %s", item.path.name, e)
                     return "Failed"
+                finally:
+                    _changed()
                 log.info("deleted %s %s", item.certificate_type,
                          item.certificate.subject.rfc4514_string())
                 return "Accepted"

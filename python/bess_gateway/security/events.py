@@ -98,7 +98,8 @@ def record(
         payload["techInfo"] = tech_info[:255]
     try:
         if event_type in COALESCED and any(
-                p.get("type") == event_type for p in journal.queued_payloads(endpoint_id, ACTION)):
+                p.get("type") == event_type for p in journal.outbox.queued_payloads(endpoint_id,
+                                                                                    ACTION)):
             log.info("%s: security event %s again%s (one is already queued)", endpoint_id,
                      event_type, detail)
             return False
@@ -107,7 +108,7 @@ def record(
         # Over the outbox's disk budget, non-critical events may go (they stay in security.log);
         # critical ones are kept like billing records (docs/operations.md, "Offline queue").
         retention = Retention.ALWAYS if EVENTS.get(event_type) else Retention.EXPENDABLE
-        journal.enqueue(endpoint_id, ACTION, payload, None, new_unique_id(), retention)
+        journal.outbox.enqueue(endpoint_id, ACTION, payload, None, new_unique_id(), retention)
     except JournalError as e:
         # Logged here at least; losing its notification must not take the endpoint down.
         log.error("%s: security event %s not queued: %s", endpoint_id, event_type, e)

@@ -75,7 +75,7 @@ async def test_send_local_list_full_then_differential_with_versions(
         "key": "AllowOfflineTxForUnknownId", "readonly": False, "value": "false"}
 
     def status_of(tag: str) -> AuthStatus | None:
-        info = j.auth_list_entry(sid, j.hash_id_tag(tag))
+        info = j.auth.auth_list_entry(sid, j.hash_id_tag(tag))
         return None if info is None else info.status
 
     assert await list_version(csms, sid) == 0  # no list yet
@@ -83,8 +83,8 @@ async def test_send_local_list_full_then_differential_with_versions(
         entry("ALPHA"), entry("BRAVO"), entry("CHARLIE", "Blocked",
                                               expiryDate="2030-01-01T00:00:00Z")]) == "Accepted"
     assert await list_version(csms, sid) == 1
-    assert j.auth_list_size(sid) == 3
-    info = j.auth_list_entry(sid, j.hash_id_tag("CHARLIE"))
+    assert j.auth.auth_list_size(sid) == 3
+    info = j.auth.auth_list_entry(sid, j.hash_id_tag("CHARLIE"))
     assert info is not None and info.status == AuthStatus.BLOCKED
     assert info.expiry is not None and info.expiry.year == 2030
 
@@ -105,7 +105,7 @@ async def test_send_local_list_full_then_differential_with_versions(
     assert await send_list(csms, sid, 7, "Full", [entry("ALPHA", None)]) == "Failed"
     assert await send_list(csms, sid, 7, "Full", [entry("ECHO", "Invalid")]) == "Accepted"
     assert await list_version(csms, sid) == 7
-    assert j.auth_list_size(sid) == 1 and status_of("ECHO") == AuthStatus.INVALID
+    assert j.auth.auth_list_size(sid) == 1 and status_of("ECHO") == AuthStatus.INVALID
 
     # Survives a restart of the endpoint's connection (it is in the journal, not in memory).
     await csms.call(sid, "Reset", {"type": "Soft"})
@@ -165,13 +165,13 @@ async def test_cache_is_filled_by_csms_answers_used_and_cleared(
     await remote_start(csms, sid, 1, "CACHE-OK")
     await csms.wait_for(sid, "Authorize", lambda p: p["idTag"] == "CACHE-OK", after=after)
     await csms.wait_for(sid, "StartTransaction", after=after)
-    cached = j.auth_cache_entry(sid, j.hash_id_tag("CACHE-OK"))
+    cached = j.auth.auth_cache_entry(sid, j.hash_id_tag("CACHE-OK"))
     assert cached is not None and cached.status == AuthStatus.ACCEPTED
 
     after = csms.last_seq()
     await remote_start(csms, sid, 2, "CACHE-BAD")
     assert not await start_outcome(gw, sid, 2)
-    cached = j.auth_cache_entry(sid, j.hash_id_tag("CACHE-BAD"))
+    cached = j.auth.auth_cache_entry(sid, j.hash_id_tag("CACHE-BAD"))
     assert cached is not None and cached.status == AuthStatus.BLOCKED
 
     # With LocalPreAuthorize the valid cache entry starts at once; the Blocked one asks again.
@@ -189,10 +189,10 @@ async def test_cache_is_filled_by_csms_answers_used_and_cleared(
     # ClearCache really empties it: the next start must ask the CSMS again. (First the queued
     # messages go out: the StartTransaction.conf of the session above, queued behind the earlier
     # StopTransaction that waits for its meter to settle, would fill it again.)
-    await until(lambda: j.depth(sid) == 0, 15)
-    assert j.auth_cache_size(sid) == 2
+    await until(lambda: j.outbox.depth(sid) == 0, 15)
+    assert j.auth.auth_cache_size(sid) == 2
     assert await csms.call(sid, "ClearCache") == {"status": "Accepted"}
-    assert j.auth_cache_size(sid) == 0
+    assert j.auth.auth_cache_size(sid) == 0
     await remote_stop(csms, gw, sid, 1)
     after = csms.last_seq()
     await remote_start(csms, sid, 1, "CACHE-OK")
@@ -205,7 +205,7 @@ async def test_cache_is_filled_by_csms_answers_used_and_cleared(
     after = csms.last_seq()
     await remote_start(csms, sid, 2, "CACHE-NEW")
     await csms.wait_for(sid, "StartTransaction", after=after)
-    assert j.auth_cache_size(sid) == 0
+    assert j.auth.auth_cache_size(sid) == 0
 
 
 async def test_a_listed_tag_is_never_cached(gateway_factory, csms: CsmsServer) -> None:
@@ -220,8 +220,8 @@ async def test_a_listed_tag_is_never_cached(gateway_factory, csms: CsmsServer) -
     await csms.wait_for(sid, "Authorize", after=after)  # no LocalPreAuthorize: asked
     await csms.wait_for(sid, "StartTransaction", after=after)
     assert await start_outcome(gw, sid, 1)
-    await until(lambda: j.depth(sid) == 0)
-    assert j.auth_cache_size(sid) == 0
+    await until(lambda: j.outbox.depth(sid) == 0)
+    assert j.auth.auth_cache_size(sid) == 0
 
 
 async def test_no_answer_to_authorize_applies_the_offline_rules(

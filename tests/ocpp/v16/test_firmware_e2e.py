@@ -381,7 +381,7 @@ async def test_an_update_ordered_while_installing_runs_when_the_install_fails(
         "Downloading", "Downloaded", "Installing", "InstallationFailed"]
     assert installed_files(record) == [FIRMWARE, second]
     assert gw.maintenance.firmware.pending == []
-    assert gw.journal is not None and gw.journal.get_fact("firmware_pending") is None
+    assert gw.journal is not None and gw.journal.facts.get_fact("firmware_pending") is None
 
 
 async def test_an_update_ordered_while_installing_survives_the_restart(
@@ -425,7 +425,7 @@ async def test_an_update_ordered_while_installing_survives_the_restart(
         "Downloading", "Downloaded", "Installing", "Installed",
         "Downloading", "Downloaded", "Installing", "Installed"]
     assert installed_files(record) == [FIRMWARE, second]
-    assert gw2.journal is not None and gw2.journal.get_fact("firmware_pending") is None
+    assert gw2.journal is not None and gw2.journal.facts.get_fact("firmware_pending") is None
 
 
 async def test_signed_update_replaces_a_scheduled_one_with_accepted_canceled(

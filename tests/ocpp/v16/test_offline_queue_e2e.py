@@ -81,16 +81,17 @@ async def test_session_started_offline_gets_its_id_on_reconnect(
         csms.script["StartTransaction"] = ["outage"]
         await remote_start(csms, sid, 1, f"TAG-{round_}")
         await until(lambda: not csms.online(sid))
-        await until(lambda: len([i for i in journal.pending(sid) if i.action == "MeterValues"])
+        await until(lambda: len([i for i in journal.outbox.pending(sid)
+                                 if i.action == "MeterValues"])
                     >= 3, 15)
-        queued = [i for i in journal.pending(sid) if i.action in TX_ACTIONS]
+        queued = [i for i in journal.outbox.pending(sid) if i.action in TX_ACTIONS]
         assert queued[0].action == "StartTransaction"
         assert all(i.payload["transactionId"] is None for i in queued[1:])
         boots = len(csms.of(sid, "BootNotification"))
         after = len(csms.received)
 
         await csms_back(csms, sid)
-        await until(lambda: journal.depth(sid) == 0, 20)
+        await until(lambda: journal.outbox.depth(sid) == 0, 20)
         replay = [g for g in csms.received[after:] if g.action in TX_ACTIONS]
         start, samples = replay[0], replay[1:]
         assert start.action == "StartTransaction"
@@ -126,7 +127,8 @@ async def test_ids_survive_a_restart_between_start_answer_and_the_rest(
     await until(lambda: not csms.online(sid))
     assert gw.journal is not None
     j = gw.journal
-    await until(lambda: len([i for i in j.pending(sid) if i.action == "MeterValues"]) >= 2, 15)
+    await until(lambda: len([i for i in j.outbox.pending(sid) if i.action == "MeterValues"]) >= 2,
+                15)
     # Restart while the CSMS is down: the session ends (Reboot), its stop queues without an id.
     await gw.stop(drain_s=0)
 
@@ -144,7 +146,7 @@ async def test_ids_survive_a_restart_between_start_answer_and_the_rest(
 
     # What waits in the journal across the restart already carries the CSMS's id.
     with Journal(tmp_path / "var" / "journal.sqlite") as journal:
-        rest = [i for i in journal.pending(sid) if i.action in TX_ACTIONS]
+        rest = [i for i in journal.outbox.pending(sid) if i.action in TX_ACTIONS]
     assert [i.action for i in rest][-1] == "StopTransaction" and len(rest) >= 3
     assert [i.payload["transactionId"] for i in rest] == [tx_id] * len(rest)
 
@@ -177,7 +179,7 @@ async def test_stop_transaction_retried_then_discarded_per_transaction_message_a
     r = await csms.call(sid, "RemoteStopTransaction", {"transactionId": tx_id})
     assert r == {"status": "Accepted"}
     await until(lambda: len(csms.of(sid, "StopTransaction")) == 3, 15)
-    await until(lambda: gw.journal.depth(sid) == 0)
+    await until(lambda: gw.journal.outbox.depth(sid) == 0)
     stops = csms.of(sid, "StopTransaction")
     assert [s.answered for s in stops] == ["error", "error", "answer"]
     assert len({s.unique_id for s in stops}) == 1 and tx_ids(stops) == [tx_id] * 3
@@ -206,7 +208,7 @@ async def test_stop_transaction_retried_then_discarded_per_transaction_message_a
         ("StopTransaction", "error"), ("StopTransaction", "error"), ("StartTransaction", "answer")]
     assert tail[1].at - tail[0].at >= 0.9 * 1
     assert "discarded after 2 failed attempts" in caplog.text
-    await until(lambda: gw.journal.depth(sid) == 0)
+    await until(lambda: gw.journal.outbox.depth(sid) == 0)
 
 
 async def test_queue_keeps_to_its_disk_budget_through_a_long_outage(
@@ -228,16 +230,16 @@ async def test_queue_keeps_to_its_disk_budget_through_a_long_outage(
     firsts: dict[str, str] = {}
     sizes: list[int] = []
     async with asyncio.timeout(60):
-        while j.outbox_thinned < 40:
-            sizes.append(j.outbox_bytes())
+        while j.outbox.thinned < 40:
+            sizes.append(j.outbox.outbox_bytes())
             for sid in ids:
-                for item in j.pending(sid, limit=1000):
+                for item in j.outbox.pending(sid, limit=1000):
                     if item.action == "MeterValues":
                         firsts.setdefault(item.local_tx_id or "", item.unique_id)
             await asyncio.sleep(0.1)
     assert max(sizes) <= budget
-    assert not j.outbox_over_budget and j.outbox_dropped == 0
-    queued = {sid: j.pending(sid, limit=10_000) for sid in ids}
+    assert not j.outbox.over_budget and j.outbox.dropped == 0
+    queued = {sid: j.outbox.pending(sid, limit=10_000) for sid in ids}
     metrics = await scrape(gw)
     assert metrics["bess_journal_queue_budget_bytes"] == budget
     assert 0 < metrics["bess_journal_queue_bytes"] <= budget
@@ -249,7 +251,7 @@ async def test_queue_keeps_to_its_disk_budget_through_a_long_outage(
 
     after = len(csms.received)
     await csms.start()
-    await until(lambda: j.depth() == 0, 30)
+    await until(lambda: j.outbox.depth() == 0, 30)
     delivered = {g.unique_id for g in csms.received}
     assert set(firsts.values()) <= delivered
     for sid in ids:

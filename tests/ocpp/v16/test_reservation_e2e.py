@@ -274,7 +274,7 @@ async def test_reservations_survive_a_restart(gateway_factory, csms: CsmsServer,
     assert r == {"status": "Accepted"}
     start = await csms.wait_for(sid, "StartTransaction", after=after)
     assert start.payload["reservationId"] == 21
-    assert gw2.journal is not None and gw2.journal.reservations(sid) == []
+    assert gw2.journal is not None and gw2.journal.reservations.reservations(sid) == []
 
 
 async def test_a_zone_less_expiry_date_is_utc_whatever_the_local_zone(

@@ -244,7 +244,7 @@ async def test_profile3_client_certificate_required_by_csms(env: Env) -> None:
     await until(lambda: csms.refused >= 2)  # 403 for DEMO-02
     assert csms.of("DEMO-02", "BootNotification") == []
     assert gw.journal is not None
-    assert [p.get("techInfo") for p in gw.journal.queued_payloads(
+    assert [p.get("techInfo") for p in gw.journal.outbox.queued_payloads(
         "DEMO-02", "SecurityEventNotification")
         if p["type"] == "FailedToAuthenticateAtCentralSystem"] == ["HTTP 403"]
     presented = x509.load_der_x509_certificate(csms.peer_certs[SID])
@@ -262,7 +262,8 @@ async def test_wrong_ca_refused_event_delivered_once_csms_is_fixed(env: Env) -> 
     journal = gw.journal
     assert journal is not None
     await until(lambda: any(p["type"] == "InvalidCentralSystemCertificate"
-                            for p in journal.queued_payloads(SID, "SecurityEventNotification")))
+                            for p in journal.outbox.queued_payloads(SID,
+                                                                    "SecurityEventNotification")))
     assert csms.connections == 0  # refused in the TLS handshake: never reached the CSMS
 
     fixed = await env.restart(csms, ssl_context=server_context(good))
@@ -270,7 +271,7 @@ async def test_wrong_ca_refused_event_delivered_once_csms_is_fixed(env: Env) -> 
     invalid = await event(fixed, "InvalidCentralSystemCertificate")
     assert "certificate" in invalid["techInfo"].lower()
     assert len(events_of(fixed, "InvalidCentralSystemCertificate")) == 1
-    await until(lambda: journal.depth(SID) == 0)
+    await until(lambda: journal.outbox.depth(SID) == 0)
 
 
 async def test_raise_1_to_2_reconnects_over_tls_lowering_rejected(env: Env) -> None:
@@ -296,7 +297,8 @@ async def test_raise_1_to_2_reconnects_over_tls_lowering_rejected(env: Env) -> N
     assert r["configurationKey"][0]["value"] == "2"
     assert await change(tls, "SecurityProfile", "1") == "Rejected"
     # persisted: the journal holds the raised profile
-    assert gw.journal is not None and gw.journal.get_settings(SID)["security_profile"] == "2"
+    assert gw.journal is not None
+    assert gw.journal.settings.get_settings(SID)["security_profile"] == "2"
 
 
 async def test_install_get_delete_certificates_and_installed_root_enables_tls(env: Env) -> None:
@@ -410,7 +412,7 @@ async def test_csms_without_security_extension_does_not_hold_transactions(env: E
     await csms.wait_for(SID, "SecurityEventNotification",
                         lambda p: p["type"] == "StartupOfTheDevice")
     assert gw.journal is not None
-    await until(lambda: gw.journal is not None and gw.journal.depth(SID) == 0)
+    await until(lambda: gw.journal is not None and gw.journal.outbox.depth(SID) == 0)
     after = csms.last_seq()
     r = await csms.call(SID, "RemoteStartTransaction", {"idTag": "TAG-1", "connectorId": 1})
     assert r == {"status": "Accepted"}
@@ -428,7 +430,7 @@ async def test_csms_without_security_extension_is_told_once_not_at_every_boot(
     await booted(gw, csms)
     await csms.wait_for(SID, "SecurityEventNotification",
                         lambda p: p["type"] == "StartupOfTheDevice")
-    await until(lambda: gw.journal is not None and gw.journal.depth(SID) == 0)
+    await until(lambda: gw.journal is not None and gw.journal.outbox.depth(SID) == 0)
 
     def warnings() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
@@ -448,7 +450,7 @@ async def test_csms_without_security_extension_is_told_once_not_at_every_boot(
         "status": "Accepted"}
     await csms.wait_for(SID, "Heartbeat", after=hb)
     assert len(csms.of(SID, "SecurityEventNotification")) == 1
-    assert gw.journal is not None and gw.journal.depth(SID) == 0
+    assert gw.journal is not None and gw.journal.outbox.depth(SID) == 0
     assert len(warnings()) == 1
     security_log = (gw.config.gateway.data_dir / "logs" / "security.log").read_text()
     assert security_log.count("StartupOfTheDevice") == 2  # both boots are in the security log
@@ -491,7 +493,7 @@ async def test_one_endpoint_refused_does_not_hold_back_another(env: Env) -> None
     assert events_of(csms, "FailedToAuthenticateAtCentralSystem") == []
     assert gw.journal is not None
     assert any(p["type"] == "FailedToAuthenticateAtCentralSystem"
-               for p in gw.journal.queued_payloads("DEMO-02", "SecurityEventNotification"))
+               for p in gw.journal.outbox.queued_payloads("DEMO-02", "SecurityEventNotification"))
 
 
 async def test_without_tls_only_the_csms_root_is_installed_and_no_station_certificate(

@@ -293,7 +293,7 @@ async def test_profiles_survive_a_restart(gateway_factory, csms: CsmsServer,
     await until(lambda: alloc(gw2, sid, 1) == 50_000.0)
     # The TxProfile ended with its transaction at the stop; it does not come back.
     assert await csms.call(sid, "ClearChargingProfile", {"id": 3}) == {"status": "Unknown"}
-    assert [d["id"] for d, _ in gw2.journal.charging_profiles(sid)] == [1]
+    assert [d["id"] for d, _ in gw2.journal.profiles.charging_profiles(sid)] == [1]
 
 
 async def test_relative_profiles_limit_without_a_transaction(

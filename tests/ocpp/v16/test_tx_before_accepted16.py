@@ -42,7 +42,7 @@ async def test_local_start_while_pending_follows_the_vendor_key(
     assert tx is not None
     journal = gw.journal
     assert journal is not None
-    await until(lambda: len(journal.queued_payloads(SID, "MeterValues")) >= 1, 20)
+    await until(lambda: len(journal.outbox.queued_payloads(SID, "MeterValues")) >= 1, 20)
     assert not csms.of(SID, "StartTransaction")
 
     csms.policy.boot_status = "Accepted"

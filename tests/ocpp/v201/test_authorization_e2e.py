@@ -70,7 +70,7 @@ async def test_authorize_start_paths(gateway_factory: GatewayFactory, csms: Csms
 
     # ClearCache empties it: the next start asks again; disabled cache -> Rejected.
     assert (await csms.call(SID, "ClearCache", {}))["status"] == "Accepted"
-    assert ctx.journal.auth_cache_size(SID) == 0
+    assert ctx.journal.auth.auth_cache_size(SID) == 0
     n = len(authorizes(csms))
     assert await authorize_start(ctx, tok("GOOD"))
     assert len(authorizes(csms)) == n + 1
@@ -85,7 +85,7 @@ async def test_cache_lifetime_bounds_entries(gateway_factory: GatewayFactory,
     await set_vars(csms, "AuthCacheCtrlr", LifeTime="3600")
     before = ctx.station.now()
     assert await authorize_start(ctx, tok("TIMED"))
-    entry = ctx.journal.auth_cache_entry(SID, token_hash(ctx, tok("TIMED")))
+    entry = ctx.journal.auth.auth_cache_entry(SID, token_hash(ctx, tok("TIMED")))
     assert entry is not None and entry.expiry is not None
     assert 3590 <= (entry.expiry - before).total_seconds() <= 3610
 
@@ -121,7 +121,7 @@ async def test_local_list_full_differential_and_version(gateway_factory: Gateway
     ]}
     assert (await call(SID, "SendLocalList", full))["status"] == "Accepted"
     assert (await call(SID, "GetLocalListVersion", {}))["versionNumber"] == 3
-    assert ctx.journal.auth_list_size(SID) == 3
+    assert ctx.journal.auth.auth_list_size(SID) == 3
     # A list entry is final with LocalPreAuthorize: no Authorize, blocked/expired refuse.
     assert await authorize_start(ctx, tok("L-OK"))
     assert not await authorize_start(ctx, tok("L-BLOCKED"))
@@ -135,7 +135,7 @@ async def test_local_list_full_differential_and_version(gateway_factory: Gateway
     diff["localAuthorizationList"].append({"idToken": tok("L-OK")})  # no info: delete it
     assert (await call(SID, "SendLocalList", diff))["status"] == "Accepted"
     assert (await call(SID, "GetLocalListVersion", {}))["versionNumber"] == 4
-    assert ctx.journal.auth_list_size(SID) == 2
+    assert ctx.journal.auth.auth_list_size(SID) == 2
     assert await authorize_start(ctx, tok("L-BLOCKED"))
     assert authorizes(csms) == []
     assert await authorize_start(ctx, tok("L-OK"))  # no longer listed: the CSMS is asked
@@ -147,7 +147,7 @@ async def test_local_list_full_differential_and_version(gateway_factory: Gateway
     # A Full list replaces everything (and may carry no entries at all).
     assert (await call(SID, "SendLocalList", {"versionNumber": 5, "updateType": "Full"}))[
         "status"] == "Accepted"
-    assert ctx.journal.auth_list_size(SID) == 0
+    assert ctx.journal.auth.auth_list_size(SID) == 0
 
     await set_vars(csms, "LocalAuthListCtrlr", Enabled="false")
     assert (await call(SID, "GetLocalListVersion", {}))["versionNumber"] == 0

@@ -155,7 +155,7 @@ async def test_pcs_link_lost_while_offline_is_delivered_after_reconnect(
         gateway_factory: GatewayFactory, csms: CsmsServer, sim: SimulatorThread) -> None:
     gw = await gateway_factory(1, ocpp="2.0.1", pcs_timeout_ms=300)
     await booted(gw, csms)
-    await until(lambda: gw.endpoints[SID].ctx.journal.depth(SID) == 0, 20)
+    await until(lambda: gw.endpoints[SID].ctx.journal.outbox.depth(SID) == 0, 20)
     # Reconnect attempts 1-2 s apart instead of the default 3-13 s: the same back-off rule,
     # less waiting for the CSMS's return below.
     settings = gw.stations[SID].settings
@@ -171,7 +171,7 @@ async def test_pcs_link_lost_while_offline_is_delivered_after_reconnect(
     await until(lambda: gw.view.link_up and not gw.view.trip_causes, 20)
     journal = gw.journal
     assert journal is not None
-    queued = [e for p in journal.queued_payloads(SID, "NotifyEvent") for e in p["eventData"]]
+    queued = [e for p in journal.outbox.queued_payloads(SID, "NotifyEvent") for e in p["eventData"]]
     assert [e.get("cleared", False) for e in queued] == [False, True]
     assert {e["techCode"] for e in queued} == {"PcsLinkLost"}
 

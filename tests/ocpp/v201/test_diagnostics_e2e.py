@@ -152,17 +152,17 @@ async def test_customer_information_reports_then_clears_an_id_token(
     assert "on EVSE 2" in report and "(open)" in report
     assert TOKEN not in report  # a report names what is held, never the identifier itself
     h = journal.hash_id_tag(TOKEN)
-    assert journal.auth_list_entry(SID, h) is not None
+    assert journal.auth.auth_list_entry(SID, h) is not None
 
     r = await csms.call(SID, "CustomerInformation", {"requestId": 2, "report": True,
                                                      "clear": True, "idToken": token})
     assert r == {"status": "Accepted"}
     cleared = await notified(csms, 2)
     assert "Local authorization list entry" in cleared and "Cleared:" in cleared
-    assert journal.auth_list_entry(SID, h) is None
-    assert all(rec.id_tag_hash != h for rec in journal.open_transactions(SID))
+    assert journal.auth.auth_list_entry(SID, h) is None
+    assert all(rec.id_tag_hash != h for rec in journal.transactions.open_transactions(SID))
     # The other identifier is untouched.
-    assert journal.auth_list_entry(SID, journal.hash_id_tag("SOMEONE-ELSE")) is not None
+    assert journal.auth.auth_list_entry(SID, journal.hash_id_tag("SOMEONE-ELSE")) is not None
     # The session itself goes on: clearing data is not stopping a transaction.
     assert 2 in gw.stations[SID].transactions
 

@@ -238,7 +238,8 @@ async def test_download_failed_then_scheduled_update_replaced_and_triggered(
         "location": refused_url("http"), "retrieveDate": now()}) == {}
     assert gw.maintenance.firmware.owner == sid
     assert [owner for owner, _ in gw.maintenance.firmware.pending] == ["DEMO-01"]
-    assert gw.journal is not None and "DEMO-01" in (gw.journal.get_fact("firmware_pending") or "")
+    assert gw.journal is not None and "DEMO-01" in (gw.journal.facts.get_fact("firmware_pending")
+                                                    or "")
 
 
 async def test_a_request_while_installing_is_rejected_and_one_while_downloaded_replaces(

@@ -180,7 +180,7 @@ async def test_base_reports_in_parts(gateway_factory: GatewayFactory, csms: Csms
     data_dir.mkdir()
     # ItemsPerMessage is ReadOnly to a CSMS; an operator stores a smaller one in the journal.
     journal = Journal(data_dir / "journal.sqlite")
-    journal.put_setting(SID, "items_per_message_getreport", "10")
+    journal.settings.put_setting(SID, "items_per_message_getreport", "10")
     journal.close()
     await gateway_factory(1, ocpp="2.0.1", data_dir=data_dir)
     await booted(csms)

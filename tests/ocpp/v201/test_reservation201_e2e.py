@@ -68,7 +68,7 @@ async def test_reserved_evse_holds_power_and_starts_only_for_its_token(
     await until(lambda: holds(gw)["discharge"] == 0)
     assert await csms.call(sid, "CancelReservation", {"reservationId": 42}) == {
         "status": "Rejected"}
-    assert gw.journal.reservations(sid) == []
+    assert gw.journal.reservations.reservations(sid) == []
 
 
 async def test_reserve_now_refusals(gateway_factory, csms: CsmsServer,
@@ -133,7 +133,7 @@ async def test_expiry_is_reported_and_releases_the_power(gateway_factory,
     assert m.payload == {"reservationId": 9, "reservationUpdateStatus": "Expired"}
     await csms.wait_for(sid, "StatusNotification", status_is(1, "Available"), after=after)
     await until(lambda: holds(gw)["discharge"] == 0)
-    assert gw.journal.reservations(sid) == []
+    assert gw.journal.reservations.reservations(sid) == []
     assert await request_start(csms, sid, "BOB", 1) == "Accepted"
 
 

@@ -36,7 +36,7 @@ async def test_an_evse_made_inoperative_removes_its_reservation(
     # Its power is free again and the journal forgets it; the other EVSE's stays.
     await until(lambda: holds(gw)["discharge"] == 0)
     assert holds(gw)["charge"] == 150_000
-    assert [r.reservation_id for r in gw.journal.reservations(sid)] == [6]
+    assert [r.reservation_id for r in gw.journal.reservations.reservations(sid)] == [6]
     assert await csms.call(sid, "CancelReservation", {"reservationId": 5}) == {
         "status": "Rejected"}
 
@@ -53,7 +53,7 @@ async def test_an_evse_made_inoperative_removes_its_reservation(
         "status": "Accepted"}
     m = await csms.wait_for(sid, "ReservationStatusUpdate", after=after, timeout=20)
     assert m.payload == {"reservationId": 6, "reservationUpdateStatus": "Removed"}
-    assert gw.journal.reservations(sid) == []
+    assert gw.journal.reservations.reservations(sid) == []
     await until(lambda: holds(gw)["charge"] == 0)
     assert updates(csms, sid) == [(5, "Removed"), (6, "Removed")]
 
@@ -122,7 +122,7 @@ async def test_removed_while_offline_is_reported_after_the_reconnect(
     await csms.drop(sid)
     await until(lambda: not ep.ctx.online, 15)
     assert gw.stations[sid].set_availability(2, False) == "Accepted"
-    assert gw.journal.queued_payloads(sid, "ReservationStatusUpdate") == [
+    assert gw.journal.outbox.queued_payloads(sid, "ReservationStatusUpdate") == [
         {"reservationId": 21, "reservationUpdateStatus": "Removed"}]
     csms.policy.passwords = None
     m = await csms.wait_for(sid, "ReservationStatusUpdate", timeout=30)

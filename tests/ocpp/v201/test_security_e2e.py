@@ -241,7 +241,8 @@ async def test_profile3_client_certificate_and_invalid_csms_certificate_event(en
     journal = gw.journal
     assert journal is not None
     await until(lambda: any(p["type"] == "InvalidCsmsCertificate"
-                            for p in journal.queued_payloads(SID, "SecurityEventNotification")),
+                            for p in journal.outbox.queued_payloads(SID,
+                                                                    "SecurityEventNotification")),
                 20)
     assert csms.connections == 0
 

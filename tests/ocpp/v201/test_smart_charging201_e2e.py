@@ -289,7 +289,7 @@ async def test_get_charging_profiles_reports_in_parts(gateway_factory, csms: Csm
         "chargingProfilePurpose": "ChargingStationExternalConstraints"}})
     assert r == {"status": "Unknown"}
     assert await csms.call(sid, "ClearChargingProfile", {}) == {"status": "Accepted"}
-    assert gw.journal.charging_profiles(sid) == []
+    assert gw.journal.profiles.charging_profiles(sid) == []
 
 
 async def test_get_composite_schedule_in_w_and_a(gateway_factory, csms: CsmsServer) -> None:

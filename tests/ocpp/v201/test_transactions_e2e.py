@@ -111,7 +111,7 @@ async def test_remote_start_updates_and_remote_stop(gateway_factory: GatewayFact
     assert_contiguous(events(csms, tid))
 
     # The CSMS records the Ended before its answer reaches us; until then it is still queued.
-    await until(lambda: gw.journal is not None and gw.journal.depth(SID) == 0, 15)
+    await until(lambda: gw.journal is not None and gw.journal.outbox.depth(SID) == 0, 15)
     status = await csms.call(SID, "GetTransactionStatus", {"transactionId": tid})
     assert status == {"ongoingIndicator": False, "messagesInQueue": False}
     assert await csms.call(SID, "GetTransactionStatus", {}) == {"messagesInQueue": False}
@@ -157,11 +157,11 @@ async def test_offline_events_queue_in_order_with_the_offline_flag(
     journal = gw.journal
     assert journal is not None
     # Sampling goes on offline: the Updated events queue in the journal.
-    await until(lambda: len(journal.queued_payloads(SID, "TransactionEvent")) >= 2, 20)
+    await until(lambda: len(journal.outbox.queued_payloads(SID, "TransactionEvent")) >= 2, 20)
     # A local stop while offline (operator): the Ended queues behind them.
     transactions.stop_session(ep.ctx, 1, StopReason.LOCAL)
     await until(lambda: sim.written.setpoint_w == 0, 15)
-    queued = journal.queued_payloads(SID, "TransactionEvent")
+    queued = journal.outbox.queued_payloads(SID, "TransactionEvent")
     assert queued[-1]["eventType"] == "Ended"
     # One sample may have been made online and failed to leave with the socket: it queued
     # without the flag; everything made after the link was gone carries it.
@@ -174,7 +174,7 @@ async def test_offline_events_queue_in_order_with_the_offline_flag(
                                 timeout=30)
     assert ended.payload["transactionInfo"]["stoppedReason"] == "Local"
     assert ended.payload["triggerReason"] == "StopAuthorized"
-    await until(lambda: journal.depth(SID) == 0, 15)
+    await until(lambda: journal.outbox.depth(SID) == 0, 15)
     evs = events(csms, tid)
     assert_contiguous(evs)  # every event once, in order, no seqNo gap
     # At most the one in flight when the socket went was received twice (same message id).
@@ -206,7 +206,7 @@ async def test_queued_started_keeps_no_clear_id_token(gateway_factory: GatewayFa
     gw.journal.flush()
     raw = sqlite3.connect(gw.journal.path).execute("SELECT payload FROM outbox").fetchall()
     assert raw and not any("SECRET-TOKEN-0042" in text for (text,) in raw)
-    queued = gw.journal.queued_payloads(SID, "TransactionEvent")
+    queued = gw.journal.outbox.queued_payloads(SID, "TransactionEvent")
     assert queued[0]["idToken"] == token and queued[0]["offline"] is True
     csms.policy.passwords = None
     started = await csms.wait_for(SID, "TransactionEvent", lambda p: p["eventType"] == "Started",
@@ -289,5 +289,5 @@ async def test_session_stopped_before_its_start_point_sends_nothing(
     transactions.stop_session(ep.ctx, 2, StopReason.LOCAL)
     await csms.call(SID, "TriggerMessage", {"requestedMessage": "Heartbeat"})
     assert not csms.of(SID, "TransactionEvent")
-    assert gw.journal is not None and gw.journal.depth(SID) == 0
-    assert gw.journal.open_transactions(SID) == []
+    assert gw.journal is not None and gw.journal.outbox.depth(SID) == 0
+    assert gw.journal.transactions.open_transactions(SID) == []

@@ -47,7 +47,7 @@ async def test_local_start_while_pending_follows_tx_before_accepted_enabled(
     assert await transactions.start_session(ctx, 1, TOKEN, None) is None
     assert 1 not in st.transactions and 1 not in st.preparing
     assert gw.journal is not None
-    assert gw.journal.queued_payloads(SID, "TransactionEvent") == []
+    assert gw.journal.outbox.queued_payloads(SID, "TransactionEvent") == []
     # A remote start is refused while Pending, whatever the setting (B02: not accepted yet).
     r = await csms.call(SID, "RequestStartTransaction",
                         {"idToken": TOKEN, "remoteStartId": 1, "evseId": 2})
@@ -61,7 +61,7 @@ async def test_local_start_while_pending_follows_tx_before_accepted_enabled(
     await until(lambda: sim.written.setpoint_w > 0, 15)  # real power flows while Pending
     # Periodic Updated events (TxUpdatedInterval 1 s) queue behind the Started one.
     journal = gw.journal
-    await until(lambda: len(journal.queued_payloads(SID, "TransactionEvent")) >= 3, 20)
+    await until(lambda: len(journal.outbox.queued_payloads(SID, "TransactionEvent")) >= 3, 20)
     assert ctx.registration == "Pending" and not ctx.accepted
     assert not events(csms)
     assert {m.action for m in csms.received if m.station == SID} <= {

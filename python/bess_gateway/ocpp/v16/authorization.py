@@ -75,11 +75,11 @@ def handlers(ctx: Context) -> dict[str, Any]:
     async def get_local_list_version(p: dict[str, Any]) -> dict[str, Any]:
         if not settings.bool("local_auth_list_enabled"):
             return {"listVersion": -1}
-        return {"listVersion": journal.auth_list_version(ctx.endpoint_id)}
+        return {"listVersion": journal.auth.auth_list_version(ctx.endpoint_id)}
 
     async def clear_cache(p: dict[str, Any]) -> dict[str, Any]:
         try:
-            removed = journal.clear_auth_cache(ctx.endpoint_id)
+            removed = journal.auth.clear_auth_cache(ctx.endpoint_id)
         except JournalError as exc:
             log.error("%s: ClearCache failed: %s", ctx.endpoint_id, exc)
             return {"status": "Rejected"}

@@ -159,9 +159,9 @@ class Endpoint16(EndpointBase):
                                             rec.connector, payload, [])
             if kept:
                 payload["transactionData"] = kept
-            self.ctx.journal.enqueue(self.id, "StopTransaction", payload, rec.local_id,
+            self.ctx.journal.outbox.enqueue(self.id, "StopTransaction", payload, rec.local_id,
                                      new_unique_id())
-            self.ctx.journal.finish_transaction(self.id, rec.local_id)
+            self.ctx.journal.transactions.finish_transaction(self.id, rec.local_id)
             log.warning("%s: transaction %s was open at the last stop; ended as PowerLoss",
                         self.id, rec.local_id[:8])
 

@@ -280,7 +280,7 @@ def _started(ctx: Context, local_id: str | None, resp: dict[str, Any]) -> None:
     """StartTransaction.conf: learn the CSMS's transaction id and honour its verdict."""
     tx_id = int(resp["transactionId"])
     if local_id is not None:
-        ctx.journal.patch_transaction_id(ctx.endpoint_id, local_id, tx_id)
+        ctx.journal.transactions.patch_transaction_id(ctx.endpoint_id, local_id, tx_id)
     st = ctx.station
     tx = next((t for t in st.transactions.values() if t.local_id == local_id), None)
     if tx is None:

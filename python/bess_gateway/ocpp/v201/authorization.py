@@ -137,13 +137,13 @@ def handlers(ctx: Context) -> dict[str, Any]:
         # 0 = no list (D02.FR.02); a disabled list holds none as far as the CSMS is concerned.
         if not settings.bool("local_auth_list_enabled"):
             return {"versionNumber": 0}
-        return {"versionNumber": journal.auth_list_version(ctx.endpoint_id)}
+        return {"versionNumber": journal.auth.auth_list_version(ctx.endpoint_id)}
 
     async def clear_cache(p: dict[str, Any]) -> dict[str, Any]:
         if not settings.bool("authorization_cache_enabled"):
             return {"status": "Rejected", "statusInfo": {"reasonCode": "Disabled"}}
         try:
-            removed = journal.clear_auth_cache(ctx.endpoint_id)
+            removed = journal.auth.clear_auth_cache(ctx.endpoint_id)
         except JournalError as exc:
             log.error("%s: ClearCache failed: %s", ctx.endpoint_id, exc)
             return {"status": "Rejected"}

@@ -74,7 +74,7 @@ class AlarmEvents:
         events += [self._event(c, stamp, cleared=True) for c in sorted(cleared)]
         payload = {"generatedAt": stamp, "seqNo": 0, "tbc": False, "eventData": events}
         try:
-            self.ctx.journal.enqueue(self.ctx.endpoint_id, NOTIFY_EVENT, payload, None,
+            self.ctx.journal.outbox.enqueue(self.ctx.endpoint_id, NOTIFY_EVENT, payload, None,
                                      new_unique_id())
         except JournalError as e:
             # Not marked reported: the next change tries again with the whole difference.

@@ -181,11 +181,11 @@ def _certificate_entries(ctx: Context) -> str:
 
 
 def _list_entries(ctx: Context) -> str:
-    return str(ctx.journal.auth_list_size(ctx.endpoint_id))
+    return str(ctx.journal.auth.auth_list_size(ctx.endpoint_id))
 
 
 def _cache_entries(ctx: Context) -> str:
-    return str(ctx.journal.auth_cache_size(ctx.endpoint_id))
+    return str(ctx.journal.auth.auth_cache_size(ctx.endpoint_id))
 
 
 def _password_to_setting(text: str) -> str:

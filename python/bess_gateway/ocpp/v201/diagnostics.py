@@ -40,25 +40,26 @@ def _held(ctx: Context, token: str) -> list[str]:
     j, eid = ctx.journal, ctx.endpoint_id
     h = j.hash_id_tag(token)
     lines: list[str] = []
-    entry = j.auth_list_entry(eid, h)
+    entry = j.auth.auth_list_entry(eid, h)
     if entry is not None:
         lines.append(f"Local authorization list entry: status {entry.status}"
                      + (f", expires {iso(entry.expiry)}" if entry.expiry else "")
                      + (", with a group" if entry.parent_hash else "") + ".")
-    entry = j.auth_cache_entry(eid, h)
+    entry = j.auth.auth_cache_entry(eid, h)
     if entry is not None:
         lines.append(f"Authorization cache entry: status {entry.status}"
                      + (f", expires {iso(entry.expiry)}" if entry.expiry else "") + ".")
-    for r in j.reservations(eid):
+    for r in j.reservations.reservations(eid):
         if r.id_tag_hash == h:
             lines.append(f"Reservation {r.reservation_id} on EVSE {r.connector} until "
                          f"{r.expiry}.")
-    for rec in j.open_transactions(eid):
+    for rec in j.transactions.open_transactions(eid):
         if rec.id_tag_hash == h:
             state = "stopped, not yet acknowledged" if rec.stopped else "open"
             lines.append(f"Transaction {rec.transaction_id or rec.local_id} on EVSE "
                          f"{rec.connector} started {rec.started_at} ({state}).")
-    queued = sum(1 for item in j.pending(eid, limit=_QUEUE_SCAN) if _carries(item.payload, token))
+    queued = sum(1 for item in j.outbox.pending(eid, limit=_QUEUE_SCAN) if _carries(item.payload,
+                                                                                    token))
     if queued:
         lines.append(f"{queued} queued message(s) not yet delivered to the CSMS carry it.")
     return lines
@@ -97,7 +98,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
             if report:
                 lines += held or ["No data is held for this customer."]
             if clear and token is not None:
-                counts = ctx.journal.forget_id_tag(token, endpoints=ctx.operator_endpoints)
+                counts = ctx.journal.auth.forget_id_tag(token, endpoints=ctx.operator_endpoints)
                 removed = sum(v for k, v in counts.items() if k not in ("undelivered",))
                 lines.append(f"Cleared: {removed} stored item(s) removed.")
                 if counts.get("undelivered"):

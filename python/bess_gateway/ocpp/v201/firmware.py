@@ -48,16 +48,16 @@ def _rebooting_key(ctx: Context) -> str:
 
 def boot_reason(ctx: Context) -> str | None:
     """FirmwareUpdate when this process is the restart that activates an installed update."""
-    return "FirmwareUpdate" if ctx.journal.get_fact(_rebooting_key(ctx)) is not None else None
+    return "FirmwareUpdate" if ctx.journal.facts.get_fact(_rebooting_key(ctx)) is not None else None
 
 
 async def after_boot(ctx: Context) -> None:
     """Once booted after that restart: the update's final Installed, with its requestId."""
-    request_id = ctx.journal.get_fact(_rebooting_key(ctx))
+    request_id = ctx.journal.facts.get_fact(_rebooting_key(ctx))
     if request_id is None:
         return
     await ctx.call(ACTION, {"status": "Installed", "requestId": int(request_id)})
-    ctx.journal.drop_fact(_rebooting_key(ctx))
+    ctx.journal.facts.drop_fact(_rebooting_key(ctx))
 
 
 def _refused(reason: str, status: str = "Rejected") -> dict[str, Any]:
@@ -74,7 +74,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
             if status == "Installed":
                 # L01: the restart that activates it comes first: InstallRebooting now, then
                 # BootNotification reason FirmwareUpdate and Installed once the new one runs.
-                ctx.journal.put_fact(_rebooting_key(ctx), str(request_id))
+                ctx.journal.facts.put_fact(_rebooting_key(ctx), str(request_id))
                 status = "InstallRebooting"
             await ctx.call(ACTION, {"status": status, "requestId": request_id})
         return send

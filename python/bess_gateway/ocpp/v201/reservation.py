@@ -54,7 +54,7 @@ def attach(ctx: Context) -> ExpiryTimer:
         def queue(gone: list[Reservation]) -> None:
             for r in gone:
                 try:
-                    ctx.journal.enqueue(ctx.endpoint_id, "ReservationStatusUpdate",
+                    ctx.journal.outbox.enqueue(ctx.endpoint_id, "ReservationStatusUpdate",
                                         {"reservationId": r.reservation_id,
                                          "reservationUpdateStatus": status},
                                         None, new_unique_id(), Retention.EXPENDABLE)

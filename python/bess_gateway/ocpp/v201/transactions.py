@@ -388,7 +388,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
 
     async def get_transaction_status(p: dict[str, Any]) -> Any:
         """E14: whether messages of the transaction (or any) wait, and whether it runs."""
-        queued = ctx.journal.queued_payloads(ctx.endpoint_id, "TransactionEvent")
+        queued = ctx.journal.outbox.queued_payloads(ctx.endpoint_id, "TransactionEvent")
         tid = p.get("transactionId")
         if tid is None:
             return {"messagesInQueue": bool(queued)}
@@ -450,8 +450,8 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
             if metering.has_values(mv):
                 payload["meterValue"] = [mv]
             _add_kept(ctx, facts.kept, rec.connector, payload)  # what was kept before the crash
-            ctx.journal.enqueue(ctx.endpoint_id, "TransactionEvent", payload, rec.local_id,
+            ctx.journal.outbox.enqueue(ctx.endpoint_id, "TransactionEvent", payload, rec.local_id,
                                 new_unique_id())
             log.warning("%s: transaction %s was open at the last stop; ended as PowerLoss",
                         ctx.endpoint_id, payload["transactionInfo"]["transactionId"])
-        ctx.journal.finish_transaction(ctx.endpoint_id, rec.local_id)
+        ctx.journal.transactions.finish_transaction(ctx.endpoint_id, rec.local_id)

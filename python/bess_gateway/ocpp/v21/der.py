@@ -145,7 +145,7 @@ class DerStore:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.key = _FACT + ctx.endpoint_id
-        text = ctx.journal.get_fact(self.key)
+        text = ctx.journal.facts.get_fact(self.key)
         self.controls: dict[str, DerControl] = {}
         if text:
             for d in orjson.loads(text):
@@ -153,7 +153,7 @@ class DerStore:
                 self.controls[c.control_id] = c
 
     def save(self) -> None:
-        self.ctx.journal.put_fact(self.key, orjson.dumps(
+        self.ctx.journal.facts.put_fact(self.key, orjson.dumps(
             [c.to_json() for c in self.controls.values()]).decode())
 
     def set(self, new: DerControl) -> list[str]:

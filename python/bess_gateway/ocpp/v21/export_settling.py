@@ -66,7 +66,7 @@ def _write(ctx: Context, local_id: str, wh: int | None,
         transactions.set_end_register(payload, wh, EXPORT)
         return True
 
-    ctx.journal.rewrite_queued(ctx.endpoint_id, local_id, "TransactionEvent", rewrite)
+    ctx.journal.outbox.rewrite_queued(ctx.endpoint_id, local_id, "TransactionEvent", rewrite)
     if item is not None:
         rewrite(item.payload)
 

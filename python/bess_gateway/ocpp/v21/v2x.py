@@ -30,7 +30,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bess_gateway.domain import smart_charging as sc
@@ -203,6 +203,9 @@ class V2XSmartCharging(SmartCharging):
         # (local id, started) when the discharge leg of a transaction starts or stops
         # (v21/export_settling.py: its Ended event's export register).
         self.on_leg: Callable[[str, bool], None] | None = None
+        # The control core's cycle count read just after apply() handed over the legs' schedules
+        # (settled_target): set before super().__init__, which may apply already.
+        self._handover_cycles = 0
         super().__init__(station, *args, **kw)
         self._leg_for: str | None = None  # local id of the transaction the discharge leg serves
 
@@ -304,11 +307,25 @@ class V2XSmartCharging(SmartCharging):
         for connector, leg in legs_now:
             self.core.set_session_schedule(self.station.meter_id(connector),
                                            _core(targets, leg))
+        self._handover_cycles = int(self.core_port().snapshot()["cycles"])
 
     refresh = apply
 
     def target_now(self) -> Target:
         return self._targets(self.clock())[0]
+
+    def settled_target(self, snap: dict[str, Any]) -> Target | None:
+        """The target the core's step in `snap` (a core snapshot) ran with; None while that step
+        may predate the schedules apply() last handed over, its allocations then answering the
+        old profiles (setpoint_watch would tell the CSMS of a limit nobody set).
+
+        The core applies every queued command before a cycle and counts a cycle when it
+        publishes it: cycle n + 1 may have been under way when the count n was read, so cycle
+        n + 2 is the first certain to have run with the new schedules. The target is taken at the
+        step's own time, as the core follows period boundaries by its clock."""
+        if int(snap.get("cycles", 0)) < self._handover_cycles + 2:
+            return None
+        return self._targets(datetime.fromtimestamp(float(snap["now_s"]), UTC))[0]
 
 
 def annotate_composite(ctx: Context, connector: int, start: datetime,
@@ -416,11 +433,15 @@ async def setpoint_watch(ctx: Context) -> None:
         if tx is None or not isinstance(b, V2XSmartCharging):
             ctx.v21.setpoint_reported = None
             continue
-        t = b.target_now()
         try:
-            await mode_changed(ctx, tx, t.mode or "ChargingOnly")
+            await mode_changed(ctx, tx, b.target_now().mode or "ChargingOnly")
         except SEND_ERRORS as exc:
             log.info("%s: OperationModeChanged not sent: %s", ctx.endpoint_id, exc)
+        # The allocations below come from the view (refreshed every second): the target they
+        # are judged against is the one of the same core step, not of now.
+        t = b.settled_target(st.view.snapshot)
+        if t is None:
+            continue
         want = t.charge_w if t.charge_w > 0 else -t.discharge_w
         charge = st.view.allocation(st.meter_id(CHARGE_CONNECTOR)) or 0.0
         discharge = st.view.allocation(st.meter_id(DISCHARGE_CONNECTOR)) or 0.0
