@@ -78,7 +78,7 @@ def tx_record(endpoint_id: str, tx: Transaction) -> TxRecord:
         meter_start_wh=tx.meter_start_wh,
         started_at=iso(tx.started_at),
         transaction_id=tx.transaction_id,
-        data=dict(tx.extra),  # version-layer extras (2.0.1: seqNo, remoteStartId, ...)
+        data=tx.facts.to_dict(),  # version-layer facts (2.0.1: seqNo, remoteStartId, ...)
     )
 
 

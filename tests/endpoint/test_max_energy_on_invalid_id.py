@@ -71,10 +71,10 @@ async def test_invalid_id_delivers_its_allowance_then_suspends(
     await remote_start(csms, ocpp)
     tx = await until(lambda: st.transactions.get(1), 15)
     # The CSMS's verdict arrived (the start's answer) and set the allowance from the start.
-    await until(lambda: "energy_cap_wh" in tx.extra, 15)
-    assert tx.extra["energy_cap_wh"] == tx.meter_start_wh + ALLOWANCE_WH
+    await until(lambda: tx.facts.energy_cap_wh is not None, 15)
+    assert tx.facts.energy_cap_wh == tx.meter_start_wh + ALLOWANCE_WH
     # Real power flows until the connector's meter has counted the allowance...
-    await until(lambda: tx.extra.get("energy_limited"), 60)
+    await until(lambda: tx.facts.energy_limited, 60)
     meter_id = st.meter_id(1)
     assert gw.core.meter(meter_id)["energy_wh"] - tx.meter_start_wh >= ALLOWANCE_WH
     # ... then the session is held at 0 W and the PCS is told so; it stays open.
@@ -132,8 +132,8 @@ async def test_zero_allowance_suspends_at_once_and_stop_on_invalid_id_still_stop
     csms.policy.blocked_id_tags = {TAG}
     await remote_start(csms, ocpp)
     tx = await until(lambda: st.transactions.get(1), 15)
-    await until(lambda: tx.extra.get("energy_limited"), 15)
-    assert tx.extra["energy_cap_wh"] == tx.meter_start_wh
+    await until(lambda: tx.facts.energy_limited, 15)
+    assert tx.facts.energy_cap_wh == tx.meter_start_wh
     await until(lambda: gw.core is not None
                 and gw.core.meter(st.meter_id(1))["allocated_w"] == 0, 15)
     assert st.transactions.get(1) is tx and ended(csms, ocpp) == []
@@ -164,14 +164,14 @@ async def test_a_later_verdict_never_raises_an_allowance(
     await remote_start(csms, "1.6")  # the tag is valid: the session runs unlimited
     tx = await until(lambda: st.transactions.get(1), 15)
     await until(lambda: sim.written.setpoint_w > 0, 15)
-    assert "energy_cap_wh" not in tx.extra
+    assert tx.facts.energy_cap_wh is None
     assert not st.limit_energy(2, 5)  # no session on the charge connector
     assert st.limit_energy(1, 1_000_000)
     assert st.limit_energy(1, 2_000_000)
-    assert tx.extra["energy_cap_wh"] == tx.meter_start_wh + 1_000_000
-    assert st.energy_limits_pending() and not tx.extra.get("energy_limited")
+    assert tx.facts.energy_cap_wh == tx.meter_start_wh + 1_000_000
+    assert st.energy_limits_pending() and not tx.facts.energy_limited
     assert st.limit_energy(1, 0)  # used up already: held at once
-    assert tx.extra["energy_cap_wh"] == tx.meter_start_wh and tx.extra["energy_limited"]
+    assert tx.facts.energy_cap_wh == tx.meter_start_wh and tx.facts.energy_limited
     assert not st.energy_limits_pending()
     await until(lambda: sim.written.setpoint_w == 0, 15)
     # The allowance is journaled with the open transaction (crash recovery sees it).

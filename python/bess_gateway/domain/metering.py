@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from bess_gateway.domain.station import DISCHARGE_CONNECTOR, MeterSample
+from bess_gateway.domain.transaction_facts import BEGIN, CLOCK, PERIODIC, KeptSamples, KeptSeries
 
 T = TypeVar("T")
 
@@ -105,14 +106,13 @@ def readings(sample: MeterSample, measurands: list[str]) -> list[Reading]:
 # -- values kept for the stop message (1.6 StopTxn*Data, 2.0.1 TxEnded*) ----------------------
 # A session's intermediate samples travel in its stop message (1.6 StopTransaction
 # transactionData, 2.0.1 Ended meterValue) and are kept in the transaction's journal record
-# (Transaction.extra -> TxRecord.data) so a transaction ended after a crash still carries them.
+# (TxFacts.kept -> TxRecord.data) so a transaction ended after a crash still carries them.
 # Both are bounded: at most MAX_KEPT samples per kind, thinned evenly (every other one dropped,
 # then only every 2nd, 4th, ... new sample kept): a 12 h session at 10 s keeps 67 samples, one
 # per 640 s, in a record of ~10 kB at most; the stop message is further thinned to fit
 # STOP_MESSAGE_BYTES.
-KEPT = "tx_ended"  # the Transaction.extra key
-BEGIN, PERIODIC, CLOCK, END = "Transaction.Begin", "Sample.Periodic", "Sample.Clock", \
-    "Transaction.End"
+# BEGIN, PERIODIC and CLOCK (the kinds kept) come from domain.transaction_facts.
+END = "Transaction.End"
 MAX_KEPT = 96  # per kind; even, so thinning keeps the samples evenly spaced
 # The largest stop message we make with intermediate values: our advertised
 # DeviceDataCtrlr.BytesPerMessage, well under the 1 MiB frames CSMSs commonly accept.
@@ -137,37 +137,35 @@ def _unpack(row: list[Any], connector: int, flow: str | None) -> MeterSample:
                        voltage_v=voltage, soc_pct=soc, temperature_c=temperature)
 
 
-def keep_begin(extra: dict[str, Any], sample: MeterSample) -> None:
+def keep_begin(store: KeptSamples, sample: MeterSample) -> None:
     """Keep the sample at the transaction's start (Transaction.Begin)."""
-    extra.setdefault(KEPT, {})[BEGIN] = _pack(sample)
+    store.begin = _pack(sample)
 
 
-def keep(extra: dict[str, Any], context: str, sample: MeterSample) -> bool:
+def keep(store: KeptSamples, context: str, sample: MeterSample) -> bool:
     """Keep an intermediate sample (PERIODIC or CLOCK); False when thinning skipped it (the
     record need not be written again)."""
-    series = extra.setdefault(KEPT, {}).setdefault(context, {"n": 0, "stride": 1, "rows": []})
-    n = int(series["n"])
-    series["n"] = n + 1
-    if n % int(series["stride"]):
+    series = store.series.setdefault(context, KeptSeries())
+    n = series.n
+    series.n = n + 1
+    if n % series.stride:
         return False
-    rows = series["rows"]
-    rows.append(_pack(sample))
-    if len(rows) > MAX_KEPT:
-        series["rows"] = rows[::2]
-        series["stride"] = int(series["stride"]) * 2
+    series.rows.append(_pack(sample))
+    if len(series.rows) > MAX_KEPT:
+        series.rows = series.rows[::2]
+        series.stride *= 2
     return True
 
 
-def kept(extra: dict[str, Any], connector: int,
+def kept(store: KeptSamples, connector: int,
          flow: str | None = None) -> list[tuple[str, MeterSample]]:
     """(context, sample) of what was kept: the Begin sample first, then the intermediate ones
     in time order; `flow` as MeterSample.flow (the station's, as the values go out now)."""
-    store = extra.get(KEPT) or {}
     out = [(c, _unpack(row, connector, flow)) for c in (PERIODIC, CLOCK)
-           for row in (store.get(c) or {}).get("rows", [])]
+           for row in store.series.get(c, KeptSeries()).rows]
     out.sort(key=lambda cs: cs[1].timestamp)
-    if BEGIN in store:
-        out.insert(0, (BEGIN, _unpack(store[BEGIN], connector, flow)))
+    if store.begin is not None:
+        out.insert(0, (BEGIN, _unpack(store.begin, connector, flow)))
     return out
 
 

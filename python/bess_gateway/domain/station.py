@@ -24,6 +24,7 @@ from bess_gateway.domain.reservations import (
     ReserveStatus,
 )
 from bess_gateway.domain.settings import Settings
+from bess_gateway.domain.transaction_facts import TxFacts
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Transaction:
     stopped_at: datetime | None = None
     stop_reason: StopReason | None = None
     end_sample: MeterSample | None = None  # taken with meter_stop_wh, so the two agree
-    extra: dict[str, Any] = field(default_factory=dict)
+    facts: TxFacts = field(default_factory=TxFacts)  # the version layers' memory (journaled)
 
 
 # How long a connector may show Finishing while its stop message waits (settling, then the
@@ -362,7 +363,7 @@ class Station:
         if used is not None and not self.reservations.admits(connector, *tag_parent):
             used = None
         if used is not None:
-            tx.extra["reservation_id"] = used.reservation_id
+            tx.facts.reservation_id = used.reservation_id
         self._tx_store.put_transaction(self._make_record(self.endpoint_id, tx))
         if journal_with is not None:
             journal_with(tx)
@@ -423,17 +424,17 @@ class Station:
         if tx is None:
             return False
         cap = tx.meter_start_wh + max(0, allowance_wh)
-        if "energy_cap_wh" not in tx.extra or cap < int(tx.extra["energy_cap_wh"]):
-            tx.extra["energy_cap_wh"] = cap
+        if tx.facts.energy_cap_wh is None or cap < tx.facts.energy_cap_wh:
+            tx.facts.energy_cap_wh = cap
             self.record(tx)
         log.info("%s: connector %d session %s may deliver up to register %d Wh",
-                 self.endpoint_id, connector, tx.local_id[:8], tx.extra["energy_cap_wh"])
+                 self.endpoint_id, connector, tx.local_id[:8], tx.facts.energy_cap_wh)
         self.enforce_energy_limits()
         return True
 
     def energy_limits_pending(self) -> bool:
         """Whether a session runs under an allowance it has not used up yet (to be watched)."""
-        return any("energy_cap_wh" in tx.extra and not tx.extra.get("energy_limited")
+        return any(tx.facts.energy_cap_wh is not None and not tx.facts.energy_limited
                    for tx in self.transactions.values())
 
     def enforce_energy_limits(self) -> list[Transaction]:
@@ -444,18 +445,18 @@ class Station:
         """
         held = []
         for tx in list(self.transactions.values()):
-            cap = tx.extra.get("energy_cap_wh")
-            if cap is None or tx.extra.get("energy_limited"):
+            cap = tx.facts.energy_cap_wh
+            if cap is None or tx.facts.energy_limited:
                 continue
             meter_id = self.meter_id(tx.connector)
-            if float(self.core.meter(meter_id)["energy_wh"]) < int(cap):
+            if float(self.core.meter(meter_id)["energy_wh"]) < cap:
                 continue
             self.core.set_session_cap(meter_id, 0.0)
-            tx.extra["energy_limited"] = True
+            tx.facts.energy_limited = True
             self.record(tx)
             log.info("%s: connector %d session %s reached its allowance (%d Wh); suspended",
                      self.endpoint_id, tx.connector, tx.local_id[:8],
-                     int(cap) - tx.meter_start_wh)
+                     cap - tx.meter_start_wh)
             held.append(tx)
         if held:
             self.changed()

@@ -25,6 +25,7 @@ from bess_gateway.aio import wait_event
 from bess_gateway.domain import metering
 from bess_gateway.domain.settings import Settings
 from bess_gateway.domain.station import MeterSample, StopReason, Transaction
+from bess_gateway.domain.transaction_facts import KeptSamples
 from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import OutboxItem, Retention
 from bess_gateway.ocpp.errors import CallErrorReceived
@@ -164,7 +165,7 @@ async def _start(ctx: Context, connector: int, id_tag: str,
             # The start's reading, before power flows: its register is meterStart.
             sample = replace(st.sample(connector), timestamp=tx.started_at,
                              energy_wh=float(tx.meter_start_wh))
-            metering.keep_begin(tx.extra, sample)
+            metering.keep_begin(tx.facts.kept, sample)
             st.record(tx)  # in the start's commit
 
     tx = st.begin(connector, id_tag, journal_with=journal_with)
@@ -398,7 +399,7 @@ def _keep(ctx: Context, tx: Transaction, context: str,
     # Never for a session already ended: its record is gone and must stay gone.
     if st.transactions.get(tx.connector) is not tx or not active(tx):
         return
-    if metering.keep(tx.extra, context, st.sample(tx.connector)):
+    if metering.keep(tx.facts.kept, context, st.sample(tx.connector)):
         st.record(tx)  # what the stop message will carry survives a crash
 
 
@@ -446,7 +447,7 @@ async def keep_loop(ctx: Context, periodic: Callable[[], int], aligned: Callable
         tg.create_task(aligned_loop(ctx, at_aligned, aligned, kept.aligned_wake))
 
 
-def kept_meter_values(ctx: Context, extra: dict[str, Any], connector: int,
+def kept_meter_values(ctx: Context, store: KeptSamples, connector: int,
                       render: Callable[[MeterSample, list[str], str], dict[str, Any]],
                       size: Callable[[list[dict[str, Any]]], int]) -> list[dict[str, Any]]:
     """The kept samples as the version's meter values (`render(sample, measurands, context)`),
@@ -457,7 +458,7 @@ def kept_meter_values(ctx: Context, extra: dict[str, Any], connector: int,
     settings = ctx.station.settings
     sampled, aligned = (settings.items("stop_txn_sampled_data"),
                         settings.items("stop_txn_aligned_data"))
-    values = [(context, mv) for context, sample in metering.kept(extra, connector,
+    values = [(context, mv) for context, sample in metering.kept(store, connector,
                                                                    ctx.station.flow(connector))
               if (mv := render(sample, aligned if context == metering.CLOCK else sampled,
                                context))["sampledValue"]]

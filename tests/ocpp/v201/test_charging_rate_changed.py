@@ -64,7 +64,7 @@ async def test_a_profile_that_moves_the_rate_is_reported_once_per_significant_mo
     await until(lambda: sim.written.setpoint_w == 150_000, 20)
     tx = st.transactions[1]
     # The first rate the watch sees is the baseline: a start is no rate change.
-    await until(lambda: tx.extra.get("rate_reported_w") == 150_000.0, 20)
+    await until(lambda: tx.facts.rate_reported_w == 150_000.0, 20)
     assert rate_events(csms, sid, tid) == []
 
     # A TxProfile at 50 kW: one Updated event with the new rate.
@@ -81,7 +81,7 @@ async def test_a_profile_that_moves_the_rate_is_reported_once_per_significant_mo
     await accepted(csms, sid, 1, profile(1, 47_000.0, purpose="TxProfile", transactionId=tid))
     await until(lambda: st.view.allocation(st.meter_id(1)) == 47_000.0, 20)
     await smart_charging.check_rates(ep.ctx)
-    assert tx.extra["rate_reported_w"] == 50_000.0
+    assert tx.facts.rate_reported_w == 50_000.0
     assert [offered(e) for e in rate_events(csms, sid, tid)] == [50_000.0]
 
     # 20 kW: beyond the band measured from 50 kW (the last report, not 47 kW).
@@ -118,7 +118,7 @@ async def test_a_lower_significance_reports_a_smaller_move(
     assert r["setVariableResult"][0]["attributeStatus"] == "Accepted"
     st = gw.stations[sid]
     tid = await start_tx(csms, sid, 2)
-    await until(lambda: st.transactions[2].extra.get("rate_reported_w") == 150_000.0, 20)
+    await until(lambda: st.transactions[2].facts.rate_reported_w == 150_000.0, 20)
     after = csms.last_seq()
     # 5 % down: beyond 2 %.
     await accepted(csms, sid, 2, profile(1, 142_500.0, purpose="TxProfile", transactionId=tid))

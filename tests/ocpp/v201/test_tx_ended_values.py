@@ -17,6 +17,7 @@ from bess_gateway.config import load_config
 from bess_gateway.demo.csms import CsmsServer
 from bess_gateway.domain import metering
 from bess_gateway.domain.timefmt import parse_iso
+from bess_gateway.domain.transaction_facts import KEPT, KeptSamples
 from bess_gateway.gateway import Gateway
 from bess_gateway.ocpp.v201 import device_model
 from bess_gateway.sim.server import SimulatorThread
@@ -36,8 +37,8 @@ async def set_vars(csms: CsmsServer, sid: str, component: str, **values: str) ->
 def kept_rows(gw: Gateway, sid: str, context: str) -> int:
     """How many samples of `context` the running session on EVSE 1 has kept so far."""
     tx = gw.stations[sid].transactions.get(1)
-    store = (tx.extra.get(metering.KEPT) or {}) if tx is not None else {}
-    return len((store.get(context) or {}).get("rows", []))
+    series = tx.facts.kept.series.get(context) if tx is not None else None
+    return 0 if series is None else len(series.rows)
 
 
 def journaled_rows(journal: Path) -> int:
@@ -49,7 +50,7 @@ def journaled_rows(journal: Path) -> int:
         return 0  # not created yet
     finally:
         db.close()
-    return sum(len(((json.loads(d).get(metering.KEPT) or {}).get(metering.PERIODIC) or {})
+    return sum(len(((json.loads(d).get(KEPT) or {}).get(metering.PERIODIC) or {})
                    .get("rows", [])) for (d,) in rows)
 
 
@@ -138,14 +139,14 @@ def test_keeping_is_bounded_and_evenly_thinned() -> None:
     """A 12 h session at 10 s: at most MAX_KEPT samples kept, evenly spaced, in time order."""
     from bess_gateway.domain.station import MeterSample
 
-    extra: dict[str, Any] = {}
+    store = KeptSamples()
     t0 = 1_700_000_000.0
     for i in range(12 * 360):
         s = MeterSample(timestamp=datetime.fromtimestamp(t0 + 10 * i).astimezone(),
                         connector=1, energy_wh=1000.0 + i, power_w=150_000.0, current_a=200.0,
                         voltage_v=750.0, soc_pct=80.0, temperature_c=25.0)
-        metering.keep(extra, metering.PERIODIC, s)
-    kept = metering.kept(extra, 1)
+        metering.keep(store, metering.PERIODIC, s)
+    kept = metering.kept(store, 1)
     assert metering.MAX_KEPT // 2 < len(kept) <= metering.MAX_KEPT
     steps = {round(b.timestamp.timestamp() - a.timestamp.timestamp())
              for (_, a), (_, b) in pairwise(kept)}

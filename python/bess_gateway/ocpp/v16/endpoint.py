@@ -21,6 +21,7 @@ from bess_gateway.config import EndpointConfig
 from bess_gateway.domain import smart_charging as sc
 from bess_gateway.domain.station import CONNECTORS, Station, StopReason
 from bess_gateway.domain.timefmt import iso
+from bess_gateway.domain.transaction_facts import TxFacts
 from bess_gateway.endpoint import sessions
 from bess_gateway.endpoint.link import VALIDATE_OUTGOING_ENV, Backoff, EndpointBase, merge_handlers
 from bess_gateway.endpoint.services import EndpointServices
@@ -154,7 +155,8 @@ class Endpoint16(EndpointBase):
                 "reason": str(StopReason.POWER_LOSS),
             }
             # What was kept for it before the crash (StopTxnIntermediateData).
-            kept = transactions.stop_values(self.ctx, rec.data, rec.connector, payload, [])
+            kept = transactions.stop_values(self.ctx, TxFacts.from_dict(rec.data).kept,
+                                            rec.connector, payload, [])
             if kept:
                 payload["transactionData"] = kept
             self.ctx.journal.outbox.enqueue(self.id, "StopTransaction", payload, rec.local_id,

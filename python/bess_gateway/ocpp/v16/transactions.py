@@ -15,6 +15,7 @@ import orjson
 
 from bess_gateway.domain.station import CONNECTORS, StopReason, Transaction
 from bess_gateway.domain.timefmt import iso
+from bess_gateway.domain.transaction_facts import KeptSamples
 from bess_gateway.endpoint import outbox, sessions, settling
 from bess_gateway.endpoint.connection_security import notification_refused
 from bess_gateway.journal import OutboxItem, Retention, set_meter_stop
@@ -50,8 +51,8 @@ async def start_session(ctx: Context, connector: int, id_tag: str) -> Transactio
             "meterStart": tx.meter_start_wh,
             "timestamp": iso(tx.started_at),
         }
-        if "reservation_id" in tx.extra:
-            payload["reservationId"] = tx.extra["reservation_id"]
+        if tx.facts.reservation_id is not None:
+            payload["reservationId"] = tx.facts.reservation_id
         enqueue(ctx, "StartTransaction", payload, tx)
 
     return await sessions.start(ctx, connector, id_tag, authorized=authorized,
@@ -74,7 +75,7 @@ def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transactio
             "reason": str(reason),
         }
         end = [meter_value(sample, measurands, "Transaction.End")] if measurands else []
-        kept = stop_values(ctx, tx.extra, tx.connector, payload, end)
+        kept = stop_values(ctx, tx.facts.kept, tx.connector, payload, end)
         if kept or end:
             payload["transactionData"] = kept + end
         enqueue(ctx, "StopTransaction", payload, tx)
@@ -84,11 +85,11 @@ def stop_session(ctx: Context, connector: int, reason: StopReason) -> Transactio
     return sessions.stop(ctx, connector, reason, queue_stop)
 
 
-def stop_values(ctx: Context, extra: dict[str, Any], connector: int, payload: dict[str, Any],
+def stop_values(ctx: Context, store: KeptSamples, connector: int, payload: dict[str, Any],
                 end: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The kept samples (StopTxnIntermediateData) as transactionData, before `end`."""
     return sessions.kept_meter_values(
-        ctx, extra, connector, meter_value,
+        ctx, store, connector, meter_value,
         lambda kept: len(orjson.dumps({**payload, "transactionData": kept + end})))
 
 

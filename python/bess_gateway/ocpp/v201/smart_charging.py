@@ -485,7 +485,6 @@ def _notify_payload(ctx: Context, evse: int, limit_w: float, *, source: str = BA
 
 # -- TransactionEvent ChargingRateChanged --------------------------------------------------------
 RATE_CHECK_S = 1.0  # the allocations are read from the core view, refreshed every second
-_RATE_REPORTED = "rate_reported_w"  # Transaction.extra: the rate the CSMS last heard of
 
 
 def rate_changed(rate_w: float, reported_w: float, significance: float) -> bool:
@@ -515,17 +514,17 @@ async def check_rates(ctx: Context) -> None:
     st = ctx.station
     sig = st.settings.int("limit_change_significance_pct") / 100.0
     for tx in list(st.transactions.values()):
-        if not tx.extra.get("started", True):
+        if not tx.facts.is_started:
             continue  # TxStartPoint not reached: no transaction the CSMS knows of
         rate = st.view.allocation(st.meter_id(tx.connector))
         if rate is None:
             continue  # the core has not stepped with this session yet
-        reported = tx.extra.get(_RATE_REPORTED)
-        if reported is None or not rate_changed(rate, float(reported), sig):
-            if reported is None or rate <= 0.0 or float(reported) <= 0.0:
-                tx.extra[_RATE_REPORTED] = rate  # the baseline, or a state change's new rate
+        reported = tx.facts.rate_reported_w  # the rate the CSMS last heard of
+        if reported is None or not rate_changed(rate, reported, sig):
+            if reported is None or rate <= 0.0 or reported <= 0.0:
+                tx.facts.rate_reported_w = rate  # the baseline, or a state change's new rate
             continue
-        tx.extra[_RATE_REPORTED] = rate  # recorded (journal) with the event's seqNo
+        tx.facts.rate_reported_w = rate  # recorded (journal) with the event's seqNo
         await transactions.send_updated(ctx, tx, "ChargingRateChanged", context="Other",
                                         extra_values=[offered_value(rate)])
 

@@ -41,6 +41,7 @@ from bess_gateway.domain.station import (
     Transaction,
 )
 from bess_gateway.domain.timefmt import iso
+from bess_gateway.domain.transaction_facts import KeptSamples, TxFacts
 from bess_gateway.endpoint import outbox, sessions, settling
 from bess_gateway.endpoint.link import Context
 from bess_gateway.journal import OutboxItem, Retention, TxRecord
@@ -99,8 +100,8 @@ def charging_state(ctx: Context, connector: int) -> str:
 
 # -- events ------------------------------------------------------------------------------------
 def _next_seq(tx: Transaction) -> int:
-    seq = int(tx.extra.get("seq_no", 0))
-    tx.extra["seq_no"] = seq + 1
+    seq = tx.facts.seq_no
+    tx.facts.seq_no = seq + 1
     return seq
 
 
@@ -130,21 +131,21 @@ def _queue_started(ctx: Context, tx: Transaction, trigger: str) -> None:
     # given the session yet, so the connector's status cannot tell.
     state = CHARGING
     info: dict[str, Any] = {"chargingState": state}
-    if "remote_start_id" in tx.extra:
-        info["remoteStartId"] = tx.extra["remote_start_id"]
+    if tx.facts.remote_start_id is not None:
+        info["remoteStartId"] = tx.facts.remote_start_id
     top: dict[str, Any] = {
-        "idToken": {"idToken": tx.id_tag, "type": tx.extra.get("token_type", "Central")},
+        "idToken": {"idToken": tx.id_tag, "type": tx.facts.token_type or "Central"},
         "evse": {"id": evse_of(ctx, tx.connector), "connectorId": CONNECTOR_ID},
     }
-    if "reservation_id" in tx.extra:
-        top["reservationId"] = tx.extra["reservation_id"]
+    if tx.facts.reservation_id is not None:
+        top["reservationId"] = tx.facts.reservation_id
     meter = metering.evse_meter_value(ctx, sample, st.settings.items("tx_started_measurands"),
                                  "Transaction.Begin")
     # At begin: the session's start; a deferred start (EnergyTransfer): the sample that saw power.
-    at = tx.started_at if tx.extra.get("started", True) else sample.timestamp
+    at = tx.started_at if tx.facts.is_started else sample.timestamp
     payload = _event(ctx, tx, "Started", trigger, iso(at), meter=meter, info=info, **top)
-    tx.extra["started"] = True
-    tx.extra["charging_state"] = state
+    tx.facts.started = True
+    tx.facts.charging_state = state
     with ctx.journal.atomic():
         sessions.enqueue(ctx, "TransactionEvent", payload, tx)
         st.record(tx)
@@ -159,14 +160,14 @@ async def start_session(ctx: Context, connector: int, id_token: dict[str, Any],
 
     def queue_start(tx: Transaction) -> None:
         tx.transaction_id = transaction_id(tx.local_id)
-        tx.extra["token_type"] = str(id_token.get("type", "Central"))
+        tx.facts.token_type = str(id_token.get("type", "Central"))
         if remote_start_id is not None:
-            tx.extra["remote_start_id"] = remote_start_id
+            tx.facts.remote_start_id = remote_start_id
         if _starts_at_begin(ctx):
             _queue_started(ctx, tx, "RemoteStart")
         else:
             # TxStartPoint EnergyTransfer: the transaction starts at the first measured power.
-            tx.extra["started"] = False
+            tx.facts.started = False
             ctx.station.record(tx)
 
     return await sessions.start(ctx, connector, str(id_token["idToken"]), authorized=authorized,
@@ -179,7 +180,7 @@ def stop_session(ctx: Context, connector: int, reason: StopReason,
     st = ctx.station
 
     def queue_stop(tx: Transaction) -> None:
-        if not tx.extra.get("started", True):
+        if not tx.facts.is_started:
             return  # it never reached TxStartPoint: the CSMS knows of no transaction to end
         assert tx.end_sample is not None and tx.stopped_at is not None
         stopped, default_trigger = ENDED.get(reason, ("Other", "AbnormalCondition"))
@@ -188,7 +189,7 @@ def stop_session(ctx: Context, connector: int, reason: StopReason,
                                           "Transaction.End")
         payload = _event(ctx, tx, "Ended", trigger or default_trigger, iso(tx.stopped_at),
                          meter=meter, info={"stoppedReason": stopped, "chargingState": "Idle"})
-        _add_kept(ctx, tx.extra, tx.connector, payload)
+        _add_kept(ctx, tx.facts.kept, tx.connector, payload)
         sessions.enqueue(ctx, "TransactionEvent", payload, tx)
         # Its register becomes final once the ramp-down has been counted.
         ctx.services.settling.track(tx)
@@ -203,7 +204,7 @@ async def send_updated(ctx: Context, tx: Transaction, trigger: str, *,
     """An Updated event now (meter values of `context` when given, then `extra_values`:
     sampledValues the sample does not hold); direct or queued."""
     st = ctx.station
-    if st.transactions.get(tx.connector) is not tx or not tx.extra.get("started", True):
+    if st.transactions.get(tx.connector) is not tx or not tx.facts.is_started:
         return
     sample = st.sample(tx.connector)
     meter = None
@@ -224,14 +225,14 @@ async def _watch_states(ctx: Context) -> None:
     for tx in list(st.transactions.values()):
         if st.transactions.get(tx.connector) is not tx:
             continue
-        if not tx.extra.get("started", True):
+        if not tx.facts.is_started:
             if st.sample(tx.connector).power_w > 0:
                 _queue_started(ctx, tx, "ChargingStateChanged")
             continue
         state = charging_state(ctx, tx.connector)
-        if state == tx.extra.get("charging_state"):
+        if state == tx.facts.charging_state:
             continue
-        tx.extra["charging_state"] = state
+        tx.facts.charging_state = state
         if state == SUSPENDED and "EnergyTransfer" in _points(ctx, "tx_stop_point"):
             stop_session(ctx, tx.connector, StopReason.OTHER, "ChargingStateChanged")
             continue
@@ -268,7 +269,7 @@ async def aligned(ctx: Context) -> None:
     await sessions.aligned_loop(ctx, send)
 
 
-def _add_kept(ctx: Context, extra: dict[str, Any], connector: int,
+def _add_kept(ctx: Context, store: KeptSamples, connector: int,
               payload: dict[str, Any]) -> None:
     """Put the samples kept for the Ended event (TxEndedInterval) before its Transaction.End
     value."""
@@ -277,7 +278,7 @@ def _add_kept(ctx: Context, extra: dict[str, Any], connector: int,
     def size(kept: list[dict[str, Any]]) -> int:
         return len(orjson.dumps({**payload, "meterValue": kept + end}))
 
-    kept = sessions.kept_meter_values(ctx, extra, connector, metering.meter_value, size)
+    kept = sessions.kept_meter_values(ctx, store, connector, metering.meter_value, size)
     if kept:
         payload["meterValue"] = kept + end
 
@@ -289,7 +290,7 @@ async def keep_ended_values(ctx: Context) -> None:
     settings = ctx.station.settings
     await sessions.keep_loop(ctx, lambda: settings.int("tx_ended_interval_s"),
                              lambda: settings.int("aligned_tx_ended_interval_s"),
-                             active=lambda tx: bool(tx.extra.get("started", True)))
+                             active=lambda tx: tx.facts.is_started)
 
 
 # -- delivery ----------------------------------------------------------------------------------
@@ -402,7 +403,7 @@ def trigger_transaction_events(ctx: Context, evse: int | None) -> Reply | None:
     session on the EVSE (all when None); None when there is none (Rejected)."""
     st = ctx.station
     txs = [tx for c, tx in st.transactions.items()
-           if (evse is None or c == evse) and tx.extra.get("started", True)]
+           if (evse is None or c == evse) and tx.facts.is_started]
     if not txs:
         return None
 
@@ -424,7 +425,8 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
     """
     st = ctx.station
     for rec in records:
-        if rec.data.get("started", True):
+        facts = TxFacts.from_dict(rec.data)
+        if facts.is_started:
             meter = st.core.meter(st.meter_id(rec.connector))
             stop_wh = max(rec.meter_start_wh, math.floor(float(meter["energy_wh"])))
             now = st.now()
@@ -437,7 +439,7 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
                 "eventType": "Ended",
                 "timestamp": iso(now),
                 "triggerReason": "AbnormalCondition",
-                "seqNo": int(rec.data.get("seq_no", 0)),
+                "seqNo": facts.seq_no,
                 "offline": True,  # generated before any connection
                 "transactionInfo": {
                     "transactionId": rec.transaction_id or transaction_id(rec.local_id),
@@ -447,7 +449,7 @@ def recover(ctx: Context, records: list[TxRecord]) -> None:
             }
             if metering.has_values(mv):
                 payload["meterValue"] = [mv]
-            _add_kept(ctx, rec.data, rec.connector, payload)  # what was kept before the crash
+            _add_kept(ctx, facts.kept, rec.connector, payload)  # what was kept before the crash
             ctx.journal.outbox.enqueue(ctx.endpoint_id, "TransactionEvent", payload, rec.local_id,
                                 new_unique_id())
             log.warning("%s: transaction %s was open at the last stop; ended as PowerLoss",

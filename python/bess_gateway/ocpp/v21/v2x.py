@@ -276,7 +276,8 @@ class V2XSmartCharging(SmartCharging):
                 self.on_leg(tx.local_id, True)
             self.apply()
             # The mode at the start is the baseline of OperationModeChanged (setpoint_watch).
-            tx.extra.setdefault(_MODE, self.target_now().mode or "ChargingOnly")
+            if tx.facts.operation_mode is None:
+                tx.facts.operation_mode = self.target_now().mode or "ChargingOnly"
 
     def core_port(self) -> Any:
         return self.station.core
@@ -399,7 +400,7 @@ async def send_needs(ctx: Context) -> None:
     LimitChangeSignificance (the "vehicle" renegotiates, Q block)."""
     st = ctx.station
     tx = st.transactions.get(CHARGE_CONNECTOR)
-    if tx is None or not ctx.online or not tx.extra.get("started", True):
+    if tx is None or not ctx.online or not tx.facts.is_started:
         return
     max_charge = charging_limits.physical_w(st, CHARGE_CONNECTOR)
     max_discharge = charging_limits.physical_w(st, DISCHARGE_CONNECTOR)
@@ -461,16 +462,13 @@ async def setpoint_watch(ctx: Context) -> None:
             log.warning("%s: setpoint limit report failed: %s", ctx.endpoint_id, exc)
 
 
-_MODE = "operation_mode"  # Transaction.extra: the operationMode the CSMS last heard of
-
-
 async def mode_changed(ctx: Context, tx: Transaction, mode: str) -> None:
     """TransactionEvent Updated, triggerReason OperationModeChanged, when the leading period's
     operationMode changes during a transaction (the first one seen is the baseline)."""
-    if not tx.extra.get("started", True):
+    if not tx.facts.is_started:
         return
-    before = tx.extra.get(_MODE)
-    tx.extra[_MODE] = mode
+    before = tx.facts.operation_mode
+    tx.facts.operation_mode = mode
     if before is not None and before != mode:
         await transactions.send_updated(ctx, tx, "OperationModeChanged",
                                         info={"operationMode": mode})
