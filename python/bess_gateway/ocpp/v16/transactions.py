@@ -177,7 +177,8 @@ async def send_meter_values(ctx: Context, connector: int, context: str,
         return
     payload["transactionId"] = _tx_id(tx)
     # Without the CSMS's transaction id yet, it queues behind its StartTransaction (the id is
-    # written into it when the StartTransaction is answered: Journal.patch_transaction_id).
+    # written into it when the StartTransaction is answered:
+    # journal.transactions.patch_transaction_id).
     # Periodic and clock-aligned samples may be thinned when the queue is over its disk budget.
     retention = Retention.THIN if context in SAMPLED_CONTEXTS else Retention.ALWAYS
     await sessions.send_or_queue(ctx, "MeterValues", payload, tx,
