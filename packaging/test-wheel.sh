@@ -18,7 +18,7 @@ case "$wheel" in *-cp311-abi3-*) ;; *) echo "not an abi3 wheel: $wheel"; exit 1 
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$wheel"
 cd "$work"
-./venv/bin/python -c 'import bess_gateway._core, bess_gateway.metrics; print("import ok")'
+./venv/bin/python -c 'import bess_gateway._core, bess_gateway.ops.metrics; print("import ok")'
 python3 - "$wheel" <<'PY'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
