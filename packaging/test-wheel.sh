@@ -22,7 +22,7 @@ cd "$work"
 python3 - "$wheel" <<'PY'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-for needed in ("bess_gateway/status_page.html", "bess_gateway/sim/registers/generic.toml",
+for needed in ("bess_gateway/ops/status_page.html", "bess_gateway/sim/registers/generic.toml",
                "bess_gateway/sim/registers/sunspec.toml"):
     assert needed in names, f"{needed} missing from the wheel"
 print("wheel contents ok")
