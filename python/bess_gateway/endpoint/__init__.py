@@ -2,11 +2,13 @@
 
 - ``link``: the connection lifecycle (connect with back-off, boot until Accepted, heartbeat,
   status reporting, reconnect, shutdown) and the ``Context`` the feature blocks share.
-- The endpoint's services, used by every version's translator: ``sessions`` (start/stop and
-  the meter-value loops), ``outbox`` (the journaled message queue and its delivery policy),
-  ``settling`` (a stop message waits for the final meter register), ``authorizer``
-  (local list, cache, Authorize), ``charging_limits`` (the station's smart-charging block),
-  ``reservation_service``, ``log_requests`` (GetLog), ``pacing`` (the gateway-wide token
+- ``services``: ``EndpointServices``, the typed services object built once per endpoint and
+  reached as ``ctx.services``. The services, used by every version's translator: ``sessions``
+  (start/stop and the meter-value loops), ``outbox`` (the journaled message queue and its
+  delivery policy), ``settling`` (a stop message waits for the final meter register),
+  ``authorizer`` (local list, cache, Authorize), ``charging_limits`` and
+  ``smart_charging_service`` (the station's installed profiles and the schedules they hand the
+  core), ``reservation_service``, ``log_requests`` (GetLog), ``pacing`` (the gateway-wide token
   bucket for replayed messages).
 - Security as an endpoint lives it: ``connection_security`` (URL, TLS context and Basic auth
   under the security profile; security events of a failed connection),
