@@ -156,10 +156,20 @@ class Authorizer:
             )
             if status == ListUpdateStatus.ACCEPTED:
                 journal.auth.apply_auth_list(self.endpoint_id, full=full, version=version,
-                                        changes=changes)
+                                             changes=changes)
         except JournalError as exc:
             log.error("%s: local list not updated: %s", self.endpoint_id, exc)
             return None
         log.info("%s: SendLocalList %s v%d (%d entries): %s", self.endpoint_id,
                  "Full" if full else "Differential", version, len(changes), status)
         return status
+
+    def clear_cache(self) -> bool:
+        """ClearCache, either version: empty the cache; False = the journal failed (Rejected)."""
+        try:
+            removed = self.journal.auth.clear_auth_cache(self.endpoint_id)
+        except JournalError as exc:
+            log.error("%s: ClearCache failed: %s", self.endpoint_id, exc)
+            return False
+        log.info("%s: authorization cache cleared (%d entries)", self.endpoint_id, removed)
+        return True

@@ -18,7 +18,6 @@ from bess_gateway.domain.authorization import (
     parse_status,
 )
 from bess_gateway.endpoint.authorizer import tag_ref, wire_time
-from bess_gateway.journal import JournalError
 from bess_gateway.ocpp.v16.context import Context
 
 log = logging.getLogger("bess_gateway.ocpp.v16")
@@ -78,13 +77,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
         return {"listVersion": journal.auth.auth_list_version(ctx.endpoint_id)}
 
     async def clear_cache(p: dict[str, Any]) -> dict[str, Any]:
-        try:
-            removed = journal.auth.clear_auth_cache(ctx.endpoint_id)
-        except JournalError as exc:
-            log.error("%s: ClearCache failed: %s", ctx.endpoint_id, exc)
-            return {"status": "Rejected"}
-        log.info("%s: authorization cache cleared (%d entries)", ctx.endpoint_id, removed)
-        return {"status": "Accepted"}
+        return {"status": "Accepted" if ctx.services.authorizer.clear_cache() else "Rejected"}
 
     return {
         "SendLocalList": send_local_list,

@@ -23,7 +23,6 @@ from bess_gateway.domain.authorization import (
 )
 from bess_gateway.endpoint import authorizer
 from bess_gateway.endpoint.link import Context
-from bess_gateway.journal import JournalError
 
 log = logging.getLogger("bess_gateway.ocpp.v201")
 
@@ -142,13 +141,7 @@ def handlers(ctx: Context) -> dict[str, Any]:
     async def clear_cache(p: dict[str, Any]) -> dict[str, Any]:
         if not settings.bool("authorization_cache_enabled"):
             return {"status": "Rejected", "statusInfo": {"reasonCode": "Disabled"}}
-        try:
-            removed = journal.auth.clear_auth_cache(ctx.endpoint_id)
-        except JournalError as exc:
-            log.error("%s: ClearCache failed: %s", ctx.endpoint_id, exc)
-            return {"status": "Rejected"}
-        log.info("%s: authorization cache cleared (%d entries)", ctx.endpoint_id, removed)
-        return {"status": "Accepted"}
+        return {"status": "Accepted" if ctx.services.authorizer.clear_cache() else "Rejected"}
 
     return {
         "SendLocalList": send_local_list,
